@@ -1,0 +1,95 @@
+// Messages between the edge and the relays: the HTTP bodies of the relay's API and of the
+// edge's internal routes. Validated once at each boundary with these schemas.
+import { z } from "zod";
+import { SessionConfig } from "./session.ts";
+
+export const MAX_OFFER_BYTES = 32 * 1024;
+
+/** Header carrying the ticket on `POST /calls`. */
+export const TICKET_HEADER = "Earshot-Ticket";
+
+export const RelayId = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/);
+export const CallId = z.string().regex(/^rtc_[A-Za-z0-9_-]{8,64}$/);
+
+/** Edge → relay `POST /calls` (ticket in the `Earshot-Ticket` header). */
+export const CreateCallRequest = z.strictObject({
+  call_id: CallId,
+  offer_sdp: z.string().min(1).max(MAX_OFFER_BYTES),
+  session: SessionConfig,
+});
+export type CreateCallRequest = z.infer<typeof CreateCallRequest>;
+
+export const CreateCallResponse = z.strictObject({
+  call_id: CallId,
+  answer_sdp: z.string().min(1),
+});
+export type CreateCallResponse = z.infer<typeof CreateCallResponse>;
+
+/** Relay → edge `POST /internal/relays/heartbeat`, every few seconds. */
+export const Heartbeat = z.strictObject({
+  relay_id: RelayId,
+  region: z.string().regex(/^[a-z0-9-]{1,32}$/),
+  lat: z.number().min(-90).max(90),
+  lon: z.number().min(-180).max(180),
+  public_url: z.url({ protocol: /^https?$/ }),
+  capacity: z.number().int().min(0).max(100_000),
+  active_calls: z.number().int().min(0),
+  draining: z.boolean(),
+  /** Seconds between heartbeats; the edge drops a relay after three missed ones. */
+  interval_seconds: z.number().positive().max(60),
+});
+export type Heartbeat = z.infer<typeof Heartbeat>;
+
+export const EndReason = z.enum([
+  "hangup",
+  "client_hangup",
+  "ice_failed",
+  "dtls_failed",
+  "never_connected",
+  "max_duration",
+  "secret_expired",
+  "relay_lost",
+  "relay_error",
+  "relay_timeout",
+  "relay_draining",
+  "inference_lost",
+  "inference_error",
+]);
+export type EndReason = z.infer<typeof EndReason>;
+
+export const CallStats = z.strictObject({
+  packets_in: z.number().int().nonnegative(),
+  packets_out: z.number().int().nonnegative(),
+  packets_lost: z.number().int().nonnegative(),
+  jitter_ms: z.number().nonnegative(),
+  late_frames: z.number().int().nonnegative(),
+  rtt_ms: z.number().nonnegative().optional(),
+});
+export type CallStats = z.infer<typeof CallStats>;
+
+const eventBase = { call_id: CallId, relay_id: RelayId, at: z.number().int().positive() };
+
+/** Relay → edge `POST /internal/calls/{id}/events`. `at` is epoch milliseconds. */
+export const RelayCallEvent = z.discriminatedUnion("type", [
+  z.strictObject({ ...eventBase, type: z.literal("connected") }),
+  z.strictObject({ ...eventBase, type: z.literal("first_audio") }),
+  z.strictObject({ ...eventBase, type: z.literal("stats"), stats: CallStats }),
+  z.strictObject({
+    ...eventBase,
+    type: z.literal("ended"),
+    reason: EndReason,
+    message: z.string().max(512).optional(),
+  }),
+]);
+export type RelayCallEvent = z.infer<typeof RelayCallEvent>;
+
+/** The error envelope every Earshot HTTP surface answers with (OpenAI's shape). */
+export const ErrorBody = z.object({
+  error: z.object({
+    type: z.string(),
+    code: z.string().nullable(),
+    message: z.string(),
+    param: z.string().nullable(),
+  }),
+});
+export type ErrorBody = z.infer<typeof ErrorBody>;

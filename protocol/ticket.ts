@@ -1,0 +1,123 @@
+// Tickets authorise one offer on one relay for one call. The edge signs, the relay verifies;
+// both import this module so the two sides cannot drift apart.
+//
+//   ticket = "v1." base64url(JSON claims) "." base64url(HMAC-SHA256(secret, "v1." claims))
+//
+// The claims bind the call id, the relay id, the SHA-256 of the offer SDP and of the canonical
+// session config, a nonce (the relay remembers it until expiry, so a ticket is good once) and
+// an expiry. A ticket therefore cannot be replayed, moved to another relay or another offer.
+import { z } from "zod";
+import {
+  base64url,
+  canonicalJson,
+  fromBase64url,
+  fromUtf8,
+  randomToken,
+  sha256Hex,
+  utf8,
+} from "./encoding.ts";
+import { hmacSha256, hmacVerify } from "./hmac.ts";
+
+export const TICKET_VERSION = "v1";
+export const TICKET_MAX_LENGTH = 2048;
+/** Clock difference tolerated between edge and relay, in seconds. */
+export const CLOCK_SKEW_SECONDS = 30;
+export const DEFAULT_TICKET_TTL_SECONDS = 30;
+
+export const TicketClaims = z.strictObject({
+  call_id: z.string().min(1).max(128),
+  relay_id: z.string().min(1).max(128),
+  offer_sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  session_sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  nonce: z.string().min(16).max(64),
+  iat: z.number().int().nonnegative(),
+  exp: z.number().int().positive(),
+});
+export type TicketClaims = z.infer<typeof TicketClaims>;
+
+export interface TicketSubject {
+  callId: string;
+  relayId: string;
+  offerSdp: string;
+  session: unknown;
+}
+
+export type TicketErrorCode =
+  | "ticket_missing"
+  | "ticket_malformed"
+  | "ticket_bad_signature"
+  | "ticket_expired"
+  | "ticket_not_yet_valid"
+  | "ticket_mismatch";
+
+export type TicketVerification =
+  { ok: true; claims: TicketClaims } | { ok: false; code: TicketErrorCode; message: string };
+
+export async function signTicket(
+  secret: string,
+  subject: TicketSubject,
+  options: { nowSeconds?: number; ttlSeconds?: number; nonce?: string } = {},
+): Promise<string> {
+  const iat = options.nowSeconds ?? Math.floor(Date.now() / 1000);
+  const claims: TicketClaims = {
+    call_id: subject.callId,
+    relay_id: subject.relayId,
+    offer_sha256: await sha256Hex(subject.offerSdp),
+    session_sha256: await sha256Hex(canonicalJson(subject.session ?? {})),
+    nonce: options.nonce ?? randomToken(18),
+    iat,
+    exp: iat + (options.ttlSeconds ?? DEFAULT_TICKET_TTL_SECONDS),
+  };
+  const signed = `${TICKET_VERSION}.${base64url(utf8(JSON.stringify(claims)))}`;
+  return `${signed}.${base64url(await hmacSha256(secret, signed))}`;
+}
+
+function fail(code: TicketErrorCode, message: string): TicketVerification {
+  return { ok: false, code, message };
+}
+
+/**
+ * Checks signature, time and binding. Replay (the nonce seen before) is the caller's to check,
+ * since only it keeps state; `claims.nonce` and `claims.exp` say what to remember and how long.
+ */
+export async function verifyTicket(
+  secret: string,
+  ticket: string | null | undefined,
+  subject: TicketSubject,
+  nowSeconds = Math.floor(Date.now() / 1000),
+): Promise<TicketVerification> {
+  if (!ticket) return fail("ticket_missing", "A ticket is required.");
+  if (ticket.length > TICKET_MAX_LENGTH) return fail("ticket_malformed", "The ticket is too long.");
+  const parts = ticket.split(".");
+  if (parts.length !== 3 || parts[0] !== TICKET_VERSION) {
+    return fail("ticket_malformed", "The ticket is not a v1 ticket.");
+  }
+  const mac = fromBase64url(parts[2]!);
+  const payload = fromBase64url(parts[1]!);
+  if (!mac || !payload) return fail("ticket_malformed", "The ticket is not base64url.");
+  // The signature is checked before the claims are parsed, so forged input costs one HMAC.
+  if (!(await hmacVerify(secret, `${parts[0]}.${parts[1]}`, mac))) {
+    return fail("ticket_bad_signature", "The ticket's signature does not match.");
+  }
+  let parsed: z.ZodSafeParseResult<TicketClaims>;
+  try {
+    parsed = TicketClaims.safeParse(JSON.parse(fromUtf8(payload)));
+  } catch {
+    return fail("ticket_malformed", "The ticket's claims are not JSON.");
+  }
+  if (!parsed.success) return fail("ticket_malformed", "The ticket's claims are invalid.");
+  const claims = parsed.data;
+  if (claims.exp + CLOCK_SKEW_SECONDS < nowSeconds) return fail("ticket_expired", "The ticket has expired.");
+  if (claims.iat - CLOCK_SKEW_SECONDS > nowSeconds) {
+    return fail("ticket_not_yet_valid", "The ticket is not valid yet.");
+  }
+  if (claims.call_id !== subject.callId) return fail("ticket_mismatch", "The ticket is for another call.");
+  if (claims.relay_id !== subject.relayId) return fail("ticket_mismatch", "The ticket is for another relay.");
+  if (claims.offer_sha256 !== (await sha256Hex(subject.offerSdp))) {
+    return fail("ticket_mismatch", "The ticket is for another offer.");
+  }
+  if (claims.session_sha256 !== (await sha256Hex(canonicalJson(subject.session ?? {})))) {
+    return fail("ticket_mismatch", "The ticket is for another session config.");
+  }
+  return { ok: true, claims };
+}

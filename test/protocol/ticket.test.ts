@@ -1,0 +1,81 @@
+import { describe, expect, it } from "vitest";
+import { signTicket, verifyTicket, type TicketSubject } from "../../protocol/ticket.ts";
+import { signRequest, verifyRequest } from "../../protocol/signed-request.ts";
+
+const secret = "relay-secret";
+const subject: TicketSubject = {
+  callId: "rtc_abcdefgh1234",
+  relayId: "relay-eu-1",
+  offerSdp: "v=0\r\n",
+  session: { model: "gpt-realtime", instructions: "hi" },
+};
+const now = 1_800_000_000;
+
+describe("tickets", () => {
+  it("verifies a ticket for its own subject", async () => {
+    const ticket = await signTicket(secret, subject, { nowSeconds: now });
+    const result = await verifyTicket(secret, ticket, subject, now + 5);
+    expect(result.ok).toBe(true);
+  });
+
+  it("hashes the session config independently of key order", async () => {
+    const ticket = await signTicket(secret, subject, { nowSeconds: now });
+    const reordered = { ...subject, session: { instructions: "hi", model: "gpt-realtime" } };
+    expect((await verifyTicket(secret, ticket, reordered, now)).ok).toBe(true);
+  });
+
+  it.each([
+    ["another call", { callId: "rtc_otherother1" }],
+    ["another relay", { relayId: "relay-us-1" }],
+    ["another offer", { offerSdp: "v=0\r\ns=-\r\n" }],
+    ["another session", { session: { model: "other" } }],
+  ])("refuses a ticket moved to %s", async (_name, change) => {
+    const ticket = await signTicket(secret, subject, { nowSeconds: now });
+    const result = await verifyTicket(secret, ticket, { ...subject, ...change }, now);
+    expect(result).toMatchObject({ ok: false, code: "ticket_mismatch" });
+  });
+
+  it("refuses forged, tampered, expired, early, missing and oversized tickets", async () => {
+    const ticket = await signTicket(secret, subject, { nowSeconds: now, ttlSeconds: 30 });
+    const [v, claims, mac] = ticket.split(".");
+    const tampered = `${v}.${claims!.slice(0, -2)}AA.${mac}`;
+    expect(await verifyTicket("other-secret", ticket, subject, now)).toMatchObject({
+      code: "ticket_bad_signature",
+    });
+    expect(await verifyTicket(secret, tampered, subject, now)).toMatchObject({ ok: false });
+    // 30 s of tolerated skew past exp, then refused.
+    expect((await verifyTicket(secret, ticket, subject, now + 60)).ok).toBe(true);
+    expect(await verifyTicket(secret, ticket, subject, now + 61)).toMatchObject({ code: "ticket_expired" });
+    expect((await verifyTicket(secret, ticket, subject, now - 30)).ok).toBe(true);
+    expect(await verifyTicket(secret, ticket, subject, now - 31)).toMatchObject({
+      code: "ticket_not_yet_valid",
+    });
+    expect(await verifyTicket(secret, undefined, subject, now)).toMatchObject({ code: "ticket_missing" });
+    expect(await verifyTicket(secret, "v1." + "A".repeat(4096) + ".x", subject, now)).toMatchObject({
+      code: "ticket_malformed",
+    });
+    expect(await verifyTicket(secret, "garbage", subject, now)).toMatchObject({ code: "ticket_malformed" });
+  });
+});
+
+describe("signed requests", () => {
+  it("verifies the same method, path and body, and nothing else", async () => {
+    const header = await signRequest(secret, "POST", "/internal/relays/heartbeat", '{"a":1}', now);
+    expect(
+      (await verifyRequest(secret, header, "POST", "/internal/relays/heartbeat", '{"a":1}', now)).ok,
+    ).toBe(true);
+    expect(
+      (await verifyRequest(secret, header, "POST", "/internal/relays/heartbeat", '{"a":2}', now)).ok,
+    ).toBe(false);
+    expect(
+      (await verifyRequest(secret, header, "DELETE", "/internal/relays/heartbeat", '{"a":1}', now)).ok,
+    ).toBe(false);
+    expect(
+      (await verifyRequest(secret, header, "POST", "/internal/relays/heartbeat", '{"a":1}', now + 31)).ok,
+    ).toBe(false);
+    expect((await verifyRequest("x", header, "POST", "/internal/relays/heartbeat", '{"a":1}', now)).ok).toBe(
+      false,
+    );
+    expect((await verifyRequest(secret, null, "POST", "/", "", now)).ok).toBe(false);
+  });
+});
