@@ -1,0 +1,58 @@
+// The seam between a call's media (relay/call.ts, relay/media/*) and what its audio and events
+// are bridged to: the inference connection in production, simpler bridges in tests.
+// The call owns the PeerConnection and hands the bridge these three ports when media is set up.
+import type { EndReason } from "../protocol/relay-api.ts";
+import type { SessionConfig } from "../protocol/session.ts";
+import type { PlayoutLedger } from "./media/playout-ledger.ts";
+
+/** Downlink: 24 kHz PCM16 in, paced Opus RTP out. */
+export interface DownlinkPort {
+  /**
+   * Queues audio of one response item. Samples are copied; the caller may reuse its buffer.
+   * Audio queued for an item is sent in order, 20 ms a tick.
+   */
+  push(itemId: string, contentIndex: number, pcm: Int16Array): void;
+  /** Drops everything queued, so the next pacer tick sends silence. Returns the ms dropped. */
+  flush(): number;
+  /** Ms of audio queued and not yet sent. */
+  readonly queuedMs: number;
+  /** What was generated and what was actually sent, per item. */
+  readonly ledger: PlayoutLedger;
+}
+
+/** The `oai-events` data channel, as text. */
+export interface EventChannelPort {
+  readonly open: boolean;
+  send(text: string): void;
+}
+
+export interface CallContext {
+  callId: string;
+  session: SessionConfig;
+  downlink: DownlinkPort;
+  events: EventChannelPort;
+  /** Ends the call (hang-up of the PeerConnection, report to the edge) with a reason. */
+  end(reason: EndReason, message?: string): void;
+}
+
+/** A call's bridge receives uplink audio and data-channel messages from the call. */
+export interface CallBridge {
+  /**
+   * One 20 ms frame of 24 kHz PCM16 mono (480 samples) from the uplink, in order, concealed
+   * frames included. Called on the media path: no await, no per-frame logging. The array is
+   * reused after the call returns: copy what you keep.
+   */
+  onUplinkFrame(pcm: Int16Array): void;
+  /** A text message from the client on `oai-events`. Untrusted: validate it. */
+  onClientMessage(text: string): void;
+  /** The data channel opened (events queued before this should be flushed now). */
+  onChannelOpen(): void;
+  /** Downlink pacer events, so the bridge can emit `output_audio_buffer.*`. */
+  onPlayoutStarted(itemId: string): void;
+  onPlayoutStopped(itemId: string): void;
+  /** Safe to call twice. */
+  close(): void;
+}
+
+/** Creates a call's bridge as soon as the offer is accepted, before ICE completes. */
+export type CallBridgeFactory = (ctx: CallContext) => CallBridge;
