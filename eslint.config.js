@@ -9,7 +9,7 @@ export default tseslint.config(
       "worker-configuration.d.ts",
       "bench/results",
       "test-artifacts",
-      "web/dist",
+      "web/public/build",
     ],
   },
   js.configs.recommended,

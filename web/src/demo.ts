@@ -1,0 +1,178 @@
+// The demo page: one button, the conversation, and what the call is doing.
+import { connect, EarshotError, type RealtimeCall, type RealtimeServerEvent } from "./earshot-client.ts";
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const talk = $<HTMLButtonElement>("talk");
+const status = $("status");
+const errorBox = $("error");
+const bargeIn = $("barge-in");
+const eventsList = $<HTMLOListElement>("events");
+const transcript = $<HTMLOListElement>("transcript");
+const remoteAudio = $<HTMLAudioElement>("remote-audio");
+
+let call: RealtimeCall | null = null;
+let mic: MediaStream | null = null;
+let audioContext: AudioContext | null = null;
+let meterTimer = 0;
+
+/** Exposed for the browser tests: the levels the meters show, and the events seen. */
+const demoState = { inputLevel: 0, outputLevel: 0, peakOutputLevel: 0, events: [] as string[], bargeIns: 0 };
+(window as unknown as { earshotDemo: typeof demoState }).earshotDemo = demoState;
+
+function showError(message: string): void {
+  errorBox.textContent = message;
+  errorBox.hidden = false;
+}
+
+function setTiming(id: string, ms: number | undefined): void {
+  if (ms !== undefined) $(id).textContent = ms.toFixed(0);
+}
+
+function logEvent(event: RealtimeServerEvent): void {
+  demoState.events.push(event.type);
+  const li = document.createElement("li");
+  li.textContent = event.type;
+  eventsList.prepend(li);
+  while (eventsList.children.length > 200) eventsList.lastChild!.remove();
+}
+
+const agentLines = new Map<string, HTMLLIElement>();
+function onEvent(event: RealtimeServerEvent): void {
+  logEvent(event);
+  switch (event.type) {
+    case "input_audio_buffer.speech_started":
+      status.textContent = "Listening…";
+      break;
+    case "output_audio_buffer.started":
+      status.textContent = "Agent speaking";
+      bargeIn.hidden = true;
+      break;
+    case "output_audio_buffer.cleared":
+      demoState.bargeIns++;
+      bargeIn.hidden = false;
+      status.textContent = "Interrupted";
+      break;
+    case "response.output_audio_transcript.delta": {
+      const id = String(event.item_id ?? "");
+      let li = agentLines.get(id);
+      if (!li) {
+        li = document.createElement("li");
+        agentLines.set(id, li);
+        transcript.append(li);
+      }
+      li.textContent += String(event.delta ?? "");
+      break;
+    }
+    case "conversation.item.input_audio_transcription.completed": {
+      const li = document.createElement("li");
+      li.className = "user";
+      li.textContent = String(event.transcript ?? "");
+      transcript.append(li);
+      break;
+    }
+    case "error":
+      showError(`The agent reported an error: ${String((event.error as { message?: string })?.message)}`);
+      break;
+    case "earshot.connection":
+      if (event.state === "failed" || event.state === "disconnected") {
+        showError("The call dropped: the connection to the relay was lost.");
+        void stop();
+      }
+      break;
+  }
+}
+
+function level(analyser: AnalyserNode, buf: Float32Array<ArrayBuffer>): number {
+  analyser.getFloatTimeDomainData(buf);
+  let sum = 0;
+  for (const x of buf) sum += x * x;
+  return Math.min(1, Math.sqrt(sum / buf.length) * 4);
+}
+
+function startMeters(input: MediaStream, output: MediaStream): void {
+  audioContext = new AudioContext();
+  const inAnalyser = audioContext.createAnalyser();
+  const outAnalyser = audioContext.createAnalyser();
+  audioContext.createMediaStreamSource(input).connect(inAnalyser);
+  audioContext.createMediaStreamSource(output).connect(outAnalyser);
+  const buf = new Float32Array(inAnalyser.fftSize);
+  const inMeter = $<HTMLMeterElement>("input-level");
+  const outMeter = $<HTMLMeterElement>("output-level");
+  meterTimer = window.setInterval(() => {
+    demoState.inputLevel = inMeter.value = level(inAnalyser, buf);
+    demoState.outputLevel = outMeter.value = level(outAnalyser, buf);
+    demoState.peakOutputLevel = Math.max(demoState.peakOutputLevel, demoState.outputLevel);
+    if (call && call.timings.firstAudio === undefined && demoState.outputLevel > 0.02) {
+      call.timings.firstAudio = performance.now() - startedAt;
+      setTiming("t-audio", call.timings.firstAudio);
+    }
+  }, 50);
+}
+
+let startedAt = 0;
+async function start(): Promise<void> {
+  errorBox.hidden = true;
+  talk.disabled = true;
+  status.textContent = "Connecting…";
+  startedAt = performance.now();
+  try {
+    mic = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true },
+    });
+  } catch {
+    showError("The microphone is blocked. Allow microphone access for this page and press Talk again.");
+    status.textContent = "Idle";
+    talk.disabled = false;
+    return;
+  }
+  try {
+    const res = await fetch("/dev/client_secret", { method: "POST" });
+    if (!res.ok)
+      throw new EarshotError("Could not get a client secret from /dev/client_secret.", res.status, null);
+    const { value } = (await res.json()) as { value: string };
+    setTiming("t-secret", performance.now() - startedAt);
+    call = await connect({
+      baseUrl: location.origin,
+      clientSecret: value,
+      audio: mic,
+      audioElement: remoteAudio,
+    });
+    for (const type of ["event"])
+      call.events.addEventListener(type, (e) => onEvent((e as CustomEvent).detail));
+    setTiming("t-answer", call.timings.answerReceived);
+    call.peerConnection.addEventListener("iceconnectionstatechange", () =>
+      setTiming("t-ice", call?.timings.iceConnected),
+    );
+    startMeters(mic, call.remoteStream);
+    talk.textContent = "Hang up";
+    talk.classList.add("live");
+    status.textContent = "Connected: say something";
+  } catch (err) {
+    const e = err as EarshotError;
+    showError(
+      e.status === 503
+        ? "No relay is available right now. Is the relay running? (npm start runs one.)"
+        : e.status === 404 && e.message.includes("client_secret")
+          ? "The dev route is off. Start the stack with npm start (EARSHOT_DEV=1)."
+          : `Could not start the call: ${e.message}`,
+    );
+    await stop();
+  } finally {
+    talk.disabled = false;
+  }
+}
+
+async function stop(): Promise<void> {
+  window.clearInterval(meterTimer);
+  await call?.hangup();
+  call = null;
+  mic?.getTracks().forEach((t) => t.stop());
+  mic = null;
+  await audioContext?.close();
+  audioContext = null;
+  talk.textContent = "Talk";
+  talk.classList.remove("live");
+  status.textContent = "Idle";
+}
+
+talk.addEventListener("click", () => void (call ? stop() : start()));
