@@ -1,0 +1,16 @@
+// `npm run agent`: the built-in agent on ws://localhost:8791 (DESIGN.md, "Configuration and ports").
+import { AgentServer } from "./agent-server.ts";
+import { agentConfigFromEnv } from "./config.ts";
+
+let config;
+try {
+  config = agentConfigFromEnv(process.env);
+} catch (error) {
+  console.error(`earshot agent: ${(error as Error).message}`);
+  process.exit(1);
+}
+const agent = await AgentServer.start({ ...config, log: (m) => console.error(m) });
+console.warn(`earshot agent: ${config.reply} replies on ws://${config.host}:${agent.port}/v1/realtime`);
+const stop = () => void agent.close().then(() => process.exit(0));
+process.once("SIGINT", stop);
+process.once("SIGTERM", stop);
