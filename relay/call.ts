@@ -1,0 +1,378 @@
+// One call: a werift PeerConnection with one audio transceiver and the client's `oai-events`
+// data channel, the uplink and downlink audio pipelines, and the bridge they feed. The call
+// owns its children and closes them first (bridge, media, channel, then the PeerConnection).
+import { EventEmitter } from "node:events";
+import { performance } from "node:perf_hooks";
+import {
+  RTCPeerConnection,
+  RtpHeader,
+  RtpPacket,
+  type RTCDataChannel,
+  type RTCRtpTransceiver,
+} from "werift";
+import type { CallStats, EndReason } from "../protocol/relay-api.ts";
+import type { SessionConfig } from "../protocol/session.ts";
+import type { CallBridge, CallBridgeFactory, CallContext, EventChannelPort } from "./bridge.ts";
+import type { Logger } from "./log.ts";
+import { Downlink, type DownlinkEncoder } from "./media/downlink.ts";
+import { G711Decoder, G711Encoder } from "./media/g711.ts";
+import { OpusDecoder, OpusEncoder } from "./media/opus-codec.ts";
+import type { Pacer } from "./media/pacer.ts";
+import { Uplink, type UplinkDecoder } from "./media/uplink.ts";
+import type { RelayMetrics } from "./metrics.ts";
+import { MAX_CLIENT_MESSAGE_BYTES, peerConfig, type MediaNetwork } from "./peer-config.ts";
+import { answerDirection, answerSetup, rewriteCandidateAddress } from "./sdp.ts";
+
+export const EVENTS_CHANNEL_LABEL = "oai-events";
+/** A call whose ICE stays disconnected this long has lost its client. */
+const DISCONNECTED_GRACE_MS = 10_000;
+/** Packets past a gap before it counts as lost: 3 × 20 ms of reorder tolerance. */
+const REORDER_DEPTH = 3;
+
+export interface CallOptions {
+  callId: string;
+  session: SessionConfig;
+  network: MediaNetwork;
+  bridgeFactory: CallBridgeFactory;
+  pacer: Pacer;
+  metrics: RelayMetrics;
+  log: Logger;
+  connectTimeoutMs: number;
+}
+
+export type CallState = "new" | "connecting" | "connected" | "ended";
+
+export interface CallEvents {
+  connected: [];
+  first_audio: [];
+  ended: [reason: EndReason, message: string | undefined];
+}
+
+class CallSetupError extends Error {}
+export { CallSetupError };
+
+/** The downlink encoder: restricted-low-delay Opus (CELT only) at complexity 5. */
+function opusDownlinkEncoder(): DownlinkEncoder {
+  // CELT-only costs about a third of VOIP mode at the same complexity and has 5 ms less
+  // look-ahead; complexity 5 halves it again with no audible loss for speech at 32 kb/s.
+  const encoder = new OpusEncoder({ application: "restrictedLowDelay", complexity: 5, bitrate: 32_000 });
+  return { timestampStep: 960, encode: (pcm, out) => encoder.encode(pcm, out) };
+}
+
+function opusUplinkDecoder(): UplinkDecoder {
+  const decoder = new OpusDecoder();
+  return {
+    clockRate: 48_000,
+    decode: (payload, out) => decoder.decode(payload, out),
+    conceal: (out) => decoder.conceal(out),
+    recover: (next, out) => decoder.recover(next, out),
+  };
+}
+
+export class Call extends EventEmitter<CallEvents> {
+  readonly id: string;
+  readonly createdAt = performance.now();
+  connectedAt: number | undefined;
+  #state: CallState = "new";
+  #options: CallOptions;
+  #log: Logger;
+  #pc: RTCPeerConnection;
+  #transceiver: RTCRtpTransceiver | undefined;
+  #channel: RTCDataChannel | undefined;
+  #uplink: Uplink | undefined;
+  #downlink: Downlink | undefined;
+  #bridge: CallBridge | undefined;
+  #payloadType = 111;
+  #offerSdp = "";
+  #timers = new Set<NodeJS.Timeout>();
+  #disconnectTimer: NodeJS.Timeout | undefined;
+  #droppedMessages = 0;
+  #packetsOut = 0;
+  #firstAudio = false;
+  #closed: Promise<void> | undefined;
+  #endReason: EndReason | undefined;
+
+  constructor(options: CallOptions) {
+    super();
+    this.id = options.callId;
+    this.#options = options;
+    this.#log = options.log.child({ call_id: options.callId });
+    this.#pc = new RTCPeerConnection(peerConfig(options.network));
+  }
+
+  get state(): CallState {
+    return this.#state;
+  }
+
+  get endReason(): EndReason | undefined {
+    return this.#endReason;
+  }
+
+  /** Resolves when the PeerConnection and everything under it is closed. */
+  get closed(): Promise<void> {
+    return this.#closed ?? Promise.resolve();
+  }
+
+  /** Applies the offer and returns the answer SDP. Throws CallSetupError for an unusable offer. */
+  async answer(offerSdp: string): Promise<string> {
+    this.#offerSdp = offerSdp;
+    const pc = this.#pc;
+    pc.onDataChannel.subscribe((channel) => this.#onDataChannel(channel));
+    pc.connectionStateChange.subscribe((state) => this.#onConnectionState(state));
+    try {
+      await pc.setRemoteDescription({ type: "offer", sdp: offerSdp });
+    } catch (error) {
+      throw new CallSetupError(`The offer could not be applied: ${(error as Error).message}`);
+    }
+    const audio = pc.getTransceivers().filter((t) => t.kind === "audio");
+    if (audio.length !== 1) {
+      throw new CallSetupError(`The offer must have exactly one audio m-line, found ${audio.length}.`);
+    }
+    const transceiver = audio[0]!;
+    this.#transceiver = transceiver;
+    // werift answers recvonly unless told; a browser then drops our audio and never fires ontrack.
+    transceiver.setDirection("sendrecv");
+    // Passive: the client sends the DTLS ClientHello as soon as ICE connects, which saves the
+    // round trip (and werift's fixed pre-hello sleep) of the relay being the DTLS client.
+    for (const transport of pc.dtlsTransports) transport.role = "server";
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    let sdp = pc.localDescription!.sdp;
+    if (answerSetup(sdp) !== "passive") throw new Error("werift did not answer a=setup:passive");
+    const direction = answerDirection(sdp);
+    if (direction === "inactive" || direction === undefined) {
+      throw new CallSetupError("The offer's audio m-line cannot be answered (no common codec?).");
+    }
+    const codec = transceiver.codecs[0];
+    if (!codec) throw new CallSetupError("No common audio codec: offer Opus, PCMU or PCMA.");
+    this.#payloadType = codec.payloadType;
+    this.#setUpMedia(codec.mimeType.toLowerCase(), transceiver);
+    const network = this.#options.network;
+    if (network.publicIp) sdp = rewriteCandidateAddress(sdp, network.mediaIp, network.publicIp);
+    this.#state = "connecting";
+    this.#timer(() => {
+      if (this.#state === "connecting") this.end("never_connected", "ICE/DTLS did not complete in time.");
+    }, this.#options.connectTimeoutMs);
+    this.#log.info({ codec: codec.mimeType }, "call answered");
+    return sdp;
+  }
+
+  /** ICE restart (RFC 8840 sdpfrag in, sdpfrag out): new remote credentials, new local ones. */
+  async restartIce(fragment: string): Promise<string> {
+    if (this.#state === "ended") throw new CallSetupError("The call has ended.");
+    const ufrag = /^a=ice-ufrag:(\S+)\s*$/m.exec(fragment)?.[1];
+    const pwd = /^a=ice-pwd:(\S+)\s*$/m.exec(fragment)?.[1];
+    if (!ufrag || !pwd) throw new CallSetupError("The sdpfrag must carry a=ice-ufrag and a=ice-pwd.");
+    const candidates = fragment.split(/\r?\n/).filter((l) => l.startsWith("a=candidate:"));
+    let offer = this.#offerSdp
+      .replace(/^a=ice-ufrag:.*$/gm, `a=ice-ufrag:${ufrag}`)
+      .replace(/^a=ice-pwd:.*$/gm, `a=ice-pwd:${pwd}`)
+      .replace(/^a=candidate:.*\r?\n/gm, "");
+    if (candidates.length > 0) {
+      offer = offer.replace(/(^m=audio.*\r?\n)/m, `$1${candidates.map((c) => `${c}\r\n`).join("")}`);
+    }
+    this.#offerSdp = offer;
+    await this.#pc.setRemoteDescription({ type: "offer", sdp: offer });
+    await this.#pc.setLocalDescription(await this.#pc.createAnswer());
+    const sdp = this.#pc.localDescription!.sdp;
+    const lines = sdp
+      .split(/\r?\n/)
+      .filter((l) => l.startsWith("a=ice-ufrag:") || l.startsWith("a=ice-pwd:") || l.startsWith("a=candidate:"));
+    const unique = [...new Set(lines)];
+    const network = this.#options.network;
+    const frag = unique.join("\r\n") + "\r\n";
+    return network.publicIp ? rewriteCandidateAddress(frag, network.mediaIp, network.publicIp) : frag;
+  }
+
+  stats(): CallStats {
+    const up = this.#uplink?.stats;
+    return {
+      packets_in: up?.packets ?? 0,
+      packets_out: this.#packetsOut,
+      packets_lost: up?.lost ?? 0,
+      jitter_ms: Math.round((up?.jitterMs ?? 0) * 100) / 100,
+      late_frames: up?.late ?? 0,
+    };
+  }
+
+  get droppedMessages(): number {
+    return this.#droppedMessages;
+  }
+
+  get uplinkStats() {
+    return this.#uplink?.stats;
+  }
+
+  /** Ends the call once; later calls are no-ops. Resolves when everything is closed. */
+  end(reason: EndReason, message?: string): Promise<void> {
+    if (this.#closed) return this.#closed;
+    this.#endReason = reason;
+    this.#state = "ended";
+    this.#closed = this.#close(reason, message);
+    return this.#closed;
+  }
+
+  close(): Promise<void> {
+    return this.end("hangup");
+  }
+
+  async #close(reason: EndReason, message: string | undefined): Promise<void> {
+    for (const timer of this.#timers) clearTimeout(timer);
+    this.#timers.clear();
+    if (this.#disconnectTimer) clearTimeout(this.#disconnectTimer);
+    // Children first: nothing may feed the PeerConnection while it closes.
+    try {
+      this.#bridge?.close();
+    } catch (error) {
+      this.#log.warn({ err: error }, "bridge close failed");
+    }
+    if (this.#downlink) {
+      this.#options.pacer.delete(this.#downlink);
+      this.#downlink.close();
+    }
+    this.#uplink?.close();
+    try {
+      await this.#pc.close();
+    } catch (error) {
+      this.#log.warn({ err: error }, "peer connection close failed");
+    }
+    this.#options.metrics.callsEnded.inc({ reason });
+    this.#log.info({ reason, stats: this.stats() }, "call ended");
+    this.emit("ended", reason, message);
+  }
+
+  #timer(fn: () => void, ms: number): void {
+    const timer = setTimeout(() => {
+      this.#timers.delete(timer);
+      fn();
+    }, ms);
+    this.#timers.add(timer);
+  }
+
+  #setUpMedia(mimeType: string, transceiver: RTCRtpTransceiver): void {
+    const { metrics, pacer } = this.#options;
+    const law = mimeType === "audio/pcmu" ? "pcmu" : mimeType === "audio/pcma" ? "pcma" : undefined;
+    const decoder = law ? new G711Decoder(law) : opusUplinkDecoder();
+    const encoder = law ? new G711Encoder(law) : opusDownlinkEncoder();
+    const events: EventChannelPort = {
+      get open() {
+        return channel()?.readyState === "open";
+      },
+      send: (text: string) => {
+        const c = this.#channel;
+        if (c?.readyState === "open") c.send(text);
+      },
+    };
+    const channel = () => this.#channel;
+    const sender = transceiver.sender;
+    this.#downlink = new Downlink({
+      encoder,
+      observer: {
+        onPlayoutStarted: (itemId) => this.#bridge?.onPlayoutStarted(itemId),
+        onPlayoutStopped: (itemId) => this.#bridge?.onPlayoutStopped(itemId),
+      },
+      send: (payload, sequenceNumber, timestamp, marker) => {
+        const header = new RtpHeader({ sequenceNumber, timestamp, marker, payloadType: this.#payloadType });
+        this.#packetsOut++;
+        metrics.framesDownlink.inc();
+        sender.sendRtp(new RtpPacket(header, payload)).catch(() => {
+          // A send that fails after close is expected; nothing to do per packet.
+        });
+      },
+      observeWork: (s) => metrics.downlinkWork.observe(s),
+    });
+    this.#uplink = new Uplink({
+      decoder,
+      reorderDepth: REORDER_DEPTH,
+      onFrame: (pcm) => {
+        metrics.framesUplink.inc();
+        this.#bridge?.onUplinkFrame(pcm);
+      },
+      observeWork: (s) => metrics.uplinkWork.observe(s),
+    });
+    const uplink = this.#uplink;
+    transceiver.onTrack.subscribe((track) => {
+      track.onReceiveRtp.subscribe((rtp) => {
+        const before = uplink.stats.lost;
+        const late = uplink.stats.late;
+        uplink.receive(rtp.header.sequenceNumber, rtp.header.timestamp, rtp.payload);
+        if (uplink.stats.lost !== before) metrics.packetsLost.inc(uplink.stats.lost - before);
+        if (uplink.stats.late !== late) metrics.packetsLate.inc(uplink.stats.late - late);
+        if (!this.#firstAudio) {
+          this.#firstAudio = true;
+          this.emit("first_audio");
+        }
+      });
+    });
+    const ctx: CallContext = {
+      callId: this.id,
+      session: this.#options.session,
+      downlink: this.#downlink,
+      events,
+      end: (reason, message) => void this.end(reason, message),
+    };
+    this.#bridge = this.#options.bridgeFactory(ctx);
+    pacer.add(this.#downlink);
+  }
+
+  #onDataChannel(channel: RTCDataChannel): void {
+    if (channel.label !== EVENTS_CHANNEL_LABEL || this.#channel) {
+      channel.close();
+      return;
+    }
+    this.#channel = channel;
+    const opened = () => {
+      try {
+        this.#bridge?.onChannelOpen();
+      } catch (error) {
+        this.#log.warn({ err: error }, "bridge onChannelOpen failed");
+      }
+    };
+    if (channel.readyState === "open") opened();
+    else channel.stateChanged.subscribe((state) => state === "open" && opened());
+    channel.onMessage.subscribe((message) => {
+      // Text only, and capped: the size check is cheap for the common small message.
+      if (
+        typeof message !== "string" ||
+        (message.length * 3 > MAX_CLIENT_MESSAGE_BYTES && Buffer.byteLength(message) > MAX_CLIENT_MESSAGE_BYTES)
+      ) {
+        this.#droppedMessages++;
+        this.#options.metrics.droppedMessages.inc();
+        return;
+      }
+      try {
+        this.#bridge?.onClientMessage(message);
+      } catch (error) {
+        this.#log.warn({ err: error }, "bridge onClientMessage failed");
+      }
+    });
+  }
+
+  #onConnectionState(state: string): void {
+    if (this.#state === "ended") return;
+    switch (state) {
+      case "connected":
+        if (this.#disconnectTimer) clearTimeout(this.#disconnectTimer);
+        this.#disconnectTimer = undefined;
+        if (this.#state !== "connected") {
+          this.#state = "connected";
+          this.connectedAt = performance.now();
+          this.#log.info({ ms: Math.round(this.connectedAt - this.createdAt) }, "call connected");
+          this.emit("connected");
+        }
+        return;
+      case "disconnected":
+        // ICE may come back on its own or through a restart (PATCH); give it a while.
+        this.#disconnectTimer ??= setTimeout(() => void this.end("ice_failed", "ICE disconnected."), DISCONNECTED_GRACE_MS);
+        return;
+      case "failed": {
+        const dtlsFailed = this.#pc.dtlsTransports.some((t) => t.state === "failed");
+        void this.end(dtlsFailed ? "dtls_failed" : "ice_failed");
+        return;
+      }
+      case "closed":
+        void this.end("client_hangup");
+        return;
+    }
+  }
+}

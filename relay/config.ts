@@ -1,0 +1,115 @@
+// The relay's one config, read from the environment and validated once at start-up.
+// Names follow DESIGN.md "Configuration and ports"; a bad value stops the process with a
+// message naming the variable.
+import { z } from "zod";
+
+const PORT_RANGE = /^(\d{1,5})-(\d{1,5})$/;
+
+const portRange = z
+  .string()
+  .regex(PORT_RANGE, "expected a range like 40000-40999")
+  .transform((value, ctx): [number, number] => {
+    const [, lo, hi] = PORT_RANGE.exec(value)!;
+    const range: [number, number] = [Number(lo), Number(hi)];
+    // werift needs min < max, and every port must be a real one.
+    if (range[0] < 1024 || range[1] > 65535 || range[0] >= range[1]) {
+      ctx.addIssue({ code: "custom", message: "expected 1024 <= min < max <= 65535" });
+      return z.NEVER;
+    }
+    return range;
+  });
+
+const ipv4 = z.ipv4();
+const number = (schema: z.ZodNumber) => z.coerce.number().pipe(schema);
+
+/** Environment variables, their defaults and checks. */
+export const RelayEnv = z.object({
+  RELAY_ID: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).default("relay-local"),
+  RELAY_REGION: z.string().regex(/^[a-z0-9-]{1,32}$/).default("local"),
+  RELAY_LAT: number(z.number().min(-90).max(90)).default(0),
+  RELAY_LON: number(z.number().min(-180).max(180)).default(0),
+  /** The relay's HTTP API as the edge reaches it. Default: http://127.0.0.1:<RELAY_HTTP_PORT>. */
+  RELAY_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
+  RELAY_HTTP_PORT: number(z.number().int().min(0).max(65535)).default(8790),
+  /** Address the HTTP API listens on. */
+  RELAY_HTTP_HOST: z.string().min(1).default("127.0.0.1"),
+  /** Address advertised in ICE candidates (host candidates carry it). Unset: the bound address. */
+  RELAY_PUBLIC_IP: ipv4.optional(),
+  /** Local IPv4 address the media sockets bind to. */
+  RELAY_MEDIA_IP: ipv4.default("127.0.0.1"),
+  RELAY_UDP_PORTS: portRange.default([40000, 40999]),
+  RELAY_CAPACITY: number(z.number().int().min(0).max(100_000)).default(100),
+  RELAY_DRAIN_SECONDS: number(z.number().min(0).max(86_400)).default(300),
+  /** Seconds between heartbeats to the edge. */
+  RELAY_HEARTBEAT_SECONDS: number(z.number().positive().max(60)).default(5),
+  /** A call that is not connected this long after its answer ends with `never_connected`. */
+  RELAY_CONNECT_TIMEOUT_SECONDS: number(z.number().positive().max(300)).default(30),
+  /** Answer as ICE-lite (the relay has a public address and never needs to check). */
+  RELAY_ICE_LITE: z.enum(["0", "1"]).default("0"),
+  /** Where heartbeats and call events go. Unset: the relay runs standalone and reports nowhere. */
+  EARSHOT_EDGE_URL: z.url({ protocol: /^https?$/ }).optional(),
+  EARSHOT_RELAY_SECRET: z.string().min(16, "must be at least 16 characters"),
+  /** Read by the inference bridge; declared here so the one config documents them. */
+  INFERENCE_URL: z.url({ protocol: /^wss?$/ }).optional(),
+  INFERENCE_API_KEY: z.string().min(1).optional(),
+  LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
+});
+
+export interface RelayConfig {
+  relayId: string;
+  region: string;
+  lat: number;
+  lon: number;
+  publicUrl: string;
+  httpPort: number;
+  httpHost: string;
+  publicIp: string | undefined;
+  mediaIp: string;
+  udpPorts: [number, number];
+  capacity: number;
+  drainSeconds: number;
+  heartbeatSeconds: number;
+  connectTimeoutSeconds: number;
+  iceLite: boolean;
+  edgeUrl: string | undefined;
+  relaySecret: string;
+  inferenceUrl: string | undefined;
+  inferenceApiKey: string | undefined;
+  logLevel: string;
+}
+
+export class ConfigError extends Error {}
+
+/** Parses the environment; throws a ConfigError naming every bad variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): RelayConfig {
+  // Empty strings count as unset, as shells and compose files produce them.
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const parsed = RelayEnv.safeParse(present);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`);
+    throw new ConfigError(`Invalid relay configuration:\n  ${lines.join("\n  ")}`);
+  }
+  const e = parsed.data;
+  return {
+    relayId: e.RELAY_ID,
+    region: e.RELAY_REGION,
+    lat: e.RELAY_LAT,
+    lon: e.RELAY_LON,
+    publicUrl: e.RELAY_PUBLIC_URL ?? `http://127.0.0.1:${e.RELAY_HTTP_PORT}`,
+    httpPort: e.RELAY_HTTP_PORT,
+    httpHost: e.RELAY_HTTP_HOST,
+    publicIp: e.RELAY_PUBLIC_IP,
+    mediaIp: e.RELAY_MEDIA_IP,
+    udpPorts: e.RELAY_UDP_PORTS,
+    capacity: e.RELAY_CAPACITY,
+    drainSeconds: e.RELAY_DRAIN_SECONDS,
+    heartbeatSeconds: e.RELAY_HEARTBEAT_SECONDS,
+    connectTimeoutSeconds: e.RELAY_CONNECT_TIMEOUT_SECONDS,
+    iceLite: e.RELAY_ICE_LITE === "1",
+    edgeUrl: e.EARSHOT_EDGE_URL,
+    relaySecret: e.EARSHOT_RELAY_SECRET,
+    inferenceUrl: e.INFERENCE_URL,
+    inferenceApiKey: e.INFERENCE_API_KEY,
+    logLevel: e.LOG_LEVEL,
+  };
+}

@@ -1,0 +1,191 @@
+// Downlink: 24 kHz PCM16 per response item → a queue → one 20 ms frame per pacer tick →
+// encode → RTP. The ledger records what was generated (push) and what reached the wire (tick),
+// which is what barge-in truncates to. When the queue is empty nothing is sent: the receiver's
+// jitter buffer conceals the gap and the RTP timestamp keeps counting wall time, so the first
+// packet after silence carries the marker bit and the right timestamp (RFC 3551 §4.1).
+import { performance } from "node:perf_hooks";
+import type { DownlinkPort } from "../bridge.ts";
+import { FRAME_SAMPLES, samplesToMs } from "./audio-format.ts";
+import type { PacedStream } from "./pacer.ts";
+import { PlayoutLedger } from "./playout-ledger.ts";
+
+/** What the downlink needs of a codec: encode one 20 ms frame of 24 kHz PCM. */
+export interface DownlinkEncoder {
+  /** RTP timestamp units per 20 ms frame (960 for Opus, 160 for G.711). */
+  readonly timestampStep: number;
+  encode(pcm: Int16Array, out: Uint8Array): number;
+}
+
+/** Puts one encoded frame on the wire. `payload` is the caller's to keep. */
+export type RtpSend = (payload: Buffer, sequenceNumber: number, timestamp: number, marker: boolean) => void;
+
+export interface PlayoutObserver {
+  onPlayoutStarted(itemId: string): void;
+  onPlayoutStopped(itemId: string): void;
+}
+
+export interface DownlinkStats {
+  framesSent: number;
+  /** Samples refused because the queue was full. */
+  overflowSamples: number;
+}
+
+interface Chunk {
+  itemId: string;
+  contentIndex: number;
+  pcm: Int16Array;
+  offset: number;
+}
+
+export interface DownlinkOptions {
+  encoder: DownlinkEncoder;
+  send: RtpSend;
+  observer: PlayoutObserver;
+  /** Most audio that may wait in the queue; a model that runs far ahead is cut off here. */
+  maxQueuedMs?: number;
+  observeWork?: (seconds: number) => void;
+  /** Random initial sequence number and timestamp (RFC 3550 §5.1); fixed in tests. */
+  initialSequence?: number;
+  initialTimestamp?: number;
+}
+
+export class Downlink implements DownlinkPort, PacedStream {
+  static readonly DEFAULT_MAX_QUEUED_MS = 120_000;
+  /** Ticks to wait for the rest of a partial frame before padding it with silence. */
+  static readonly PARTIAL_FRAME_WAIT_TICKS = 2;
+  readonly ledger = new PlayoutLedger();
+  readonly stats: DownlinkStats = { framesSent: 0, overflowSamples: 0 };
+  #encoder: DownlinkEncoder;
+  #send: RtpSend;
+  #observer: PlayoutObserver;
+  #observeWork: ((seconds: number) => void) | undefined;
+  #maxQueuedSamples: number;
+  #queue: Chunk[] = [];
+  #queuedSamples = 0;
+  #frame = new Int16Array(FRAME_SAMPLES);
+  #packet = new Uint8Array(1500);
+  #sequence: number;
+  #timestampOrigin: number;
+  #firstIndex = -1;
+  #playing: string | null = null;
+  #silent = true;
+  #partialWait = 0;
+  #closed = false;
+
+  constructor(options: DownlinkOptions) {
+    this.#encoder = options.encoder;
+    this.#send = options.send;
+    this.#observer = options.observer;
+    this.#observeWork = options.observeWork;
+    this.#maxQueuedSamples = ((options.maxQueuedMs ?? Downlink.DEFAULT_MAX_QUEUED_MS) * FRAME_SAMPLES) / 20;
+    this.#sequence = options.initialSequence ?? Math.floor(Math.random() * 0x10000);
+    this.#timestampOrigin = options.initialTimestamp ?? Math.floor(Math.random() * 0x1_0000_0000);
+  }
+
+  get queuedMs(): number {
+    return samplesToMs(this.#queuedSamples);
+  }
+
+  /** The item whose audio is going out now, if any. */
+  get playing(): string | null {
+    return this.#playing;
+  }
+
+  push(itemId: string, contentIndex: number, pcm: Int16Array): void {
+    if (this.#closed || pcm.length === 0) return;
+    let samples = pcm.length;
+    const room = this.#maxQueuedSamples - this.#queuedSamples;
+    if (samples > room) {
+      this.stats.overflowSamples += samples - Math.max(0, room);
+      samples = Math.max(0, room);
+      if (samples === 0) return;
+    }
+    // Copied: the caller may reuse its buffer (DownlinkPort contract).
+    this.#queue.push({ itemId, contentIndex, pcm: pcm.slice(0, samples), offset: 0 });
+    this.#queuedSamples += samples;
+    this.ledger.generated(itemId, contentIndex, samples);
+  }
+
+  flush(): number {
+    const dropped = this.#queuedSamples;
+    this.#queue.length = 0;
+    this.#queuedSamples = 0;
+    this.#partialWait = 0;
+    return samplesToMs(dropped);
+  }
+
+  tick(index: number): void {
+    if (this.#closed) return;
+    if (this.#firstIndex < 0) this.#firstIndex = index;
+    const head = this.#queue[0];
+    if (!head || !this.#frameReady(head)) {
+      if (this.#playing !== null) this.#stop();
+      this.#silent = true;
+      return;
+    }
+    const start = performance.now();
+    const { itemId, contentIndex } = head;
+    const samples = this.#fillFrame(itemId);
+    const bytes = this.#encoder.encode(this.#frame, this.#packet);
+    const timestamp = (this.#timestampOrigin + (index - this.#firstIndex) * this.#encoder.timestampStep) >>> 0;
+    const marker = this.#silent;
+    this.#silent = false;
+    this.#sequence = (this.#sequence + 1) & 0xffff;
+    if (this.#playing !== itemId) {
+      if (this.#playing !== null) this.#stop();
+      this.#playing = itemId;
+      this.#observer.onPlayoutStarted(itemId);
+    }
+    this.#send(Buffer.from(this.#packet.subarray(0, bytes)), this.#sequence, timestamp, marker);
+    this.ledger.sent(itemId, contentIndex, samples);
+    this.stats.framesSent++;
+    this.#observeWork?.((performance.now() - start) / 1000);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.flush();
+    this.#closed = true;
+    this.#playing = null;
+  }
+
+  #stop(): void {
+    const item = this.#playing!;
+    this.#playing = null;
+    this.#observer.onPlayoutStopped(item);
+  }
+
+  /** A full frame of the head item is queued, or its last partial frame should go now. */
+  #frameReady(head: Chunk): boolean {
+    let available = 0;
+    for (const chunk of this.#queue) {
+      if (chunk.itemId !== head.itemId) return true; // the item ended: pad its tail
+      available += chunk.pcm.length - chunk.offset;
+      if (available >= FRAME_SAMPLES) {
+        this.#partialWait = 0;
+        return true;
+      }
+    }
+    // Less than a frame and nothing after it: more may be on its way from the model.
+    if (++this.#partialWait <= Downlink.PARTIAL_FRAME_WAIT_TICKS) return false;
+    this.#partialWait = 0;
+    return true;
+  }
+
+  /** Copies up to one frame of the item into #frame, silence after its end; returns real samples. */
+  #fillFrame(itemId: string): number {
+    let filled = 0;
+    while (filled < FRAME_SAMPLES) {
+      const chunk = this.#queue[0];
+      if (!chunk || chunk.itemId !== itemId) break;
+      const n = Math.min(FRAME_SAMPLES - filled, chunk.pcm.length - chunk.offset);
+      this.#frame.set(chunk.pcm.subarray(chunk.offset, chunk.offset + n), filled);
+      chunk.offset += n;
+      filled += n;
+      if (chunk.offset === chunk.pcm.length) this.#queue.shift();
+    }
+    this.#frame.fill(0, filled);
+    this.#queuedSamples -= filled;
+    return filled;
+  }
+}

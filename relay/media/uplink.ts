@@ -1,0 +1,129 @@
+// Uplink: RTP from the client → jitter buffer → decode (with concealment of lost packets) →
+// 20 ms frames of 24 kHz PCM16 → the call's bridge. Runs 50 times a second per call, so it
+// reuses its buffers and never awaits.
+import { performance } from "node:perf_hooks";
+import { FRAME_SAMPLES } from "./audio-format.ts";
+import { JitterBuffer } from "./jitter-buffer.ts";
+import { MAX_OPUS_FRAME_SAMPLES } from "./opus-codec.ts";
+
+/** What the uplink needs of a codec: decode straight to 24 kHz, conceal, recover via FEC. */
+export interface UplinkDecoder {
+  /** RTP clock rate of the negotiated codec (48 kHz for Opus, 8 kHz for G.711). */
+  readonly clockRate: number;
+  decode(payload: Uint8Array, out: Int16Array): number;
+  conceal(out: Int16Array): number;
+  /** Decodes the lost packet from FEC carried in the next one; 0 if the codec can't. */
+  recover(next: Uint8Array, out: Int16Array): number;
+}
+
+export interface UplinkStats {
+  packets: number;
+  lost: number;
+  late: number;
+  concealed: number;
+  recovered: number;
+  frames: number;
+  /** RFC 3550 interarrival jitter, ms. */
+  jitterMs: number;
+}
+
+export interface UplinkOptions {
+  decoder: UplinkDecoder;
+  /** Packets past a gap before it counts as lost. */
+  reorderDepth: number;
+  onFrame: (pcm: Int16Array) => void;
+  /** Per-frame work (decode + hand-off), seconds; for the metrics histogram. */
+  observeWork?: (seconds: number) => void;
+}
+
+export class Uplink {
+  readonly stats: UplinkStats = { packets: 0, lost: 0, late: 0, concealed: 0, recovered: 0, frames: 0, jitterMs: 0 };
+  #decoder: UplinkDecoder;
+  #jitter: JitterBuffer;
+  #onFrame: (pcm: Int16Array) => void;
+  #observeWork: ((seconds: number) => void) | undefined;
+  #decoded = new Int16Array(MAX_OPUS_FRAME_SAMPLES);
+  #frame = new Int16Array(FRAME_SAMPLES);
+  #fill = 0;
+  /** Duration of the last good packet, in 24 kHz samples: what a concealed packet stands for. */
+  #packetSamples = FRAME_SAMPLES;
+  #lastTransit = NaN;
+  #jitterRtp = 0; // jitter in RTP timestamp units
+  #closed = false;
+
+  constructor(options: UplinkOptions) {
+    this.#decoder = options.decoder;
+    this.#onFrame = options.onFrame;
+    this.#observeWork = options.observeWork;
+    this.#jitter = new JitterBuffer(options.reorderDepth, (payload, next) => this.#play(payload, next));
+  }
+
+  /** One RTP packet as it arrived. */
+  receive(sequenceNumber: number, timestamp: number, payload: Uint8Array): void {
+    if (this.#closed) return;
+    this.stats.packets++;
+    this.#measureJitter(timestamp);
+    this.#jitter.push(sequenceNumber, payload);
+    const js = this.#jitter.stats;
+    this.stats.lost = js.lost;
+    this.stats.late = js.late;
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
+
+  #measureJitter(timestamp: number): void {
+    const clock = this.#decoder.clockRate;
+    const arrival = (performance.now() * clock) / 1000;
+    const transit = arrival - timestamp;
+    if (!Number.isNaN(this.#lastTransit)) {
+      let d = Math.abs(transit - this.#lastTransit);
+      if (d > 0x80000000) d = 0; // timestamp wrap
+      this.#jitterRtp += (d - this.#jitterRtp) / 16;
+      this.stats.jitterMs = (this.#jitterRtp * 1000) / clock;
+    }
+    this.#lastTransit = transit;
+  }
+
+  #play(payload: Uint8Array | null, next: Uint8Array | null): void {
+    const start = performance.now();
+    let samples: number;
+    try {
+      if (payload) {
+        samples = this.#decoder.decode(payload, this.#decoded);
+        this.#packetSamples = samples;
+      } else {
+        const out = this.#decoded.subarray(0, this.#packetSamples);
+        samples = next ? this.#decoder.recover(next, out) : 0;
+        if (samples > 0) this.stats.recovered++;
+        else {
+          samples = this.#decoder.conceal(out);
+          this.stats.concealed++;
+        }
+      }
+    } catch {
+      // A corrupt packet: conceal it rather than drop time from the stream.
+      samples = this.#decoder.conceal(this.#decoded.subarray(0, this.#packetSamples));
+      this.stats.concealed++;
+    }
+    this.#emit(samples);
+    this.#observeWork?.((performance.now() - start) / 1000);
+  }
+
+  /** Slices decoded audio into 20 ms frames (packets may be 10, 20, 40, 60 ms...). */
+  #emit(samples: number): void {
+    let offset = 0;
+    while (offset < samples) {
+      const n = Math.min(samples - offset, FRAME_SAMPLES - this.#fill);
+      this.#frame.set(this.#decoded.subarray(offset, offset + n), this.#fill);
+      this.#fill += n;
+      offset += n;
+      if (this.#fill === FRAME_SAMPLES) {
+        this.#fill = 0;
+        this.stats.frames++;
+        this.#onFrame(this.#frame);
+      }
+    }
+  }
+}

@@ -1,0 +1,46 @@
+// The werift PeerConnection config every relay call uses, from the relay config. Kept apart
+// from the call so the media network settings are in one place (pion's SettingEngine idea).
+import { RTCRtpCodecParameters, type PeerConfig } from "werift";
+
+export interface MediaNetwork {
+  /** Local IPv4 the media sockets bind to. */
+  mediaIp: string;
+  /** Address advertised in candidates instead of mediaIp (1:1 NAT, containers). */
+  publicIp: string | undefined;
+  udpPorts: [number, number];
+  iceLite: boolean;
+}
+
+/** Opus first; PCMU and PCMA for clients that offer nothing else (RFC 7874 requires both). */
+export const AUDIO_CODECS = [
+  new RTCRtpCodecParameters({
+    mimeType: "audio/opus",
+    clockRate: 48_000,
+    channels: 2,
+    payloadType: 111,
+    parameters: "minptime=10;useinbandfec=1",
+  }),
+  new RTCRtpCodecParameters({ mimeType: "audio/PCMU", clockRate: 8000, channels: 1, payloadType: 0 }),
+  new RTCRtpCodecParameters({ mimeType: "audio/PCMA", clockRate: 8000, channels: 1, payloadType: 8 }),
+];
+
+/** Largest data channel message the relay accepts (and advertises in its SDP). */
+export const MAX_CLIENT_MESSAGE_BYTES = 256 * 1024;
+
+export function peerConfig(network: MediaNetwork): Partial<PeerConfig> {
+  return {
+    codecs: { audio: AUDIO_CODECS, video: [] },
+    // werift defaults to a public STUN server; the relay has nothing to discover.
+    iceServers: [],
+    iceUseIpv4: true,
+    iceUseIpv6: false,
+    iceUseTcp: false,
+    iceLite: network.iceLite,
+    iceInterfaceAddresses: { udp4: network.mediaIp },
+    iceAdditionalHostAddresses: [network.mediaIp],
+    icePortRange: network.udpPorts,
+    bundlePolicy: "max-bundle",
+    rtcpMuxPolicy: "require",
+    maxMessageSize: MAX_CLIENT_MESSAGE_BYTES,
+  };
+}

@@ -1,0 +1,26 @@
+// The few facts the relay reads from or rewrites in SDP text.
+
+/** a=setup of the first media section (bundle: they all agree). */
+export function answerSetup(sdp: string): string | undefined {
+  return /^a=setup:(\w+)/m.exec(sdp)?.[1];
+}
+
+/** Direction attribute of the audio m-line, as the remote will read it. */
+export function answerDirection(sdp: string): "sendrecv" | "sendonly" | "recvonly" | "inactive" | undefined {
+  const audio = /^m=audio[\s\S]*?(?=^m=|(?![\s\S]))/m.exec(sdp)?.[0];
+  if (!audio) return undefined;
+  if (/^m=audio 0 /.test(audio)) return "inactive";
+  return /^a=(sendrecv|sendonly|recvonly|inactive)\s*$/m.exec(audio)?.[1] as
+    | "sendrecv"
+    | "sendonly"
+    | "recvonly"
+    | "inactive"
+    | undefined;
+}
+
+/** Advertises `publicIp` in place of the bound address in candidate lines (1:1 NAT). */
+export function rewriteCandidateAddress(sdp: string, boundIp: string, publicIp: string): string {
+  return sdp.replace(/^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( .*)$/gm, (line, head: string, address: string, tail: string) =>
+    address === boundIp ? `${head}${publicIp}${tail}` : line,
+  );
+}
