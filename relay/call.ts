@@ -7,6 +7,7 @@ import {
   RTCPeerConnection,
   RtpHeader,
   RtpPacket,
+  type MediaStreamTrack,
   type RTCDataChannel,
   type RTCRtpTransceiver,
 } from "werift";
@@ -291,7 +292,9 @@ export class Call extends EventEmitter<CallEvents> {
       observeWork: (s) => metrics.uplinkWork.observe(s),
     });
     const uplink = this.#uplink;
-    transceiver.onTrack.subscribe((track) => {
+    const attach = (track: MediaStreamTrack) => {
+      if (attached.has(track)) return;
+      attached.add(track);
       track.onReceiveRtp.subscribe((rtp) => {
         const before = uplink.stats.lost;
         const late = uplink.stats.late;
@@ -303,7 +306,11 @@ export class Call extends EventEmitter<CallEvents> {
           this.emit("first_audio");
         }
       });
-    });
+    };
+    // werift may have created the remote track while applying the offer, before we got here.
+    const attached = new Set<MediaStreamTrack>();
+    for (const track of transceiver.receiver.tracks) attach(track);
+    transceiver.onTrack.subscribe((track) => attach(track));
     const ctx: CallContext = {
       callId: this.id,
       session: this.#options.session,
