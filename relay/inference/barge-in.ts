@@ -1,0 +1,127 @@
+// Barge-in: the user talks over the assistant. The relay knows to the frame what the user heard
+// (the PlayoutLedger), so it stops the assistant within one frame and truncates the model's
+// memory of the reply to exactly that: flush the downlink now (same tick), response.cancel,
+// conversation.item.truncate {audio_end_ms = audio actually sent}, output_audio_buffer.cleared,
+// and from then on drop late deltas of the cancelled response.
+//
+// Triggers: upstream `input_audio_buffer.speech_started`, the relay's own VAD (earlier), and the
+// client's `output_audio_buffer.clear` (which flushes and clears but leaves cancel and truncate
+// to the client, as OpenAI documents), and the loss of the upstream (whose session, and reply,
+// are gone). Firing twice for one reply does nothing the second time.
+import { newId } from "../../protocol/realtime.ts";
+import type { DownlinkPort } from "../bridge.ts";
+import { bargeIns } from "./inference-metrics.ts";
+
+export type BargeInTrigger = "upstream_vad" | "relay_vad" | "client_clear" | "upstream_lost";
+
+export interface BargeInPorts {
+  downlink: DownlinkPort;
+  /** A relay-originated client event to the model. */
+  sendUpstream(event: object): void;
+  /** A server event to the client on `oai-events`. */
+  emit(event: object): void;
+}
+
+/** Prefix of event ids the relay itself sends upstream, so errors they provoke are recognised. */
+export const RELAY_EVENT_PREFIX = "event_relay_";
+const REMEMBERED = 64;
+
+interface AudioItem {
+  responseId: string;
+  itemId: string;
+  contentIndex: number;
+}
+
+export class BargeIn {
+  readonly #ports: BargeInPorts;
+  #activeResponseId: string | null = null;
+  #lastItem: AudioItem | null = null;
+  readonly #cancelledResponses = new Set<string>();
+  readonly #cancelledItems = new Set<string>();
+  readonly #itemResponse = new Map<string, string>();
+
+  constructor(ports: BargeInPorts) {
+    this.#ports = ports;
+  }
+
+  responseCreated(responseId: string): void {
+    this.#activeResponseId = responseId;
+  }
+
+  responseDone(responseId: string): void {
+    if (this.#activeResponseId === responseId) this.#activeResponseId = null;
+  }
+
+  /** Records that a delta of this item is about to be played; false if it must be dropped. */
+  acceptAudio(responseId: string, itemId: string, contentIndex: number): boolean {
+    if (this.#cancelledResponses.has(responseId) || this.#cancelledItems.has(itemId)) return false;
+    const last = this.#lastItem;
+    if (!last || last.itemId !== itemId || last.contentIndex !== contentIndex) {
+      this.#lastItem = { responseId, itemId, contentIndex };
+      remember(this.#itemResponse, itemId, responseId);
+    }
+    return true;
+  }
+
+  responseOf(itemId: string): string {
+    return this.#itemResponse.get(itemId) ?? "";
+  }
+
+  wasCleared(itemId: string): boolean {
+    return this.#cancelledItems.has(itemId);
+  }
+
+  /** Whether the assistant is speaking or about to: audio queued, or a response generating. */
+  get assistantActive(): boolean {
+    return this.#ports.downlink.queuedMs > 0 || this.#activeResponseId !== null;
+  }
+
+  /** Returns true if it interrupted something. */
+  trigger(trigger: BargeInTrigger): boolean {
+    const { downlink } = this.#ports;
+    const item = this.#lastItem;
+    const responseId = this.#activeResponseId ?? item?.responseId ?? null;
+    const itemPending = item !== null && !this.#cancelledItems.has(item.itemId);
+    const responsePending = this.#activeResponseId !== null && !this.#cancelledResponses.has(this.#activeResponseId);
+    const playing = downlink.queuedMs > 0 && itemPending;
+    if (!playing && !responsePending) return false;
+
+    // First, within this tick: nothing queued reaches the wire after this line.
+    downlink.flush();
+    const tellModel = trigger === "upstream_vad" || trigger === "relay_vad";
+    if (responsePending && tellModel) {
+      this.#ports.sendUpstream({
+        type: "response.cancel",
+        event_id: RELAY_EVENT_PREFIX + newId("event"),
+        response_id: this.#activeResponseId,
+      });
+    }
+    if (responsePending) remember(this.#cancelledResponses, this.#activeResponseId!);
+    if (trigger === "upstream_lost") this.#activeResponseId = null;
+    // The reply being heard (or about to be): not an earlier one that finished playing.
+    if (item && itemPending && (playing || item.responseId === this.#activeResponseId)) {
+      remember(this.#cancelledItems, item.itemId);
+      remember(this.#cancelledResponses, item.responseId);
+      if (tellModel) {
+        // sentMs never exceeds what was generated (the ledger clamps), so the model accepts it.
+        const audioEndMs = Math.min(downlink.ledger.sentMs(item.itemId), downlink.ledger.generatedMs(item.itemId));
+        this.#ports.sendUpstream({
+          type: "conversation.item.truncate",
+          event_id: RELAY_EVENT_PREFIX + newId("event"),
+          item_id: item.itemId,
+          content_index: item.contentIndex,
+          audio_end_ms: audioEndMs,
+        });
+      }
+    }
+    this.#ports.emit({ type: "output_audio_buffer.cleared", event_id: newId("event"), response_id: responseId ?? "" });
+    bargeIns.inc({ trigger });
+    return true;
+  }
+}
+
+function remember<K>(collection: Set<K> | Map<K, string>, key: K, value = ""): void {
+  if (collection instanceof Set) collection.add(key);
+  else collection.set(key, value);
+  if (collection.size > REMEMBERED) collection.delete(collection.keys().next().value!);
+}

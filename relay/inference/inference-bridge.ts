@@ -1,0 +1,380 @@
+// A call's bridge to the inference backend over the OpenAI Realtime protocol (GA names).
+// Created as soon as the relay accepts the offer, so the upstream socket opens while ICE and
+// DTLS are still in progress and the model session is warm when media starts.
+//
+//  uplink PCM (20 ms) ──▶ [echo suppression, relay VAD] ──▶ input_audio_buffer.append (40 ms, base64)
+//  response.output_audio.delta ──▶ DownlinkPort.push (PlayoutLedger records generated/sent)
+//  oai-events ⇄ client events up (validated) / server events down (audio deltas excepted)
+import { assertNever } from "../../protocol/assert-never.ts";
+import {
+  type ClientEvent,
+  MAX_CLIENT_EVENT_BYTES,
+  type ServerEvent,
+  errorEvent,
+  invalidEventError,
+  newId,
+  parseClientEvent,
+  parseServerEvent,
+} from "../../protocol/realtime.ts";
+import type { SessionConfig } from "../../protocol/session.ts";
+import type { CallBridge, CallBridgeFactory, CallContext } from "../bridge.ts";
+import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
+import { BargeIn, RELAY_EVENT_PREFIX } from "./barge-in.ts";
+import type { InferenceConfig } from "./inference-config.ts";
+import { droppedAudio, rejectedClientEvents, upstreamFailures } from "./inference-metrics.ts";
+import { UpstreamConnection } from "./upstream-connection.ts";
+
+/** Uplink frames per input_audio_buffer.append: 2 × 20 ms. */
+const FRAMES_PER_APPEND = 2;
+/** Server events held for a data channel that is not open yet (session.created and friends). */
+const MAX_PENDING_CHANNEL_EVENTS = 256;
+/** Client events held while the upstream is (re)connecting. */
+const MAX_PENDING_UPSTREAM_EVENTS = 64;
+
+/** What the relay's uplink VAD and echo suppression need from the bridge. */
+export interface UplinkMonitorHooks {
+  /** True while assistant audio is queued or being generated: the only time barge-in matters. */
+  assistantActive(): boolean;
+  /** The relay VAD heard the user speak over the assistant. */
+  onSpeech(): void;
+}
+
+/** The relay's own look at uplink audio (relay/vad/uplink-monitor.ts). */
+export interface UplinkMonitor {
+  /** Returns true if the frame is only the assistant's echo and should go upstream as silence. */
+  onUplinkFrame(pcm: Int16Array): boolean;
+  /** Assistant audio about to be queued on the downlink (the echo reference). */
+  onAssistantAudio(itemId: string, pcm: Int16Array): void;
+  close(): void;
+}
+
+export interface InferenceBridgeOptions {
+  config: InferenceConfig;
+  /** Creates the per-call uplink monitor (VAD, echo suppression), if enabled. */
+  uplinkMonitor?: (ctx: CallContext, hooks: UplinkMonitorHooks) => UplinkMonitor;
+  log?: (message: string) => void;
+}
+
+export class InferenceBridge implements CallBridge {
+  readonly #ctx: CallContext;
+  readonly #options: InferenceBridgeOptions;
+  readonly #upstream: UpstreamConnection;
+  readonly #bargeIn: BargeIn;
+  readonly #monitor: UplinkMonitor | null;
+
+  // Uplink batch: reused for every append, no per-frame allocation.
+  readonly #batch = new Int16Array(FRAME_SAMPLES * FRAMES_PER_APPEND);
+  readonly #batchBytes = Buffer.from(this.#batch.buffer);
+  #batchFrames = 0;
+  // Downlink decode buffer, grown to the largest delta seen.
+  #deltaBytes = Buffer.allocUnsafeSlow(64 * 1024);
+
+  #pendingChannel: string[] = [];
+  #pendingUpstream: string[] = [];
+  #closed = false;
+
+  constructor(ctx: CallContext, options: InferenceBridgeOptions) {
+    this.#ctx = ctx;
+    this.#options = options;
+    this.#bargeIn = new BargeIn({
+      downlink: ctx.downlink,
+      sendUpstream: (event) => this.#sendUpstream(JSON.stringify(event)),
+      emit: (event) => this.#emit(JSON.stringify(event)),
+    });
+    this.#monitor =
+      options.uplinkMonitor?.(ctx, {
+        assistantActive: () => this.#bargeIn.assistantActive,
+        onSpeech: () => this.#bargeIn.trigger("relay_vad"),
+      }) ?? null;
+    this.#upstream = new UpstreamConnection(options.config, {
+      onOpen: (reconnected) => this.#onUpstreamOpen(reconnected),
+      onMessage: (text) => this.#onUpstreamMessage(text),
+      onDrop: (failure) => {
+        upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
+        options.log?.(`call ${ctx.callId}: ${failure.message}`);
+        // Whatever the model was saying is gone with its session.
+        this.#bargeIn.trigger("upstream_lost");
+      },
+      onGiveUp: (failure) => {
+        upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
+        this.#emit(
+          JSON.stringify(
+            errorEvent({
+              type: "server_error",
+              code: failure.retryable ? "inference_lost" : "inference_error",
+              message: `The inference connection failed: ${failure.message}.`,
+              param: null,
+            }),
+          ),
+        );
+        this.#ctx.end(failure.retryable ? "inference_lost" : "inference_error", failure.message);
+      },
+    });
+  }
+
+  /** Connection attempts so far (tests). */
+  get upstreamAttempts(): number {
+    return this.#upstream.attempts;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Uplink
+  // ---------------------------------------------------------------------------------------------
+
+  onUplinkFrame(pcm: Int16Array): void {
+    if (this.#closed) return;
+    const echoOnly = this.#monitor ? this.#monitor.onUplinkFrame(pcm) : false;
+    if (!this.#upstream.open) {
+      droppedAudio.inc({ direction: "uplink", reason: "upstream_not_open" });
+      this.#batchFrames = 0;
+      return;
+    }
+    const offset = this.#batchFrames * FRAME_SAMPLES;
+    if (echoOnly) this.#batch.fill(0, offset, offset + FRAME_SAMPLES);
+    else this.#batch.set(pcm.subarray(0, FRAME_SAMPLES), offset);
+    if (++this.#batchFrames < FRAMES_PER_APPEND) return;
+    this.#batchFrames = 0;
+    this.#upstream.send(`{"type":"input_audio_buffer.append","audio":"${this.#batchBytes.toString("base64")}"}`);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Client events (oai-events → upstream)
+  // ---------------------------------------------------------------------------------------------
+
+  onClientMessage(text: string): void {
+    if (this.#closed) return;
+    const parsed = parseClientEvent(text, MAX_CLIENT_EVENT_BYTES);
+    switch (parsed.kind) {
+      case "invalid":
+        rejectedClientEvents.inc({ code: parsed.code });
+        this.#emit(JSON.stringify(invalidEventError(parsed)));
+        return;
+      case "unknown":
+        // Passed through as OpenAI would receive it; the upstream answers unknown types itself.
+        this.#sendUpstream(text);
+        return;
+      case "known":
+        this.#onClientEvent(parsed.event, text);
+        return;
+      default:
+        assertNever(parsed, "parse result");
+    }
+  }
+
+  #onClientEvent(event: ClientEvent, text: string): void {
+    switch (event.type) {
+      case "output_audio_buffer.clear":
+        // WebRTC only: the relay owns playback. The client sends response.cancel itself.
+        this.#bargeIn.trigger("client_clear");
+        return;
+      case "session.update":
+        // The relay carries audio as PCM16 24 kHz whatever the client asks for.
+        this.#sendUpstream(JSON.stringify({ ...event, session: withRelayAudio(event.session) }));
+        return;
+      case "input_audio_buffer.append":
+      case "input_audio_buffer.commit":
+      case "input_audio_buffer.clear":
+      case "conversation.item.create":
+      case "conversation.item.truncate":
+      case "conversation.item.delete":
+      case "response.create":
+      case "response.cancel":
+        this.#sendUpstream(text);
+        return;
+      default:
+        assertNever(event, "client event");
+    }
+  }
+
+  onChannelOpen(): void {
+    const pending = this.#pendingChannel;
+    this.#pendingChannel = [];
+    for (const text of pending) this.#ctx.events.send(text);
+  }
+
+  onPlayoutStarted(itemId: string): void {
+    const responseId = this.#bargeIn.responseOf(itemId);
+    this.#emit(JSON.stringify({ type: "output_audio_buffer.started", event_id: newId("event"), response_id: responseId }));
+  }
+
+  onPlayoutStopped(itemId: string): void {
+    // An interrupted reply was already reported as `cleared`.
+    if (this.#bargeIn.wasCleared(itemId)) return;
+    const responseId = this.#bargeIn.responseOf(itemId);
+    this.#emit(JSON.stringify({ type: "output_audio_buffer.stopped", event_id: newId("event"), response_id: responseId }));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Upstream (server events → downlink and oai-events)
+  // ---------------------------------------------------------------------------------------------
+
+  #onUpstreamOpen(reconnected: boolean): void {
+    if (this.#closed) return;
+    this.#upstream.send(
+      JSON.stringify({
+        type: "session.update",
+        event_id: RELAY_EVENT_PREFIX + newId("event"),
+        session: withRelayAudio(this.#ctx.session),
+      }),
+    );
+    if (reconnected) this.#options.log?.(`call ${this.#ctx.callId}: upstream reconnected, new model session`);
+    const pending = this.#pendingUpstream;
+    this.#pendingUpstream = [];
+    for (const text of pending) this.#upstream.send(text);
+  }
+
+  #onUpstreamMessage(text: string): void {
+    if (this.#closed) return;
+    const parsed = parseServerEvent(text);
+    if (parsed.kind === "invalid") {
+      // Not the client's fault and not safe to forward: count it and move on.
+      this.#options.log?.(`call ${this.#ctx.callId}: bad upstream event: ${parsed.message}`);
+      return;
+    }
+    if (parsed.kind === "unknown") {
+      this.#emit(text);
+      return;
+    }
+    this.#onServerEvent(parsed.event, text);
+  }
+
+  #onServerEvent(event: ServerEvent, text: string): void {
+    switch (event.type) {
+      case "response.output_audio.delta":
+      case "response.audio.delta":
+        this.#onAudioDelta(event.response_id, event.item_id, event.content_index, event.delta);
+        return; // audio never goes down the data channel
+      case "input_audio_buffer.speech_started":
+        this.#bargeIn.trigger("upstream_vad");
+        this.#emit(text);
+        return;
+      case "response.created":
+        this.#bargeIn.responseCreated(event.response.id);
+        this.#emit(text);
+        return;
+      case "response.done":
+        this.#bargeIn.responseDone(event.response.id);
+        this.#emit(text);
+        return;
+      case "error": {
+        // Errors provoked by the relay's own cancel/truncate (e.g. the response had already
+        // finished) are the relay's business, not the client's.
+        const cause = event.error.event_id ?? "";
+        if (cause.startsWith(RELAY_EVENT_PREFIX)) {
+          this.#options.log?.(`call ${this.#ctx.callId}: upstream rejected relay event: ${event.error.message}`);
+          return;
+        }
+        this.#emit(text);
+        return;
+      }
+      case "session.created":
+      case "session.updated":
+      case "input_audio_buffer.speech_stopped":
+      case "input_audio_buffer.committed":
+      case "input_audio_buffer.cleared":
+      case "conversation.item.added":
+      case "conversation.item.done":
+      case "conversation.item.created":
+      case "conversation.item.truncated":
+      case "conversation.item.deleted":
+      case "response.output_item.added":
+      case "response.output_item.done":
+      case "response.content_part.added":
+      case "response.content_part.done":
+      case "response.output_audio.done":
+      case "response.audio.done":
+      case "response.output_audio_transcript.delta":
+      case "response.audio_transcript.delta":
+      case "response.output_audio_transcript.done":
+      case "response.audio_transcript.done":
+      case "rate_limits.updated":
+        this.#emit(text);
+        return;
+      case "output_audio_buffer.started":
+      case "output_audio_buffer.stopped":
+      case "output_audio_buffer.cleared":
+        // The relay owns playback and emits these itself; an upstream's copy would be a duplicate.
+        return;
+      default:
+        assertNever(event, "server event");
+    }
+  }
+
+  #onAudioDelta(responseId: string, itemId: string, contentIndex: number, delta: string): void {
+    if (!this.#bargeIn.acceptAudio(responseId, itemId, contentIndex)) {
+      droppedAudio.inc({ direction: "downlink", reason: "cancelled_response" });
+      return;
+    }
+    // Decode into a reused buffer: base64 of PCM16, 3 bytes per 4 characters at most.
+    const maxBytes = (delta.length * 3) >> 2;
+    if (maxBytes > this.#deltaBytes.length) this.#deltaBytes = Buffer.allocUnsafeSlow(maxBytes * 2);
+    const bytes = this.#deltaBytes.write(delta, 0, "base64");
+    if (bytes < 2) {
+      droppedAudio.inc({ direction: "downlink", reason: bytes === 0 ? "empty_delta" : "odd_bytes" });
+      return;
+    }
+    if (bytes & 1) droppedAudio.inc({ direction: "downlink", reason: "odd_bytes" });
+    const pcm = new Int16Array(this.#deltaBytes.buffer, 0, bytes >> 1);
+    this.#monitor?.onAssistantAudio(itemId, pcm);
+    this.#ctx.downlink.push(itemId, contentIndex, pcm);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+
+  #sendUpstream(text: string): void {
+    if (this.#upstream.send(text)) return;
+    if (this.#pendingUpstream.length >= MAX_PENDING_UPSTREAM_EVENTS) {
+      rejectedClientEvents.inc({ code: "upstream_not_ready" });
+      this.#emit(
+        JSON.stringify(
+          errorEvent({
+            type: "server_error",
+            code: "upstream_not_ready",
+            message: "The inference connection is not open yet; event dropped.",
+            param: null,
+          }),
+        ),
+      );
+      return;
+    }
+    this.#pendingUpstream.push(text);
+  }
+
+  #emit(text: string): void {
+    if (this.#closed) return;
+    if (this.#ctx.events.open) {
+      this.#ctx.events.send(text);
+      return;
+    }
+    if (this.#pendingChannel.length >= MAX_PENDING_CHANNEL_EVENTS) this.#pendingChannel.shift();
+    this.#pendingChannel.push(text);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#monitor?.close();
+    this.#upstream.close();
+    this.#pendingChannel = [];
+    this.#pendingUpstream = [];
+  }
+}
+
+/** The ticket's session with audio in and out forced to what the relay carries. */
+export function withRelayAudio(session: SessionConfig): SessionConfig {
+  const format = { type: "audio/pcm" as const, rate: PCM_SAMPLE_RATE };
+  return {
+    ...session,
+    type: "realtime",
+    audio: {
+      ...session.audio,
+      input: { ...session.audio?.input, format },
+      output: { ...session.audio?.output, format },
+    },
+  };
+}
+
+/** The factory the relay server takes: one InferenceBridge per call. */
+export function inferenceBridgeFactory(options: InferenceBridgeOptions): CallBridgeFactory {
+  return (ctx) => new InferenceBridge(ctx, options);
+}
