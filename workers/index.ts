@@ -1,10 +1,59 @@
-import { DurableObject } from "cloudflare:workers";
+// The Earshot edge Worker: routes, the one place errors become responses, and the Durable
+// Object classes it hosts.
+import { AutoRouter, type IRequest } from "itty-router";
+import { edgeConfig } from "./config.ts";
+import { checkOrigin, isCorsPath, preflight, withCors } from "./cors.ts";
+import { errorResponse, notFound } from "./errors.ts";
+import { clientIp, enforceRateLimit } from "./rate-limiter.ts";
+import { createCall, getCall, hangupCall, patchCall } from "./routes/calls.ts";
+import { createClientSecret, createDevClientSecret } from "./routes/client-secrets.ts";
+import { relayCallEvent, relayHeartbeat } from "./routes/internal.ts";
 
-export class CallSession extends DurableObject<Env> {}
-export class RelayRegistry extends DurableObject<Env> {}
+export { CallSession } from "./call-session.ts";
+export { ClientSecretLedger } from "./client-secret-ledger.ts";
+export { RateLimiter } from "./rate-limiter.ts";
+export { RelayRegistry } from "./relay-registry.ts";
+
+/** Public routes are limited per client IP; origin-checked where CORS applies. Internal ones are signed instead. */
+async function guard(request: IRequest, env: Env): Promise<void> {
+  const { pathname } = new URL(request.url);
+  if (!pathname.startsWith("/v1/") && !pathname.startsWith("/dev/")) return;
+  if (request.method === "OPTIONS") return;
+  const config = edgeConfig(env);
+  if (isCorsPath(pathname)) checkOrigin(config, request);
+  await enforceRateLimit(env, `ip:${clientIp(request)}`, config.ipRateLimit);
+}
+
+const router = AutoRouter({
+  before: [guard],
+  catch: (error: unknown, request: IRequest) => errorResponse(error, request),
+  missing: () => {
+    throw notFound();
+  },
+  finally: [
+    (response: Response, request: IRequest, env: Env) =>
+      isCorsPath(new URL(request.url).pathname) ? withCors(edgeConfig(env), request, response) : response,
+  ],
+});
+
+router
+  .get(
+    "/",
+    () =>
+      new Response("Earshot edge: see /v1/realtime/calls\n", { headers: { "Content-Type": "text/plain" } }),
+  )
+  .post("/v1/realtime/client_secrets", createClientSecret)
+  .post("/dev/client_secret", createDevClientSecret)
+  .options("/v1/realtime/calls", (request: IRequest, env: Env) => preflight(edgeConfig(env), request))
+  .options("/v1/realtime/calls/*", (request: IRequest, env: Env) => preflight(edgeConfig(env), request))
+  .post("/v1/realtime/calls", createCall)
+  .get("/v1/realtime/calls/:id", getCall)
+  .patch("/v1/realtime/calls/:id", patchCall)
+  .delete("/v1/realtime/calls/:id", hangupCall)
+  .post("/v1/realtime/calls/:id/hangup", hangupCall)
+  .post("/internal/relays/heartbeat", relayHeartbeat)
+  .post("/internal/calls/:id/events", relayCallEvent);
 
 export default {
-  async fetch() {
-    return new Response("earshot edge", { status: 200 });
-  },
+  fetch: (request, env, ctx) => router.fetch(request, env, ctx) as Promise<Response>,
 } satisfies ExportedHandler<Env>;

@@ -1,0 +1,60 @@
+// Reading request bodies with a hard cap, so an oversized body is refused (413) before it is
+// buffered, whatever Content-Length claims.
+import { ApiError } from "./errors.ts";
+
+export function tooLarge(limit: number, what = "request body"): ApiError {
+  return new ApiError(413, "payload_too_large", `The ${what} is larger than ${limit} bytes.`);
+}
+
+export async function readCapped(
+  request: Request,
+  limit: number,
+  what?: string,
+): Promise<Uint8Array<ArrayBuffer>> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) throw tooLarge(limit, what);
+  if (!request.body) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      throw tooLarge(limit, what);
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  return out;
+}
+
+/** Decodes UTF-8 strictly: a body that is not text is bad input, not something to guess at. */
+export function decodeText(bytes: Uint8Array, what: string, param?: string): string {
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    throw new ApiError(
+      400,
+      "invalid_encoding",
+      `The ${what} is not valid UTF-8.`,
+      param === undefined ? {} : { param },
+    );
+  }
+}
+
+/** The media type of a request, lower-cased, without parameters; "" when there is none. */
+export function mediaType(request: Request): string {
+  return (request.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
+}
+
+export function unsupportedMediaType(expected: string): ApiError {
+  return new ApiError(415, "unsupported_media_type", `The Content-Type must be ${expected}.`);
+}

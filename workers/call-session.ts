@@ -1,0 +1,400 @@
+// CallSession: one Durable Object per call (`idFromName(callId)`). It owns the call's state
+// machine, its relay, and the alarms that end it:
+//
+//   created → offered → answered → connected → ended | failed
+//
+// (ended or failed may also follow created, offered or answered). Every method is idempotent
+// and safe to interleave: a request can arrive at any `await`, so each decision is taken and
+// written to memory before the first await that follows it. That is what keeps two offers for
+// one call from ever reaching two relays.
+import { DurableObject } from "cloudflare:workers";
+import { sha256Hex } from "../protocol/encoding.ts";
+import type { CallStats, EndReason, RelayCallEvent } from "../protocol/relay-api.ts";
+import type { SessionConfig } from "../protocol/session.ts";
+import { assertNever } from "../protocol/assert-never.ts";
+import { edgeConfig } from "./config.ts";
+import { ApiError, type ApiErrorData } from "./errors.ts";
+import { log } from "./log.ts";
+import { createRelayCall, deleteRelayCall, patchRelayCall, type RelayTarget } from "./relay-client.ts";
+
+export type CallState = "created" | "offered" | "answered" | "connected" | "ended" | "failed";
+
+/** Who may read, change or end the call: the secret that started it, or any API key. */
+export type CallOwner = { kind: "client_secret"; secretId: string } | { kind: "api_key"; keyId: string };
+
+export type Outcome<T> = { ok: true; value: T } | { ok: false; error: ApiErrorData };
+
+export type CallStep =
+  "created" | "offered" | "answered" | "connected" | "first_audio" | "ended" | "last_relay_report";
+
+/** The call as GET /v1/realtime/calls/{id} shows it. Times are epoch milliseconds. */
+export interface CallView {
+  id: string;
+  object: "realtime.call";
+  state: CallState;
+  relay: { id: string; region: string };
+  timestamps: Partial<Record<CallStep, number>>;
+  end_reason: EndReason | null;
+  end_message: string | null;
+  stats: CallStats | null;
+}
+
+export interface StartCall {
+  callId: string;
+  owner: CallOwner;
+  relay: RelayTarget;
+  offerSdp: string;
+  session: SessionConfig;
+}
+
+interface CallRecord {
+  callId: string;
+  state: CallState;
+  owner: CallOwner;
+  relay: RelayTarget;
+  offerSha256: string | undefined;
+  answerSdp: string | undefined;
+  timestamps: Partial<Record<CallStep, number>>;
+  endReason: EndReason | undefined;
+  endMessage: string | undefined;
+  stats: CallStats | undefined;
+}
+
+const NEXT: Record<CallState, readonly CallState[]> = {
+  created: ["offered", "ended", "failed"],
+  offered: ["answered", "ended", "failed"],
+  answered: ["connected", "ended", "failed"],
+  connected: ["ended", "failed"],
+  ended: [],
+  failed: [],
+};
+
+/** Reasons that end a call normally; every other reason means it failed. */
+const NORMAL_ENDS: ReadonlySet<EndReason> = new Set([
+  "hangup",
+  "client_hangup",
+  "max_duration",
+  "secret_expired",
+]);
+
+const isTerminal = (state: CallState) => state === "ended" || state === "failed";
+
+const fail = <T>(error: ApiError): Outcome<T> => ({ ok: false, error: error.toData() });
+const notFound = <T>(): Outcome<T> => fail(new ApiError(404, "call_not_found", "No such call."));
+
+export class CallSession extends DurableObject<Env> {
+  #call: CallRecord | undefined;
+  /** The offer being forwarded right now, so a repeat of it joins instead of sending again. */
+  #pending: { offerSdp: string; relayId: string; result: Promise<Outcome<string>> } | undefined;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    ctx.blockConcurrencyWhile(async () => {
+      this.#call = ctx.storage.kv.get<CallRecord>("call");
+    });
+  }
+
+  get #config() {
+    return edgeConfig(this.env);
+  }
+
+  /**
+   * Records the call and forwards its offer to its relay; resolves to the SDP answer. A repeat
+   * of the same offer for the same relay gets the same answer; anything else is a 409.
+   */
+  async start(init: StartCall): Promise<Outcome<string>> {
+    const call = this.#call;
+    if (!call) {
+      this.#call = {
+        callId: init.callId,
+        state: "created",
+        owner: init.owner,
+        relay: init.relay,
+        offerSha256: undefined,
+        answerSdp: undefined,
+        timestamps: { created: Date.now() },
+        endReason: undefined,
+        endMessage: undefined,
+        stats: undefined,
+      };
+      this.#save();
+      const result = this.#forward(this.#call, init);
+      this.#pending = { offerSdp: init.offerSdp, relayId: init.relay.id, result };
+      return result;
+    }
+    const pending = this.#pending;
+    if (pending && pending.offerSdp === init.offerSdp && pending.relayId === init.relay.id)
+      return pending.result;
+    if (
+      (call.state === "answered" || call.state === "connected") &&
+      call.answerSdp !== undefined &&
+      call.relay.id === init.relay.id &&
+      call.offerSha256 === (await sha256Hex(init.offerSdp))
+    ) {
+      return { ok: true, value: call.answerSdp };
+    }
+    return fail(new ApiError(409, "call_exists", `The call already has an offer and is ${call.state}.`));
+  }
+
+  async #forward(call: CallRecord, init: StartCall): Promise<Outcome<string>> {
+    try {
+      this.#transition(call, "offered");
+      call.offerSha256 = await sha256Hex(init.offerSdp);
+      this.#save();
+      await this.#schedule();
+      const config = this.#config;
+      const result = await createRelayCall(
+        call.relay,
+        { call_id: call.callId, offer_sdp: init.offerSdp, session: init.session },
+        config.relaySecret,
+        config.relayTimeoutMs,
+      );
+      if (call.state !== "offered") {
+        // Hung up while the relay was answering: the relay must not keep the call.
+        if (result.ok) this.#tellRelayToDrop(call);
+        return fail(new ApiError(409, "call_ended", `The call was ${call.state} before the relay answered.`));
+      }
+      if (result.ok) {
+        call.answerSdp = result.value.answer_sdp;
+        this.#transition(call, "answered");
+        this.#save();
+        await this.#schedule();
+        return { ok: true, value: call.answerSdp };
+      }
+      if (result.kind === "timeout") {
+        await this.#end(
+          call,
+          "relay_timeout",
+          `The relay did not answer within ${config.relayTimeoutMs} ms.`,
+        );
+        // It may still create the call after we gave up.
+        this.#tellRelayToDrop(call);
+        return fail(new ApiError(504, "relay_timeout", "The media relay did not answer in time; try again."));
+      }
+      log.warn("relay refused an offer", {
+        call_id: call.callId,
+        relay_id: call.relay.id,
+        status: result.status,
+      });
+      await this.#end(call, "relay_error", result.message);
+      return fail(new ApiError(502, "relay_error", "The media relay could not take the call; try again."));
+    } finally {
+      this.#pending = undefined;
+    }
+  }
+
+  /** The call's public view, and who owns it; undefined when there is no such call. */
+  inspect(actor: CallOwner): Outcome<CallView> {
+    const call = this.#call;
+    if (!call || !mayAccess(call, actor)) return notFound();
+    return { ok: true, value: view(call) };
+  }
+
+  /** ICE restart or trickle on the call's own relay; the relay's sdpfrag comes back. */
+  async updateIce(actor: CallOwner, sdpfrag: string): Promise<Outcome<{ status: number; body: string }>> {
+    const call = this.#call;
+    if (!call || !mayAccess(call, actor)) return notFound();
+    if (call.state !== "answered" && call.state !== "connected") {
+      return fail(
+        new ApiError(
+          409,
+          "call_not_active",
+          `The call is ${call.state}; ICE can only change on a live call.`,
+        ),
+      );
+    }
+    const config = this.#config;
+    const result = await patchRelayCall(
+      call.relay,
+      call.callId,
+      sdpfrag,
+      config.relaySecret,
+      config.relayTimeoutMs,
+    );
+    if (result.ok) return { ok: true, value: result.value };
+    if (result.kind === "timeout")
+      return fail(new ApiError(504, "relay_timeout", "The media relay did not answer in time."));
+    log.warn("relay refused an ICE update", {
+      call_id: call.callId,
+      relay_id: call.relay.id,
+      status: result.status,
+    });
+    return fail(new ApiError(502, "relay_error", "The media relay could not update ICE."));
+  }
+
+  /** Ends the call ("hangup") and tells its relay. Ending an ended call changes nothing. */
+  async hangup(actor: CallOwner): Promise<Outcome<CallView>> {
+    const call = this.#call;
+    if (!call || !mayAccess(call, actor)) return notFound();
+    if (isTerminal(call.state)) return { ok: true, value: view(call) };
+    const hadRelayCall = call.state !== "created";
+    await this.#end(call, "hangup");
+    if (hadRelayCall) await this.#dropOnRelay(call);
+    return { ok: true, value: view(call) };
+  }
+
+  /** A signed, validated event from the call's relay. Repeats are harmless. */
+  async relayEvent(event: RelayCallEvent): Promise<Outcome<CallView>> {
+    const call = this.#call;
+    if (!call) return notFound();
+    if (event.relay_id !== call.relay.id) {
+      return fail(new ApiError(403, "wrong_relay", "This call belongs to another relay."));
+    }
+    if (isTerminal(call.state)) {
+      // Late reports of an ended call are expected (at-least-once delivery); only a claim that
+      // it connected contradicts what we know.
+      if (event.type === "connected") {
+        return fail(new ApiError(409, "illegal_transition", `The call is already ${call.state}.`));
+      }
+      return { ok: true, value: view(call) };
+    }
+    const now = Date.now();
+    call.timestamps.last_relay_report = now;
+    switch (event.type) {
+      case "connected":
+        if (call.state !== "connected") {
+          if (!NEXT[call.state].includes("connected")) {
+            this.#save();
+            return fail(
+              new ApiError(409, "illegal_transition", `A ${call.state} call cannot become connected.`),
+            );
+          }
+          this.#transition(call, "connected");
+        }
+        break;
+      case "first_audio":
+        call.timestamps.first_audio ??= now;
+        break;
+      case "stats":
+        call.stats = event.stats;
+        break;
+      case "ended":
+        await this.#end(call, event.reason, event.message);
+        return { ok: true, value: view(call) };
+      default:
+        assertNever(event, "relay event");
+    }
+    this.#save();
+    await this.#schedule();
+    return { ok: true, value: view(call) };
+  }
+
+  /** Ends calls that never connected, whose relay went silent, or that ran too long; later, forgets them. */
+  override async alarm(): Promise<void> {
+    const call = this.#call;
+    if (!call) return;
+    const config = this.#config;
+    const now = Date.now();
+    const created = call.timestamps.created ?? now;
+    if (isTerminal(call.state)) {
+      if (now >= (call.timestamps.ended ?? now) + config.callRetentionSeconds * 1000) {
+        this.#call = undefined;
+        await this.ctx.storage.deleteAll();
+      } else {
+        await this.#schedule();
+      }
+      return;
+    }
+    let reason: EndReason | undefined;
+    if (call.state !== "connected" && now >= created + config.connectTimeoutSeconds * 1000) {
+      reason = "never_connected";
+    } else if (
+      call.state === "connected" &&
+      now >= (call.timestamps.last_relay_report ?? created) + config.relaySilenceSeconds * 1000
+    ) {
+      reason = "relay_lost";
+    } else if (now >= created + config.maxCallSeconds * 1000) {
+      reason = "max_duration";
+    }
+    if (!reason) {
+      await this.#schedule();
+      return;
+    }
+    const hadRelayCall = call.state !== "created";
+    await this.#end(call, reason);
+    if (hadRelayCall) await this.#dropOnRelay(call);
+  }
+
+  #transition(call: CallRecord, to: CallState): void {
+    if (!NEXT[call.state].includes(to)) throw new Error(`illegal transition ${call.state} → ${to}`);
+    call.state = to;
+    if (to !== "failed") call.timestamps[to] = Date.now();
+  }
+
+  async #end(call: CallRecord, reason: EndReason, message?: string): Promise<void> {
+    this.#transition(call, NORMAL_ENDS.has(reason) ? "ended" : "failed");
+    call.timestamps.ended = Date.now();
+    call.endReason = reason;
+    call.endMessage = message?.slice(0, 512);
+    this.#save();
+    await this.#schedule();
+  }
+
+  #save(): void {
+    if (this.#call) this.ctx.storage.kv.put("call", this.#call);
+  }
+
+  /** One alarm for whichever deadline comes first; alarms may fire early or twice, so `alarm` re-checks. */
+  async #schedule(): Promise<void> {
+    const call = this.#call;
+    if (!call) return;
+    const config = this.#config;
+    const created = call.timestamps.created ?? Date.now();
+    const maxEnd = created + config.maxCallSeconds * 1000;
+    let at: number;
+    switch (call.state) {
+      case "created":
+      case "offered":
+      case "answered":
+        at = Math.min(created + config.connectTimeoutSeconds * 1000, maxEnd);
+        break;
+      case "connected":
+        at = Math.min(
+          (call.timestamps.last_relay_report ?? created) + config.relaySilenceSeconds * 1000,
+          maxEnd,
+        );
+        break;
+      case "ended":
+      case "failed":
+        at = (call.timestamps.ended ?? Date.now()) + config.callRetentionSeconds * 1000;
+        break;
+      default:
+        assertNever(call.state, "call state");
+    }
+    await this.ctx.storage.setAlarm(at);
+  }
+
+  async #dropOnRelay(call: CallRecord): Promise<void> {
+    const config = this.#config;
+    const result = await deleteRelayCall(call.relay, call.callId, config.relaySecret, config.relayTimeoutMs);
+    if (!result.ok) {
+      log.warn("relay did not drop an ended call", {
+        call_id: call.callId,
+        relay_id: call.relay.id,
+        failure: result.kind,
+      });
+    }
+  }
+
+  #tellRelayToDrop(call: CallRecord): void {
+    this.ctx.waitUntil(this.#dropOnRelay(call));
+  }
+}
+
+function mayAccess(call: CallRecord, actor: CallOwner): boolean {
+  if (actor.kind === "api_key") return true;
+  return call.owner.kind === "client_secret" && call.owner.secretId === actor.secretId;
+}
+
+function view(call: CallRecord): CallView {
+  return {
+    id: call.callId,
+    object: "realtime.call",
+    state: call.state,
+    relay: { id: call.relay.id, region: call.relay.region },
+    timestamps: { ...call.timestamps },
+    end_reason: call.endReason ?? null,
+    end_message: call.endMessage ?? null,
+    stats: call.stats ?? null,
+  };
+}

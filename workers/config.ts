@@ -1,0 +1,185 @@
+// The edge's one config type, resolved from the Worker's bindings once per isolate (per env
+// object) and validated with documented defaults. A bad value fails every request with a 500
+// and a log line naming the variable, rather than running half-configured.
+
+export interface RateLimit {
+  /** Requests allowed in a burst, refilled evenly over `periodSeconds`. */
+  requests: number;
+  periodSeconds: number;
+}
+
+export interface SigningKey {
+  kid: string;
+  secret: Uint8Array<ArrayBuffer>;
+}
+
+export interface EdgeConfig {
+  /** EARSHOT_DEV=1: dev-only routes, the geo override header, plain-http relay URLs. */
+  dev: boolean;
+  /** EARSHOT_API_KEYS (secret): server API keys. Never logged. */
+  apiKeys: readonly string[];
+  /** EARSHOT_SIGNING_KEYS (secret): the first signs client secrets, all verify. */
+  signingKeys: readonly SigningKey[];
+  /** EARSHOT_RELAY_SECRET (secret): HMAC key for tickets, heartbeats and relay events. */
+  relaySecret: string;
+  /** EARSHOT_MAX_CALLS_PER_SECRET, default 10: calls one client secret may start; 0 = no cap. */
+  maxCallsPerSecret: number;
+  /** EARSHOT_RELAY_TIMEOUT_MS, default 10000: how long the edge waits for a relay's answer. */
+  relayTimeoutMs: number;
+  /** EARSHOT_CONNECT_TIMEOUT_SECONDS, default 30: a call that never connects fails then. */
+  connectTimeoutSeconds: number;
+  /** EARSHOT_RELAY_SILENCE_SECONDS, default 15: a connected call whose relay is silent this long fails. */
+  relaySilenceSeconds: number;
+  /** EARSHOT_MAX_CALL_SECONDS, default 3600: the longest a call may last. */
+  maxCallSeconds: number;
+  /** EARSHOT_CALL_RETENTION_SECONDS, default 86400: how long an ended call stays readable. */
+  callRetentionSeconds: number;
+  /** EARSHOT_REGISTRY_CACHE_SECONDS, default 3: how often an isolate re-reads the relay registry. */
+  registryCacheSeconds: number;
+  /** EARSHOT_LOAD_PENALTY_KM, default 2000: distance added to a relay's score when it is full. */
+  loadPenaltyKm: number;
+  /** EARSHOT_CORS_ORIGINS, default "*": origins allowed to use the calls endpoints. */
+  corsOrigins: "*" | ReadonlySet<string>;
+  /** EARSHOT_RATE_LIMIT_API_KEY, default "600/60": requests per seconds, per API key. */
+  apiKeyRateLimit: RateLimit;
+  /** EARSHOT_RATE_LIMIT_IP, default "120/60": requests per seconds, per client IP. */
+  ipRateLimit: RateLimit;
+}
+
+export class ConfigError extends Error {
+  readonly variable: string;
+
+  constructor(variable: string, problem: string) {
+    super(`${variable}: ${problem}`);
+    this.name = "ConfigError";
+    this.variable = variable;
+  }
+}
+
+const resolved = new WeakMap<object, EdgeConfig>();
+
+export function edgeConfig(env: Env): EdgeConfig {
+  let config = resolved.get(env);
+  if (!config) {
+    config = resolveConfig(env as unknown as Record<string, unknown>);
+    resolved.set(env, config);
+  }
+  return config;
+}
+
+export function resolveConfig(vars: Record<string, unknown>): EdgeConfig {
+  const text = (name: string): string | undefined => {
+    const value = vars[name];
+    if (value === undefined || value === null) return undefined;
+    if (typeof value !== "string") throw new ConfigError(name, "must be a string");
+    const trimmed = value.trim();
+    return trimmed === "" ? undefined : trimmed;
+  };
+  const required = (name: string): string => {
+    const value = text(name);
+    if (value === undefined)
+      throw new ConfigError(name, "is required (set it with `wrangler secret put` or .dev.vars)");
+    return value;
+  };
+  const int = (name: string, fallback: number, min: number, max: number): number => {
+    const value = text(name);
+    if (value === undefined) return fallback;
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new ConfigError(name, `must be an integer from ${min} to ${max}, not "${value}"`);
+    }
+    return n;
+  };
+  const flag = (name: string): boolean => {
+    const value = text(name) ?? "0";
+    if (value !== "0" && value !== "1") throw new ConfigError(name, `must be "0" or "1", not "${value}"`);
+    return value === "1";
+  };
+  const rate = (name: string, fallback: RateLimit): RateLimit => {
+    const value = text(name);
+    if (value === undefined) return fallback;
+    const match = /^(\d+)\/(\d+)$/.exec(value);
+    const requests = Number(match?.[1]);
+    const periodSeconds = Number(match?.[2]);
+    if (!match || requests < 1 || periodSeconds < 1 || periodSeconds > 86_400) {
+      throw new ConfigError(name, `must be "requests/seconds" such as "120/60", not "${value}"`);
+    }
+    return { requests, periodSeconds };
+  };
+
+  const apiKeys = required("EARSHOT_API_KEYS")
+    .split(",")
+    .map((key) => key.trim())
+    .filter((key) => key !== "");
+  if (apiKeys.length === 0) throw new ConfigError("EARSHOT_API_KEYS", "names no key");
+  if (apiKeys.some((key) => key.length < 12 || key.startsWith("ek_"))) {
+    throw new ConfigError(
+      "EARSHOT_API_KEYS",
+      "each key must be at least 12 characters and not start with ek_",
+    );
+  }
+
+  const signingKeys = required("EARSHOT_SIGNING_KEYS")
+    .split(",")
+    .map((pair) => pair.trim())
+    .filter((pair) => pair !== "")
+    .map((pair): SigningKey => {
+      const colon = pair.indexOf(":");
+      const kid = pair.slice(0, colon);
+      const secret = pair.slice(colon + 1);
+      if (colon < 1 || !/^[A-Za-z0-9._-]{1,32}$/.test(kid) || secret.length < 16) {
+        throw new ConfigError(
+          "EARSHOT_SIGNING_KEYS",
+          "must be kid:secret pairs, a kid of letters, digits, . _ - and a secret of at least 16 characters",
+        );
+      }
+      return { kid, secret: new TextEncoder().encode(secret) as Uint8Array<ArrayBuffer> };
+    });
+  if (signingKeys.length === 0) throw new ConfigError("EARSHOT_SIGNING_KEYS", "names no key");
+  if (new Set(signingKeys.map((k) => k.kid)).size !== signingKeys.length) {
+    throw new ConfigError("EARSHOT_SIGNING_KEYS", "names a key id twice");
+  }
+
+  const relaySecret = required("EARSHOT_RELAY_SECRET");
+  if (relaySecret.length < 16)
+    throw new ConfigError("EARSHOT_RELAY_SECRET", "must be at least 16 characters");
+
+  const origins = text("EARSHOT_CORS_ORIGINS") ?? "*";
+  let corsOrigins: EdgeConfig["corsOrigins"] = "*";
+  if (origins !== "*") {
+    const list = origins.split(",").map((o) => o.trim());
+    for (const origin of list) {
+      let parsed: URL | undefined;
+      try {
+        parsed = new URL(origin);
+      } catch {
+        parsed = undefined;
+      }
+      if (!parsed || parsed.origin !== origin) {
+        throw new ConfigError(
+          "EARSHOT_CORS_ORIGINS",
+          `"${origin}" is not an origin such as https://app.example.com`,
+        );
+      }
+    }
+    corsOrigins = new Set(list);
+  }
+
+  return {
+    dev: flag("EARSHOT_DEV"),
+    apiKeys,
+    signingKeys,
+    relaySecret,
+    maxCallsPerSecret: int("EARSHOT_MAX_CALLS_PER_SECRET", 10, 0, 1_000_000),
+    relayTimeoutMs: int("EARSHOT_RELAY_TIMEOUT_MS", 10_000, 100, 60_000),
+    connectTimeoutSeconds: int("EARSHOT_CONNECT_TIMEOUT_SECONDS", 30, 1, 3600),
+    relaySilenceSeconds: int("EARSHOT_RELAY_SILENCE_SECONDS", 15, 1, 3600),
+    maxCallSeconds: int("EARSHOT_MAX_CALL_SECONDS", 3600, 10, 86_400),
+    callRetentionSeconds: int("EARSHOT_CALL_RETENTION_SECONDS", 86_400, 60, 30 * 86_400),
+    registryCacheSeconds: int("EARSHOT_REGISTRY_CACHE_SECONDS", 3, 1, 60),
+    loadPenaltyKm: int("EARSHOT_LOAD_PENALTY_KM", 2000, 0, 40_000),
+    corsOrigins,
+    apiKeyRateLimit: rate("EARSHOT_RATE_LIMIT_API_KEY", { requests: 600, periodSeconds: 60 }),
+    ipRateLimit: rate("EARSHOT_RATE_LIMIT_IP", { requests: 120, periodSeconds: 60 }),
+  };
+}

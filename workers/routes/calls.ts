@@ -1,0 +1,196 @@
+// The call resource: POST /v1/realtime/calls places a call (OpenAI's WebRTC flow, and WHIP),
+// GET / PATCH / DELETE /v1/realtime/calls/{id} and POST …/hangup read, ICE-restart and end it.
+import type { IRequest } from "itty-router";
+import { randomToken } from "../../protocol/encoding.ts";
+import { CallId } from "../../protocol/relay-api.ts";
+import { requireCaller } from "../auth.ts";
+import { decodeText, mediaType, readCapped, tooLarge, unsupportedMediaType } from "../body.ts";
+import type { CallOwner, Outcome } from "../call-session.ts";
+import type { CallClaim } from "../client-secret-ledger.ts";
+import { edgeConfig, type EdgeConfig } from "../config.ts";
+import { ApiError, badRequest, forbidden, notFound, unauthorized } from "../errors.ts";
+import { enforceRateLimit } from "../rate-limiter.ts";
+import { cachedRelays } from "../relay-cache.ts";
+import { callerLocation, chooseRelay } from "../relay-choice.ts";
+import { checkOffer, checkSdpFragment, MAX_OFFER_BYTES } from "../sdp.ts";
+import { bindSession, MAX_SESSION_BYTES, type BoundSession } from "../session-config.ts";
+
+const MAX_MULTIPART_BYTES = MAX_OFFER_BYTES + MAX_SESSION_BYTES + 4096;
+const SDP = "application/sdp";
+const MULTIPART = "multipart/form-data";
+const SDPFRAG = "application/trickle-ice-sdpfrag";
+
+export async function createCall(request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> {
+  const config = edgeConfig(env);
+  const type = mediaType(request);
+  if (type !== SDP && type !== MULTIPART) {
+    throw unsupportedMediaType(`${SDP}, or ${MULTIPART} with sdp and session fields`);
+  }
+  const body = await readCapped(request, type === SDP ? MAX_OFFER_BYTES : MAX_MULTIPART_BYTES, "SDP offer");
+  const caller = await requireCaller(config, request);
+  if (caller.kind === "api_key") await enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit);
+
+  let offerText: string;
+  let sessionField: string | undefined;
+  if (type === SDP) {
+    offerText = decodeText(body, "SDP offer", "sdp");
+  } else {
+    ({ offerText, sessionField } = await readMultipart(request, body));
+  }
+  const offer = checkOffer(offerText);
+
+  let bound: BoundSession | undefined;
+  if (caller.kind === "api_key") {
+    bound = await bindSession(parseSessionField(sessionField));
+  } else if (sessionField !== undefined) {
+    throw badRequest(
+      "session_fixed",
+      "A client secret's call runs under the secret's session config.",
+      "session",
+    );
+  }
+
+  const region = regionParam(request);
+  const relays = await cachedRelays(env, ctx, config);
+  const relay = chooseRelay(relays, {
+    from: callerLocation(request, config.dev),
+    region,
+    nowMs: Date.now(),
+    loadPenaltyKm: config.loadPenaltyKm,
+  });
+  if (!relay) {
+    throw new ApiError(
+      503,
+      "no_relay_available",
+      region === undefined
+        ? "No media relay is available right now; try again shortly."
+        : `No media relay is available in region "${region}" right now.`,
+      { headers: { "Retry-After": "5" } },
+    );
+  }
+
+  let owner: CallOwner;
+  if (caller.kind === "client_secret") {
+    // RPC retypes the loose session object; it is the same plain data.
+    const claim = (await env.CLIENT_SECRET_LEDGER.getByName(caller.claims.id).claimCall(
+      caller.claims.sessionSha256,
+      config.maxCallsPerSecret,
+    )) as CallClaim;
+    if (!claim.ok) {
+      if (claim.reason === "call_limit_reached") {
+        throw forbidden(
+          "call_limit_reached",
+          `This client secret has started its ${config.maxCallsPerSecret} calls.`,
+        );
+      }
+      throw unauthorized("invalid_client_secret", "The client secret is not valid.");
+    }
+    bound = { session: claim.session, sha256: caller.claims.sessionSha256 };
+    owner = { kind: "client_secret", secretId: caller.claims.id };
+  } else {
+    owner = { kind: "api_key", keyId: caller.keyId };
+  }
+
+  const callId = `rtc_${randomToken(16)}`;
+  const outcome = await env.CALL_SESSION.getByName(callId).start({
+    callId,
+    owner,
+    relay: { id: relay.relay_id, region: relay.region, publicUrl: relay.public_url },
+    offerSdp: offer.sdp,
+    session: bound!.session,
+  });
+  const answer = unwrap(outcome);
+  return new Response(answer, {
+    status: 201,
+    headers: { "Content-Type": SDP, Location: `/v1/realtime/calls/${callId}`, "Cache-Control": "no-store" },
+  });
+}
+
+export async function getCall(request: IRequest, env: Env): Promise<Response> {
+  const { stub, actor } = await resolveCall(request, env);
+  return Response.json(unwrap(await stub.inspect(actor)), { headers: { "Cache-Control": "no-store" } });
+}
+
+export async function patchCall(request: IRequest, env: Env): Promise<Response> {
+  if (mediaType(request) !== SDPFRAG) throw unsupportedMediaType(SDPFRAG);
+  const fragment = checkSdpFragment(
+    decodeText(await readCapped(request, MAX_OFFER_BYTES, "SDP fragment"), "SDP fragment"),
+  );
+  const { stub, actor } = await resolveCall(request, env);
+  const result = unwrap(await stub.updateIce(actor, fragment));
+  if (result.status === 204) return new Response(null, { status: 204 });
+  return new Response(result.body, { status: 200, headers: { "Content-Type": SDPFRAG } });
+}
+
+export async function hangupCall(request: IRequest, env: Env): Promise<Response> {
+  const { stub, actor } = await resolveCall(request, env);
+  unwrap(await stub.hangup(actor));
+  return new Response(null, { status: 200 });
+}
+
+async function resolveCall(request: IRequest, env: Env) {
+  const config = edgeConfig(env);
+  const id = CallId.safeParse(request.params.id);
+  if (!id.success) throw notFound("No such call.");
+  const actor = await callActor(config, env, request);
+  return { stub: env.CALL_SESSION.getByName(id.data), actor };
+}
+
+/** A call's holder may manage it even after its client secret has expired. */
+async function callActor(config: EdgeConfig, env: Env, request: Request): Promise<CallOwner> {
+  const caller = await requireCaller(config, request, { allowExpired: true });
+  if (caller.kind === "api_key") {
+    await enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit);
+    return { kind: "api_key", keyId: caller.keyId };
+  }
+  return { kind: "client_secret", secretId: caller.claims.id };
+}
+
+function unwrap<T>(outcome: Outcome<T>): T {
+  if (!outcome.ok) throw ApiError.from(outcome.error);
+  return outcome.value;
+}
+
+async function readMultipart(request: Request, body: Uint8Array<ArrayBuffer>) {
+  let form: FormData;
+  try {
+    form = await new Response(body, {
+      headers: { "content-type": request.headers.get("content-type")! },
+    }).formData();
+  } catch {
+    throw badRequest("invalid_multipart", "The multipart/form-data body could not be parsed.");
+  }
+  const sdp = form.get("sdp");
+  if (sdp === null) throw badRequest("missing_sdp", "The form has no sdp field.", "sdp");
+  const session = form.get("session");
+  const text = async (field: string | File, name: string, limit: number) => {
+    if (typeof field === "string") {
+      if (new TextEncoder().encode(field).byteLength > limit) throw tooLarge(limit, name);
+      return field;
+    }
+    if (field.size > limit) throw tooLarge(limit, name);
+    return decodeText(new Uint8Array(await field.arrayBuffer()), name, name);
+  };
+  return {
+    offerText: await text(sdp, "sdp", MAX_OFFER_BYTES),
+    sessionField: session === null ? undefined : await text(session, "session", MAX_SESSION_BYTES),
+  };
+}
+
+function parseSessionField(field: string | undefined): unknown {
+  if (field === undefined) return undefined;
+  try {
+    return JSON.parse(field);
+  } catch {
+    throw badRequest("invalid_json", "The session field is not valid JSON.", "session");
+  }
+}
+
+function regionParam(request: IRequest): string | undefined {
+  const region = request.query.region;
+  if (region === undefined) return undefined;
+  if (typeof region !== "string" || !/^[a-z0-9-]{1,32}$/.test(region)) {
+    throw badRequest("invalid_region", "The region must be a relay region name such as eu-west.", "region");
+  }
+  return region;
+}

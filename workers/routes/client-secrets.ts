@@ -1,0 +1,69 @@
+// POST /v1/realtime/client_secrets (server side, API key) and, under EARSHOT_DEV only,
+// POST /dev/client_secret for the local demo page.
+import type { IRequest } from "itty-router";
+import { z } from "zod";
+import { requireApiKey } from "../auth.ts";
+import { decodeText, mediaType, readCapped, unsupportedMediaType } from "../body.ts";
+import { DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS, mintClientSecret } from "../client-secret.ts";
+import { edgeConfig, type EdgeConfig } from "../config.ts";
+import { badRequest, notFound } from "../errors.ts";
+import { enforceRateLimit } from "../rate-limiter.ts";
+import { bindSession, MAX_SESSION_BYTES, zodBadRequest } from "../session-config.ts";
+
+const MAX_BODY_BYTES = MAX_SESSION_BYTES + 4096;
+
+export const ClientSecretRequest = z.strictObject({
+  // Checked in full by bindSession, against the shared SessionConfig schema.
+  session: z.unknown().optional(),
+  expires_after: z
+    .strictObject({
+      anchor: z.literal("created_at").default("created_at"),
+      seconds: z.number().int().min(MIN_TTL_SECONDS).max(MAX_TTL_SECONDS).default(DEFAULT_TTL_SECONDS),
+    })
+    .optional(),
+});
+
+export async function createClientSecret(request: IRequest, env: Env): Promise<Response> {
+  const config = edgeConfig(env);
+  const caller = await requireApiKey(config, request);
+  await enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit);
+  return mint(request, env, config);
+}
+
+export async function createDevClientSecret(request: IRequest, env: Env): Promise<Response> {
+  const config = edgeConfig(env);
+  if (!config.dev) throw notFound();
+  return mint(request, env, config);
+}
+
+async function mint(request: Request, env: Env, config: EdgeConfig): Promise<Response> {
+  const bytes = await readCapped(request, MAX_BODY_BYTES);
+  let input: unknown = {};
+  if (bytes.byteLength > 0) {
+    if (mediaType(request) !== "application/json") throw unsupportedMediaType("application/json");
+    try {
+      input = JSON.parse(decodeText(bytes, "body"));
+    } catch (error) {
+      if (error instanceof SyntaxError) throw badRequest("invalid_json", "The body is not valid JSON.");
+      throw error;
+    }
+  }
+  const parsed = ClientSecretRequest.safeParse(input);
+  if (!parsed.success) throw zodBadRequest(parsed.error);
+  const bound = await bindSession(parsed.data.session);
+  const ttlSeconds = parsed.data.expires_after?.seconds ?? DEFAULT_TTL_SECONDS;
+  const minted = await mintClientSecret(config.signingKeys, { sessionSha256: bound.sha256, ttlSeconds });
+  await env.CLIENT_SECRET_LEDGER.getByName(minted.claims.id).issue(
+    bound.session,
+    bound.sha256,
+    minted.claims.expiresAt * 1000,
+  );
+  return Response.json(
+    {
+      value: minted.value,
+      expires_at: minted.claims.expiresAt,
+      session: { ...bound.session, object: "realtime.session", id: `sess_${minted.claims.id.slice(3)}` },
+    },
+    { headers: { "Cache-Control": "no-store" } },
+  );
+}

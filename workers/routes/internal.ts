@@ -1,0 +1,62 @@
+// Relay → edge: heartbeats and call events. Both are signed with EARSHOT_RELAY_SECRET over
+// method, path and body (protocol/signed-request.ts) and validated with the shared schemas.
+import type { IRequest } from "itty-router";
+import type { z } from "zod";
+import { CallId, Heartbeat, RelayCallEvent } from "../../protocol/relay-api.ts";
+import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
+import { decodeText, mediaType, readCapped, unsupportedMediaType } from "../body.ts";
+import { edgeConfig } from "../config.ts";
+import { ApiError, badRequest, notFound, unauthorized } from "../errors.ts";
+import { remember } from "../relay-cache.ts";
+import { REGISTRY_NAME } from "../relay-registry.ts";
+import { zodBadRequest } from "../session-config.ts";
+
+const MAX_BODY_BYTES = 16 * 1024;
+
+async function signedJson<S extends z.ZodType>(request: Request, env: Env, schema: S): Promise<z.infer<S>> {
+  const config = edgeConfig(env);
+  if (mediaType(request) !== "application/json") throw unsupportedMediaType("application/json");
+  const text = decodeText(await readCapped(request, MAX_BODY_BYTES), "body");
+  const path = new URL(request.url).pathname;
+  const verified = await verifyRequest(
+    config.relaySecret,
+    request.headers.get(SIGNATURE_HEADER),
+    "POST",
+    path,
+    text,
+  );
+  if (!verified.ok) throw unauthorized("invalid_signature", verified.message);
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw badRequest("invalid_json", "The body is not valid JSON.");
+  }
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) throw zodBadRequest(parsed.error);
+  return parsed.data;
+}
+
+export async function relayHeartbeat(request: IRequest, env: Env): Promise<Response> {
+  const beat = await signedJson(request, env, Heartbeat);
+  if (new URL(beat.public_url).protocol !== "https:" && !edgeConfig(env).dev) {
+    throw badRequest(
+      "insecure_relay_url",
+      "A relay's public_url must be https (plain http only with EARSHOT_DEV=1).",
+      "public_url",
+    );
+  }
+  remember(await env.RELAY_REGISTRY.getByName(REGISTRY_NAME).heartbeat(beat));
+  return new Response(null, { status: 204 });
+}
+
+export async function relayCallEvent(request: IRequest, env: Env): Promise<Response> {
+  const id = CallId.safeParse(request.params.id);
+  if (!id.success) throw notFound("No such call.");
+  const event = await signedJson(request, env, RelayCallEvent);
+  if (event.call_id !== id.data)
+    throw badRequest("call_id_mismatch", "The event is for another call.", "call_id");
+  const outcome = await env.CALL_SESSION.getByName(id.data).relayEvent(event);
+  if (!outcome.ok) throw ApiError.from(outcome.error);
+  return new Response(null, { status: 204 });
+}
