@@ -120,6 +120,11 @@ export class Call extends EventEmitter<CallEvents> {
     const pc = this.#pc;
     pc.onDataChannel.subscribe((channel) => this.#onDataChannel(channel));
     pc.connectionStateChange.subscribe((state) => this.#onConnectionState(state));
+    // A client that hangs up closes DTLS (close_notify) or at least the data channel; werift
+    // does not always turn either into connectionState "closed".
+    const onDtlsState = (state: string) => {
+      if (state === "closed" && this.#state !== "ended") void this.end("client_hangup");
+    };
     try {
       await pc.setRemoteDescription({ type: "offer", sdp: offerSdp });
     } catch (error) {
@@ -135,7 +140,10 @@ export class Call extends EventEmitter<CallEvents> {
     transceiver.setDirection("sendrecv");
     // Passive: the client sends the DTLS ClientHello as soon as ICE connects, which saves the
     // round trip (and werift's fixed pre-hello sleep) of the relay being the DTLS client.
-    for (const transport of pc.dtlsTransports) transport.role = "server";
+    for (const transport of pc.dtlsTransports) {
+      transport.role = "server";
+      transport.onStateChange.subscribe(onDtlsState);
+    }
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
     let sdp = pc.localDescription!.sdp;
@@ -336,7 +344,10 @@ export class Call extends EventEmitter<CallEvents> {
       }
     };
     if (channel.readyState === "open") opened();
-    else channel.stateChanged.subscribe((state) => state === "open" && opened());
+    channel.stateChanged.subscribe((state) => {
+      if (state === "open") opened();
+      else if (state === "closed" && this.#state !== "ended") void this.end("client_hangup", "oai-events closed.");
+    });
     channel.onMessage.subscribe((message) => {
       // Text only, and capped: the size check is cheap for the common small message.
       if (
