@@ -28,17 +28,17 @@ describe("JitterBuffer", () => {
     expect(jb.held).toBe(2);
   });
 
-  it("holds at most RING packets: a jump of RING-1 is concealed, a jump of RING restarts", () => {
+  it("spans at most RING packets: a gap of RING-1 is concealed, a gap of RING restarts", () => {
     const a = collect(3);
     a.push(100);
-    a.push(100 + JitterBuffer.RING - 1);
-    // 62 missing: all but the last `depth - 1` are declared at once, those wait for later packets.
-    expect(a.jb.stats).toMatchObject({ lost: JitterBuffer.RING - 2 - 2, resets: 0 });
+    a.push(100 + JitterBuffer.RING); // 63 missing in between
+    // All but the last `depth - 1` are declared at once; those wait for later packets.
+    expect(a.jb.stats).toMatchObject({ lost: JitterBuffer.RING - 1 - 2, resets: 0 });
     const b = collect(3);
     b.push(100);
-    b.push(100 + JitterBuffer.RING);
+    b.push(100 + JitterBuffer.RING + 1); // 64 missing
     expect(b.jb.stats).toMatchObject({ lost: 0, resets: 1 });
-    expect(b.out).toEqual([100, (100 + JitterBuffer.RING) & 0xff]);
+    expect(b.out).toEqual([100, (100 + JitterBuffer.RING + 1) & 0xff]);
   });
 });
 
