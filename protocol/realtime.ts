@@ -17,7 +17,11 @@ export const MAX_UPSTREAM_EVENT_BYTES = 16 * 1024 * 1024;
 const eventId = z.string().max(128).optional();
 const id = z.string().min(1).max(128);
 const index = z.number().int().min(0).max(1_000_000);
-const ms = z.number().int().min(0).max(24 * 3600 * 1000);
+const ms = z
+  .number()
+  .int()
+  .min(0)
+  .max(24 * 3600 * 1000);
 /** Base64 of PCM16 bytes; the charset is checked where the bytes are decoded. */
 const base64 = z.string();
 
@@ -117,7 +121,9 @@ export const ResponseObject = z.looseObject({
 
 const sessionEvent = (type: "session.created" | "session.updated") =>
   z.looseObject({ ...serverBase, type: z.literal(type), session: z.looseObject({}) });
-const itemEvent = (type: "conversation.item.added" | "conversation.item.done" | "conversation.item.created") =>
+const itemEvent = (
+  type: "conversation.item.added" | "conversation.item.done" | "conversation.item.created",
+) =>
   z.looseObject({
     ...serverBase,
     type: z.literal(type),

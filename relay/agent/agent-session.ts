@@ -85,7 +85,10 @@ export class AgentSession {
       model: "earshot-agent",
       output_modalities: ["audio"],
       audio: {
-        input: { format: { type: "audio/pcm", rate: PCM_SAMPLE_RATE }, turn_detection: DEFAULT_TURN_DETECTION },
+        input: {
+          format: { type: "audio/pcm", rate: PCM_SAMPLE_RATE },
+          turn_detection: DEFAULT_TURN_DETECTION,
+        },
         output: { format: { type: "audio/pcm", rate: PCM_SAMPLE_RATE }, voice: "espeak" },
       },
     };
@@ -152,7 +155,8 @@ export class AgentSession {
         return this.#send({ type: "input_audio_buffer.cleared" });
       case "conversation.item.create": {
         const itemId = typeof event.item.id === "string" ? event.item.id : newId("item");
-        const role = event.item.role === "assistant" || event.item.role === "system" ? event.item.role : "user";
+        const role =
+          event.item.role === "assistant" || event.item.role === "system" ? event.item.role : "user";
         this.#addItem({ id: itemId, role, audioSamples: 0, hasAudio: false });
         const item = { ...event.item, id: itemId, object: "realtime.item", status: "completed" };
         this.#send({ type: "conversation.item.added", previous_item_id: null, item });
@@ -213,7 +217,10 @@ export class AgentSession {
       ["input", update.audio?.input?.format],
       ["output", update.audio?.output?.format],
     ] as const) {
-      if (format && (format.type !== "audio/pcm" || (format.rate !== undefined && format.rate !== PCM_SAMPLE_RATE))) {
+      if (
+        format &&
+        (format.type !== "audio/pcm" || (format.rate !== undefined && format.rate !== PCM_SAMPLE_RATE))
+      ) {
         return this.#error(
           "invalid_request_error",
           "invalid_value",
@@ -299,7 +306,11 @@ export class AgentSession {
       return;
     }
     const itemId = this.#pendingUserItemId ?? newId("item");
-    this.#send({ type: "input_audio_buffer.speech_stopped", audio_end_ms: Math.round(turn.stopMs), item_id: itemId });
+    this.#send({
+      type: "input_audio_buffer.speech_stopped",
+      audio_end_ms: Math.round(turn.stopMs),
+      item_id: itemId,
+    });
     const voicedEnd = Math.round((turn.lastVoicedEndMs * PCM_SAMPLE_RATE) / 1000);
     this.#commit(itemId, this.#speechStartSample, voicedEnd);
     if (td.create_response && !this.#response) void this.#respond();
@@ -309,7 +320,8 @@ export class AgentSession {
   #commit(itemId: string, from: number, to: number): void {
     const start = Math.max(from, this.#inputSamples - INPUT_CAPACITY_SAMPLES, 0);
     const utterance = new Int16Array(Math.max(0, to - start));
-    for (let i = 0; i < utterance.length; i++) utterance[i] = this.#input[(start + i) % INPUT_CAPACITY_SAMPLES]!;
+    for (let i = 0; i < utterance.length; i++)
+      utterance[i] = this.#input[(start + i) % INPUT_CAPACITY_SAMPLES]!;
     this.#lastUtterance = utterance;
     this.#lastUtteranceMs = samplesToMs(utterance.length);
     this.#committedSamples = this.#inputSamples;
@@ -375,7 +387,12 @@ export class AgentSession {
   }
 
   async #respond(): Promise<void> {
-    const response: ActiveResponse = { id: newId("resp"), itemId: newId("item"), timer: undefined, cancelled: false };
+    const response: ActiveResponse = {
+      id: newId("resp"),
+      itemId: newId("item"),
+      timer: undefined,
+      cancelled: false,
+    };
     this.#response = response;
     const responseObject = (status: string, output: object[], details: object | null = null) => ({
       id: response.id,
@@ -436,8 +453,16 @@ export class AgentSession {
       output_index: 0,
       item: itemObject("in_progress", null),
     });
-    this.#send({ type: "conversation.item.added", previous_item_id: previous, item: itemObject("in_progress", null) });
-    this.#send({ type: "response.content_part.added", ...ref, part: { type: "output_audio", transcript: "" } });
+    this.#send({
+      type: "conversation.item.added",
+      previous_item_id: previous,
+      item: itemObject("in_progress", null),
+    });
+    this.#send({
+      type: "response.content_part.added",
+      ...ref,
+      part: { type: "output_audio", transcript: "" },
+    });
 
     const words = transcript ? transcript.split(" ") : [];
     const chunks = Math.ceil(audio.length / DELTA_SAMPLES);
@@ -451,7 +476,12 @@ export class AgentSession {
       if (transcript) this.#send({ type: "response.output_audio_transcript.done", ...ref, transcript });
       this.#send({ type: "response.content_part.done", ...ref, part: { type: "output_audio", transcript } });
       const done = itemObject("completed", transcript);
-      this.#send({ type: "response.output_item.done", response_id: response.id, output_index: 0, item: done });
+      this.#send({
+        type: "response.output_item.done",
+        response_id: response.id,
+        output_index: 0,
+        item: done,
+      });
       this.#send({ type: "conversation.item.done", previous_item_id: previous, item: done });
       this.#send({ type: "response.done", response: responseObject("completed", [done]) });
     };
@@ -488,10 +518,24 @@ export class AgentSession {
     this.#response = null;
     const item = this.#items.get(response.itemId);
     const output = item
-      ? [{ id: item.id, type: "message", object: "realtime.item", status: "incomplete", role: "assistant", content: [] }]
+      ? [
+          {
+            id: item.id,
+            type: "message",
+            object: "realtime.item",
+            status: "incomplete",
+            role: "assistant",
+            content: [],
+          },
+        ]
       : [];
     if (item) {
-      this.#send({ type: "response.output_item.done", response_id: response.id, output_index: 0, item: output[0] });
+      this.#send({
+        type: "response.output_item.done",
+        response_id: response.id,
+        output_index: 0,
+        item: output[0],
+      });
     }
     this.#send({
       type: "response.done",

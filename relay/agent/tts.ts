@@ -17,7 +17,8 @@ interface WavPcm {
 export function parseWav(bytes: Uint8Array): WavPcm {
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const tag = (at: number) => String.fromCharCode(bytes[at]!, bytes[at + 1]!, bytes[at + 2]!, bytes[at + 3]!);
-  if (bytes.length < 12 || tag(0) !== "RIFF" || tag(8) !== "WAVE") throw new Error("TTS output is not a WAV file");
+  if (bytes.length < 12 || tag(0) !== "RIFF" || tag(8) !== "WAVE")
+    throw new Error("TTS output is not a WAV file");
   let sampleRate = 0;
   let at = 12;
   while (at + 8 <= bytes.length) {

@@ -82,7 +82,8 @@ export class BargeIn {
     const item = this.#lastItem;
     const responseId = this.#activeResponseId ?? item?.responseId ?? null;
     const itemPending = item !== null && !this.#cancelledItems.has(item.itemId);
-    const responsePending = this.#activeResponseId !== null && !this.#cancelledResponses.has(this.#activeResponseId);
+    const responsePending =
+      this.#activeResponseId !== null && !this.#cancelledResponses.has(this.#activeResponseId);
     const playing = downlink.queuedMs > 0 && itemPending;
     if (!playing && !responsePending) return false;
 
@@ -104,7 +105,10 @@ export class BargeIn {
       remember(this.#cancelledResponses, item.responseId);
       if (tellModel) {
         // sentMs never exceeds what was generated (the ledger clamps), so the model accepts it.
-        const audioEndMs = Math.min(downlink.ledger.sentMs(item.itemId), downlink.ledger.generatedMs(item.itemId));
+        const audioEndMs = Math.min(
+          downlink.ledger.sentMs(item.itemId),
+          downlink.ledger.generatedMs(item.itemId),
+        );
         this.#ports.sendUpstream({
           type: "conversation.item.truncate",
           event_id: RELAY_EVENT_PREFIX + newId("event"),
@@ -114,7 +118,11 @@ export class BargeIn {
         });
       }
     }
-    this.#ports.emit({ type: "output_audio_buffer.cleared", event_id: newId("event"), response_id: responseId ?? "" });
+    this.#ports.emit({
+      type: "output_audio_buffer.cleared",
+      event_id: newId("event"),
+      response_id: responseId ?? "",
+    });
     bargeIns.inc({ trigger });
     return true;
   }

@@ -134,7 +134,9 @@ export class InferenceBridge implements CallBridge {
     else this.#batch.set(pcm.subarray(0, FRAME_SAMPLES), offset);
     if (++this.#batchFrames < FRAMES_PER_APPEND) return;
     this.#batchFrames = 0;
-    this.#upstream.send(`{"type":"input_audio_buffer.append","audio":"${this.#batchBytes.toString("base64")}"}`);
+    this.#upstream.send(
+      `{"type":"input_audio_buffer.append","audio":"${this.#batchBytes.toString("base64")}"}`,
+    );
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -194,14 +196,26 @@ export class InferenceBridge implements CallBridge {
 
   onPlayoutStarted(itemId: string): void {
     const responseId = this.#bargeIn.responseOf(itemId);
-    this.#emit(JSON.stringify({ type: "output_audio_buffer.started", event_id: newId("event"), response_id: responseId }));
+    this.#emit(
+      JSON.stringify({
+        type: "output_audio_buffer.started",
+        event_id: newId("event"),
+        response_id: responseId,
+      }),
+    );
   }
 
   onPlayoutStopped(itemId: string): void {
     // An interrupted reply was already reported as `cleared`.
     if (this.#bargeIn.wasCleared(itemId)) return;
     const responseId = this.#bargeIn.responseOf(itemId);
-    this.#emit(JSON.stringify({ type: "output_audio_buffer.stopped", event_id: newId("event"), response_id: responseId }));
+    this.#emit(
+      JSON.stringify({
+        type: "output_audio_buffer.stopped",
+        event_id: newId("event"),
+        response_id: responseId,
+      }),
+    );
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -261,7 +275,9 @@ export class InferenceBridge implements CallBridge {
         // finished) are the relay's business, not the client's.
         const cause = event.error.event_id ?? "";
         if (cause.startsWith(RELAY_EVENT_PREFIX)) {
-          this.#options.log?.(`call ${this.#ctx.callId}: upstream rejected relay event: ${event.error.message}`);
+          this.#options.log?.(
+            `call ${this.#ctx.callId}: upstream rejected relay event: ${event.error.message}`,
+          );
           return;
         }
         this.#emit(text);

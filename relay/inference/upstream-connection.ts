@@ -42,8 +42,10 @@ function classifyStatus(status: number): UpstreamFailure {
 function classifyClose(code: number): UpstreamFailure {
   // 1008 policy, 1003/1007/1009 bad data, 4xxx application: the same request would fail again.
   // 1000/1001: the upstream ended the session on purpose; a new one would lose the conversation.
-  if (code === 1000 || code === 1001) return { retryable: false, message: `upstream closed the session (${code})` };
-  const fatal = code === 1008 || code === 1003 || code === 1007 || code === 1009 || (code >= 4000 && code < 5000);
+  if (code === 1000 || code === 1001)
+    return { retryable: false, message: `upstream closed the session (${code})` };
+  const fatal =
+    code === 1008 || code === 1003 || code === 1007 || code === 1009 || (code >= 4000 && code < 5000);
   return { retryable: !fatal, message: `upstream connection closed (${code})` };
 }
 
@@ -151,7 +153,12 @@ export class UpstreamConnection {
       try {
         socket = new WebSocket(this.#config.url, { headers, maxPayload: MAX_UPSTREAM_EVENT_BYTES });
       } catch (error) {
-        reject(new AttemptError({ retryable: false, message: `invalid INFERENCE_URL: ${(error as Error).message}` }));
+        reject(
+          new AttemptError({
+            retryable: false,
+            message: `invalid INFERENCE_URL: ${(error as Error).message}`,
+          }),
+        );
         return;
       }
       let settled = false;
@@ -174,7 +181,11 @@ export class UpstreamConnection {
       };
       const onAbort = () => settle({ retryable: false, message: "closed" });
       const timer = setTimeout(
-        () => settle({ retryable: true, message: `upstream connect timed out after ${this.#config.connectTimeoutMs} ms` }),
+        () =>
+          settle({
+            retryable: true,
+            message: `upstream connect timed out after ${this.#config.connectTimeoutMs} ms`,
+          }),
         this.#config.connectTimeoutMs,
       );
       signal.addEventListener("abort", onAbort, { once: true });

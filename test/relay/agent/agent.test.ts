@@ -41,7 +41,11 @@ describe("built-in agent: session", () => {
       session: { audio: { output: { format: { type: "audio/pcm", rate: 16000 } } } },
     });
     const error = await client.waitFor("error");
-    expect(error.error).toMatchObject({ type: "invalid_request_error", param: "session.audio.output.format", event_id: "evt_rate" });
+    expect(error.error).toMatchObject({
+      type: "invalid_request_error",
+      param: "session.audio.output.format",
+      event_id: "evt_rate",
+    });
   });
 
   it("answers malformed events with error events and keeps the session", async () => {
@@ -107,7 +111,10 @@ describe("built-in agent: server VAD and replies", () => {
     expect((done.response as { status: string }).status).toBe("completed");
     const reply = client.responseAudio((created.response as { id: string }).id);
     const transcriptDone = await client.waitFor("response.output_audio_transcript.done");
-    const deltas = client.ofType("response.output_audio_transcript.delta").map((e) => e.delta).join("");
+    const deltas = client
+      .ofType("response.output_audio_transcript.delta")
+      .map((e) => e.delta)
+      .join("");
     expect(deltas).toBe(transcriptDone.transcript);
     expect(transcriptDone.transcript).toMatch(/Earshot's built-in agent/);
     // A sentence of ~25 words: several seconds of speech, mostly voiced, at a speaking level.
@@ -115,9 +122,13 @@ describe("built-in agent: server VAD and replies", () => {
     expect(voicedMs(reply)).toBeGreaterThan(0.5 * (reply.length / 24));
     expect(dbfs(reply)).toBeGreaterThan(-30);
     expect(agent.tts.lastSynthesisMs).toBeGreaterThan(0);
-    console.log(`agent TTS: ${reply.length / 24} ms of speech synthesised in ${agent.tts.lastSynthesisMs.toFixed(0)} ms`);
+    console.log(
+      `agent TTS: ${reply.length / 24} ms of speech synthesised in ${agent.tts.lastSynthesisMs.toFixed(0)} ms`,
+    );
     // Event order of a GA response.
-    const order = client.events.map((e) => e.type).filter((t) => t.startsWith("response.") && !t.endsWith(".delta"));
+    const order = client.events
+      .map((e) => e.type)
+      .filter((t) => t.startsWith("response.") && !t.endsWith(".delta"));
     expect(order).toEqual([
       "response.created",
       "response.output_item.added",
@@ -141,17 +152,25 @@ describe("built-in agent: cancel and truncate", () => {
       const firstDelta = await client.waitFor("response.output_audio.delta");
       client.send({ type: "response.cancel" });
       const done = await client.waitFor("response.done");
-      expect(done.response).toMatchObject({ status: "cancelled", status_details: { type: "cancelled", reason: "client_cancelled" } });
+      expect(done.response).toMatchObject({
+        status: "cancelled",
+        status_details: { type: "cancelled", reason: "client_cancelled" },
+      });
       const cancelledAt = client.events.indexOf(done);
       // Another full response proves time passed; none of the first one's deltas came after.
       client.send({ type: "response.cancel" });
       const notActive = await client.waitFor("error", undefined, { from: cancelledAt });
       expect((notActive.error as { code: string }).code).toBe("response_cancel_not_active");
       client.send({ type: "response.create" });
-      const second = await client.waitFor("response.output_audio.delta", (e) => e.response_id !== firstDelta.response_id);
+      const second = await client.waitFor(
+        "response.output_audio.delta",
+        (e) => e.response_id !== firstDelta.response_id,
+      );
       client.send({ type: "response.cancel" });
       await client.waitFor("response.done", (e) => (e.response as { id: string }).id === second.response_id);
-      const late = client.events.slice(cancelledAt).filter((e) => e.type === "response.output_audio.delta" && e.response_id === firstDelta.response_id);
+      const late = client.events
+        .slice(cancelledAt)
+        .filter((e) => e.type === "response.output_audio.delta" && e.response_id === firstDelta.response_id);
       expect(late).toEqual([]);
     } finally {
       await slow.close();
@@ -164,25 +183,49 @@ describe("built-in agent: cancel and truncate", () => {
     const created = await client.waitFor("response.created");
     await client.waitFor("response.done");
     const responseId = (created.response as { id: string }).id;
-    const itemId = client.ofType("response.output_audio.delta").find((e) => e.response_id === responseId)!.item_id;
+    const itemId = client
+      .ofType("response.output_audio.delta")
+      .find((e) => e.response_id === responseId)!.item_id;
     const generatedMs = Math.floor(client.responseAudio(responseId).length / 24);
 
-    client.send({ type: "conversation.item.truncate", item_id: itemId, content_index: 0, audio_end_ms: generatedMs + 1 });
+    client.send({
+      type: "conversation.item.truncate",
+      item_id: itemId,
+      content_index: 0,
+      audio_end_ms: generatedMs + 1,
+    });
     const error = await client.waitFor("error");
     expect(error.error).toMatchObject({
       type: "invalid_request_error",
       param: "audio_end_ms",
       message: `Audio content of ${generatedMs}ms is already shorter than ${generatedMs + 1}ms`,
     });
-    client.send({ type: "conversation.item.truncate", item_id: itemId, content_index: 0, audio_end_ms: generatedMs });
+    client.send({
+      type: "conversation.item.truncate",
+      item_id: itemId,
+      content_index: 0,
+      audio_end_ms: generatedMs,
+    });
     await client.waitFor("conversation.item.truncated", (e) => e.audio_end_ms === generatedMs);
     client.send({ type: "conversation.item.truncate", item_id: itemId, content_index: 0, audio_end_ms: 500 });
     const truncated = await client.waitFor("conversation.item.truncated", (e) => e.audio_end_ms === 500);
     expect(truncated).toMatchObject({ item_id: itemId, content_index: 0 });
     // The item is now 500 ms long: 501 is past its end.
     client.send({ type: "conversation.item.truncate", item_id: itemId, content_index: 0, audio_end_ms: 501 });
-    await client.waitFor("error", (e) => (e.error as { message: string }).message === "Audio content of 500ms is already shorter than 501ms");
-    client.send({ type: "conversation.item.truncate", item_id: "item_nope", content_index: 0, audio_end_ms: 0 });
-    await client.waitFor("error", (e) => (e.error as { code: string }).code === "item_truncate_invalid_item_id");
+    await client.waitFor(
+      "error",
+      (e) =>
+        (e.error as { message: string }).message === "Audio content of 500ms is already shorter than 501ms",
+    );
+    client.send({
+      type: "conversation.item.truncate",
+      item_id: "item_nope",
+      content_index: 0,
+      audio_end_ms: 0,
+    });
+    await client.waitFor(
+      "error",
+      (e) => (e.error as { code: string }).code === "item_truncate_invalid_item_id",
+    );
   });
 });

@@ -33,7 +33,11 @@ export function dbfs(samples: ArrayLike<number>, start = 0, end = samples.length
 }
 
 /** The strongest frequency among `candidates` (Hz). */
-export function dominantFrequency(samples: ArrayLike<number>, sampleRate: number, candidates: number[]): number {
+export function dominantFrequency(
+  samples: ArrayLike<number>,
+  sampleRate: number,
+  candidates: number[],
+): number {
   let best = candidates[0]!;
   let bestPower = -1;
   for (const f of candidates) {
@@ -45,7 +49,8 @@ export function dominantFrequency(samples: ArrayLike<number>, sampleRate: number
 
 export function sine(frequency: number, seconds: number, sampleRate = 24_000, amplitude = 8000): Int16Array {
   const out = new Int16Array(Math.round(seconds * sampleRate));
-  for (let i = 0; i < out.length; i++) out[i] = Math.round(amplitude * Math.sin((2 * Math.PI * frequency * i) / sampleRate));
+  for (let i = 0; i < out.length; i++)
+    out[i] = Math.round(amplitude * Math.sin((2 * Math.PI * frequency * i) / sampleRate));
   return out;
 }
 
@@ -53,7 +58,8 @@ export function sine(frequency: number, seconds: number, sampleRate = 24_000, am
 export function voicedMs(samples: Int16Array, sampleRate = 24_000, thresholdDbfs = -45): number {
   const window = (sampleRate * 20) / 1000;
   let voiced = 0;
-  for (let i = 0; i + window <= samples.length; i += window) if (dbfs(samples, i, i + window) > thresholdDbfs) voiced += 20;
+  for (let i = 0; i + window <= samples.length; i += window)
+    if (dbfs(samples, i, i + window) > thresholdDbfs) voiced += 20;
   return voiced;
 }
 

@@ -103,7 +103,11 @@ export class RecordingChannel implements EventChannelPort {
     return this.events.filter((e) => e.type === type);
   }
 
-  waitFor(type: string, predicate: (e: ChannelEvent) => boolean = () => true, timeoutMs = 10_000): Promise<ChannelEvent & { at: number }> {
+  waitFor(
+    type: string,
+    predicate: (e: ChannelEvent) => boolean = () => true,
+    timeoutMs = 10_000,
+  ): Promise<ChannelEvent & { at: number }> {
     return new Promise((resolve, reject) => {
       const check = () => {
         const found = this.events.find((e) => e.type === type && predicate(e));

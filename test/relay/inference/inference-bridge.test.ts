@@ -23,10 +23,18 @@ afterEach(async () => {
 });
 
 function config(url: string, overrides: Partial<InferenceConfig> = {}): InferenceConfig {
-  return { ...inferenceConfigFromEnv({ INFERENCE_URL: url, RELAY_VAD: "off" }), retryBaseMs: 20, retryMaxMs: 100, ...overrides };
+  return {
+    ...inferenceConfigFromEnv({ INFERENCE_URL: url, RELAY_VAD: "off" }),
+    retryBaseMs: 20,
+    retryMaxMs: 100,
+    ...overrides,
+  };
 }
 
-function start(url: string, overrides: Partial<InferenceConfig> = {}): { call: TestCall; bridge: InferenceBridge } {
+function start(
+  url: string,
+  overrides: Partial<InferenceConfig> = {},
+): { call: TestCall; bridge: InferenceBridge } {
   const call = testCall();
   const bridge = new InferenceBridge(call.ctx, { config: config(url, overrides) });
   call.downlink.bridge = bridge;
@@ -55,7 +63,11 @@ const utterance = (hz: number, seconds: number) => concat([sine(hz, seconds), ne
 describe("InferenceBridge against the built-in agent", () => {
   it("opens the model session before the channel opens and delivers its events once it does", async () => {
     const { call, bridge } = start(agent.url);
-    await waitUntil(() => bridge.upstreamAttempts === 1 && agent.connections > 0, 5000, "upstream connection");
+    await waitUntil(
+      () => bridge.upstreamAttempts === 1 && agent.connections > 0,
+      5000,
+      "upstream connection",
+    );
     // Nothing is sent on a closed channel; events wait.
     await new Promise((r) => setTimeout(r, 100));
     expect(call.channel.events).toEqual([]);
@@ -64,7 +76,10 @@ describe("InferenceBridge against the built-in agent", () => {
     expect(call.channel.events[0]!.type).toBe("session.created");
     expect(updated.session).toMatchObject({
       instructions: "Be brief.",
-      audio: { input: { format: { type: "audio/pcm", rate: 24000 } }, output: { format: { type: "audio/pcm", rate: 24000 } } },
+      audio: {
+        input: { format: { type: "audio/pcm", rate: 24000 } },
+        output: { format: { type: "audio/pcm", rate: 24000 } },
+      },
     });
   });
 
@@ -108,15 +123,20 @@ describe("InferenceBridge against the built-in agent", () => {
     const truncated = await call.channel.waitFor("conversation.item.truncated");
     const itemId = truncated.item_id as string;
     expect(truncated.audio_end_ms).toBe(call.downlink.ledger.sentMs(itemId));
-    const heardMs = (call.downlink.sent.filter((f) => f.itemId === itemId).length * 20);
+    const heardMs = call.downlink.sent.filter((f) => f.itemId === itemId).length * 20;
     expect(Math.abs((truncated.audio_end_ms as number) - heardMs)).toBeLessThanOrEqual(20);
     expect(truncated.audio_end_ms).toBeLessThan(call.downlink.ledger.generatedMs(itemId));
     await call.channel.waitFor("output_audio_buffer.cleared", (e) => e.response_id === responseId);
-    const done = await call.channel.waitFor("response.done", (e) => (e.response as { id: string }).id === responseId);
+    const done = await call.channel.waitFor(
+      "response.done",
+      (e) => (e.response as { id: string }).id === responseId,
+    );
     expect((done.response as { status: string }).status).toBe("cancelled");
     // The relay's own cancel raced the agent's; its error is not the client's business.
     expect(call.channel.ofType("error")).toEqual([]);
-    expect(call.channel.ofType("output_audio_buffer.stopped").filter((e) => e.response_id === responseId)).toEqual([]);
+    expect(
+      call.channel.ofType("output_audio_buffer.stopped").filter((e) => e.response_id === responseId),
+    ).toEqual([]);
   });
 
   it("on output_audio_buffer.clear drops the rest of the reply, including late deltas", async () => {
@@ -126,16 +146,23 @@ describe("InferenceBridge against the built-in agent", () => {
     bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
     const created = await call.channel.waitFor("response.created");
     await waitUntil(() => call.downlink.pushes.length >= 2, 10_000, "first deltas");
-    const droppedBefore = await counter("earshot_relay_inference_audio_dropped_total", { reason: "cancelled_response" });
+    const droppedBefore = await counter("earshot_relay_inference_audio_dropped_total", {
+      reason: "cancelled_response",
+    });
     bridge.onClientMessage(JSON.stringify({ type: "output_audio_buffer.clear" }));
     const clearedAt = performance.now();
     expect(call.downlink.queuedMs).toBe(0);
     await call.channel.waitFor("output_audio_buffer.cleared");
     // The agent keeps generating (the client did not cancel); none of it is played.
-    await call.channel.waitFor("response.done", (e) => (e.response as { id: string }).id === (created.response as { id: string }).id);
+    await call.channel.waitFor(
+      "response.done",
+      (e) => (e.response as { id: string }).id === (created.response as { id: string }).id,
+    );
     expect(call.downlink.pushes.filter((p) => p.at > clearedAt)).toEqual([]);
     expect(call.downlink.sent.filter((f) => f.at > clearedAt + 20)).toEqual([]);
-    const droppedAfter = await counter("earshot_relay_inference_audio_dropped_total", { reason: "cancelled_response" });
+    const droppedAfter = await counter("earshot_relay_inference_audio_dropped_total", {
+      reason: "cancelled_response",
+    });
     expect(droppedAfter).toBeGreaterThan(droppedBefore);
   });
 
@@ -146,11 +173,28 @@ describe("InferenceBridge against the built-in agent", () => {
     bridge.onClientMessage("{oops");
     bridge.onClientMessage("[1,2]");
     bridge.onClientMessage(JSON.stringify({ type: 7 }));
-    bridge.onClientMessage(JSON.stringify({ type: "conversation.item.truncate", item_id: "i", content_index: 0, audio_end_ms: "5" }));
+    bridge.onClientMessage(
+      JSON.stringify({
+        type: "conversation.item.truncate",
+        item_id: "i",
+        content_index: 0,
+        audio_end_ms: "5",
+      }),
+    );
     // The size cap: one byte past it is refused...
     const padding = (size: number) => {
-      const skeleton = JSON.stringify({ type: "conversation.item.create", item: { type: "message", role: "user", content: [{ type: "input_text", text: "" }] } });
-      return JSON.stringify({ type: "conversation.item.create", item: { type: "message", role: "user", content: [{ type: "input_text", text: "x".repeat(size - skeleton.length) }] } });
+      const skeleton = JSON.stringify({
+        type: "conversation.item.create",
+        item: { type: "message", role: "user", content: [{ type: "input_text", text: "" }] },
+      });
+      return JSON.stringify({
+        type: "conversation.item.create",
+        item: {
+          type: "message",
+          role: "user",
+          content: [{ type: "input_text", text: "x".repeat(size - skeleton.length) }],
+        },
+      });
     };
     const atLimit = padding(MAX_CLIENT_EVENT_BYTES);
     expect(Buffer.byteLength(atLimit)).toBe(MAX_CLIENT_EVENT_BYTES);
@@ -166,7 +210,10 @@ describe("InferenceBridge against the built-in agent", () => {
     expect((call.channel.ofType("error")[3]!.error as { param: string }).param).toBe("audio_end_ms");
     // ...and one at the cap goes through to the model.
     bridge.onClientMessage(atLimit);
-    await call.channel.waitFor("conversation.item.added", (e) => (e.item as { role: string }).role === "user");
+    await call.channel.waitFor(
+      "conversation.item.added",
+      (e) => (e.item as { role: string }).role === "user",
+    );
     bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
     await call.channel.waitFor("response.created");
     expect(call.endings).toEqual([]);
@@ -200,7 +247,9 @@ describe("InferenceBridge when the upstream fails", () => {
     expect(call.endings).toHaveLength(1);
   });
 
-  async function httpUpstream(status: number): Promise<{ url: string; requests: () => number; close: () => Promise<void> }> {
+  async function httpUpstream(
+    status: number,
+  ): Promise<{ url: string; requests: () => number; close: () => Promise<void> }> {
     let requests = 0;
     const server: Server = createServer((_req, res) => res.writeHead(status).end());
     server.on("upgrade", (_req, socket: Socket) => {
@@ -209,7 +258,11 @@ describe("InferenceBridge when the upstream fails", () => {
     });
     await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
     const port = (server.address() as AddressInfo).port;
-    return { url: `ws://127.0.0.1:${port}/v1/realtime`, requests: () => requests, close: () => new Promise((r) => server.close(() => r())) };
+    return {
+      url: `ws://127.0.0.1:${port}/v1/realtime`,
+      requests: () => requests,
+      close: () => new Promise((r) => server.close(() => r())),
+    };
   }
 
   it("a refused key is fatal: no retry, inference_error", async () => {
@@ -256,9 +309,15 @@ describe("InferenceBridge when the upstream fails", () => {
     cleanups.push(upstream.close);
     const { call, bridge } = start(upstream.url, { maxRetries: 0 });
     await call.ended;
-    const before = await counter("earshot_relay_inference_audio_dropped_total", { direction: "uplink", reason: "upstream_not_open" });
+    const before = await counter("earshot_relay_inference_audio_dropped_total", {
+      direction: "uplink",
+      reason: "upstream_not_open",
+    });
     await speakInto(bridge, sine(440, 0.1), false);
-    const after = await counter("earshot_relay_inference_audio_dropped_total", { direction: "uplink", reason: "upstream_not_open" });
+    const after = await counter("earshot_relay_inference_audio_dropped_total", {
+      direction: "uplink",
+      reason: "upstream_not_open",
+    });
     expect(after - before).toBe(5);
   });
 });
@@ -270,6 +329,8 @@ describe("inference config", () => {
     expect(() => inferenceConfigFromEnv({ INFERENCE_HEADERS: "nope" })).toThrow(/INFERENCE_HEADERS/);
     expect(() => inferenceConfigFromEnv({ INFERENCE_MAX_RETRIES: "11" })).toThrow(/INFERENCE_MAX_RETRIES/);
     expect(inferenceConfigFromEnv({ INFERENCE_MAX_RETRIES: "10" }).maxRetries).toBe(10);
-    expect(inferenceConfigFromEnv({ INFERENCE_HEADERS: '{"OpenAI-Beta":"realtime=v1"}' }).headers).toEqual({ "OpenAI-Beta": "realtime=v1" });
+    expect(inferenceConfigFromEnv({ INFERENCE_HEADERS: '{"OpenAI-Beta":"realtime=v1"}' }).headers).toEqual({
+      "OpenAI-Beta": "realtime=v1",
+    });
   });
 });

@@ -12,7 +12,8 @@ function floatSine(frequency: number, rate: number, seconds: number, amplitude =
 function stream(resampler: Resampler, input: Float32Array, chunk: number): Float32Array {
   const out = new Float32Array(resampler.maxOutput(input.length) + resampler.maxOutput(0));
   let n = 0;
-  for (let i = 0; i < input.length; i += chunk) n += resampler.process(input.subarray(i, i + chunk), out.subarray(n));
+  for (let i = 0; i < input.length; i += chunk)
+    n += resampler.process(input.subarray(i, i + chunk), out.subarray(n));
   n += resampler.flush(out.subarray(n));
   return out.subarray(0, n);
 }

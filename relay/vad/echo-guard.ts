@@ -1,0 +1,121 @@
+// Echo suppression for the uplink while the assistant speaks. Without acoustic echo
+// cancellation on the client, the assistant's own voice comes back in the user's microphone; no
+// VAD (the relay's or the model's) may take it for the user barging in.
+//
+// Approach (cheap, per 20 ms frame): the relay knows exactly what it sent, so it keeps the level
+// envelope of the sent audio (the reference) and of the uplink. It finds the echo path's delay
+// (0–800 ms) as the lag where the two envelopes correlate best (Pearson), and its gain as the smallest
+// uplink/reference ratio over the last half second (frames where the user is silent give the
+// true gain; double talk only raises ratios). A frame is "echo only" when its level is within
+// ECHO_MARGIN of the echo predicted from the reference at that delay; such frames go upstream as
+// silence and cannot start a relay barge-in. The user talking over the assistant is louder than
+// the echo alone and passes. For the first frames of a reply, before the echo path can be
+// measured, a frame counts as echo unless it is louder than the assistant's own audio. If the envelopes do not correlate (a client with working AEC,
+// or the user alone), nothing is suppressed.
+//
+// Trade-off (documented): in double talk the user must be at least ECHO_MARGIN (6 dB) above
+// their own echo to be heard during the assistant's reply; with the echo at full level that
+// means speaking up, with a normal loudspeaker-to-microphone loss it is automatic.
+export const ECHO_MARGIN = 2; // amplitude ratio, 6 dB
+const RING = 128;
+const MAX_LAG = 40; // 800 ms of echo path delay
+const WINDOW = 25; // 500 ms to estimate delay and gain
+const MIN_CORRELATION = 0.7;
+/** Below this amplitude (about -60 dBFS) a frame is silence whatever the reference says. */
+const NOISE_FLOOR = 33;
+/** Reference frames needed at the delay before the echo path's gain is trusted. */
+const MIN_MEASURED = 8;
+/** An "echo" louder than 1.5× what was played is not an echo (3.5 dB of headroom for AGC). */
+const MAX_GAIN = 1.5;
+
+export class EchoGuard {
+  readonly #uplink = new Float32Array(RING);
+  readonly #reference = new Float32Array(RING);
+  #tick = 0;
+  #lastReferenceTick = -Infinity;
+  #referenceOnsetTick = -Infinity;
+  /** The last decision's estimate, for tests and tuning. */
+  lastDelayFrames = -1;
+  lastGain = 0;
+
+  /**
+   * One uplink frame's amplitude (RMS) and the amplitude of the assistant audio sent during the
+   * same 20 ms. Returns true if the frame is explained by the assistant's echo.
+   */
+  push(uplink: number, reference: number): boolean {
+    const t = this.#tick++;
+    this.#uplink[t % RING] = uplink;
+    this.#reference[t % RING] = reference;
+    if (reference > NOISE_FLOOR) {
+      // A reply starting after a silence longer than the echo path: its echo is not measured yet.
+      if (t - this.#lastReferenceTick > MAX_LAG + WINDOW) this.#referenceOnsetTick = t;
+      this.#lastReferenceTick = t;
+    }
+    // No assistant audio within the echo path's reach: nothing to suppress.
+    if (t - this.#lastReferenceTick > MAX_LAG + 2 || t < 1) return false;
+    if (uplink <= NOISE_FLOOR) return false;
+
+    let bestLag = -1;
+    let bestCorrelation = 0;
+    // Full windows at every lag (the rings start as silence, which is what preceded the call).
+    for (let lag = 0; lag <= MAX_LAG; lag++) {
+      // Pearson correlation of the two envelopes: amplitudes are all positive, so without
+      // removing the means any two speech envelopes would look alike.
+      let su = 0;
+      let sr = 0;
+      let ur = 0;
+      let uu = 0;
+      let rr = 0;
+      for (let k = 0; k < WINDOW; k++) {
+        const u = this.#uplink[(t - k + RING) % RING]!;
+        const r = this.#reference[(t - k - lag + 2 * RING) % RING]!;
+        su += u;
+        sr += r;
+        ur += u * r;
+        uu += u * u;
+        rr += r * r;
+      }
+      const cov = ur - (su * sr) / WINDOW;
+      const varU = uu - (su * su) / WINDOW;
+      const varR = rr - (sr * sr) / WINDOW;
+      const correlation = varU > 0 && varR > 0 ? cov / Math.sqrt(varU * varR) : 0;
+      if (correlation > bestCorrelation) [bestCorrelation, bestLag] = [correlation, lag];
+    }
+    this.lastDelayFrames = bestLag;
+
+    // The echo path's gain: the smallest uplink/reference ratio at that delay.
+    let gain = Infinity;
+    let measured = 0;
+    if (bestLag >= 0) {
+      for (let k = 0; k < WINDOW; k++) {
+        const r = this.#reference[(t - k - bestLag + 2 * RING) % RING]!;
+        if (r > NOISE_FLOOR * 4) {
+          gain = Math.min(gain, this.#uplink[(t - k + RING) % RING]! / r);
+          measured++;
+        }
+      }
+    }
+    this.lastGain = measured > 0 ? gain : 0;
+    if (measured < MIN_MEASURED && t - this.#referenceOnsetTick < MAX_LAG + MIN_MEASURED) {
+      // The reply just started and its echo path cannot be measured yet. Assume the worst (unit
+      // gain, any delay): only a user louder than the assistant's own audio is the user.
+      let loudest = 0;
+      for (let k = 0; k <= MAX_LAG; k++) loudest = Math.max(loudest, this.#reference[(t - k + RING) % RING]!);
+      return uplink <= loudest;
+    }
+    // Not correlated, or the delay points at the assistant's silence: this is not its echo.
+    if (bestCorrelation < MIN_CORRELATION || measured < MIN_MEASURED || gain > MAX_GAIN) return false;
+    // The reference level around the delay (±1 frame: the pacer and the uplink are not in step).
+    let around = 0;
+    for (let d = -1; d <= 1; d++) {
+      const i = t - bestLag + d;
+      if (i <= t) around = Math.max(around, this.#reference[(i + RING) % RING]!);
+    }
+    return uplink <= ECHO_MARGIN * gain * around;
+  }
+
+  /** Ticks since the reference was last non-silent (tests). */
+  get sinceReference(): number {
+    return this.#tick - 1 - this.#lastReferenceTick;
+  }
+}

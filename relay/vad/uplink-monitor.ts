@@ -1,0 +1,200 @@
+// The relay's own look at a call's uplink: echo suppression (always, while assistant audio can
+// echo) and the barge-in VAD (only while the assistant speaks, the only time it can matter).
+// Silero VAD is the detector; an energy threshold is the documented fallback (RELAY_VAD=energy)
+// for hosts where onnxruntime cannot load.
+import type { CallContext } from "../bridge.ts";
+import type { UplinkMonitor, UplinkMonitorHooks } from "../inference/inference-bridge.ts";
+import { vadChunkSeconds } from "../inference/inference-metrics.ts";
+import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
+import { EchoGuard } from "./echo-guard.ts";
+import { Resampler } from "./resampler.ts";
+import { SILERO_CHUNK, SILERO_SAMPLE_RATE, type SileroDetector, type SileroModel } from "./silero-vad.ts";
+
+/** Silero speech probability that counts as speech. */
+const SPEECH_PROBABILITY = 0.5;
+/** Consecutive speech chunks (32 ms each) before a barge-in: one loud click is not the user. */
+const ONSET_CHUNKS = 2;
+/** Energy fallback: frames above this level (dBFS) count as speech. */
+const ENERGY_ONSET_DBFS = -35;
+const ENERGY_ONSET_FRAMES = 3;
+const ITEMS_TRACKED = 4;
+/** About -50 dBFS: quieter frames cannot be the user barging in. */
+const USER_FLOOR = 100;
+
+/** Level envelope of the assistant audio the relay generated, read back as the pacer sends it. */
+class EchoReference {
+  // Per item: amplitude (RMS) of each 20 ms of generated audio.
+  #items = new Map<string, { frames: number[]; sum: number; count: number; sentFrames: number }>();
+
+  generated(itemId: string, pcm: Int16Array): void {
+    let item = this.#items.get(itemId);
+    if (!item) {
+      item = { frames: [], sum: 0, count: 0, sentFrames: 0 };
+      this.#items.set(itemId, item);
+      if (this.#items.size > ITEMS_TRACKED) this.#items.delete(this.#items.keys().next().value!);
+    }
+    for (let i = 0; i < pcm.length; i++) {
+      item.sum += pcm[i]! * pcm[i]!;
+      if (++item.count === FRAME_SAMPLES) {
+        item.frames.push(Math.sqrt(item.sum / FRAME_SAMPLES));
+        item.sum = 0;
+        item.count = 0;
+      }
+    }
+  }
+
+  /** Amplitude of what the pacer sent since the last call (0 if it sent nothing). */
+  sentSinceLastTick(ledger: CallContext["downlink"]["ledger"]): number {
+    let power = 0;
+    let frames = 0;
+    for (const [itemId, item] of this.#items) {
+      const sent = Math.floor(ledger.sentMs(itemId) / 20);
+      for (let f = item.sentFrames; f < sent && f < item.frames.length; f++) {
+        power += item.frames[f]! * item.frames[f]!;
+        frames++;
+      }
+      item.sentFrames = Math.max(item.sentFrames, sent);
+    }
+    return frames > 0 ? Math.sqrt(power / frames) : 0;
+  }
+}
+
+export interface UplinkMonitorOptions {
+  /** Silero, or null for the energy fallback. */
+  silero: SileroModel | null;
+  echoSuppression: boolean;
+  /** Whether the monitor may start barge-ins at all (RELAY_VAD=off keeps echo suppression only). */
+  vad?: boolean;
+}
+
+export class RelayUplinkMonitor implements UplinkMonitor {
+  readonly #ctx: CallContext;
+  readonly #hooks: UplinkMonitorHooks;
+  readonly #detector: SileroDetector | null;
+  readonly #echoSuppression: boolean;
+  readonly #vad: boolean;
+  readonly #reference = new EchoReference();
+  readonly #guard = new EchoGuard();
+  readonly #resampler = new Resampler(PCM_SAMPLE_RATE, SILERO_SAMPLE_RATE);
+  readonly #resampled: Float32Array;
+  readonly #chunk = new Float32Array(SILERO_CHUNK);
+  readonly #pending = new Float32Array(SILERO_CHUNK);
+  #chunkLength = 0;
+  #running = false;
+  #active = false;
+  #speechRun = 0;
+  /** Echo-only verdicts of the frames in the chunk being collected: a chunk of echo is not the user. */
+  #chunkHasUser = false;
+  #pendingHasUser = false;
+  #pendingReady = false;
+  #closed = false;
+
+  constructor(ctx: CallContext, hooks: UplinkMonitorHooks, options: UplinkMonitorOptions) {
+    this.#ctx = ctx;
+    this.#hooks = hooks;
+    this.#detector = options.silero?.detector() ?? null;
+    this.#echoSuppression = options.echoSuppression;
+    this.#vad = options.vad ?? true;
+    this.#resampled = new Float32Array(this.#resampler.maxOutput(FRAME_SAMPLES));
+  }
+
+  onAssistantAudio(itemId: string, pcm: Int16Array): void {
+    this.#reference.generated(itemId, pcm);
+  }
+
+  onUplinkFrame(pcm: Int16Array): boolean {
+    let sum = 0;
+    for (let i = 0; i < FRAME_SAMPLES; i++) sum += pcm[i]! * pcm[i]!;
+    const amplitude = Math.sqrt(sum / FRAME_SAMPLES);
+    const echoOnly = this.#guard.push(
+      amplitude,
+      this.#reference.sentSinceLastTick(this.#ctx.downlink.ledger),
+    );
+
+    const active = this.#vad && this.#hooks.assistantActive();
+    if (!active) {
+      if (this.#active) this.#idle();
+      return this.#echoSuppression && echoOnly;
+    }
+    this.#active = true;
+    if (!this.#detector) {
+      // Energy fallback: loud frames the echo does not explain.
+      const loud = 20 * Math.log10(amplitude / 32768 + 1e-12) > ENERGY_ONSET_DBFS && !echoOnly;
+      this.#speechRun = loud ? this.#speechRun + 1 : 0;
+      if (this.#speechRun >= ENERGY_ONSET_FRAMES) this.#speech();
+      return this.#echoSuppression && echoOnly;
+    }
+    // Silence is not the user either: only audible frames the echo does not explain count.
+    this.#chunkHasUser ||= !echoOnly && amplitude > USER_FLOOR;
+    const n = this.#resampler.process(pcm, this.#resampled);
+    for (let i = 0; i < n; i++) {
+      this.#chunk[this.#chunkLength++] = this.#resampled[i]! / 32768;
+      if (this.#chunkLength === SILERO_CHUNK) {
+        this.#chunkLength = 0;
+        this.#submit();
+      }
+    }
+    return this.#echoSuppression && echoOnly;
+  }
+
+  /** Runs Silero on the completed chunk; one inference in flight, the newest chunk waits. */
+  #submit(): void {
+    const hasUser = this.#chunkHasUser;
+    this.#chunkHasUser = false;
+    if (this.#running) {
+      // The previous inference is still out: keep only the newest chunk (speech onsets are
+      // what matter, and stale chunks would only delay them).
+      this.#pending.set(this.#chunk);
+      this.#pendingHasUser = hasUser;
+      this.#pendingReady = true;
+      return;
+    }
+    this.#run(this.#chunk, hasUser);
+  }
+
+  #run(chunk: Float32Array, hasUser: boolean): void {
+    this.#running = true;
+    const detector = this.#detector!;
+    detector.probability(chunk).then(
+      (p) => {
+        this.#running = false;
+        if (this.#closed) return;
+        vadChunkSeconds.observe(detector.lastRunMs / 1000);
+        if (!this.#active) return;
+        this.#speechRun = p >= SPEECH_PROBABILITY && hasUser ? this.#speechRun + 1 : 0;
+        if (this.#speechRun >= ONSET_CHUNKS) this.#speech();
+        else if (this.#pendingReady) {
+          this.#pendingReady = false;
+          this.#chunk.set(this.#pending);
+          this.#run(this.#chunk, this.#pendingHasUser);
+        }
+      },
+      () => {
+        this.#running = false;
+      },
+    );
+  }
+
+  #speech(): void {
+    this.#speechRun = 0;
+    this.#hooks.onSpeech();
+  }
+
+  /** The assistant stopped: forget the VAD's state so the next reply starts clean. */
+  #idle(): void {
+    this.#active = false;
+    this.#speechRun = 0;
+    this.#chunkLength = 0;
+    this.#pendingReady = false;
+    if (!this.#running) this.#detector?.reset();
+  }
+
+  close(): void {
+    this.#closed = true;
+  }
+}
+
+/** Per-call monitor factory for InferenceBridgeOptions.uplinkMonitor. */
+export function relayUplinkMonitor(options: UplinkMonitorOptions) {
+  return (ctx: CallContext, hooks: UplinkMonitorHooks) => new RelayUplinkMonitor(ctx, hooks, options);
+}

@@ -1,0 +1,152 @@
+// The relay's own VAD and echo suppression, with the real agent upstream, real Silero, and a
+// real 20 ms pacer clock (PacedDownlink). The "client" echoes what the pacer sent back into the
+// uplink, as a loudspeaker next to a microphone without echo cancellation would.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { AgentServer } from "../../../relay/agent/agent-server.ts";
+import { SpeechSynthesizer } from "../../../relay/agent/tts.ts";
+import { InferenceBridge } from "../../../relay/inference/inference-bridge.ts";
+import { inferenceConfigFromEnv } from "../../../relay/inference/inference-config.ts";
+import { FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
+import { SileroModel } from "../../../relay/vad/silero-vad.ts";
+import { relayUplinkMonitor } from "../../../relay/vad/uplink-monitor.ts";
+import { concat } from "../agent/audio-analysis.ts";
+import { testCall, type TestCall, waitUntil } from "./bridge-fixtures.ts";
+
+let agent: AgentServer;
+let silero: SileroModel;
+let userSpeech: Int16Array;
+const cleanups: (() => void)[] = [];
+
+beforeAll(async () => {
+  agent = await AgentServer.start({ port: 0, speed: 4 });
+  silero = await SileroModel.load();
+  userSpeech = await new SpeechSynthesizer().speak("Sorry to interrupt, but that is not what I asked.");
+});
+afterAll(async () => {
+  await agent.close();
+  await silero.close();
+});
+afterEach(() => {
+  for (const cleanup of cleanups.splice(0).reverse()) cleanup();
+});
+
+/** A call whose upstream server VAD is on (`serverVad`) or off (only the relay VAD can barge in). */
+function start(serverVad: boolean): { call: TestCall; bridge: InferenceBridge } {
+  const call = testCall();
+  if (!serverVad) call.ctx.session = { ...call.ctx.session, audio: { input: { turn_detection: null } } };
+  const config = { ...inferenceConfigFromEnv({ INFERENCE_URL: agent.url }), relayVad: "silero" as const };
+  const bridge = new InferenceBridge(call.ctx, {
+    config,
+    uplinkMonitor: relayUplinkMonitor({ silero, echoSuppression: true }),
+  });
+  call.downlink.bridge = bridge;
+  call.channel.open = true;
+  bridge.onChannelOpen();
+  cleanups.push(() => {
+    bridge.close();
+    call.close();
+  });
+  return { call, bridge };
+}
+
+/**
+ * Every pacer tick, the "client" sends one uplink frame: the echo of what was sent `delayFrames`
+ * ago at `echoGain`, plus the next frame of `user` speech once `userFrom()` says so.
+ */
+function clientLoop(call: TestCall, bridge: InferenceBridge, delayFrames: number, echoGain: number) {
+  const history: Int16Array[] = [];
+  const frame = new Int16Array(FRAME_SAMPLES);
+  const state = { user: null as Int16Array | null, userAt: 0, userStartedAt: 0 };
+  call.downlink.onFrameSent = (sent) => {
+    history.push(sent.itemId ? sent.pcm : new Int16Array(FRAME_SAMPLES));
+    const echo = history.length > delayFrames ? history[history.length - 1 - delayFrames]! : null;
+    for (let i = 0; i < FRAME_SAMPLES; i++) {
+      let v = echo ? echo[i]! * echoGain : 0;
+      if (state.user && state.userAt + i < state.user.length) v += state.user[state.userAt + i]!;
+      frame[i] = Math.max(-32768, Math.min(32767, Math.round(v)));
+    }
+    if (state.user) state.userAt += FRAME_SAMPLES;
+    bridge.onUplinkFrame(frame);
+  };
+  return {
+    userSays(pcm: Int16Array) {
+      state.user = pcm;
+      state.userAt = 0;
+      state.userStartedAt = performance.now();
+    },
+    get userStartedAt() {
+      return state.userStartedAt;
+    },
+  };
+}
+
+describe("relay VAD and echo suppression", () => {
+  it("the assistant's own echo, fed back at 80 % with 120 ms delay, causes no barge-in", async () => {
+    const { call, bridge } = start(true);
+    clientLoop(call, bridge, 6, 0.8);
+    await call.channel.waitFor("session.updated");
+    bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
+    const created = await call.channel.waitFor("response.created");
+    const responseId = (created.response as { id: string }).id;
+    const done = await call.channel.waitFor(
+      "response.done",
+      (e) => (e.response as { id: string }).id === responseId,
+      15_000,
+    );
+    expect((done.response as { status: string }).status).toBe("completed");
+    await waitUntil(() => call.downlink.queuedMs === 0, 15_000, "the reply to play out");
+    // Plus the echo tail: wait for the playout to be reported stopped.
+    await call.channel.waitFor("output_audio_buffer.stopped", (e) => e.response_id === responseId, 15_000);
+    await new Promise((r) => setTimeout(r, 300));
+    const itemId = call.downlink.pushes[0]!.itemId;
+    expect(call.downlink.flushes).toEqual([]);
+    expect(call.channel.ofType("input_audio_buffer.speech_started")).toEqual([]);
+    expect(call.channel.ofType("output_audio_buffer.cleared")).toEqual([]);
+    expect(call.channel.ofType("conversation.item.truncated")).toEqual([]);
+    // The user heard the whole reply.
+    expect(call.downlink.ledger.sentMs(itemId)).toBe(call.downlink.ledger.generatedMs(itemId));
+    expect(call.downlink.ledger.sentMs(itemId)).toBeGreaterThan(3000);
+  }, 30_000);
+
+  it("the user speaking over the assistant is heard by the relay's VAD (no server VAD): exact truncate", async () => {
+    const { call, bridge } = start(false);
+    const client = clientLoop(call, bridge, 6, 0);
+    await call.channel.waitFor("session.updated");
+    bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
+    const created = await call.channel.waitFor("response.created");
+    const responseId = (created.response as { id: string }).id;
+    await waitUntil(() => call.downlink.sent.length >= 30, 10_000, "600 ms of reply");
+    client.userSays(concat([userSpeech, new Int16Array(24_000)]));
+    await waitUntil(() => call.downlink.flushes.length > 0, 5000, "relay barge-in");
+    const latency = call.downlink.flushes[0]!.at - client.userStartedAt;
+    console.log(`relay VAD: user speech onset → downlink flushed in ${latency.toFixed(0)} ms`);
+    expect(latency).toBeLessThan(200);
+    const truncated = await call.channel.waitFor("conversation.item.truncated");
+    expect(truncated.audio_end_ms).toBe(call.downlink.ledger.sentMs(truncated.item_id as string));
+    const done = await call.channel.waitFor(
+      "response.done",
+      (e) => (e.response as { id: string }).id === responseId,
+    );
+    expect(done.response).toMatchObject({
+      status: "cancelled",
+      status_details: { reason: "client_cancelled" },
+    });
+    await call.channel.waitFor("output_audio_buffer.cleared");
+    const flushedAt = call.downlink.flushes[0]!.at;
+    expect(call.downlink.pushes.filter((p) => p.at > flushedAt)).toEqual([]);
+    expect(call.downlink.sent.filter((f) => f.at > flushedAt)).toEqual([]);
+  });
+
+  it("the user talking over their own echo still barges in (double talk)", async () => {
+    const { call, bridge } = start(false);
+    const client = clientLoop(call, bridge, 6, 0.3);
+    await call.channel.waitFor("session.updated");
+    bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
+    await call.channel.waitFor("response.created");
+    await waitUntil(() => call.downlink.sent.length >= 40, 10_000, "800 ms of reply");
+    expect(call.downlink.flushes).toEqual([]);
+    client.userSays(concat([userSpeech, new Int16Array(24_000)]));
+    await waitUntil(() => call.downlink.flushes.length > 0, 5000, "relay barge-in");
+    expect(call.downlink.flushes[0]!.at - client.userStartedAt).toBeLessThan(400);
+  });
+});
