@@ -78,7 +78,6 @@ export class Call extends EventEmitter<CallEvents> {
   #options: CallOptions;
   #log: Logger;
   #pc: RTCPeerConnection;
-  #transceiver: RTCRtpTransceiver | undefined;
   #channel: RTCDataChannel | undefined;
   #uplink: Uplink | undefined;
   #downlink: Downlink | undefined;
@@ -135,7 +134,6 @@ export class Call extends EventEmitter<CallEvents> {
       throw new CallSetupError(`The offer must have exactly one audio m-line, found ${audio.length}.`);
     }
     const transceiver = audio[0]!;
-    this.#transceiver = transceiver;
     // werift answers recvonly unless told; a browser then drops our audio and never fires ontrack.
     transceiver.setDirection("sendrecv");
     // Passive: the client sends the DTLS ClientHello as soon as ICE connects, which saves the
@@ -186,7 +184,9 @@ export class Call extends EventEmitter<CallEvents> {
     const sdp = this.#pc.localDescription!.sdp;
     const lines = sdp
       .split(/\r?\n/)
-      .filter((l) => l.startsWith("a=ice-ufrag:") || l.startsWith("a=ice-pwd:") || l.startsWith("a=candidate:"));
+      .filter(
+        (l) => l.startsWith("a=ice-ufrag:") || l.startsWith("a=ice-pwd:") || l.startsWith("a=candidate:"),
+      );
     const unique = [...new Set(lines)];
     const network = this.#options.network;
     const frag = unique.join("\r\n") + "\r\n";
@@ -346,13 +346,15 @@ export class Call extends EventEmitter<CallEvents> {
     if (channel.readyState === "open") opened();
     channel.stateChanged.subscribe((state) => {
       if (state === "open") opened();
-      else if (state === "closed" && this.#state !== "ended") void this.end("client_hangup", "oai-events closed.");
+      else if (state === "closed" && this.#state !== "ended")
+        void this.end("client_hangup", "oai-events closed.");
     });
     channel.onMessage.subscribe((message) => {
       // Text only, and capped: the size check is cheap for the common small message.
       if (
         typeof message !== "string" ||
-        (message.length * 3 > MAX_CLIENT_MESSAGE_BYTES && Buffer.byteLength(message) > MAX_CLIENT_MESSAGE_BYTES)
+        (message.length * 3 > MAX_CLIENT_MESSAGE_BYTES &&
+          Buffer.byteLength(message) > MAX_CLIENT_MESSAGE_BYTES)
       ) {
         this.#droppedMessages++;
         this.#options.metrics.droppedMessages.inc();
@@ -381,7 +383,10 @@ export class Call extends EventEmitter<CallEvents> {
         return;
       case "disconnected":
         // ICE may come back on its own or through a restart (PATCH); give it a while.
-        this.#disconnectTimer ??= setTimeout(() => void this.end("ice_failed", "ICE disconnected."), DISCONNECTED_GRACE_MS);
+        this.#disconnectTimer ??= setTimeout(
+          () => void this.end("ice_failed", "ICE disconnected."),
+          DISCONNECTED_GRACE_MS,
+        );
         return;
       case "failed": {
         const dtlsFailed = this.#pc.dtlsTransports.some((t) => t.state === "failed");

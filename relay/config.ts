@@ -24,8 +24,14 @@ const number = (schema: z.ZodNumber) => z.coerce.number().pipe(schema);
 
 /** Environment variables, their defaults and checks. */
 export const RelayEnv = z.object({
-  RELAY_ID: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).default("relay-local"),
-  RELAY_REGION: z.string().regex(/^[a-z0-9-]{1,32}$/).default("local"),
+  RELAY_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9._-]{1,64}$/)
+    .default("relay-local"),
+  RELAY_REGION: z
+    .string()
+    .regex(/^[a-z0-9-]{1,32}$/)
+    .default("local"),
   RELAY_LAT: number(z.number().min(-90).max(90)).default(0),
   RELAY_LON: number(z.number().min(-180).max(180)).default(0),
   /** The relay's HTTP API as the edge reaches it. Default: http://127.0.0.1:<RELAY_HTTP_PORT>. */

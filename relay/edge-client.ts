@@ -25,7 +25,12 @@ export interface EdgeClientStats {
 
 export class EdgeClient {
   static readonly DEFAULT_MAX_QUEUED_EVENTS = 1000;
-  readonly stats: EdgeClientStats = { heartbeatsSent: 0, heartbeatsFailed: 0, eventsSent: 0, eventsDropped: 0 };
+  readonly stats: EdgeClientStats = {
+    heartbeatsSent: 0,
+    heartbeatsFailed: 0,
+    eventsSent: 0,
+    eventsDropped: 0,
+  };
   #options: EdgeClientOptions;
   #queue: RelayCallEvent[] = [];
   #sending = false;
@@ -125,7 +130,10 @@ export class EdgeClient {
         method: "POST",
         headers: { "content-type": "application/json", [SIGNATURE_HEADER]: signature },
         body,
-        signal: AbortSignal.any([this.#abort.signal, AbortSignal.timeout(this.#options.requestTimeoutMs ?? 2000)]),
+        signal: AbortSignal.any([
+          this.#abort.signal,
+          AbortSignal.timeout(this.#options.requestTimeoutMs ?? 2000),
+        ]),
       });
       await response.body?.cancel();
       // 4xx other than 429 will not get better by retrying: count it as delivered.

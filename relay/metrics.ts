@@ -8,8 +8,16 @@ const WORK_BUCKETS = [0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.
 
 export class RelayMetrics {
   readonly registry = new Registry();
-  readonly activeCalls = new Gauge({ name: "earshot_relay_active_calls", help: "Calls in progress", registers: [this.registry] });
-  readonly callsTotal = new Counter({ name: "earshot_relay_calls_total", help: "Calls accepted", registers: [this.registry] });
+  readonly activeCalls = new Gauge({
+    name: "earshot_relay_active_calls",
+    help: "Calls in progress",
+    registers: [this.registry],
+  });
+  readonly callsTotal = new Counter({
+    name: "earshot_relay_calls_total",
+    help: "Calls accepted",
+    registers: [this.registry],
+  });
   readonly callsEnded = new Counter({
     name: "earshot_relay_calls_ended_total",
     help: "Calls ended, by reason",
@@ -22,16 +30,58 @@ export class RelayMetrics {
     labelNames: ["code"] as const,
     registers: [this.registry],
   });
-  readonly framesUplink = new Counter({ name: "earshot_relay_uplink_frames_total", help: "20 ms frames decoded from clients", registers: [this.registry] });
-  readonly framesDownlink = new Counter({ name: "earshot_relay_downlink_frames_total", help: "20 ms frames sent to clients", registers: [this.registry] });
-  readonly packetsLost = new Counter({ name: "earshot_relay_uplink_packets_lost_total", help: "Uplink RTP packets declared lost", registers: [this.registry] });
-  readonly packetsLate = new Counter({ name: "earshot_relay_uplink_packets_late_total", help: "Uplink RTP packets that arrived after their slot", registers: [this.registry] });
-  readonly lateFrames = new Counter({ name: "earshot_relay_pacer_late_ticks_total", help: "Pacer ticks that ran more than a frame late", registers: [this.registry] });
-  readonly droppedMessages = new Counter({ name: "earshot_relay_datachannel_dropped_total", help: "Data channel messages dropped (too large or not text)", registers: [this.registry] });
-  readonly jitter = new Gauge({ name: "earshot_relay_uplink_jitter_ms", help: "Mean uplink interarrival jitter over live calls, ms", registers: [this.registry] });
-  readonly uplinkWork = new Histogram({ name: "earshot_relay_uplink_frame_work_seconds", help: "Work per uplink frame (decode, conceal, hand-off)", buckets: WORK_BUCKETS, registers: [this.registry] });
-  readonly downlinkWork = new Histogram({ name: "earshot_relay_downlink_frame_work_seconds", help: "Work per downlink frame (encode, packetise, send)", buckets: WORK_BUCKETS, registers: [this.registry] });
-  readonly loopLag = new Gauge({ name: "earshot_relay_event_loop_lag_p99_seconds", help: "Event loop delay p99 since the last scrape", registers: [this.registry] });
+  readonly framesUplink = new Counter({
+    name: "earshot_relay_uplink_frames_total",
+    help: "20 ms frames decoded from clients",
+    registers: [this.registry],
+  });
+  readonly framesDownlink = new Counter({
+    name: "earshot_relay_downlink_frames_total",
+    help: "20 ms frames sent to clients",
+    registers: [this.registry],
+  });
+  readonly packetsLost = new Counter({
+    name: "earshot_relay_uplink_packets_lost_total",
+    help: "Uplink RTP packets declared lost",
+    registers: [this.registry],
+  });
+  readonly packetsLate = new Counter({
+    name: "earshot_relay_uplink_packets_late_total",
+    help: "Uplink RTP packets that arrived after their slot",
+    registers: [this.registry],
+  });
+  readonly lateFrames = new Counter({
+    name: "earshot_relay_pacer_late_ticks_total",
+    help: "Pacer ticks that ran more than a frame late",
+    registers: [this.registry],
+  });
+  readonly droppedMessages = new Counter({
+    name: "earshot_relay_datachannel_dropped_total",
+    help: "Data channel messages dropped (too large or not text)",
+    registers: [this.registry],
+  });
+  readonly jitter = new Gauge({
+    name: "earshot_relay_uplink_jitter_ms",
+    help: "Mean uplink interarrival jitter over live calls, ms",
+    registers: [this.registry],
+  });
+  readonly uplinkWork = new Histogram({
+    name: "earshot_relay_uplink_frame_work_seconds",
+    help: "Work per uplink frame (decode, conceal, hand-off)",
+    buckets: WORK_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly downlinkWork = new Histogram({
+    name: "earshot_relay_downlink_frame_work_seconds",
+    help: "Work per downlink frame (encode, packetise, send)",
+    buckets: WORK_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly loopLag = new Gauge({
+    name: "earshot_relay_event_loop_lag_p99_seconds",
+    help: "Event loop delay p99 since the last scrape",
+    registers: [this.registry],
+  });
   #loop: ReturnType<typeof monitorEventLoopDelay> = monitorEventLoopDelay({ resolution: 10 });
 
   constructor() {

@@ -16,7 +16,11 @@ export class NonceCache {
    * Records the nonce; "replayed" if it was seen before, "full" if there is no room.
    * `forgetAt` is the epoch second after which the ticket can no longer verify.
    */
-  remember(nonce: string, forgetAt: number, nowSeconds = Math.floor(Date.now() / 1000)): "ok" | "replayed" | "full" {
+  remember(
+    nonce: string,
+    forgetAt: number,
+    nowSeconds = Math.floor(Date.now() / 1000),
+  ): "ok" | "replayed" | "full" {
     this.#purge(nowSeconds);
     if (this.#expiries.has(nonce)) return "replayed";
     if (this.#expiries.size >= this.#max) this.#purge(nowSeconds, true);

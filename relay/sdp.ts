@@ -11,16 +11,14 @@ export function answerDirection(sdp: string): "sendrecv" | "sendonly" | "recvonl
   if (!audio) return undefined;
   if (/^m=audio 0 /.test(audio)) return "inactive";
   return /^a=(sendrecv|sendonly|recvonly|inactive)\s*$/m.exec(audio)?.[1] as
-    | "sendrecv"
-    | "sendonly"
-    | "recvonly"
-    | "inactive"
-    | undefined;
+    "sendrecv" | "sendonly" | "recvonly" | "inactive" | undefined;
 }
 
 /** Advertises `publicIp` in place of the bound address in candidate lines (1:1 NAT). */
 export function rewriteCandidateAddress(sdp: string, boundIp: string, publicIp: string): string {
-  return sdp.replace(/^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( .*)$/gm, (line, head: string, address: string, tail: string) =>
-    address === boundIp ? `${head}${publicIp}${tail}` : line,
+  return sdp.replace(
+    /^(a=candidate:\S+ \d+ \S+ \d+ )(\S+)( .*)$/gm,
+    (line, head: string, address: string, tail: string) =>
+      address === boundIp ? `${head}${publicIp}${tail}` : line,
   );
 }

@@ -118,7 +118,10 @@ export class RelayServer {
     });
     this.#statsTimer = setInterval(() => this.#reportStats(), STATS_INTERVAL_MS);
     this.edge.start();
-    this.#log.info({ url: `http://${this.#config.httpHost}:${this.port}`, relay_id: this.#config.relayId }, "relay listening");
+    this.#log.info(
+      { url: `http://${this.#config.httpHost}:${this.port}`, relay_id: this.#config.relayId },
+      "relay listening",
+    );
     return this.port;
   }
 
@@ -145,7 +148,8 @@ export class RelayServer {
       if (check()) return;
       this.#drainTimer ??= setTimeout(() => {
         this.#log.info({ active_calls: this.calls.size }, "drain deadline: ending calls");
-        for (const call of this.calls.values()) void call.end("relay_draining", "The relay is shutting down.");
+        for (const call of this.calls.values())
+          void call.end("relay_draining", "The relay is shutting down.");
       }, deadlineSeconds * 1000);
       const onEnded = () => {
         if (check()) this.#drainWaiters.delete(onEnded);
@@ -185,8 +189,10 @@ export class RelayServer {
       }
       const match = /^\/calls\/([^/]+)$/.exec(path);
       if (match) {
-        if (req.method === "PATCH") return await this.#patchCall(req, res, decodeURIComponent(match[1]!), path);
-        if (req.method === "DELETE") return await this.#deleteCall(req, res, decodeURIComponent(match[1]!), path);
+        if (req.method === "PATCH")
+          return await this.#patchCall(req, res, decodeURIComponent(match[1]!), path);
+        if (req.method === "DELETE")
+          return await this.#deleteCall(req, res, decodeURIComponent(match[1]!), path);
         throw methodNotAllowed("PATCH, DELETE");
       }
       if (path === "/healthz") {
@@ -212,7 +218,11 @@ export class RelayServer {
         return sendJson(res, error.status, error.body(), error.headers);
       }
       this.#log.error({ err: error }, "request failed");
-      sendJson(res, 500, new HttpError(500, "internal_error", "The relay failed to handle the request.").body());
+      sendJson(
+        res,
+        500,
+        new HttpError(500, "internal_error", "The relay failed to handle the request.").body(),
+      );
     }
   }
 
@@ -238,15 +248,22 @@ export class RelayServer {
     const body = parsed.data;
     // Verify before allocating anything: a refused ticket costs one HMAC and nothing else.
     const ticket = req.headers[TICKET_HEADER.toLowerCase()];
-    const verdict = await verifyTicket(this.#config.relaySecret, typeof ticket === "string" ? ticket : undefined, {
-      callId: body.call_id,
-      relayId: this.#config.relayId,
-      offerSdp: body.offer_sdp,
-      session: body.session,
-    });
+    const verdict = await verifyTicket(
+      this.#config.relaySecret,
+      typeof ticket === "string" ? ticket : undefined,
+      {
+        callId: body.call_id,
+        relayId: this.#config.relayId,
+        offerSdp: body.offer_sdp,
+        session: body.session,
+      },
+    );
     if (!verdict.ok) {
       const status = verdict.code === "ticket_missing" ? 401 : 403;
-      throw new HttpError(status, verdict.code, verdict.message, { type: "authentication_error", param: TICKET_HEADER });
+      throw new HttpError(status, verdict.code, verdict.message, {
+        type: "authentication_error",
+        param: TICKET_HEADER,
+      });
     }
     const remembered = this.#nonces.remember(verdict.claims.nonce, verdict.claims.exp + CLOCK_SKEW_SECONDS);
     if (remembered === "replayed") {
@@ -284,7 +301,8 @@ export class RelayServer {
       answerSdp = await call.answer(body.offer_sdp);
     } catch (error) {
       await call.end("relay_error");
-      if (error instanceof CallSetupError) throw new HttpError(400, "invalid_offer", error.message, { param: "offer_sdp" });
+      if (error instanceof CallSetupError)
+        throw new HttpError(400, "invalid_offer", error.message, { param: "offer_sdp" });
       throw error;
     } finally {
       this.#pending--;
@@ -320,14 +338,19 @@ export class RelayServer {
       body,
     );
     if (!verdict.ok) {
-      throw new HttpError(401, "bad_signature", verdict.message, { type: "authentication_error", param: SIGNATURE_HEADER });
+      throw new HttpError(401, "bad_signature", verdict.message, {
+        type: "authentication_error",
+        param: SIGNATURE_HEADER,
+      });
     }
   }
 
   #callFor(id: string): Call {
-    if (!CallId.safeParse(id).success) throw new HttpError(400, "invalid_call_id", "The call id is malformed.", { param: "call_id" });
+    if (!CallId.safeParse(id).success)
+      throw new HttpError(400, "invalid_call_id", "The call id is malformed.", { param: "call_id" });
     const call = this.calls.get(id);
-    if (!call) throw new HttpError(404, "call_not_found", "No such call on this relay.", { param: "call_id" });
+    if (!call)
+      throw new HttpError(404, "call_not_found", "No such call on this relay.", { param: "call_id" });
     return call;
   }
 
@@ -340,7 +363,8 @@ export class RelayServer {
     try {
       fragment = await call.restartIce(body);
     } catch (error) {
-      if (error instanceof CallSetupError) throw new HttpError(400, "invalid_sdpfrag", error.message, { param: "body" });
+      if (error instanceof CallSetupError)
+        throw new HttpError(400, "invalid_sdpfrag", error.message, { param: "body" });
       throw error;
     }
     res.writeHead(200, { "content-type": "application/trickle-ice-sdpfrag" });
@@ -363,7 +387,13 @@ export class RelayServer {
       const stats = call.stats();
       jitter += stats.jitter_ms;
       n++;
-      this.edge.event({ call_id: call.id, relay_id: this.#config.relayId, at: Date.now(), type: "stats", stats });
+      this.edge.event({
+        call_id: call.id,
+        relay_id: this.#config.relayId,
+        at: Date.now(),
+        type: "stats",
+        stats,
+      });
     }
     this.metrics.jitter.set(n ? jitter / n : 0);
   }
@@ -380,7 +410,9 @@ function unavailable(code: string, message: string): HttpError {
 function requireContentType(req: IncomingMessage, type: string): void {
   const actual = (req.headers["content-type"] ?? "").split(";")[0]!.trim().toLowerCase();
   if (actual !== type) {
-    throw new HttpError(415, "unsupported_media_type", `Content-Type must be ${type}.`, { param: "content-type" });
+    throw new HttpError(415, "unsupported_media_type", `Content-Type must be ${type}.`, {
+      param: "content-type",
+    });
   }
 }
 
@@ -404,7 +436,12 @@ async function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
-function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   if (res.headersSent) return;
   res.writeHead(status, { "content-type": "application/json", ...headers });
   res.end(JSON.stringify(body));

@@ -127,7 +127,8 @@ export class Downlink implements DownlinkPort, PacedStream {
     const { itemId, contentIndex } = head;
     const samples = this.#fillFrame(itemId);
     const bytes = this.#encoder.encode(this.#frame, this.#packet);
-    const timestamp = (this.#timestampOrigin + (index - this.#firstIndex) * this.#encoder.timestampStep) >>> 0;
+    const timestamp =
+      (this.#timestampOrigin + (index - this.#firstIndex) * this.#encoder.timestampStep) >>> 0;
     const marker = this.#silent;
     this.#silent = false;
     this.#sequence = (this.#sequence + 1) & 0xffff;

@@ -20,7 +20,14 @@ const RING = 64;
 
 export class JitterBuffer {
   static readonly RING = RING;
-  readonly stats: JitterBufferStats = { received: 0, lost: 0, late: 0, duplicate: 0, reordered: 0, resets: 0 };
+  readonly stats: JitterBufferStats = {
+    received: 0,
+    lost: 0,
+    late: 0,
+    duplicate: 0,
+    reordered: 0,
+    resets: 0,
+  };
   #slots: (Uint8Array | undefined)[] = new Array(RING);
   #depth: number;
   #sink: JitterSink;

@@ -16,7 +16,8 @@ function designLowPass(): Float64Array {
     const x = i - mid;
     const sinc = x === 0 ? 2 * fc : Math.sin(2 * Math.PI * fc * x) / (Math.PI * x);
     // Blackman window: about 74 dB stopband, plenty for telephone audio.
-    const w = 0.42 - 0.5 * Math.cos((2 * Math.PI * i) / (TAPS - 1)) + 0.08 * Math.cos((4 * Math.PI * i) / (TAPS - 1));
+    const w =
+      0.42 - 0.5 * Math.cos((2 * Math.PI * i) / (TAPS - 1)) + 0.08 * Math.cos((4 * Math.PI * i) / (TAPS - 1));
     h[i] = sinc * w;
     sum += h[i]!;
   }

@@ -37,7 +37,15 @@ export interface UplinkOptions {
 }
 
 export class Uplink {
-  readonly stats: UplinkStats = { packets: 0, lost: 0, late: 0, concealed: 0, recovered: 0, frames: 0, jitterMs: 0 };
+  readonly stats: UplinkStats = {
+    packets: 0,
+    lost: 0,
+    late: 0,
+    concealed: 0,
+    recovered: 0,
+    frames: 0,
+    jitterMs: 0,
+  };
   #decoder: UplinkDecoder;
   #jitter: JitterBuffer;
   #onFrame: (pcm: Int16Array) => void;

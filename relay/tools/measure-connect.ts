@@ -45,8 +45,8 @@ for (const passive of [false, true]) {
   for (let i = 0; i < runs; i++) times.push(await once(passive));
   times.sort((a, b) => a - b);
   const median = times[Math.floor(times.length / 2)]!;
-  console.log(
-    `${passive ? "relay setup:passive" : "relay setup:active "} answer→connected ms: median ${median.toFixed(1)}, min ${times[0]!.toFixed(1)}, max ${times.at(-1)!.toFixed(1)} (n=${runs})`,
+  process.stdout.write(
+    `${passive ? "relay setup:passive" : "relay setup:active "} answer→connected ms: median ${median.toFixed(1)}, min ${times[0]!.toFixed(1)}, max ${times.at(-1)!.toFixed(1)} (n=${runs})\n`,
   );
 }
 process.exit(0);

@@ -45,7 +45,11 @@ describe("a call through the HTTP API", () => {
     expect(client.answerSdp).toMatch(/^a=rtcp-mux/m);
     expect(client.answerSdp).toMatch(/^a=rtpmap:\d+ opus\/48000\/2/im);
     expect(client.answerSdp).not.toMatch(/ 192\.0\.2\.| 10\.| 172\.(1[6-9]|2\d|3[01])\.| 192\.168\./);
-    await waitFor(() => relay.server.calls.get(client.callId)?.state === "connected", 5000, "relay connected");
+    await waitFor(
+      () => relay.server.calls.get(client.callId)?.state === "connected",
+      5000,
+      "relay connected",
+    );
 
     await client.channelOpen();
     await waitFor(() => bridge.channelOpened, 5000, "bridge told the channel opened");
@@ -92,7 +96,8 @@ describe("a call through the HTTP API", () => {
   it("sends PCM pushed into the downlink to the client as Opus of the right frequency and duration", async () => {
     const { client, bridge } = await connect();
     const tone = sine(660, 1000, 8000);
-    for (let i = 0; i < tone.length; i += 2400) bridge.ctx.downlink.push("item_1", 0, tone.subarray(i, i + 2400));
+    for (let i = 0; i < tone.length; i += 2400)
+      bridge.ctx.downlink.push("item_1", 0, tone.subarray(i, i + 2400));
     expect(bridge.ctx.downlink.queuedMs).toBe(1000);
     await waitFor(() => client.received.length >= 50, 5000, "50 packets at the client");
     await new Promise((r) => setTimeout(r, 100));

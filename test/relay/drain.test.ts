@@ -4,7 +4,14 @@ import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, expect, it } from "vitest";
 import { Heartbeat, RelayCallEvent } from "../../protocol/relay-api.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
-import { TEST_SECRET, TestClient, startRelayProcess, waitFor, withTimeout, type ChildRelay } from "./fixtures.ts";
+import {
+  TEST_SECRET,
+  TestClient,
+  startRelayProcess,
+  waitFor,
+  withTimeout,
+  type ChildRelay,
+} from "./fixtures.ts";
 
 /** A stand-in for the edge's internal routes: verifies signatures and records what arrives. */
 class FakeEdge {
@@ -17,14 +24,21 @@ class FakeEdge {
     this.server = createServer(async (req, res) => {
       const body = await readAll(req);
       const path = new URL(req.url!, "http://edge").pathname;
-      const verdict = await verifyRequest(TEST_SECRET, req.headers[SIGNATURE_HEADER.toLowerCase()] as string, "POST", path, body);
+      const verdict = await verifyRequest(
+        TEST_SECRET,
+        req.headers[SIGNATURE_HEADER.toLowerCase()] as string,
+        "POST",
+        path,
+        body,
+      );
       if (!verdict.ok) {
         this.rejected.push(verdict.message);
         res.writeHead(401).end();
         return;
       }
       if (path === "/internal/relays/heartbeat") this.heartbeats.push(Heartbeat.parse(JSON.parse(body)));
-      else if (/^\/internal\/calls\/[^/]+\/events$/.test(path)) this.events.push(RelayCallEvent.parse(JSON.parse(body)));
+      else if (/^\/internal\/calls\/[^/]+\/events$/.test(path))
+        this.events.push(RelayCallEvent.parse(JSON.parse(body)));
       res.writeHead(204).end();
     });
   }
@@ -61,7 +75,11 @@ afterEach(async () => {
 
 async function startWithCall(drainSeconds: string) {
   const edgeUrl = await edge.listen();
-  relay = await startRelayProcess({ EARSHOT_EDGE_URL: edgeUrl, RELAY_DRAIN_SECONDS: drainSeconds, RELAY_HEARTBEAT_SECONDS: "1" });
+  relay = await startRelayProcess({
+    EARSHOT_EDGE_URL: edgeUrl,
+    RELAY_DRAIN_SECONDS: drainSeconds,
+    RELAY_HEARTBEAT_SECONDS: "1",
+  });
   const client = new TestClient();
   clients.push(client);
   expect((await client.call(relay.url)).status).toBe(201);

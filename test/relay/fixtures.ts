@@ -81,7 +81,11 @@ export interface ChildRelay {
 export async function startRelayProcess(env: Record<string, string> = {}): Promise<ChildRelay> {
   const child = spawn(process.execPath, ["relay/main.ts"], {
     cwd: new URL("../..", import.meta.url).pathname,
-    env: { PATH: process.env.PATH, ...testEnv({ LOG_LEVEL: "info", ...env }) },
+    // worker-configuration.d.ts widens NodeJS.ProcessEnv with the Worker's required bindings.
+    env: {
+      PATH: process.env.PATH,
+      ...testEnv({ LOG_LEVEL: "info", ...env }),
+    } as unknown as NodeJS.ProcessEnv,
     stdio: ["ignore", "pipe", "pipe"],
   });
   const output: string[] = [];
@@ -123,7 +127,13 @@ export async function ticketFor(
   callId: string,
   offerSdp: string,
   session: unknown = {},
-  options: { secret?: string; relayId?: string; nonce?: string; nowSeconds?: number; ttlSeconds?: number } = {},
+  options: {
+    secret?: string;
+    relayId?: string;
+    nonce?: string;
+    nowSeconds?: number;
+    ttlSeconds?: number;
+  } = {},
 ): Promise<string> {
   return signTicket(
     options.secret ?? TEST_SECRET,
@@ -197,7 +207,11 @@ export class TestClient {
   /** Offers, POSTs with a valid ticket, applies the answer. Returns the HTTP response. */
   async call(url: string, session: unknown = {}): Promise<Response> {
     const offerSdp = await this.offer();
-    const response = await postCall(url, { call_id: this.callId, offer_sdp: offerSdp, session }, await ticketFor(this.callId, offerSdp, session));
+    const response = await postCall(
+      url,
+      { call_id: this.callId, offer_sdp: offerSdp, session },
+      await ticketFor(this.callId, offerSdp, session),
+    );
     if (response.status === 201) {
       const body = (await response.clone().json()) as CreateCallResponse;
       this.answerSdp = body.answer_sdp;
@@ -235,7 +249,10 @@ export class TestClient {
       this.#sequence = (this.#sequence + 1) & 0xffff;
       this.#timestamp = (this.#timestamp + 960) >>> 0;
       packets.push(
-        new RtpPacket(new RtpHeader({ sequenceNumber: this.#sequence, timestamp: this.#timestamp, payloadType: 111 }), payload),
+        new RtpPacket(
+          new RtpHeader({ sequenceNumber: this.#sequence, timestamp: this.#timestamp, payloadType: 111 }),
+          payload,
+        ),
       );
     }
     return packets;
@@ -395,7 +412,8 @@ export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): P
 export async function waitFor(predicate: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const start = performance.now();
   while (!predicate()) {
-    if (performance.now() - start > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (performance.now() - start > timeoutMs)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
 }

@@ -8,7 +8,9 @@ import { TEST_SECRET } from "./fixtures.ts";
 
 function collect(depth: number) {
   const out: (number | null)[] = [];
-  const jb = new JitterBuffer(depth, (payload, next) => out.push(payload ? payload[0]! : next ? -next[0]! : null));
+  const jb = new JitterBuffer(depth, (payload, next) =>
+    out.push(payload ? payload[0]! : next ? -next[0]! : null),
+  );
   return { jb, out, push: (seq: number) => jb.push(seq & 0xffff, Uint8Array.of(seq & 0xff)) };
 }
 
@@ -83,7 +85,12 @@ describe("config", () => {
   const base = { EARSHOT_RELAY_SECRET: TEST_SECRET };
   it("has documented defaults", () => {
     const config = loadConfig(base);
-    expect(config).toMatchObject({ httpPort: 8790, udpPorts: [40000, 40999], capacity: 100, mediaIp: "127.0.0.1" });
+    expect(config).toMatchObject({
+      httpPort: 8790,
+      udpPorts: [40000, 40999],
+      capacity: 100,
+      mediaIp: "127.0.0.1",
+    });
   });
   it.each([
     ["RELAY_HTTP_PORT", "http"],

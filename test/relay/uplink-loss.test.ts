@@ -40,7 +40,8 @@ it("keeps 5 % loss plus reordering continuous and of the right length", async ()
   // Drop 5 % (never the last few, whose loss nothing after them could reveal); swap 5 % of
   // neighbours, so those packets arrive 20 ms late and out of order.
   const dropped = new Set<number>();
-  while (dropped.size < Math.round(packets.length * 0.05)) dropped.add(1 + Math.floor(random() * (packets.length - 6)));
+  while (dropped.size < Math.round(packets.length * 0.05))
+    dropped.add(1 + Math.floor(random() * (packets.length - 6)));
   const order = packets.map((_, i) => i).filter((i) => !dropped.has(i));
   let swaps = 0;
   for (let k = 1; k < order.length - 5; k++) {
