@@ -7,26 +7,24 @@ export default defineConfig({
     projects: [
       {
         plugins: [
-          cloudflareTest(() => ({
+          cloudflareTest({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
               // Test-only secrets; real ones come from `wrangler secret put` or .dev.vars.
               bindings: {
-                // sk_test_ratelimit is used only by the rate-limit test, so its bucket is its own.
+                // sk_test_ratelimit is used only by the rate-limit tests, so its bucket is their own.
                 EARSHOT_API_KEYS: "sk_test_primary,sk_test_secondary,sk_test_ratelimit",
                 EARSHOT_SIGNING_KEYS: "k2:test-signing-secret-two,k1:test-signing-secret-one",
                 EARSHOT_RELAY_SECRET: TEST_RELAY_SECRET,
                 // The relay stub is plain http on loopback, which only dev mode accepts. Tests of
                 // production behaviour call the handler with EARSHOT_DEV=0 (see fixtures.ts).
                 EARSHOT_DEV: "1",
-                // Small enough to test at and past the limit quickly.
+                // Small, so the relay-timeout and per-secret-cap tests reach them quickly.
                 EARSHOT_RELAY_TIMEOUT_MS: "1000",
                 EARSHOT_MAX_CALLS_PER_SECRET: "2",
-                EARSHOT_RATE_LIMIT_API_KEY: "300/60",
-                EARSHOT_RATE_LIMIT_IP: "30/60",
               },
             },
-          })),
+          }),
         ],
         test: {
           name: "workers",

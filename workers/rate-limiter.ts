@@ -25,9 +25,11 @@ export class RateLimiter extends DurableObject<Env> {
   take(limit: RateLimit): RateDecision {
     const now = Date.now();
     const interval = (limit.periodSeconds * 1000) / limit.requests;
-    const tat = Math.max(this.#tat, now);
-    const next = tat + interval;
     const periodMs = limit.periodSeconds * 1000;
+    // A bucket can never be more than one period ahead; if it is, the clock went backwards
+    // (or the limit was lowered), and nobody should be locked out for that.
+    const tat = this.#tat > now + periodMs ? now : Math.max(this.#tat, now);
+    const next = tat + interval;
     if (next - now > periodMs) {
       return {
         allowed: false,

@@ -110,7 +110,9 @@ export async function patchRelayCall(
   );
   if (!sent.ok) return sent;
   if (sent.value.status !== 200 && sent.value.status !== 204) return describeFailure(sent.value);
-  return { ok: true, value: { status: sent.value.status, body: await sent.value.text() } };
+  // Decoded by hand: workerd warns when .text() meets a non-text Content-Type such as sdpfrag.
+  const body = new TextDecoder().decode(await sent.value.arrayBuffer());
+  return { ok: true, value: { status: sent.value.status, body } };
 }
 
 export async function deleteRelayCall(

@@ -25,6 +25,8 @@ export interface StubRecord {
   authenticated: boolean;
   authError?: string;
   callId?: string;
+  /** The Earshot-Ticket header of a POST /calls, as received. */
+  ticket?: string;
 }
 
 export const STUB_ANSWER_SDP = [
@@ -97,7 +99,8 @@ export async function startRelayStub(secret: string): Promise<RelayStub> {
       }
       if (!parsed) return json(res, 400, envelope("invalid_request", "Not a CreateCallRequest."));
       record.callId = parsed.call_id;
-      const ticket = await verifyTicket(secret, header(req, TICKET_HEADER), {
+      record.ticket = header(req, TICKET_HEADER);
+      const ticket = await verifyTicket(secret, record.ticket, {
         callId: parsed.call_id,
         // The stub relay's id is its name: the edge must have signed for the relay it chose.
         relayId: name,

@@ -61,13 +61,20 @@ export function edge(path: string, init: EdgeInit = {}): Promise<Response> {
 }
 
 /** The same handler with some bindings changed, e.g. EARSHOT_DEV=0 for production behaviour. */
-export async function edgeWith(
+export function edgeWith(overrides: Partial<Record<keyof Env, string>>, path: string, init: EdgeInit = {}) {
+  return handleWith(overrides, buildRequest(path, init));
+}
+
+export async function handleWith(
   overrides: Partial<Record<keyof Env, string>>,
-  path: string,
-  init: EdgeInit = {},
-) {
+  request: Request,
+): Promise<Response> {
   const ctx = createExecutionContext();
-  const response = await worker.fetch(buildRequest(path, init), { ...env, ...overrides } as Env, ctx);
+  const response = await worker.fetch(
+    request as Request<unknown, IncomingRequestCfProperties>,
+    { ...env, ...overrides } as unknown as Env,
+    ctx,
+  );
   await waitOnExecutionContext(ctx);
   return response;
 }
@@ -259,6 +266,12 @@ export interface StubRecord {
   authenticated: boolean;
   authError?: string;
   callId?: string;
+  ticket?: string;
+}
+
+/** A body as text without workerd's warning about non-text types (application/sdp). */
+export async function textOf(response: Response): Promise<string> {
+  return new TextDecoder().decode(await response.arrayBuffer());
 }
 
 export async function stubRecords(relayId: string): Promise<StubRecord[]> {
@@ -266,7 +279,14 @@ export async function stubRecords(relayId: string): Promise<StubRecord[]> {
   return (await response.json()) as StubRecord[];
 }
 
-export async function relayEvent(callId: string, event: Omit<RelayCallEvent, "call_id">): Promise<Response> {
+/** A relay event without its call id (the helper fills it in). */
+export type RelayEventInput = RelayCallEvent extends infer E
+  ? E extends RelayCallEvent
+    ? Omit<E, "call_id">
+    : never
+  : never;
+
+export async function relayEvent(callId: string, event: RelayEventInput): Promise<Response> {
   const path = `/internal/calls/${callId}/events`;
   return exports.default.fetch(await signedPost(path, JSON.stringify({ ...event, call_id: callId })));
 }
@@ -275,9 +295,7 @@ export function getCall(callId: string, init: EdgeInit = { apiKey: API_KEY }): P
   return edge(`/v1/realtime/calls/${callId}`, init);
 }
 
-export async function callView(
-  callId: string,
-): Promise<{
+export async function callView(callId: string): Promise<{
   state: string;
   end_reason: string | null;
   relay: { id: string; region: string };
@@ -293,4 +311,19 @@ export async function placeCall(query: string, init: EdgeInit = { apiKey: API_KE
   const response = await postOffer(offerSdp(), { ...init, query });
   expect(response.status).toBe(201);
   return callIdOf(response);
+}
+
+/** Polls until `probe` returns a value (not undefined), or fails after `timeoutMs`. */
+export async function waitFor<T>(
+  probe: () => Promise<T | undefined>,
+  what: string,
+  timeoutMs = 3000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
 }

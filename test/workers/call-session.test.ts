@@ -1,0 +1,261 @@
+import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
+import { env, exports } from "cloudflare:workers";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import type { CallSession, StartCall } from "../../workers/call-session.ts";
+import {
+  API_KEY,
+  callView,
+  getCall,
+  offerSdp,
+  postOffer,
+  relayEvent,
+  signedPost,
+  soloRelay,
+  stubRecords,
+  stubRelayUrl,
+  unique,
+  waitFor,
+  placeCall,
+  edge,
+  errorOf,
+} from "./fixtures.ts";
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+const at = () => Date.now();
+const stubFor = (callId: string) => env.CALL_SESSION.getByName(callId);
+
+async function connectedCall() {
+  const relay = await soloRelay();
+  const callId = await placeCall(relay.query);
+  expect((await relayEvent(callId, { type: "connected", relay_id: relay.relayId, at: at() })).status).toBe(
+    204,
+  );
+  return { ...relay, callId };
+}
+
+function advance(ms: number) {
+  vi.setSystemTime(Date.now() + ms);
+}
+
+describe("relay events", () => {
+  it("move the call to connected and record first audio and stats", async () => {
+    const { relayId, callId } = await connectedCall();
+    expect((await relayEvent(callId, { type: "connected", relay_id: relayId, at: at() })).status).toBe(204); // repeat: no-op
+    expect((await relayEvent(callId, { type: "first_audio", relay_id: relayId, at: at() })).status).toBe(204);
+    const stats = { packets_in: 500, packets_out: 480, packets_lost: 2, jitter_ms: 4.5, late_frames: 0 };
+    expect((await relayEvent(callId, { type: "stats", relay_id: relayId, at: at(), stats })).status).toBe(
+      204,
+    );
+    const view = (await (await getCall(callId)).json()) as {
+      state: string;
+      stats: unknown;
+      timestamps: Record<string, number>;
+    };
+    expect(view.state).toBe("connected");
+    expect(view.stats).toEqual(stats);
+    expect(view.timestamps.connected).toBeGreaterThanOrEqual(view.timestamps.answered!);
+    expect(view.timestamps.first_audio).toBeGreaterThan(0);
+  });
+
+  it("end the call with the relay's reason: ended for a hangup, failed for a failure", async () => {
+    const a = await connectedCall();
+    await relayEvent(a.callId, { type: "ended", relay_id: a.relayId, at: at(), reason: "client_hangup" });
+    expect(await callView(a.callId)).toMatchObject({ state: "ended", end_reason: "client_hangup" });
+    const b = await connectedCall();
+    await relayEvent(b.callId, {
+      type: "ended",
+      relay_id: b.relayId,
+      at: at(),
+      reason: "ice_failed",
+      message: "ICE failed after 8 s",
+    });
+    const view = (await (await getCall(b.callId)).json()) as {
+      state: string;
+      end_reason: string;
+      end_message: string;
+    };
+    expect(view).toMatchObject({
+      state: "failed",
+      end_reason: "ice_failed",
+      end_message: "ICE failed after 8 s",
+    });
+    // Late reports are harmless; claiming the ended call connected is a conflict.
+    expect(
+      (await relayEvent(b.callId, { type: "ended", relay_id: b.relayId, at: at(), reason: "relay_lost" }))
+        .status,
+    ).toBe(204);
+    expect((await callView(b.callId)).end_reason).toBe("ice_failed");
+    const late = await relayEvent(b.callId, { type: "connected", relay_id: b.relayId, at: at() });
+    expect(late.status).toBe(409);
+  });
+
+  it("refuse an illegal transition with 409: connected before the relay answered", async () => {
+    const { relayId, query } = await soloRelay("hang");
+    const pending = postOffer(offerSdp(), { apiKey: API_KEY, query });
+    const callId = await waitFor(
+      async () => (await stubRecords(relayId))[0]?.callId,
+      "the offer at the relay",
+    );
+    expect((await callView(callId)).state).toBe("offered");
+    const early = await relayEvent(callId, { type: "connected", relay_id: relayId, at: at() });
+    expect(early.status).toBe(409);
+    expect((await errorOf(early)).code).toBe("illegal_transition");
+    expect((await pending).status).toBe(504);
+  });
+
+  it("are accepted only signed, for their own call, from the call's own relay", async () => {
+    const { relayId, callId } = await connectedCall();
+    const body = JSON.stringify({ type: "first_audio", call_id: callId, relay_id: relayId, at: at() });
+    const path = `/internal/calls/${callId}/events`;
+    const unsigned = await edge(path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body,
+    });
+    expect(unsigned.status).toBe(401);
+    const forged = await exports.default.fetch(await signedPost(path, body, "some-other-relay-secret"));
+    expect(forged.status).toBe(401);
+    const otherRelay = await relayEvent(callId, { type: "first_audio", relay_id: "another-relay", at: at() });
+    expect(otherRelay.status).toBe(403);
+    const wrongCall = await exports.default.fetch(
+      await signedPost(`/internal/calls/rtc_someothercall1/events`, body),
+    );
+    expect(wrongCall.status).toBe(400);
+    const unknown = await relayEvent("rtc_nosuchcall12345", {
+      type: "first_audio",
+      relay_id: relayId,
+      at: at(),
+    });
+    expect(unknown.status).toBe(404);
+    const invalid = await relayEvent(callId, { type: "connected", relay_id: relayId, at: -5 } as never);
+    expect(invalid.status).toBe(400);
+  });
+});
+
+describe("alarms", () => {
+  it("fail a call that never connects (30 s) and tell its relay", async () => {
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() });
+    const { relayId, query } = await soloRelay();
+    const callId = await placeCall(query);
+    advance(29_000);
+    expect(await runDurableObjectAlarm(stubFor(callId))).toBe(true);
+    expect((await callView(callId)).state).toBe("answered"); // an early alarm changes nothing
+    advance(2_000);
+    expect(await runDurableObjectAlarm(stubFor(callId))).toBe(true);
+    expect(await callView(callId)).toMatchObject({ state: "failed", end_reason: "never_connected" });
+    expect((await stubRecords(relayId)).filter((r) => r.method === "DELETE")).toHaveLength(1);
+    // Alarms run at least once: running it again changes nothing.
+    await runDurableObjectAlarm(stubFor(callId));
+    expect(await callView(callId)).toMatchObject({ state: "failed", end_reason: "never_connected" });
+    expect((await stubRecords(relayId)).filter((r) => r.method === "DELETE")).toHaveLength(1);
+  });
+
+  it("fail a connected call whose relay stops reporting (15 s)", async () => {
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() });
+    const { relayId, callId } = await connectedCall();
+    const stats = { packets_in: 1, packets_out: 1, packets_lost: 0, jitter_ms: 1, late_frames: 0 };
+    advance(10_000);
+    await relayEvent(callId, { type: "stats", relay_id: relayId, at: at(), stats });
+    advance(10_000);
+    await runDurableObjectAlarm(stubFor(callId));
+    expect((await callView(callId)).state).toBe("connected"); // 10 s since its last report
+    advance(6_000);
+    expect(await runDurableObjectAlarm(stubFor(callId))).toBe(true);
+    expect(await callView(callId)).toMatchObject({ state: "failed", end_reason: "relay_lost" });
+  });
+
+  it("end a call at its max duration (60 min)", async () => {
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() });
+    const { relayId, callId } = await connectedCall();
+    const stats = { packets_in: 1, packets_out: 1, packets_lost: 0, jitter_ms: 1, late_frames: 0 };
+    advance(3595_000);
+    await relayEvent(callId, { type: "stats", relay_id: relayId, at: at(), stats });
+    advance(6_000);
+    expect(await runDurableObjectAlarm(stubFor(callId))).toBe(true);
+    expect(await callView(callId)).toMatchObject({ state: "ended", end_reason: "max_duration" });
+  });
+
+  it("forget an ended call after the retention period", async () => {
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() });
+    const { query } = await soloRelay();
+    const callId = await placeCall(query);
+    await edge(`/v1/realtime/calls/${callId}`, { method: "DELETE", apiKey: API_KEY });
+    advance(3600_000);
+    await runDurableObjectAlarm(stubFor(callId));
+    expect((await getCall(callId)).status).toBe(200);
+    advance(86_400_000);
+    await runDurableObjectAlarm(stubFor(callId));
+    expect((await getCall(callId)).status).toBe(404);
+    await runInDurableObject(stubFor(callId), async (_instance, state) => {
+      expect([...state.storage.kv.list()]).toEqual([]);
+    });
+  });
+});
+
+describe("one call, one relay", () => {
+  function startFor(callId: string, relayId: string, offer = offerSdp()): StartCall {
+    return {
+      callId,
+      owner: { kind: "api_key", keyId: "key_test" },
+      relay: { id: relayId, region: "test", publicUrl: stubRelayUrl(relayId) },
+      offerSdp: offer,
+      session: { type: "realtime", model: "gpt-realtime" },
+    };
+  }
+
+  it("never sends two concurrent offers for one call to two relays", async () => {
+    const callId = `rtc_${unique("race").replace(/-/g, "")}`;
+    const relayA = unique("relay-a");
+    const relayB = unique("relay-b");
+    const stub: DurableObjectStub<CallSession> = stubFor(callId);
+    const results = await Promise.all([
+      stub.start(startFor(callId, relayA)),
+      stub.start(startFor(callId, relayB, offerSdp().replace("o=- 4215775240449105457", "o=- 1"))),
+    ]);
+    expect(results.map((r) => r.ok).sort()).toEqual([false, true]);
+    const refused = results.find((r) => !r.ok)!;
+    expect(!refused.ok && refused.error.status).toBe(409);
+    const posts = [...(await stubRecords(relayA)), ...(await stubRecords(relayB))].filter(
+      (r) => r.method === "POST",
+    );
+    expect(posts).toHaveLength(1);
+    expect(posts[0]!.callId).toBe(callId);
+  });
+
+  it("answers a repeated offer once: concurrent or later, the relay hears it once", async () => {
+    const callId = `rtc_${unique("again").replace(/-/g, "")}`;
+    const relay = unique("relay");
+    const stub = stubFor(callId);
+    const [a, b] = await Promise.all([
+      stub.start(startFor(callId, relay)),
+      stub.start(startFor(callId, relay)),
+    ]);
+    expect(a).toEqual(b);
+    expect(a.ok).toBe(true);
+    const later = await stub.start(startFor(callId, relay));
+    expect(later).toEqual(a);
+    const elsewhere = await stub.start(startFor(callId, unique("relay-elsewhere")));
+    expect(elsewhere.ok).toBe(false);
+    expect((await stubRecords(relay)).filter((r) => r.method === "POST")).toHaveLength(1);
+  });
+
+  it("drops the relay's call when it is hung up while the relay is still answering", async () => {
+    const callId = `rtc_${unique("hung").replace(/-/g, "")}`;
+    const relay = unique("relay");
+    const stub = stubFor(callId);
+    const start = {
+      ...startFor(callId, relay),
+      relay: { id: relay, region: "test", publicUrl: stubRelayUrl(relay, "hang") },
+    };
+    const pending = stub.start(start);
+    await waitFor(async () => (await stubRecords(relay))[0], "the offer at the relay");
+    const hung = await stub.hangup({ kind: "api_key", keyId: "key_test" });
+    expect(hung.ok && hung.value.state).toBe("ended");
+    const result = await pending;
+    expect(!result.ok && result.error.status).toBe(409);
+    expect((await callView(callId)).end_reason).toBe("hangup");
+  });
+});
