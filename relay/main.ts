@@ -2,14 +2,18 @@
 // (relay/config.ts). SIGTERM/SIGINT drains (no new calls, calls finish up to
 // RELAY_DRAIN_SECONDS, then end with relay_draining); a second signal exits at once.
 import { ConfigError, loadConfig } from "./config.ts";
+import { createInferenceBridgeFactory } from "./inference/create-bridge-factory.ts";
+import { inferenceConfigFromEnv, type InferenceConfig } from "./inference/inference-config.ts";
 import { createLogger } from "./log.ts";
 import { RelayServer } from "./server.ts";
 
 let config;
+let inferenceConfig: InferenceConfig;
 try {
   config = loadConfig();
+  inferenceConfig = inferenceConfigFromEnv(process.env);
 } catch (error) {
-  if (error instanceof ConfigError) {
+  if (error instanceof ConfigError || error instanceof Error) {
     console.error(error.message);
     process.exit(78); // EX_CONFIG
   }
@@ -17,7 +21,9 @@ try {
 }
 
 const log = createLogger(config.logLevel);
-const server = new RelayServer({ config, log });
+// Each call's audio and events go to the Realtime upstream (INFERENCE_URL, else the built-in agent).
+const bridgeFactory = await createInferenceBridgeFactory(inferenceConfig, (message) => log.warn(message));
+const server = new RelayServer({ config, log, bridgeFactory });
 
 process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));
 

@@ -1,9 +1,8 @@
 // Bundles the browser client and the demo page into web/public/build/, which the Worker
 // serves as static assets. wrangler runs this before `dev` and `deploy` ([build] in wrangler.toml).
 import { build } from "esbuild";
-import { fileURLToPath } from "node:url";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
+const root = `${import.meta.dirname}/../`;
 
 await build({
   entryPoints: { demo: `${root}web/src/demo.ts`, "earshot-client": `${root}web/src/earshot-client.ts` },

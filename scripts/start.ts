@@ -5,9 +5,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
 
-const root = fileURLToPath(new URL("..", import.meta.url));
+const root = `${import.meta.dirname}/../`;
 const EDGE_PORT = Number(process.env.EARSHOT_EDGE_PORT ?? 8787);
 const RELAY_PORT = Number(process.env.RELAY_HTTP_PORT ?? 8790);
 const AGENT_PORT = Number(process.env.AGENT_PORT ?? 8791);

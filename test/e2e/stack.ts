@@ -6,9 +6,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { fileURLToPath } from "node:url";
 
-export const root = fileURLToPath(new URL("../..", import.meta.url));
+export const root = join(import.meta.dirname, "../..");
 const nodeBin = process.execPath;
 
 export async function freePort(): Promise<number> {
