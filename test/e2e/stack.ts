@@ -191,7 +191,7 @@ export async function startRelay(options: RelayOptions = {}): Promise<Relay> {
     RELAY_HTTP_PORT: String(port),
     RELAY_PUBLIC_URL: url,
     RELAY_PUBLIC_IP: "127.0.0.1",
-    EARSHOT_RELAY_SECRET: options.edge?.relaySecret ?? "relay-secret",
+    EARSHOT_RELAY_SECRET: options.edge?.relaySecret ?? "relay-secret-for-tests-only",
     ...(options.edge ? { EARSHOT_EDGE_URL: options.edge.url } : {}),
     ...(options.inferenceUrl ? { INFERENCE_URL: options.inferenceUrl } : {}),
     ...options.env,
