@@ -4,9 +4,8 @@
 //
 // Approach (cheap, per 20 ms frame): the relay knows exactly what it sent, so it keeps the level
 // envelope of the sent audio (the reference) and of the uplink. It finds the echo path's delay
-// (0–800 ms) as the lag where the two envelopes correlate best (Pearson), and its gain as the smallest
-// uplink/reference ratio over the last half second (frames where the user is silent give the
-// true gain; double talk only raises ratios). A frame is "echo only" when its level is within
+// (0–800 ms) as the lag where the two envelopes correlate best (Pearson), and its gain as a low
+// percentile of the uplink/reference ratios over the last half second. A frame is "echo only" when its level is within
 // ECHO_MARGIN of the echo predicted from the reference at that delay; such frames go upstream as
 // silence and cannot start a relay barge-in. The user talking over the assistant is louder than
 // the echo alone and passes. For the first frames of a reply, before the echo path can be
@@ -27,6 +26,7 @@ const NOISE_FLOOR = 33;
 const MIN_MEASURED = 8;
 /** An "echo" louder than 1.5× what was played is not an echo (3.5 dB of headroom for AGC). */
 const MAX_GAIN = 1.5;
+const GAIN_PERCENTILE = 0.3;
 
 export class EchoGuard {
   readonly #uplink = new Float32Array(RING);
@@ -34,6 +34,7 @@ export class EchoGuard {
   #tick = 0;
   #lastReferenceTick = -Infinity;
   #referenceOnsetTick = -Infinity;
+  readonly #ratios = new Float32Array(WINDOW);
   /** The last decision's estimate, for tests and tuning. */
   lastDelayFrames = -1;
   lastGain = 0;
@@ -83,31 +84,32 @@ export class EchoGuard {
     }
     this.lastDelayFrames = bestLag;
 
-    // The echo path's gain: the smallest uplink/reference ratio at that delay.
-    let gain = Infinity;
+    // The echo path's gain: a low percentile of the uplink/reference ratios at that delay
+    // (frames where the user is silent give the true gain; double talk only raises ratios; the
+    // lowest few are the delay estimate's misalignments at word edges).
     let measured = 0;
     if (bestLag >= 0) {
       for (let k = 0; k < WINDOW; k++) {
         const r = this.#reference[(t - k - bestLag + 2 * RING) % RING]!;
-        if (r > NOISE_FLOOR * 4) {
-          gain = Math.min(gain, this.#uplink[(t - k + RING) % RING]! / r);
-          measured++;
-        }
+        if (r > NOISE_FLOOR * 4) this.#ratios[measured++] = this.#uplink[(t - k + RING) % RING]! / r;
       }
     }
-    this.lastGain = measured > 0 ? gain : 0;
-    if (measured < MIN_MEASURED && t - this.#referenceOnsetTick < MAX_LAG + MIN_MEASURED) {
-      // The reply just started and its echo path cannot be measured yet. Assume the worst (unit
-      // gain, any delay): only a user louder than the assistant's own audio is the user.
+    const ratios = this.#ratios.subarray(0, measured).sort();
+    const gain = measured > 0 ? ratios[Math.floor(measured * GAIN_PERCENTILE)]! : 0;
+    this.lastGain = gain;
+    // The reply just started: its echo path is not measured yet. Assume the worst (unit gain,
+    // any delay): only a user louder than the assistant's own audio is the user.
+    if (measured < MIN_MEASURED || t - this.#referenceOnsetTick < Math.max(bestLag, 0) + MIN_MEASURED) {
       let loudest = 0;
       for (let k = 0; k <= MAX_LAG; k++) loudest = Math.max(loudest, this.#reference[(t - k + RING) % RING]!);
       return uplink <= loudest;
     }
-    // Not correlated, or the delay points at the assistant's silence: this is not its echo.
-    if (bestCorrelation < MIN_CORRELATION || measured < MIN_MEASURED || gain > MAX_GAIN) return false;
-    // The reference level around the delay (±1 frame: the pacer and the uplink are not in step).
+    // Not correlated, or an "echo" louder than what was played: this is not the assistant.
+    if (bestCorrelation < MIN_CORRELATION || gain > MAX_GAIN) return false;
+    // The reference level around the delay (±2 frames: the pacer, the network, the client's
+    // playout and its microphone are not in step).
     let around = 0;
-    for (let d = -1; d <= 1; d++) {
+    for (let d = -2; d <= 2; d++) {
       const i = t - bestLag + d;
       if (i <= t) around = Math.max(around, this.#reference[(i + RING) % RING]!);
     }

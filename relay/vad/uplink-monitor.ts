@@ -106,10 +106,8 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     let sum = 0;
     for (let i = 0; i < FRAME_SAMPLES; i++) sum += pcm[i]! * pcm[i]!;
     const amplitude = Math.sqrt(sum / FRAME_SAMPLES);
-    const echoOnly = this.#guard.push(
-      amplitude,
-      this.#reference.sentSinceLastTick(this.#ctx.downlink.ledger),
-    );
+    const reference = this.#reference.sentSinceLastTick(this.#ctx.downlink.ledger);
+    const echoOnly = this.#guard.push(amplitude, reference);
 
     const active = this.#vad && this.#hooks.assistantActive();
     if (!active) {
