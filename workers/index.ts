@@ -1,6 +1,7 @@
 // The Earshot edge Worker: routes, the one place errors become responses, and the Durable
 // Object classes it hosts.
-import { AutoRouter, type IRequest } from "itty-router";
+import { AutoRouter } from "itty-router/AutoRouter";
+import type { IRequest } from "itty-router";
 import { edgeConfig } from "./config.ts";
 import { checkOrigin, isCorsPath, preflight, withCors } from "./cors.ts";
 import { errorResponse, notFound } from "./errors.ts";
@@ -42,6 +43,8 @@ router
     () =>
       new Response("Earshot edge: see /v1/realtime/calls\n", { headers: { "Content-Type": "text/plain" } }),
   )
+  // Liveness for `npm start` and the end-to-end stack; says nothing about relays or keys.
+  .get("/healthz", () => Response.json({ status: "ok" }))
   .post("/v1/realtime/client_secrets", createClientSecret)
   .post("/dev/client_secret", createDevClientSecret)
   .options("/v1/realtime/calls", (request: IRequest, env: Env) => preflight(edgeConfig(env), request))

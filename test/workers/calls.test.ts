@@ -252,6 +252,11 @@ describe("CORS on the calls endpoints", () => {
     expect(response.headers.get("access-control-allow-origin")).toBe("*");
     expect(response.headers.get("access-control-expose-headers")).toContain("Location");
 
+    // Errors carry CORS headers too, so the page can read why it failed.
+    const refused = await postOffer(offerSdp(), { query, headers: { origin: "https://app.example" } });
+    expect(refused.status).toBe(401);
+    expect(refused.headers.get("access-control-allow-origin")).toBe("*");
+
     const itemPreflight = await edge(`/v1/realtime/calls/${callIdOf(response)}`, {
       method: "OPTIONS",
       headers: { origin: "https://app.example", "access-control-request-method": "DELETE" },

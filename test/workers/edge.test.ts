@@ -68,3 +68,11 @@ describe("errors", () => {
     expect(response.status).toBe(401);
   });
 });
+
+describe("health", () => {
+  it("GET /healthz answers ok for process supervisors", async () => {
+    const response = await edge("/healthz");
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({ status: "ok" });
+  });
+});
