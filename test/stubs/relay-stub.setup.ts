@@ -1,5 +1,7 @@
 // Vitest globalSetup for the "workers" project: starts the relay stub in Node before the
-// workerd tests run and hands its URL to them (see vitest.config.ts).
+// workerd tests run and hands its URL to them (see vitest.config.ts). workerd, as Miniflare
+// runs it, fetches 127.0.0.1 directly, from the tests and from inside Durable Objects alike,
+// so no outboundService is needed: the edge reaches the stub exactly as it reaches a relay.
 import type { TestProject } from "vitest/node";
 import { startRelayStub } from "./relay-stub.ts";
 
