@@ -1,0 +1,266 @@
+// Capacity: the most concurrent full-duplex calls one relay process holds on one core.
+// The relay runs pinned to core 0 (taskset); the bench upstream (the assistant talks all the
+// time) and the load generators (werift clients, each talking all the time) run on core 1.
+// Calls are added in steps; each step is held for a few seconds and judged on the relay's own
+// numbers: per-frame work p99 < 5 ms, < 1 % late pacer ticks, no loss. Also reports the relay's
+// CPU % and RSS per call, and per-frame work at the lightest step.
+//   npx node bench/capacity.ts [--quick] [--vad=off|energy|silero] [--steps=10,20,40]
+import { performance } from "node:perf_hooks";
+import type { RelayTarget } from "./lib/bench-client.ts";
+import { cpuSeconds, loadAverage, rssMb, startBenchRelay, startNode, type Child } from "./lib/procs.ts";
+import {
+  counterDelta,
+  histogramCount,
+  histogramPercentileUs,
+  scrape,
+  type Scrape,
+} from "./lib/relay-metrics.ts";
+import { round, table } from "./lib/stats.ts";
+
+export interface CapacityStep {
+  calls: number;
+  seconds: number;
+  uplinkP50Us: number;
+  uplinkP99Us: number;
+  downlinkP50Us: number;
+  downlinkP99Us: number;
+  lateTickPct: number;
+  uplinkLost: number;
+  downlinkGaps: number;
+  /** Downlink frames the relay sent / frames a full-duplex call should send in the step. */
+  downlinkFill: number;
+  cpuPct: number;
+  rssMb: number;
+  rssPerCallMb: number;
+  /** µs of relay CPU per 20 ms frame handled (uplink + downlink), everything included. */
+  cpuUsPerFrame: number;
+  generatorLate: number;
+  pass: boolean;
+  why: string;
+}
+
+export interface CapacityResult {
+  vad: string;
+  capacity: number;
+  atCapacity: CapacityStep | undefined;
+  steps: CapacityStep[];
+  baselineRssMb: number;
+  load: string;
+}
+
+const UP = "earshot_relay_uplink_frame_work_seconds";
+const DOWN = "earshot_relay_downlink_frame_work_seconds";
+const PER_GENERATOR = 25;
+
+interface Generator {
+  child: Child;
+  clients: number;
+  request<T>(message: object): Promise<T>;
+}
+
+function generator(): Generator {
+  const child = startNode(["bench/load-generator.ts"], { cpu: "1", ipc: true });
+  const waiting: ((value: unknown) => void)[] = [];
+  child.proc.on("message", (m) => waiting.shift()?.(m));
+  return {
+    child,
+    clients: 0,
+    request<T>(message: object) {
+      return new Promise<T>((resolve) => {
+        waiting.push(resolve as (value: unknown) => void);
+        child.proc.send(message);
+      });
+    },
+  };
+}
+
+interface GenStats {
+  clients: number;
+  packetsIn: number;
+  packetsOut: number;
+  gaps: number;
+  lateTicks: number;
+  ticks: number;
+}
+
+async function genStats(gens: Generator[]): Promise<GenStats> {
+  const all = await Promise.all(gens.map((g) => g.request<GenStats>({ cmd: "stats" })));
+  return all.reduce(
+    (a, s) => ({
+      clients: a.clients + s.clients,
+      packetsIn: a.packetsIn + s.packetsIn,
+      packetsOut: a.packetsOut + s.packetsOut,
+      gaps: a.gaps + s.gaps,
+      lateTicks: a.lateTicks + s.lateTicks,
+      ticks: a.ticks + s.ticks,
+    }),
+    { clients: 0, packetsIn: 0, packetsOut: 0, gaps: 0, lateTicks: 0, ticks: 0 },
+  );
+}
+
+export async function runCapacity(
+  options: { quick?: boolean; vad?: string; steps?: number[]; log?: (line: string) => void } = {},
+): Promise<CapacityResult> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const vad = options.vad ?? "off";
+  const seconds = options.quick ? 5 : 10;
+  const steps =
+    options.steps ?? (options.quick ? [10, 40, 80, 120, 160] : [10, 20, 40, 60, 80, 100, 120, 150, 180, 220]);
+  const upstream = startNode(["bench/lib/bench-upstream.ts", "stream"], { cpu: "1" });
+  const gens: Generator[] = [];
+  let relay: Awaited<ReturnType<typeof startBenchRelay>> | undefined;
+  const result: CapacityResult = {
+    vad,
+    capacity: 0,
+    atCapacity: undefined,
+    steps: [],
+    baselineRssMb: 0,
+    load: "",
+  };
+  try {
+    const url = JSON.parse((await upstream.waitFor(/^\{"url".*$/m))[0]) as { url: string };
+    relay = await startBenchRelay({
+      inferenceUrl: url.url,
+      cpu: "0",
+      env: { RELAY_VAD: vad, RELAY_ECHO_SUPPRESSION: vad === "off" ? "0" : "1" },
+    });
+    const target: RelayTarget = {
+      kind: "relay",
+      url: relay.url,
+      relayId: relay.relayId,
+      secret: relay.secret,
+    };
+    await new Promise((r) => setTimeout(r, 1000));
+    result.baselineRssMb = round(rssMb(relay.pid), 1);
+    let calls = 0;
+    for (const want of steps) {
+      // Fill generators up to PER_GENERATOR clients each.
+      while (calls < want) {
+        let gen = gens.find((g) => g.clients < PER_GENERATOR);
+        if (!gen) {
+          gen = generator();
+          gens.push(gen);
+        }
+        const count = Math.min(want - calls, PER_GENERATOR - gen.clients);
+        const r = await gen.request<{ connected: number; failed: number }>({ cmd: "connect", count, target });
+        gen.clients += count;
+        calls += r.connected;
+        if (r.failed > 0) throw new Error(`${r.failed} calls failed to connect at ${want}`);
+      }
+      await new Promise((r) => setTimeout(r, 2000)); // settle: the upstream's first deltas, jitter buffers
+      const before: [Scrape, GenStats, number, number] = [
+        await scrape(relay.url),
+        await genStats(gens),
+        cpuSeconds(relay.pid),
+        performance.now(),
+      ];
+      await new Promise((r) => setTimeout(r, seconds * 1000));
+      const after: [Scrape, GenStats, number, number] = [
+        await scrape(relay.url),
+        await genStats(gens),
+        cpuSeconds(relay.pid),
+        performance.now(),
+      ];
+      const elapsed = (after[3] - before[3]) / 1000;
+      const [m0, g0] = before;
+      const [m1, g1] = after;
+      const ticks = elapsed * 50;
+      const framesUp = histogramCount(m0, m1, UP);
+      const framesDown = histogramCount(m0, m1, DOWN);
+      const rss = rssMb(relay.pid);
+      const step: CapacityStep = {
+        calls,
+        seconds: round(elapsed, 1),
+        uplinkP50Us: round(histogramPercentileUs(m0, m1, UP, 50), 1),
+        uplinkP99Us: round(histogramPercentileUs(m0, m1, UP, 99), 1),
+        downlinkP50Us: round(histogramPercentileUs(m0, m1, DOWN, 50), 1),
+        downlinkP99Us: round(histogramPercentileUs(m0, m1, DOWN, 99), 1),
+        lateTickPct: round((100 * counterDelta(m0, m1, "earshot_relay_pacer_late_ticks_total")) / ticks, 2),
+        uplinkLost: counterDelta(m0, m1, "earshot_relay_uplink_packets_lost_total"),
+        downlinkGaps: g1.gaps - g0.gaps,
+        downlinkFill: round(framesDown / (calls * ticks), 3),
+        cpuPct: round((100 * (after[2] - before[2])) / elapsed, 1),
+        rssMb: round(rss, 1),
+        rssPerCallMb: round((rss - result.baselineRssMb) / calls, 3),
+        cpuUsPerFrame: round(((after[2] - before[2]) * 1e6) / (framesUp + framesDown), 1),
+        generatorLate: g1.lateTicks - g0.lateTicks,
+        pass: true,
+        why: "",
+      };
+      const reasons: string[] = [];
+      if (Math.max(step.uplinkP99Us, step.downlinkP99Us) >= 5000) reasons.push("p99 ≥ 5 ms");
+      if (step.lateTickPct >= 1) reasons.push("≥ 1 % late ticks");
+      if (step.uplinkLost > 0 || step.downlinkGaps > 0) reasons.push("loss");
+      if (step.downlinkFill < 0.95) reasons.push("downlink short of frames");
+      step.pass = reasons.length === 0;
+      step.why = reasons.join(", ");
+      if (step.generatorLate > ticks * 0.01 * Math.max(1, gens.length))
+        step.why += `${step.why ? "; " : ""}load generator late ${step.generatorLate}×`;
+      result.steps.push(step);
+      log(
+        `capacity ${calls} calls: up p99 ${step.uplinkP99Us} µs, down p99 ${step.downlinkP99Us} µs, late ${step.lateTickPct} %, lost ${step.uplinkLost}/${step.downlinkGaps}, fill ${step.downlinkFill}, cpu ${step.cpuPct} %, rss ${step.rssMb} MB ${step.pass ? "ok" : `FAIL (${step.why})`}`,
+      );
+      if (!step.pass) break;
+      result.capacity = calls;
+      result.atCapacity = step;
+    }
+  } finally {
+    result.load = loadAverage();
+    await Promise.all(
+      gens
+        .map((g) => g.request({ cmd: "close" }).catch(() => {}))
+        .map((p) => Promise.race([p, new Promise((r) => setTimeout(r, 3000))])),
+    );
+    await Promise.all(gens.map((g) => g.child.stop()));
+    await relay?.stop();
+    await upstream.stop();
+  }
+  return result;
+}
+
+export function capacityTable(r: CapacityResult): string {
+  return table([
+    [
+      "calls",
+      "up p50/p99 µs",
+      "down p50/p99 µs",
+      "late %",
+      "lost up/down",
+      "fill",
+      "cpu %",
+      "rss MB",
+      "MB/call",
+      "µs CPU/frame",
+      "ok",
+    ],
+    ...r.steps.map((s) => [
+      s.calls,
+      `${s.uplinkP50Us}/${s.uplinkP99Us}`,
+      `${s.downlinkP50Us}/${s.downlinkP99Us}`,
+      s.lateTickPct,
+      `${s.uplinkLost}/${s.downlinkGaps}`,
+      s.downlinkFill,
+      s.cpuPct,
+      s.rssMb,
+      s.rssPerCallMb,
+      s.cpuUsPerFrame,
+      s.pass ? "yes" : `no: ${s.why}`,
+    ]),
+  ]);
+}
+
+if (import.meta.main) {
+  const args = process.argv.slice(2);
+  const vad = args.find((a) => a.startsWith("--vad="))?.slice(6);
+  const steps = args
+    .find((a) => a.startsWith("--steps="))
+    ?.slice(8)
+    .split(",")
+    .map(Number);
+  const result = await runCapacity({ quick: args.includes("--quick"), vad, steps });
+  process.stdout.write(
+    `${capacityTable(result)}\ncapacity: ${result.capacity} calls (vad ${result.vad}, load ${result.load})\n`,
+  );
+  process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+  process.exit(0);
+}

@@ -1,0 +1,189 @@
+// A werift client for benchmarks: offers, gets an answer (from the relay directly with a ticket
+// signed here, or through the edge), and timestamps every setup step on performance.now().
+// Sending reuses pre-encoded Opus packets so the load generator spends its CPU on WebRTC, not
+// on encoding; receiving counts packets and sequence gaps (loss) without decoding.
+import { createRequire } from "node:module";
+import { randomBytes } from "node:crypto";
+import { performance } from "node:perf_hooks";
+import { RTCPeerConnection, RtpHeader, RtpPacket, type RTCDataChannel, type RTCRtpTransceiver } from "werift";
+import { TICKET_HEADER } from "../../protocol/relay-api.ts";
+import { signTicket } from "../../protocol/ticket.ts";
+
+const opus = createRequire(import.meta.url)("@discordjs/opus") as typeof import("@discordjs/opus");
+
+export interface SetupTimes {
+  /** Start: client secret minted (edge) or the offer about to be POSTed (relay-direct). */
+  start: number;
+  answered?: number;
+  iceConnected?: number;
+  dtlsConnected?: number;
+  firstAudio?: number;
+}
+
+export interface RelayTarget {
+  kind: "relay";
+  url: string;
+  relayId: string;
+  secret: string;
+}
+
+export interface EdgeTarget {
+  kind: "edge";
+  url: string;
+  apiKey: string;
+}
+
+let encoded: Buffer[] | undefined;
+/** One second of a 440 Hz tone as 50 Opus packets (24 kHz mono, VOIP, 32 kb/s). */
+export function tonePackets(): Buffer[] {
+  if (encoded) return encoded;
+  const encoder = new opus.OpusEncoder(24_000, 1, 2048);
+  encoder.setBitrate(32_000);
+  encoded = [];
+  for (let f = 0; f < 50; f++) {
+    const pcm = new Int16Array(480);
+    for (let i = 0; i < 480; i++)
+      pcm[i] = Math.round(6000 * Math.sin((2 * Math.PI * 440 * (f * 480 + i)) / 24_000));
+    encoded.push(encoder.encode(Buffer.from(pcm.buffer)));
+  }
+  return encoded;
+}
+
+export class BenchClient {
+  readonly pc = new RTCPeerConnection({
+    iceServers: [],
+    iceUseIpv6: false,
+    iceInterfaceAddresses: { udp4: "127.0.0.1" },
+    iceAdditionalHostAddresses: ["127.0.0.1"],
+  });
+  readonly transceiver: RTCRtpTransceiver;
+  readonly channel: RTCDataChannel;
+  readonly callId = `rtc_${randomBytes(12).toString("base64url")}`;
+  times: SetupTimes = { start: 0 };
+  packetsIn = 0;
+  packetsOut = 0;
+  /** Downlink packets missing from the sequence (loss on loopback means overload). */
+  gaps = 0;
+  lastPacketAt = 0;
+  readonly messages: { at: number; type: string; event: Record<string, unknown> }[] = [];
+  keepMessages = false;
+  #lastSeq = -1;
+  #seq = Math.floor(Math.random() * 0xffff);
+  #ts = Math.floor(Math.random() * 0xffffffff);
+  #frame = 0;
+
+  constructor() {
+    this.transceiver = this.pc.addTransceiver("audio", { direction: "sendrecv" });
+    this.channel = this.pc.createDataChannel("oai-events");
+    this.channel.onMessage.subscribe((m) => {
+      if (!this.keepMessages) return;
+      const event = JSON.parse(String(m)) as Record<string, unknown>;
+      this.messages.push({ at: performance.now(), type: String(event.type), event });
+    });
+    this.pc.iceConnectionStateChange.subscribe((s) => {
+      if (s === "connected") this.times.iceConnected ??= performance.now();
+    });
+    this.transceiver.onTrack.subscribe((track) => {
+      track.onReceiveRtp.subscribe((rtp) => {
+        const now = performance.now();
+        this.times.firstAudio ??= now;
+        this.lastPacketAt = now;
+        this.packetsIn++;
+        const seq = rtp.header.sequenceNumber;
+        if (this.#lastSeq >= 0) {
+          const step = (seq - this.#lastSeq) & 0xffff;
+          if (step > 1 && step < 0x8000) this.gaps += step - 1;
+        }
+        this.#lastSeq = seq;
+      });
+    });
+  }
+
+  /** Offers, obtains the answer from the target, applies it; resolves once DTLS is connected. */
+  async connect(target: RelayTarget | EdgeTarget, timeoutMs = 10_000): Promise<SetupTimes> {
+    await this.pc.setLocalDescription(await this.pc.createOffer());
+    const offer = this.pc.localDescription!.sdp;
+    const answer =
+      target.kind === "relay" ? await this.#viaRelay(target, offer) : await this.#viaEdge(target, offer);
+    this.times.answered = performance.now();
+    const dtls = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`not connected after ${timeoutMs} ms`)), timeoutMs);
+      const watch = () => {
+        for (const t of this.pc.dtlsTransports) {
+          t.onStateChange.subscribe((s) => {
+            if (s === "connected") {
+              this.times.dtlsConnected ??= performance.now();
+              clearTimeout(timer);
+              resolve();
+            } else if (s === "failed") reject(new Error("DTLS failed"));
+          });
+        }
+      };
+      watch();
+    });
+    await this.pc.setRemoteDescription({ type: "answer", sdp: answer });
+    await dtls;
+    return this.times;
+  }
+
+  async #viaRelay(target: RelayTarget, offer: string): Promise<string> {
+    const session = {};
+    const ticket = await signTicket(target.secret, {
+      callId: this.callId,
+      relayId: target.relayId,
+      offerSdp: offer,
+      session,
+    });
+    this.times.start = performance.now();
+    const res = await fetch(`${target.url}/calls`, {
+      method: "POST",
+      headers: { "content-type": "application/json", [TICKET_HEADER]: ticket },
+      body: JSON.stringify({ call_id: this.callId, offer_sdp: offer, session }),
+    });
+    const body = (await res.json()) as { answer_sdp?: string };
+    if (res.status !== 201 || !body.answer_sdp)
+      throw new Error(`relay POST /calls: ${res.status} ${JSON.stringify(body)}`);
+    return body.answer_sdp;
+  }
+
+  async #viaEdge(target: EdgeTarget, offer: string): Promise<string> {
+    const secretRes = await fetch(`${target.url}/v1/realtime/client_secrets`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${target.apiKey}`, "content-type": "application/json" },
+      body: JSON.stringify({ session: { type: "realtime", model: "gpt-realtime" } }),
+    });
+    const secret = (await secretRes.json()) as { value?: string };
+    if (!secretRes.ok || !secret.value)
+      throw new Error(`client_secrets: ${secretRes.status} ${JSON.stringify(secret)}`);
+    this.times.start = performance.now();
+    const res = await fetch(`${target.url}/v1/realtime/calls`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${secret.value}`, "content-type": "application/sdp" },
+      body: offer,
+    });
+    const text = await res.text();
+    if (res.status !== 201) throw new Error(`POST /v1/realtime/calls: ${res.status} ${text}`);
+    return text;
+  }
+
+  /** Sends the next 20 ms of the tone. */
+  sendFrame(): void {
+    const packets = tonePackets();
+    const payload = packets[this.#frame++ % packets.length]!;
+    this.#seq = (this.#seq + 1) & 0xffff;
+    this.#ts = (this.#ts + 960) >>> 0;
+    this.packetsOut++;
+    this.transceiver.sender
+      .sendRtp(
+        new RtpPacket(
+          new RtpHeader({ sequenceNumber: this.#seq, timestamp: this.#ts, payloadType: 111 }),
+          payload,
+        ),
+      )
+      .catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    await this.pc.close();
+  }
+}
