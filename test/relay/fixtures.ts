@@ -12,6 +12,7 @@ import type { CallBridge, CallBridgeFactory, CallContext } from "../../relay/bri
 import { loadConfig, type RelayConfig } from "../../relay/config.ts";
 import { createLogger } from "../../relay/log.ts";
 import { RelayServer } from "../../relay/server.ts";
+import { AgentServer } from "../../relay/agent/agent-server.ts";
 
 export const TEST_SECRET = "test-relay-secret-0123456789";
 export const RATE = 24_000;
@@ -79,6 +80,9 @@ export interface ChildRelay {
 
 /** Starts `node relay/main.ts` as a real process; resolves once it listens. */
 export async function startRelayProcess(env: Record<string, string> = {}): Promise<ChildRelay> {
+  // The relay bridges every call to an upstream; give it the built-in agent unless told otherwise.
+  const agent = env.INFERENCE_URL ? undefined : await AgentServer.start({ port: 0, reply: "echo" });
+  if (agent) env = { INFERENCE_URL: agent.url, ...env };
   const child = spawn(process.execPath, ["relay/main.ts"], {
     cwd: new URL("../..", import.meta.url).pathname,
     // worker-configuration.d.ts widens NodeJS.ProcessEnv with the Worker's required bindings.
@@ -90,6 +94,7 @@ export async function startRelayProcess(env: Record<string, string> = {}): Promi
   });
   const output: string[] = [];
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  void exited.then(() => agent?.close());
   const url = await new Promise<string>((resolve, reject) => {
     const timeout = setTimeout(() => reject(new Error(`relay did not start:\n${output.join("")}`)), 15_000);
     const onData = (chunk: Buffer) => {
