@@ -102,19 +102,22 @@ function startMeters(input: MediaStream, output: MediaStream): void {
     demoState.inputLevel = inMeter.value = level(inAnalyser, buf);
     demoState.outputLevel = outMeter.value = level(outAnalyser, buf);
     demoState.peakOutputLevel = Math.max(demoState.peakOutputLevel, demoState.outputLevel);
-    if (call && call.timings.firstAudio === undefined && demoState.outputLevel > 0.02) {
-      call.timings.firstAudio = performance.now() - startedAt;
-      setTiming("t-audio", call.timings.firstAudio);
+    // "First audio" is when the page first hears the agent, not when a packet was sent.
+    if (!firstAudioHeard && demoState.outputLevel > 0.02) {
+      firstAudioHeard = true;
+      setTiming("t-audio", performance.now() - startedAt);
     }
   }, 50);
 }
 
 let startedAt = 0;
+let firstAudioHeard = false;
 async function start(): Promise<void> {
   errorBox.hidden = true;
   talk.disabled = true;
   status.textContent = "Connecting…";
   startedAt = performance.now();
+  firstAudioHeard = false;
   try {
     mic = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, noiseSuppression: true },

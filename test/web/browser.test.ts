@@ -1,0 +1,192 @@
+// The whole path in a real browser: Debian's Chromium with a fake microphone playing speech,
+// through the edge (wrangler dev on workerd) and a relay process to the built-in agent.
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Browser, Page } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  freePort,
+  root,
+  startEdge,
+  startProcess,
+  startRelay,
+  waitUntil,
+  type Edge,
+  type ManagedProcess,
+  type Relay,
+} from "../e2e/stack.ts";
+import { launchChromium, writeSpeechWav } from "./fixtures.ts";
+
+const ARTIFACTS = join(root, "test-artifacts");
+
+interface DemoState {
+  inputLevel: number;
+  outputLevel: number;
+  peakOutputLevel: number;
+  events: string[];
+  bargeIns: number;
+}
+
+describe("browser, through the edge and a relay to the built-in agent", { timeout: 120_000 }, () => {
+  let dir: string;
+  let agent: ManagedProcess;
+  let edge: Edge;
+  let relay: Relay;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "earshot-browser-"));
+    mkdirSync(ARTIFACTS, { recursive: true });
+    // About 1.5 s of speech, then a pause long enough for the agent to answer and to be
+    // interrupted by the next loop of the file.
+    const wav = join(dir, "speech.wav");
+    await writeSpeechWav(wav, "Hello agent, can you hear me?", 2.5);
+    const agentPort = await freePort();
+    agent = startProcess("agent", ["relay/agent/main.ts"], {
+      AGENT_PORT: String(agentPort),
+      AGENT_REPLY: "speak",
+    });
+    edge = await startEdge();
+    relay = await startRelay({ edge, inferenceUrl: `ws://127.0.0.1:${agentPort}/v1/realtime` });
+    // The relay is usable once its heartbeat reached the edge's registry.
+    await waitUntil("the relay to register with the edge", async () => {
+      const res = await fetch(`${edge.url}/v1/realtime/calls`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${edge.apiKey}`, "Content-Type": "application/sdp" },
+        body: "v=0",
+      });
+      await res.body?.cancel();
+      return res.status !== 503 ? true : undefined;
+    });
+    browser = await launchChromium(wav, join(dir, "profile"));
+  }, 120_000);
+
+  afterAll(async () => {
+    await browser?.close();
+    await relay?.stop();
+    await edge?.stop();
+    await agent?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("talks on the demo page, hears the reply, and a barge-in clears it", async () => {
+    const page: Page = await browser.newPage();
+    const pageErrors: string[] = [];
+    page.on("pageerror", (e) => pageErrors.push(e.message));
+    await page.goto(`${edge.url}/`);
+    await page.click("#talk");
+    await page.waitForFunction(() => document.querySelector("#talk")?.textContent === "Hang up", null, {
+      timeout: 20_000,
+    });
+    const demo = () => page.evaluate(() => (window as unknown as { earshotDemo: DemoState }).earshotDemo);
+
+    // The agent's reply, measured by the page's WebAudio analyser on the remote track.
+    await page.waitForFunction(
+      () => (window as unknown as { earshotDemo: DemoState }).earshotDemo.peakOutputLevel > 0.05,
+      null,
+      { timeout: 30_000 },
+    );
+    // The next loop of the speech file talks over the agent: the relay clears its output.
+    await page.waitForFunction(
+      () => (window as unknown as { earshotDemo: DemoState }).earshotDemo.bargeIns > 0,
+      null,
+      {
+        timeout: 30_000,
+      },
+    );
+    const state = await demo();
+    expect(state.events).toContain("input_audio_buffer.speech_started");
+    expect(state.events).toContain("output_audio_buffer.started");
+    expect(state.events).toContain("output_audio_buffer.cleared");
+    // After the clear, the output falls silent within a few analyser periods.
+    await page.waitForFunction(
+      () => (window as unknown as { earshotDemo: DemoState }).earshotDemo.outputLevel < 0.01,
+      null,
+      { timeout: 2000 },
+    );
+    for (const id of ["#t-secret", "#t-answer", "#t-ice", "#t-audio"]) {
+      expect(Number(await page.textContent(id))).toBeGreaterThan(0);
+    }
+    await page.screenshot({ path: join(ARTIFACTS, "demo-page.png"), fullPage: true });
+    await page.click("#talk");
+    expect(pageErrors).toEqual([]);
+  });
+
+  it("runs plain code written for OpenAI's endpoint, with only the base URL changed", async () => {
+    // The app's own page, on another origin than the edge, as a real app would be.
+    const appServer: Server = createServer((_req, res) => res.end("<!doctype html><title>app</title>"));
+    await new Promise<void>((r) => appServer.listen(0, "127.0.0.1", r));
+    const appUrl = `http://127.0.0.1:${(appServer.address() as { port: number }).port}/`;
+    try {
+      // The app's server mints the client secret with its API key, as with OpenAI.
+      const minted = await fetch(`${edge.url}/v1/realtime/client_secrets`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${edge.apiKey}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ session: { type: "realtime", model: "gpt-realtime" } }),
+      });
+      expect(minted.status).toBe(200);
+      const { value: ephemeralKey } = (await minted.json()) as { value: string };
+      expect(ephemeralKey).toMatch(/^ek_/);
+
+      const page = await browser.newPage();
+      await page.goto(appUrl);
+      const result = await page.evaluate(
+        async ({ baseUrl, EPHEMERAL_KEY }) => {
+          // OpenAI's published browser example, verbatim but for baseUrl.
+          const pc = new RTCPeerConnection();
+          const audioEl = document.createElement("audio");
+          audioEl.autoplay = true;
+          let remote: MediaStream | undefined;
+          pc.ontrack = (e) => {
+            remote = e.streams[0];
+            audioEl.srcObject = e.streams[0]!;
+          };
+          const ms = await navigator.mediaDevices.getUserMedia({ audio: true });
+          pc.addTrack(ms.getTracks()[0]!);
+          const dc = pc.createDataChannel("oai-events");
+          const events: string[] = [];
+          dc.addEventListener("message", (e) => events.push(JSON.parse(e.data).type));
+          const offer = await pc.createOffer();
+          await pc.setLocalDescription(offer);
+          const sdpResponse = await fetch(`${baseUrl}/v1/realtime/calls`, {
+            method: "POST",
+            body: offer.sdp,
+            headers: { Authorization: `Bearer ${EPHEMERAL_KEY}`, "Content-Type": "application/sdp" },
+          });
+          const location = sdpResponse.headers.get("Location");
+          await pc.setRemoteDescription({ type: "answer", sdp: await sdpResponse.text() });
+
+          // Measure what arrives: the peak level of the remote track over time.
+          await new Promise((r) => setTimeout(r, 100));
+          const ctx = new AudioContext();
+          if (!remote) return { error: "no remote stream (ontrack with streams[0] never fired)" };
+          const analyser = ctx.createAnalyser();
+          ctx.createMediaStreamSource(remote).connect(analyser);
+          const buf = new Float32Array(analyser.fftSize);
+          let peak = 0;
+          const deadline = performance.now() + 20_000;
+          while (performance.now() < deadline && peak < 0.02) {
+            await new Promise((r) => setTimeout(r, 50));
+            analyser.getFloatTimeDomainData(buf);
+            let sum = 0;
+            for (const x of buf) sum += x * x;
+            peak = Math.max(peak, Math.sqrt(sum / buf.length));
+          }
+          dc.send(JSON.stringify({ type: "response.cancel" }));
+          pc.close();
+          return { status: sdpResponse.status, location, peak, events };
+        },
+        { baseUrl: edge.url, EPHEMERAL_KEY: ephemeralKey },
+      );
+      expect(result).not.toHaveProperty("error");
+      expect(result.status).toBe(201);
+      expect(result.location).toMatch(/^\/v1\/realtime\/calls\/rtc_/);
+      expect(result.peak).toBeGreaterThan(0.02);
+      expect(result.events).toContain("session.created");
+    } finally {
+      appServer.close();
+    }
+  });
+});
