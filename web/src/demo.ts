@@ -133,19 +133,21 @@ async function start(): Promise<void> {
     if (!res.ok)
       throw new EarshotError("Could not get a client secret from /dev/client_secret.", res.status, null);
     const { value } = (await res.json()) as { value: string };
-    setTiming("t-secret", performance.now() - startedAt);
+    const connectStartedAt = performance.now() - startedAt;
+    setTiming("t-secret", connectStartedAt);
+    // The client measures from connect(); the page shows ms from the Talk press.
+    const sinceTalk = (ms: number | undefined) => (ms === undefined ? undefined : connectStartedAt + ms);
     call = await connect({
       baseUrl: location.origin,
       clientSecret: value,
       audio: mic,
       audioElement: remoteAudio,
     });
-    for (const type of ["event"])
-      call.events.addEventListener(type, (e) => onEvent((e as CustomEvent).detail));
-    setTiming("t-answer", call.timings.answerReceived);
-    call.peerConnection.addEventListener("iceconnectionstatechange", () =>
-      setTiming("t-ice", call?.timings.iceConnected),
-    );
+    call.events.addEventListener("event", (e) => onEvent((e as CustomEvent).detail));
+    setTiming("t-answer", sinceTalk(call.timings.answerReceived));
+    const showIce = () => setTiming("t-ice", sinceTalk(call?.timings.iceConnected));
+    showIce();
+    call.peerConnection.addEventListener("iceconnectionstatechange", showIce);
     startMeters(mic, call.remoteStream);
     talk.textContent = "Hang up";
     talk.classList.add("live");
