@@ -23,6 +23,7 @@ import { Uplink, type UplinkDecoder } from "./media/uplink.ts";
 import type { RelayMetrics } from "./metrics.ts";
 import { MAX_CLIENT_MESSAGE_BYTES, peerConfig, type MediaNetwork } from "./peer-config.ts";
 import { answerDirection, answerSetup, rewriteCandidateAddress } from "./sdp.ts";
+import { onOversizeMessage, udpGuardStats, type UdpGuardStats } from "./udp-guard.ts";
 
 export const EVENTS_CHANNEL_LABEL = "oai-events";
 /** A call whose ICE stays disconnected this long has lost its client. */
@@ -129,6 +130,11 @@ export class Call extends EventEmitter<CallEvents> {
     } catch (error) {
       throw new CallSetupError(`The offer could not be applied: ${(error as Error).message}`);
     }
+    // SCTP drops an over-cap message before reassembling it; count it like one dropped here.
+    onOversizeMessage(pc, () => {
+      this.#droppedMessages++;
+      this.#options.metrics.droppedMessages.inc();
+    });
     const audio = pc.getTransceivers().filter((t) => t.kind === "audio");
     if (audio.length !== 1) {
       throw new CallSetupError(`The offer must have exactly one audio m-line, found ${audio.length}.`);
@@ -206,6 +212,11 @@ export class Call extends EventEmitter<CallEvents> {
 
   get droppedMessages(): number {
     return this.#droppedMessages;
+  }
+
+  /** What the call's UDP surface refused (forged STUN, foreign DTLS/SRTP, replays, …). */
+  get udpGuard(): UdpGuardStats {
+    return udpGuardStats(this.#pc);
   }
 
   get uplinkStats() {

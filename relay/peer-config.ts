@@ -24,6 +24,9 @@ export const AUDIO_CODECS = [
   new RTCRtpCodecParameters({ mimeType: "audio/PCMA", clockRate: 8000, channels: 1, payloadType: 8 }),
 ];
 
+/** Remote ICE candidates kept per call, signalled (offer, PATCH) or peer-reflexive. */
+export const MAX_REMOTE_CANDIDATES = 32;
+
 /** Largest data channel message the relay accepts (and advertises in its SDP). */
 export const MAX_CLIENT_MESSAGE_BYTES = 256 * 1024;
 
@@ -39,6 +42,11 @@ export function peerConfig(network: MediaNetwork): Partial<PeerConfig> {
     iceInterfaceAddresses: { udp4: network.mediaIp },
     iceAdditionalHostAddresses: [network.mediaIp],
     icePortRange: network.udpPorts,
+    // Hostile-input limits (patched werift, see patches/README.md): a client can't make the relay
+    // hold or check more candidates than this, and `.local` names are not resolved (a relay has
+    // no link-local peers; a browser's real address arrives as a peer-reflexive candidate).
+    iceMaxRemoteCandidates: MAX_REMOTE_CANDIDATES,
+    iceResolveMdns: false,
     bundlePolicy: "max-bundle",
     rtcpMuxPolicy: "require",
     maxMessageSize: MAX_CLIENT_MESSAGE_BYTES,

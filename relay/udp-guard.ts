@@ -1,0 +1,73 @@
+// What a call's UDP surface refused. The refusing happens inside werift, patched
+// (patches/werift+0.25.2.patch, described in patches/README.md): unauthenticated STUN gets no
+// answer, DTLS/SRTP from outside the selected pair is dropped, SRTP has a replay window, remote
+// candidates are capped, and SCTP stops reassembling a message over a=max-message-size. This
+// module only reads the patch's counters, and hooks the one event the call turns into a metric.
+import type { RTCPeerConnection } from "werift";
+
+export interface UdpGuardStats {
+  /** Remote candidates the call holds (signalled and peer-reflexive). */
+  remoteCandidates: number;
+  /** Candidates refused: over the cap, or `.local` names. */
+  refusedCandidates: number;
+  /** Non-STUN datagrams (DTLS, SRTP, SRTCP) from an address other than the selected pair. */
+  foreignPackets: number;
+  /** SRTP packets refused by the replay window. */
+  replayedSrtp: number;
+  /** Data channel messages dropped during SCTP reassembly for their size. */
+  oversizeMessages: number;
+}
+
+// The patch's fields are not in werift's typings; they are read here and nowhere else.
+interface GuardedConnection {
+  remoteCandidates: unknown[];
+  droppedRemoteCandidates?: number;
+  droppedDataPackets?: number;
+}
+interface GuardedSrtp {
+  remoteContext?: { replayedPackets?: number };
+}
+interface GuardedSctp {
+  droppedInboundMessages?: number;
+  onInboundMessageDropped?: { subscribe(fn: (streamId: number, bytes: number) => void): unknown };
+}
+
+function assertPatched(connection: GuardedConnection): void {
+  if (connection.droppedDataPackets === undefined) {
+    // Running unpatched would silently reopen every hole this module reports on.
+    throw new Error("werift is not patched (run `npx patch-package`): the relay's UDP guards are missing");
+  }
+}
+
+export function udpGuardStats(pc: RTCPeerConnection): UdpGuardStats {
+  const stats: UdpGuardStats = {
+    remoteCandidates: 0,
+    refusedCandidates: 0,
+    foreignPackets: 0,
+    replayedSrtp: 0,
+    oversizeMessages: 0,
+  };
+  for (const transport of pc.iceTransports) {
+    const connection = transport.connection as unknown as GuardedConnection;
+    stats.remoteCandidates += connection.remoteCandidates.length;
+    stats.refusedCandidates += connection.droppedRemoteCandidates ?? 0;
+    stats.foreignPackets += connection.droppedDataPackets ?? 0;
+  }
+  for (const transport of pc.dtlsTransports) {
+    const srtp = transport.srtp as unknown as GuardedSrtp | undefined;
+    stats.replayedSrtp += srtp?.remoteContext?.replayedPackets ?? 0;
+  }
+  const sctp = pc.sctpTransport?.sctp as unknown as GuardedSctp | undefined;
+  stats.oversizeMessages += sctp?.droppedInboundMessages ?? 0;
+  return stats;
+}
+
+/**
+ * Calls `onDrop` for each data channel message SCTP refused to reassemble for its size.
+ * Call after the offer is applied (the SCTP association exists from then on).
+ */
+export function onOversizeMessage(pc: RTCPeerConnection, onDrop: (bytes: number) => void): void {
+  for (const transport of pc.iceTransports) assertPatched(transport.connection as unknown as GuardedConnection);
+  const sctp = pc.sctpTransport?.sctp as unknown as GuardedSctp | undefined;
+  sctp?.onInboundMessageDropped?.subscribe((_streamId, bytes) => onDrop(bytes));
+}
