@@ -152,7 +152,7 @@ async function main(): Promise<void> {
     RELAY_HTTP_PORT: String(RELAY_PORT),
     RELAY_PUBLIC_URL: process.env.RELAY_PUBLIC_URL ?? `http://127.0.0.1:${RELAY_PORT}`,
     RELAY_PUBLIC_IP: process.env.RELAY_PUBLIC_IP ?? "127.0.0.1",
-    INFERENCE_URL: inferenceUrl ?? `ws://127.0.0.1:${AGENT_PORT}`,
+    INFERENCE_URL: inferenceUrl ?? `ws://127.0.0.1:${AGENT_PORT}/v1/realtime`,
   });
   await waitFor(`http://127.0.0.1:${RELAY_PORT}/healthz`, "the relay");
 
@@ -162,7 +162,7 @@ async function main(): Promise<void> {
       "",
       `  Earshot is up.  Open http://localhost:${EDGE_PORT}/ and press Talk.`,
       `  API key (from ${inferenceUrl ? "your environment or " : ""}.earshot/local.env): ${key}`,
-      `  Upstream: ${inferenceUrl ?? `built-in agent on ws://127.0.0.1:${AGENT_PORT}`}`,
+      `  Upstream: ${inferenceUrl ?? `built-in agent on ws://127.0.0.1:${AGENT_PORT}/v1/realtime`}`,
       "  Ctrl-C stops everything.",
       "",
     ].join("\n"),
