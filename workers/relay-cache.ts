@@ -44,8 +44,3 @@ export async function cachedRelays(
 export function remember(fresh: RelaySnapshot): void {
   snapshot = { relays: fresh.relays, fetchedAt: Date.now() };
 }
-
-/** Drops this isolate's snapshot; for tests that reset the registry. */
-export function forgetCachedRelays(): void {
-  snapshot = undefined;
-}
