@@ -10,11 +10,13 @@ const root = `${import.meta.dirname}/../`;
 const EDGE_PORT = Number(process.env.EARSHOT_EDGE_PORT ?? 8787);
 const RELAY_PORT = Number(process.env.RELAY_HTTP_PORT ?? 8790);
 const AGENT_PORT = Number(process.env.AGENT_PORT ?? 8791);
-const SECRETS_FILE = `${root}.earshot/local.env`;
+// Generated secrets and local state; tests point this elsewhere so they never touch yours.
+const STATE_DIR = process.env.EARSHOT_STATE_DIR ?? `${root}.earshot`;
+const SECRETS_FILE = `${STATE_DIR}/local.env`;
 
 /** Secrets generated once into a git-ignored file; a value in the environment wins. */
 function localSecrets(): Record<string, string> {
-  mkdirSync(`${root}.earshot`, { recursive: true });
+  mkdirSync(STATE_DIR, { recursive: true });
   const saved: Record<string, string> = {};
   if (existsSync(SECRETS_FILE)) {
     for (const line of readFileSync(SECRETS_FILE, "utf8").split("\n")) {
@@ -126,9 +128,10 @@ async function main(): Promise<void> {
 
   const secrets = localSecrets();
   const relaySecret = secrets.EARSHOT_RELAY_SECRET!;
-  // wrangler dev reads secrets and var overrides from .dev.vars (git-ignored).
+  // wrangler dev reads the secrets and var overrides from this file (--env-file).
+  const devVars = `${STATE_DIR}/dev.vars`;
   writeFileSync(
-    `${root}.dev.vars`,
+    devVars,
     Object.entries({ ...secrets, EARSHOT_DEV: process.env.EARSHOT_DEV ?? "1" })
       .map(([k, v]) => `${k}=${v}`)
       .join("\n") + "\n",
@@ -142,7 +145,19 @@ async function main(): Promise<void> {
   run(
     "edge",
     process.execPath,
-    [`${root}node_modules/wrangler/bin/wrangler.js`, "dev", "--ip", "127.0.0.1", "--port", String(EDGE_PORT)],
+    [
+      `${root}node_modules/wrangler/bin/wrangler.js`,
+      "dev",
+      "--ip",
+      "127.0.0.1",
+      "--port",
+      String(EDGE_PORT),
+      "--env-file",
+      devVars,
+      "--persist-to",
+      `${STATE_DIR}/wrangler`,
+      "--show-interactive-dev-session=false",
+    ],
     { WRANGLER_SEND_METRICS: "false", FORCE_COLOR: "0" },
   );
   await waitFor(`http://127.0.0.1:${EDGE_PORT}/healthz`, "the edge");
@@ -161,7 +176,7 @@ async function main(): Promise<void> {
     [
       "",
       `  Earshot is up.  Open http://localhost:${EDGE_PORT}/ and press Talk.`,
-      `  API key (from ${inferenceUrl ? "your environment or " : ""}.earshot/local.env): ${key}`,
+      `  API key (${process.env.EARSHOT_API_KEYS ? "from your environment" : SECRETS_FILE}): ${key}`,
       `  Upstream: ${inferenceUrl ?? `built-in agent on ws://127.0.0.1:${AGENT_PORT}/v1/realtime`}`,
       "  Ctrl-C stops everything.",
       "",
