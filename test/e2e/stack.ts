@@ -2,6 +2,7 @@
 // the edge under `wrangler dev` (workerd), relays and the built-in agent as Node processes.
 // The test owns every process it starts; stop() ends them all, process groups included.
 import { spawn, type ChildProcess } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -109,11 +110,11 @@ export interface Edge extends ManagedProcess {
 export async function startEdge(options: EdgeOptions = {}): Promise<Edge> {
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), "earshot-edge-"));
-  const apiKey = options.apiKey ?? `sk_e2e_${Math.random().toString(36).slice(2)}`;
-  const relaySecret = options.relaySecret ?? `relay-${Math.random().toString(36).slice(2)}`;
+  const apiKey = options.apiKey ?? `sk_e2e_${randomBytes(18).toString("base64url")}`;
+  const relaySecret = options.relaySecret ?? randomBytes(24).toString("base64url");
   const vars: Record<string, string> = {
     EARSHOT_API_KEYS: apiKey,
-    EARSHOT_SIGNING_KEYS: `e2e:${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`,
+    EARSHOT_SIGNING_KEYS: `e2e:${randomBytes(24).toString("base64url")}`,
     EARSHOT_RELAY_SECRET: relaySecret,
     EARSHOT_DEV: "1",
     ...options.vars,
