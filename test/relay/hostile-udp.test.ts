@@ -1,0 +1,294 @@
+// The relay's UDP port under attack from raw sockets on loopback, while a real werift client
+// holds a call: forged STUN gets no answer and no candidate, DTLS/SRTP from another address is
+// dropped without harm, and SRTP captured from the call and replayed from the call's own
+// address is refused by the replay window.
+import { createSocket, type Socket } from "node:dgram";
+import { performance } from "node:perf_hooks";
+import { Message, parseMessage } from "werift";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import type { Call } from "../../relay/call.ts";
+import {
+  RecordingBridge,
+  TestClient,
+  dominantFrequency,
+  rms,
+  sine,
+  startRelay,
+  waitFor,
+  type InProcessRelay,
+} from "./fixtures.ts";
+
+let relay: InProcessRelay;
+const clients: TestClient[] = [];
+const sockets: Socket[] = [];
+
+beforeAll(async () => {
+  relay = await startRelay({ bridgeFactory: RecordingBridge.factory });
+});
+afterAll(() => relay.close());
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.close();
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+});
+
+interface Connected {
+  client: TestClient;
+  call: Call;
+  bridge: RecordingBridge;
+  relayPort: number;
+  relayUfrag: string;
+  relayPwd: string;
+  clientUfrag: string;
+  clientPwd: string;
+}
+
+async function connect(): Promise<Connected> {
+  const client = new TestClient();
+  clients.push(client);
+  expect((await client.call(relay.url)).status).toBe(201);
+  await client.connected();
+  await client.channelOpen();
+  const call = relay.server.calls.get(client.callId)!;
+  await waitFor(() => call.state === "connected", 5000, "relay connected");
+  const bridge = RecordingBridge.instances.find((b) => b.ctx.callId === client.callId)!;
+  const offer = client.pc.localDescription!.sdp;
+  return {
+    client,
+    call,
+    bridge,
+    relayPort: Number(/^a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host/m.exec(client.answerSdp)![1]),
+    relayUfrag: /^a=ice-ufrag:(\S+)/m.exec(client.answerSdp)![1]!,
+    relayPwd: /^a=ice-pwd:(\S+)/m.exec(client.answerSdp)![1]!,
+    clientUfrag: /^a=ice-ufrag:(\S+)/m.exec(offer)![1]!,
+    clientPwd: /^a=ice-pwd:(\S+)/m.exec(offer)![1]!,
+  };
+}
+
+/** A raw UDP socket on 127.0.0.1 that records every datagram it receives. */
+async function rawSocket(): Promise<{ socket: Socket; port: number; received: Buffer[] }> {
+  const socket = createSocket("udp4");
+  sockets.push(socket);
+  const received: Buffer[] = [];
+  socket.on("message", (msg) => received.push(msg));
+  await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
+  return { socket, port: socket.address().port, received };
+}
+
+function send(socket: Socket, data: Buffer, port: number): Promise<void> {
+  return new Promise((resolve, reject) =>
+    socket.send(data, port, "127.0.0.1", (error) => (error ? reject(error) : resolve())),
+  );
+}
+
+const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const BINDING = 0x001;
+const ALLOCATE = 0x003;
+const REQUEST = 0x000;
+
+interface Forgery {
+  name: string;
+  bytes: Buffer;
+}
+
+function request(
+  attrs: { username?: string; key?: string; useCandidate?: boolean; method?: number },
+  after?: (bytes: Buffer) => Buffer,
+): Buffer {
+  const m = new Message(attrs.method ?? BINDING, REQUEST);
+  if (attrs.username !== undefined) m.setAttribute("USERNAME", attrs.username);
+  m.setAttribute("PRIORITY", 1_853_766_911);
+  m.setAttribute("ICE-CONTROLLING", 0x1234_5678_9abc_def0n);
+  if (attrs.useCandidate) m.setAttribute("USE-CANDIDATE", null);
+  if (attrs.key !== undefined) m.addMessageIntegrity(Buffer.from(attrs.key, "utf8"));
+  m.addFingerprint();
+  const bytes = Buffer.from(m.bytes);
+  return after ? after(bytes) : bytes;
+}
+
+function forgeries(c: Connected): Forgery[] {
+  const username = `${c.relayUfrag}:${c.clientUfrag}`;
+  return [
+    { name: "no USERNAME, no MESSAGE-INTEGRITY", bytes: request({}) },
+    { name: "right USERNAME, no MESSAGE-INTEGRITY", bytes: request({ username }) },
+    { name: "right USERNAME, integrity with a wrong password", bytes: request({ username, key: "x".repeat(22) }) },
+    { name: "right USERNAME, integrity with the client's password", bytes: request({ username, key: c.clientPwd }) },
+    { name: "unknown ufrag, integrity with the relay's password", bytes: request({ username: `zzzz:${c.clientUfrag}`, key: c.relayPwd }) },
+    { name: "USERNAME reversed", bytes: request({ username: `${c.clientUfrag}:${c.relayUfrag}`, key: c.relayPwd }) },
+    { name: "USERNAME without a colon", bytes: request({ username: c.relayUfrag, key: c.relayPwd }) },
+    { name: "empty USERNAME", bytes: request({ username: "", key: c.relayPwd }) },
+    {
+      name: "signed, then PRIORITY tampered",
+      bytes: request({ username, key: c.relayPwd }, (b) => {
+        const out = Buffer.from(b);
+        out[27] = out[27]! ^ 0xff; // inside the PRIORITY value (header 20 + USERNAME attr + 4)
+        return out;
+      }),
+    },
+    { name: "nomination (USE-CANDIDATE) without credentials", bytes: request({ username, useCandidate: true }) },
+    { name: "TURN Allocate without credentials", bytes: request({ method: ALLOCATE }) },
+    { name: "TURN Allocate with a wrong password", bytes: request({ method: ALLOCATE, username, key: "nope" }) },
+    { name: "integrity with an empty password", bytes: request({ username, key: "" }) },
+  ];
+}
+
+describe("forged STUN binding requests", () => {
+  it("get no answer and create no remote candidate, while the real client's call carries on", async () => {
+    const c = await connect();
+    const before = c.call.udpGuard.remoteCandidates;
+    expect(before).toBeGreaterThan(0);
+    const attacker = await rawSocket();
+    const cases = forgeries(c);
+    for (const f of cases) for (let i = 0; i < 3; i++) await send(attacker.socket, f.bytes, c.relayPort);
+    await settle(400);
+    // Name what answered, if anything did.
+    expect(attacker.received.map((r) => parseMessage(r)?.messageClass)).toEqual([]);
+    expect(c.call.udpGuard.remoteCandidates).toBe(before);
+
+    // The call is unharmed: data channel both ways.
+    c.client.channel.send('{"type":"after.forgery"}');
+    await waitFor(() => c.bridge.messages.includes('{"type":"after.forgery"}'), 5000, "message at bridge");
+    expect(c.call.state).toBe("connected");
+
+    // Control: the same socket with the relay's real credentials is answered, and is now a
+    // (peer-reflexive) candidate. This is what the forgeries lacked.
+    const valid = request({ username: `${c.relayUfrag}:${c.clientUfrag}`, key: c.relayPwd });
+    await send(attacker.socket, valid, c.relayPort);
+    const key = Buffer.from(c.relayPwd, "utf8");
+    const isAnswer = (r: Buffer) => parseMessage(r, key)?.messageClass === 0x100;
+    // The relay answers, then (triggered check) sends its own requests to the new candidate.
+    await waitFor(() => attacker.received.some(isAnswer), 2000, "answer to the authenticated request");
+    const answer = parseMessage(attacker.received.find(isAnswer)!, key); // integrity verified
+    expect(answer?.getAttributeValue("XOR-MAPPED-ADDRESS")).toEqual(["127.0.0.1", attacker.port]);
+    expect(c.call.udpGuard.remoteCandidates).toBe(before + 1);
+    console.info(`[figures] STUN: ${cases.length} forgery kinds × 3 sent, 0 answered, 0 candidates created`);
+  });
+
+  it("sent before the client connects, don't stop the client from connecting", async () => {
+    const client = new TestClient();
+    clients.push(client);
+    expect((await client.call(relay.url)).status).toBe(201);
+    const relayPort = Number(/ 127\.0\.0\.1 (\d+) typ host/.exec(client.answerSdp)![1]);
+    const relayUfrag = /^a=ice-ufrag:(\S+)/m.exec(client.answerSdp)![1]!;
+    const attacker = await rawSocket();
+    for (let i = 0; i < 20; i++) {
+      await send(attacker.socket, request({ username: `${relayUfrag}:evil`, key: "guess", useCandidate: true }), relayPort);
+    }
+    await client.connected();
+    await client.channelOpen();
+    expect(attacker.received).toEqual([]);
+    const call = relay.server.calls.get(client.callId)!;
+    await waitFor(() => call.state === "connected", 5000, "relay connected");
+    // Only the client's own address(es): nothing from the attacker's port.
+    const pc = (call as unknown as { udpGuard: { remoteCandidates: number } }).udpGuard;
+    expect(pc.remoteCandidates).toBeLessThanOrEqual(2);
+  });
+});
+
+/** A DTLS 1.2 record: content type, version fefd, epoch, 48-bit sequence, body. */
+function dtlsRecord(type: number, epoch: number, body: Buffer): Buffer {
+  const header = Buffer.alloc(13);
+  header[0] = type;
+  header.writeUInt16BE(0xfefd, 1);
+  header.writeUInt16BE(epoch, 3);
+  header.writeUIntBE(7, 5, 6);
+  header.writeUInt16BE(body.length, 11);
+  return Buffer.concat([header, body]);
+}
+
+function foreignPackets(): Forgery[] {
+  const rtp = (pt: number) => {
+    const b = Buffer.alloc(172, 0x5a);
+    b[0] = 0x80;
+    b[1] = pt;
+    return b;
+  };
+  return [
+    { name: "DTLS fatal alert (epoch 0)", bytes: dtlsRecord(21, 0, Buffer.from([2, 40])) },
+    { name: "DTLS close_notify (epoch 0)", bytes: dtlsRecord(21, 0, Buffer.from([1, 0])) },
+    { name: "DTLS alert (epoch 1, garbage ciphertext)", bytes: dtlsRecord(21, 1, Buffer.alloc(26, 0xab)) },
+    { name: "DTLS application data (garbage)", bytes: dtlsRecord(23, 1, Buffer.alloc(64, 0xcd)) },
+    { name: "DTLS ClientHello fragment (renegotiation)", bytes: dtlsRecord(22, 0, Buffer.alloc(40, 1)) },
+    { name: "DTLS record with a lying length", bytes: dtlsRecord(22, 0, Buffer.alloc(4)).fill(0xff, 11, 13) },
+    { name: "SRTP-looking, Opus PT", bytes: rtp(111) },
+    { name: "SRTP-looking, marker + PT 0", bytes: rtp(0x80) },
+    { name: "SRTCP-looking (SR)", bytes: rtp(200) },
+    { name: "SRTCP-looking (BYE)", bytes: rtp(203) },
+  ];
+}
+
+describe("DTLS and SRTP from an address other than the selected pair", () => {
+  it("are dropped: the data channel and audio keep working and the call stays connected", async () => {
+    const c = await connect();
+    const attacker = await rawSocket();
+    const cases = foreignPackets();
+    const foreignBefore = c.call.udpGuard.foreignPackets;
+    for (const f of cases) for (let i = 0; i < 5; i++) await send(attacker.socket, f.bytes, c.relayPort);
+    await waitFor(
+      () => c.call.udpGuard.foreignPackets - foreignBefore === cases.length * 5,
+      2000,
+      "every foreign packet counted as dropped",
+    );
+    expect(attacker.received).toEqual([]);
+
+    // DTLS is intact: messages both ways, on both ends.
+    expect(c.client.pc.dtlsTransports[0]!.state).toBe("connected");
+    c.client.channel.send('{"type":"still.here"}');
+    await waitFor(() => c.bridge.messages.includes('{"type":"still.here"}'), 5000, "client → relay");
+    c.bridge.ctx.events.send('{"type":"relay.here"}');
+    await waitFor(() => c.client.messages.includes('{"type":"relay.here"}'), 5000, "relay → client");
+
+    // SRTP is intact: a 440 Hz tone sent after the attack arrives as a 440 Hz tone.
+    const framesBefore = c.bridge.frames.length;
+    await c.client.sendPackets(c.client.encodeFrames(sine(440, 600)));
+    await waitFor(() => c.bridge.frames.length - framesBefore >= 25, 5000, "uplink audio");
+    const heard = RecordingBridgePcm(c.bridge, framesBefore + 5);
+    expect(Math.abs(dominantFrequency(heard) - 440)).toBeLessThanOrEqual(10);
+    expect(rms(heard)).toBeGreaterThan(3000);
+    expect(c.call.state).toBe("connected");
+    console.info(`[figures] foreign DTLS/SRTP: ${cases.length} kinds × 5 sent, ${cases.length * 5} dropped`);
+  });
+});
+
+function RecordingBridgePcm(bridge: RecordingBridge, fromFrame: number): Int16Array {
+  const frames = bridge.frames.slice(fromFrame);
+  const out = new Int16Array(frames.length * 480);
+  frames.forEach((f, i) => out.set(f, i * 480));
+  return out;
+}
+
+describe("SRTP replayed from the call's own address", () => {
+  it("is refused by the replay window: no packet reaches the uplink twice", async () => {
+    const c = await connect();
+    const connection = c.client.pc.iceTransports[0]!.connection;
+    const captured: Buffer[] = [];
+    const original = connection.send.bind(connection);
+    connection.send = async (data: Buffer) => {
+      // SRTP, not SRTCP (RFC 5761: RTCP packet types 192–223 in the second byte).
+      if (data.length > 12 && data[0]! >> 6 === 2 && !(data[1]! >= 192 && data[1]! <= 223)) {
+        captured.push(Buffer.from(data));
+      }
+      return original(data);
+    };
+    const uplink = c.call.uplinkStats!;
+    await c.client.sendPackets(c.client.encodeFrames(sine(440, 2000)));
+    expect(captured.length).toBe(100);
+    await waitFor(() => uplink.packets === 100, 5000, "100 packets at the uplink");
+    const frames = c.bridge.frames.length;
+    const replayedBefore = c.call.udpGuard.replayedSrtp;
+
+    // Replay everything: the first 36 are older than the 64-packet window, the last 64 are in it.
+    const start = performance.now();
+    for (const packet of captured) await original(packet);
+    await waitFor(() => c.call.udpGuard.replayedSrtp - replayedBefore === 100, 3000, "100 replays refused");
+    await settle(200);
+    expect(uplink.packets).toBe(100);
+    expect(c.bridge.frames.length).toBe(frames);
+    expect(performance.now() - start).toBeLessThan(3000);
+
+    // Fresh packets after the replay still flow.
+    await c.client.sendPackets(c.client.encodeFrames(sine(440, 200)));
+    await waitFor(() => uplink.packets === 110, 3000, "fresh packets after the replay");
+    console.info("[figures] SRTP replay: 100 captured packets resent, 100 refused, 0 reached the uplink");
+  });
+});
