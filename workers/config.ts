@@ -1,6 +1,14 @@
 // The edge's one config type, resolved from the Worker's bindings once per isolate (per env
 // object) and validated with documented defaults. A bad value fails every request with a 500
 // and a log line naming the variable, rather than running half-configured.
+import {
+  DEFAULT_TURN_TTL_SECONDS,
+  MAX_TURN_TTL_SECONDS,
+  MIN_TURN_SECRET_LENGTH,
+  MIN_TURN_TTL_SECONDS,
+  turnUrlProblem,
+  type TurnConfig,
+} from "./turn.ts";
 
 export interface RateLimit {
   /** Requests allowed in a burst, refilled evenly over `periodSeconds`. */
@@ -44,6 +52,8 @@ export interface EdgeConfig {
   apiKeyRateLimit: RateLimit;
   /** EARSHOT_RATE_LIMIT_IP, default "120/60": requests per seconds, per client IP. */
   ipRateLimit: RateLimit;
+  /** EARSHOT_TURN_URLS + EARSHOT_TURN_SECRET (+ EARSHOT_TURN_TTL_SECONDS): unset means no TURN. */
+  turn: TurnConfig | undefined;
 }
 
 export class ConfigError extends Error {
@@ -181,5 +191,43 @@ export function resolveConfig(vars: Record<string, unknown>): EdgeConfig {
     corsOrigins,
     apiKeyRateLimit: rate("EARSHOT_RATE_LIMIT_API_KEY", { requests: 600, periodSeconds: 60 }),
     ipRateLimit: rate("EARSHOT_RATE_LIMIT_IP", { requests: 120, periodSeconds: 60 }),
+    turn: turnConfig(text, int),
   };
+}
+
+/** TURN is optional, but half of it (URLs without a secret, or the reverse) is a mistake. */
+function turnConfig(
+  text: (name: string) => string | undefined,
+  int: (name: string, fallback: number, min: number, max: number) => number,
+): TurnConfig | undefined {
+  const urlList = text("EARSHOT_TURN_URLS");
+  const secret = text("EARSHOT_TURN_SECRET");
+  const ttlSeconds = int(
+    "EARSHOT_TURN_TTL_SECONDS",
+    DEFAULT_TURN_TTL_SECONDS,
+    MIN_TURN_TTL_SECONDS,
+    MAX_TURN_TTL_SECONDS,
+  );
+  if (urlList === undefined && secret === undefined) return undefined;
+  if (urlList === undefined)
+    throw new ConfigError("EARSHOT_TURN_URLS", "is required when EARSHOT_TURN_SECRET is set");
+  if (secret === undefined) {
+    throw new ConfigError(
+      "EARSHOT_TURN_SECRET",
+      "is required when EARSHOT_TURN_URLS is set (set it with `wrangler secret put`)",
+    );
+  }
+  if (secret.length < MIN_TURN_SECRET_LENGTH) {
+    throw new ConfigError("EARSHOT_TURN_SECRET", `must be at least ${MIN_TURN_SECRET_LENGTH} characters`);
+  }
+  const urls = urlList
+    .split(",")
+    .map((url) => url.trim())
+    .filter((url) => url !== "");
+  if (urls.length === 0) throw new ConfigError("EARSHOT_TURN_URLS", "names no URL");
+  for (const url of urls) {
+    const problem = turnUrlProblem(url);
+    if (problem) throw new ConfigError("EARSHOT_TURN_URLS", problem);
+  }
+  return { urls, secret, ttlSeconds };
 }

@@ -8,6 +8,7 @@ import { errorResponse, notFound } from "./errors.ts";
 import { clientIp, enforceRateLimit } from "./rate-limiter.ts";
 import { createCall, getCall, hangupCall, patchCall } from "./routes/calls.ts";
 import { createClientSecret, createDevClientSecret } from "./routes/client-secrets.ts";
+import { getIceServers, ICE_SERVERS_PATH } from "./routes/ice-servers.ts";
 import { relayCallEvent, relayHeartbeat } from "./routes/internal.ts";
 
 export { CallSession } from "./call-session.ts";
@@ -15,13 +16,16 @@ export { ClientSecretLedger } from "./client-secret-ledger.ts";
 export { RateLimiter } from "./rate-limiter.ts";
 export { RelayRegistry } from "./relay-registry.ts";
 
+/** A browser fetches ICE servers with its client secret, as it places calls: same CORS rules. */
+const corsApplies = (pathname: string) => isCorsPath(pathname) || pathname === ICE_SERVERS_PATH;
+
 /** Public routes are limited per client IP; origin-checked where CORS applies. Internal ones are signed instead. */
 async function guard(request: IRequest, env: Env): Promise<void> {
   const { pathname } = new URL(request.url);
   if (!pathname.startsWith("/v1/") && !pathname.startsWith("/dev/")) return;
   if (request.method === "OPTIONS") return;
   const config = edgeConfig(env);
-  if (isCorsPath(pathname)) checkOrigin(config, request);
+  if (corsApplies(pathname)) checkOrigin(config, request);
   await enforceRateLimit(env, `ip:${clientIp(request)}`, config.ipRateLimit);
 }
 
@@ -33,7 +37,7 @@ const router = AutoRouter({
   },
   finally: [
     (response: Response, request: IRequest, env: Env) =>
-      isCorsPath(new URL(request.url).pathname) ? withCors(edgeConfig(env), request, response) : response,
+      corsApplies(new URL(request.url).pathname) ? withCors(edgeConfig(env), request, response) : response,
   ],
 });
 
@@ -47,6 +51,8 @@ router
   .get("/healthz", () => Response.json({ status: "ok" }))
   .post("/v1/realtime/client_secrets", createClientSecret)
   .post("/dev/client_secret", createDevClientSecret)
+  .options(ICE_SERVERS_PATH, (request: IRequest, env: Env) => preflight(edgeConfig(env), request))
+  .get(ICE_SERVERS_PATH, getIceServers)
   .options("/v1/realtime/calls", (request: IRequest, env: Env) => preflight(edgeConfig(env), request))
   .options("/v1/realtime/calls/*", (request: IRequest, env: Env) => preflight(edgeConfig(env), request))
   .post("/v1/realtime/calls", createCall)

@@ -9,6 +9,7 @@ import { edgeConfig, type EdgeConfig } from "../config.ts";
 import { badRequest, notFound } from "../errors.ts";
 import { enforceRateLimit } from "../rate-limiter.ts";
 import { bindSession, MAX_SESSION_BYTES, zodBadRequest } from "../session-config.ts";
+import { iceServersFor } from "../turn.ts";
 
 const MAX_BODY_BYTES = MAX_SESSION_BYTES + 4096;
 
@@ -58,11 +59,18 @@ async function mint(request: Request, env: Env, config: EdgeConfig): Promise<Res
     bound.sha256,
     minted.claims.expiresAt * 1000,
   );
+  // TURN credentials for the client's RTCPeerConnection, never outliving the secret itself.
+  const { iceServers } = await iceServersFor(config.turn, {
+    id: minted.claims.id,
+    nowSeconds: minted.claims.issuedAt,
+    notAfter: minted.claims.expiresAt,
+  });
   return Response.json(
     {
       value: minted.value,
       expires_at: minted.claims.expiresAt,
       session: { ...bound.session, object: "realtime.session", id: `sess_${minted.claims.id.slice(3)}` },
+      ice_servers: iceServers,
     },
     { headers: { "Cache-Control": "no-store" } },
   );
