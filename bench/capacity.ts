@@ -4,7 +4,7 @@
 // Calls are added in steps; each step is held for a few seconds and judged on the relay's own
 // numbers: per-frame work p99 < 5 ms, < 1 % late pacer ticks, no loss. Also reports the relay's
 // CPU % and RSS per call, and per-frame work at the lightest step.
-//   npx node bench/capacity.ts [--quick] [--vad=off|energy|silero] [--steps=10,20,40]
+//   npx node bench/capacity.ts [--quick] [--vad=off|energy|silero] [--steps=10,20,40] [--profile=DIR]
 import { performance } from "node:perf_hooks";
 import type { RelayTarget } from "./lib/bench-client.ts";
 import { cpuSeconds, loadAverage, rssMb, startBenchRelay, startNode, type Child } from "./lib/procs.ts";
@@ -99,7 +99,14 @@ async function genStats(gens: Generator[]): Promise<GenStats> {
 }
 
 export async function runCapacity(
-  options: { quick?: boolean; vad?: string; steps?: number[]; log?: (line: string) => void } = {},
+  options: {
+    quick?: boolean;
+    vad?: string;
+    steps?: number[];
+    /** Directory for a --cpu-prof profile of the relay. */
+    profileDir?: string;
+    log?: (line: string) => void;
+  } = {},
 ): Promise<CapacityResult> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const vad = options.vad ?? "off";
@@ -122,6 +129,7 @@ export async function runCapacity(
     relay = await startBenchRelay({
       inferenceUrl: url.url,
       cpu: "0",
+      nodeArgs: options.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.profileDir}`] : [],
       env: { RELAY_VAD: vad, RELAY_ECHO_SUPPRESSION: vad === "off" ? "0" : "1" },
     });
     const target: RelayTarget = {
@@ -145,7 +153,10 @@ export async function runCapacity(
         const r = await gen.request<{ connected: number; failed: number }>({ cmd: "connect", count, target });
         gen.clients += count;
         calls += r.connected;
-        if (r.failed > 0) throw new Error(`${r.failed} calls failed to connect at ${want}`);
+        if (r.failed > 0)
+          throw new Error(
+            `${r.failed} calls failed to connect at ${want}:\n${gen.child.output().slice(-1500)}`,
+          );
       }
       await new Promise((r) => setTimeout(r, 2000)); // settle: the upstream's first deltas, jitter buffers
       const before: [Scrape, GenStats, number, number] = [
@@ -257,7 +268,8 @@ if (import.meta.main) {
     ?.slice(8)
     .split(",")
     .map(Number);
-  const result = await runCapacity({ quick: args.includes("--quick"), vad, steps });
+  const profileDir = args.find((a) => a.startsWith("--profile="))?.slice(10);
+  const result = await runCapacity({ quick: args.includes("--quick"), vad, steps, profileDir });
   process.stdout.write(
     `${capacityTable(result)}\ncapacity: ${result.capacity} calls (vad ${result.vad}, load ${result.load})\n`,
   );

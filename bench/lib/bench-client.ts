@@ -166,10 +166,30 @@ export class BenchClient {
     return text;
   }
 
-  /** Sends the next 20 ms of the tone. */
-  sendFrame(): void {
-    const packets = tonePackets();
-    const payload = packets[this.#frame++ % packets.length]!;
+  #encoder: InstanceType<typeof opus.OpusEncoder> | undefined;
+  #queued: Buffer[] = [];
+  /** performance.now() when the first packet of the last queued PCM went out. */
+  queuedSentAt: number | undefined;
+
+  /** Queues PCM (24 kHz) to send, 20 ms per sendFrame(), instead of the tone or silence. */
+  queuePcm(pcm: Int16Array): void {
+    this.#encoder ??= new opus.OpusEncoder(24_000, 1, 2048);
+    this.queuedSentAt = undefined;
+    for (let offset = 0; offset + 480 <= pcm.length; offset += 480)
+      this.#queued.push(this.#encoder.encode(Buffer.from(pcm.buffer, pcm.byteOffset + offset * 2, 960)));
+  }
+
+  /** Sends the next 20 ms: queued PCM if any, else the tone (or silence when `silent`). */
+  sendFrame(silent = false): void {
+    let payload = this.#queued.shift();
+    if (payload) this.queuedSentAt ??= performance.now();
+    else if (silent) {
+      this.#encoder ??= new opus.OpusEncoder(24_000, 1, 2048);
+      payload = this.#encoder.encode(Buffer.alloc(960));
+    } else {
+      const packets = tonePackets();
+      payload = packets[this.#frame++ % packets.length]!;
+    }
     this.#seq = (this.#seq + 1) & 0xffff;
     this.#ts = (this.#ts + 960) >>> 0;
     this.packetsOut++;

@@ -124,6 +124,8 @@ export async function startBenchRelay(
       EARSHOT_RELAY_SECRET: BENCH_SECRET,
       INFERENCE_URL: options.inferenceUrl,
       LOG_LEVEL: "warn",
+      // SIGTERM ends the calls at once, so a --cpu-prof profile is written promptly.
+      RELAY_DRAIN_SECONDS: "0",
       ...options.env,
     },
   });

@@ -1,0 +1,119 @@
+// `npm run bench`: every benchmark in turn, one table, bench/results/latest.json.
+//   npm run bench [-- --quick] [-- --edge]
+// Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/capacity.ts.
+import { execFileSync } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { join } from "node:path";
+import { bargeInTable, runBargeIn, type BargeInResult } from "./barge-in.ts";
+import { capacityTable, runCapacity, type CapacityResult } from "./capacity.ts";
+import { loadAverage, root } from "./lib/procs.ts";
+import { table } from "./lib/stats.ts";
+import { runSetup, setupTable, type SetupResult } from "./setup.ts";
+
+const args = process.argv.slice(2);
+const quick = args.includes("--quick");
+const log = (line: string) => process.stderr.write(`${line}\n`);
+
+function commit(): string {
+  try {
+    const sha = execFileSync("git", ["rev-parse", "HEAD"], { cwd: root, encoding: "utf8" }).trim();
+    const dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], {
+      cwd: root,
+      encoding: "utf8",
+    }).trim();
+    return dirty ? `${sha}+dirty` : sha;
+  } catch {
+    return "unknown";
+  }
+}
+
+const version = (pkg: string) =>
+  (JSON.parse(readFileSync(join(root, "node_modules", pkg, "package.json"), "utf8")) as { version: string })
+    .version;
+
+const started = new Date();
+const loadBefore = loadAverage();
+log(`bench: ${quick ? "quick" : "full"} run, load ${loadBefore}`);
+
+log("bench: setup…");
+const setup: SetupResult = await runSetup({ calls: quick ? 20 : 50, edge: args.includes("--edge") });
+log(setupTable(setup));
+log("bench: barge-in…");
+const bargeIn: BargeInResult = await runBargeIn({ runs: quick ? 3 : 8 });
+log(bargeInTable(bargeIn));
+log("bench: capacity (relay pinned to core 0)…");
+const capacity: CapacityResult = await runCapacity({ quick, log });
+log(capacityTable(capacity));
+
+const light = capacity.steps[0];
+const at = capacity.atCapacity;
+const summary = table([
+  ["measure", "value", "goal"],
+  [
+    `setup: ${setup.path === "edge" ? "secret" : "POST"} → answer p50/p99 ms`,
+    `${setup.answerMs.p50} / ${setup.answerMs.p99}`,
+    "< 20 (offer → answer)",
+  ],
+  ["setup: answer → ICE connected p50/p99 ms", `${setup.answerToIceMs.p50} / ${setup.answerToIceMs.p99}`, ""],
+  [
+    "setup: answer → DTLS connected p50/p99 ms",
+    `${setup.answerToDtlsMs.p50} / ${setup.answerToDtlsMs.p99}`,
+    "< 30",
+  ],
+  [
+    "setup: DTLS → first audio p50/p99 ms",
+    `${setup.dtlsToFirstAudioMs.p50} / ${setup.dtlsToFirstAudioMs.p99}`,
+    "",
+  ],
+  [
+    `frame work up p50/p99 µs (${light?.calls ?? "?"} calls)`,
+    `${light?.uplinkP50Us} / ${light?.uplinkP99Us}`,
+    "p99 < 1000",
+  ],
+  [
+    `frame work down p50/p99 µs (${light?.calls ?? "?"} calls)`,
+    `${light?.downlinkP50Us} / ${light?.downlinkP99Us}`,
+    "p99 < 1000",
+  ],
+  ["relay CPU per frame, all-in µs", `${light?.cpuUsPerFrame}`, ""],
+  [
+    "speech_started → last packet p50/max ms",
+    `${bargeIn.speechStartedToLastPacketMs.p50} / ${bargeIn.speechStartedToLastPacketMs.max}`,
+    "≤ 20",
+  ],
+  [
+    "speech onset → last packet (Silero) p50/max ms",
+    `${bargeIn.onsetToLastPacketMs.p50} / ${bargeIn.onsetToLastPacketMs.max}`,
+    "< 100",
+  ],
+  [
+    "truncate error p50/max ms",
+    `${bargeIn.upstreamTruncateErrorMs.p50} / ${bargeIn.upstreamTruncateErrorMs.max}`,
+    "0",
+  ],
+  [`capacity, calls per core (vad ${capacity.vad})`, capacity.capacity, "≥ 100"],
+  ["  CPU % / RSS MB there", at ? `${at.cpuPct} / ${at.rssMb}` : "-", ""],
+  ["memory per call MB", at ? `${at.rssPerCallMb}` : "-", "< 2"],
+  ["edge: secrets/s, calls/s", "not measured (see bench/README.md)", ""],
+]);
+process.stdout.write(`\n${summary}\n`);
+
+const result = {
+  commit: commit(),
+  date: started.toISOString(),
+  node: process.version,
+  werift: version("werift"),
+  opus: version("@discordjs/opus"),
+  cores: cpus().length,
+  cpuModel: cpus()[0]?.model,
+  quick,
+  load: { before: loadBefore, after: loadAverage() },
+  setup,
+  bargeIn,
+  capacity,
+};
+mkdirSync(join(root, "bench/results"), { recursive: true });
+writeFileSync(join(root, "bench/results/latest.json"), `${JSON.stringify(result, null, 2)}\n`);
+process.stdout.write(`wrote bench/results/latest.json (load ${result.load.before} → ${result.load.after})\n`);
+process.exit(0);
