@@ -1,15 +1,25 @@
 // Reading request bodies with a hard cap, so an oversized body is refused (413) before it is
-// buffered, whatever Content-Length claims.
+// buffered, whatever Content-Length claims, and a deadline, so a client that trickles its body
+// (or stops sending) gets a 408 instead of holding the request open for as long as it likes:
+// workerd itself puts no limit on how slowly a body may arrive.
 import { ApiError } from "./errors.ts";
+
+/** The whole body must arrive within this long of the first read. */
+export const BODY_DEADLINE_MS = 10_000;
 
 export function tooLarge(limit: number, what = "request body"): ApiError {
   return new ApiError(413, "payload_too_large", `The ${what} is larger than ${limit} bytes.`);
+}
+
+export function bodyTimeout(deadlineMs: number, what = "request body"): ApiError {
+  return new ApiError(408, "request_timeout", `The ${what} did not arrive within ${deadlineMs} ms.`);
 }
 
 export async function readCapped(
   request: Request,
   limit: number,
   what?: string,
+  deadlineMs = BODY_DEADLINE_MS,
 ): Promise<Uint8Array<ArrayBuffer>> {
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) throw tooLarge(limit, what);
@@ -17,15 +27,28 @@ export async function readCapped(
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > limit) {
-      await reader.cancel();
-      throw tooLarge(limit, what);
+  let timer: ReturnType<typeof setTimeout> | null = null;
+  const expired = new Promise<"expired">((resolve) => {
+    timer = setTimeout(() => resolve("expired"), deadlineMs);
+  });
+  try {
+    for (;;) {
+      const next = await Promise.race([reader.read(), expired]);
+      if (next === "expired") {
+        void reader.cancel().catch(() => {});
+        throw bodyTimeout(deadlineMs, what);
+      }
+      const { done, value } = next;
+      if (done) break;
+      size += value.byteLength;
+      if (size > limit) {
+        await reader.cancel();
+        throw tooLarge(limit, what);
+      }
+      chunks.push(value);
     }
-    chunks.push(value);
+  } finally {
+    clearTimeout(timer);
   }
   const out = new Uint8Array(size);
   let offset = 0;

@@ -4,7 +4,8 @@ import { AutoRouter } from "itty-router/AutoRouter";
 import type { IRequest } from "itty-router";
 import { edgeConfig } from "./config.ts";
 import { checkOrigin, isCorsPath, preflight, withCors } from "./cors.ts";
-import { errorResponse, notFound } from "./errors.ts";
+import { unrouted } from "./allowed-methods.ts";
+import { errorResponse } from "./errors.ts";
 import { clientIp, enforceRateLimit } from "./rate-limiter.ts";
 import { createCall, getCall, hangupCall, patchCall } from "./routes/calls.ts";
 import { createClientSecret, createDevClientSecret } from "./routes/client-secrets.ts";
@@ -32,8 +33,10 @@ async function guard(request: IRequest, env: Env): Promise<void> {
 const router = AutoRouter({
   before: [guard],
   catch: (error: unknown, request: IRequest) => errorResponse(error, request),
-  missing: () => {
-    throw notFound();
+  // A known path with the wrong method is a 405 with Allow, not a 404. itty calls `missing` as
+  // a `finally` step: (response, request, ...args).
+  missing: (_response: unknown, request: IRequest) => {
+    throw unrouted(router.routes, request);
   },
   finally: [
     (response: Response, request: IRequest, env: Env) =>

@@ -1,0 +1,332 @@
+// Hostile HTTP at the edge (issue 7): bodies at and past every cap, bodies that trickle or stall,
+// wrong methods and content types, and CORS preflights from origins outside the allowlist.
+// Everything goes through the Worker's front door in workerd, as a client's request would.
+import { describe, expect, it } from "vitest";
+import { MAX_OFFER_BYTES } from "../../protocol/relay-api.ts";
+import { BODY_DEADLINE_MS, readCapped } from "../../workers/body.ts";
+import { MAX_SESSION_BYTES } from "../../workers/session-config.ts";
+import {
+  API_KEY,
+  edge,
+  edgeWith,
+  errorOf,
+  heartbeatOf,
+  offerSdp,
+  placeCall,
+  postOffer,
+  signedPost,
+  soloRelay,
+  stubRecords,
+  unique,
+} from "./fixtures.ts";
+import { exports } from "cloudflare:workers";
+
+/** Pads an offer with a=x-pad lines (each under the 4 KiB line cap) to exactly `bytes`. */
+function offerOfSize(bytes: number): string {
+  const base = offerSdp();
+  let missing = bytes - base.length;
+  const lines: string[] = [];
+  while (missing > 0) {
+    // "a=x-pad:" + body + "\r\n"; a line needs at least 11 bytes.
+    const take = Math.min(4000, missing);
+    const body = take >= 11 ? take - 10 : 1;
+    lines.push(`a=x-pad:${"p".repeat(body)}`);
+    missing -= body + 10;
+  }
+  const padded = base.replace("s=-\r\n", `s=-\r\n${lines.map((l) => `${l}\r\n`).join("")}`);
+  expect(padded.length).toBe(bytes);
+  return padded;
+}
+
+/** A body stream that sends `chunks` pieces `gapMs` apart, then ends (or never ends if `stall`). */
+function trickle(text: string, chunks: number, gapMs: number, stall = false): ReadableStream<Uint8Array> {
+  const bytes = new TextEncoder().encode(text);
+  const size = Math.ceil(bytes.length / chunks);
+  let sent = 0;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      if (sent >= bytes.length) {
+        if (stall) return new Promise(() => {}); // open, silent, forever
+        controller.close();
+        return;
+      }
+      if (sent > 0) await new Promise((resolve) => setTimeout(resolve, gapMs));
+      controller.enqueue(bytes.slice(sent, sent + size));
+      sent += size;
+    },
+  });
+}
+
+/** POSTs an offer whose body is a stream (no Content-Length), as a chunked upload arrives. */
+function postStream(query: string, body: ReadableStream<Uint8Array>): Promise<Response> {
+  return edge(`/v1/realtime/calls${query}`, {
+    method: "POST",
+    apiKey: API_KEY,
+    headers: { "content-type": "application/sdp" },
+    body,
+  });
+}
+
+describe("body size caps: accepted at the limit, 413 one byte past it", () => {
+  it(`SDP offers: ${MAX_OFFER_BYTES} bytes are placed, ${MAX_OFFER_BYTES + 1} refused before the relay hears of it`, async () => {
+    const { relayId, query } = await soloRelay();
+    const atLimit = await postOffer(offerOfSize(MAX_OFFER_BYTES), { apiKey: API_KEY, query });
+    expect(atLimit.status).toBe(201);
+    const before = (await stubRecords(relayId)).length;
+    const over = await postOffer(offerOfSize(MAX_OFFER_BYTES + 1), { apiKey: API_KEY, query });
+    expect(over.status).toBe(413);
+    expect(await errorOf(over)).toMatchObject({ code: "payload_too_large", type: "invalid_request_error" });
+    expect((await stubRecords(relayId)).length).toBe(before);
+  });
+
+  it("the cap holds without Content-Length (a streamed body is counted as it arrives)", async () => {
+    const { query } = await soloRelay();
+    for (const [size, status] of [
+      [MAX_OFFER_BYTES, 201],
+      [MAX_OFFER_BYTES + 1, 413],
+    ] as const) {
+      const response = await postStream(query, trickle(offerOfSize(size), 4, 1));
+      expect(response.status).toBe(status);
+    }
+    // A body far past the cap that claims to be small is cut off at the cap, not buffered.
+    const huge = await postStream(query, trickle("v=0\r\n" + "a".repeat(8 << 20), 64, 0));
+    expect(huge.status).toBe(413);
+  });
+
+  it("client_secrets: a body of exactly the cap is read; one byte more is 413", async () => {
+    const limit = MAX_SESSION_BYTES + 4096;
+    const mint = (body: string) =>
+      edge("/v1/realtime/client_secrets", {
+        method: "POST",
+        apiKey: API_KEY,
+        headers: { "content-type": "application/json" },
+        body,
+      });
+    // JSON allows trailing whitespace, so the body is the empty request padded to size.
+    expect((await mint("{}" + " ".repeat(limit - 2))).status).toBe(200);
+    const over = await mint("{}" + " ".repeat(limit - 1));
+    expect(over.status).toBe(413);
+    expect((await errorOf(over)).code).toBe("payload_too_large");
+  });
+
+  it("relay heartbeats: 16 KiB is read and verified; one byte more is 413 before the signature is checked", async () => {
+    const limit = 16 * 1024;
+    const beat = JSON.stringify(heartbeatOf({ relay_id: unique("relay") }));
+    const atLimit = beat + " ".repeat(limit - beat.length);
+    expect(
+      (await exports.default.fetch(await signedPost("/internal/relays/heartbeat", atLimit))).status,
+    ).toBe(204);
+    const over = await exports.default.fetch(await signedPost("/internal/relays/heartbeat", atLimit + " "));
+    expect(over.status).toBe(413);
+  });
+
+  it(`PATCH sdpfrag: ${MAX_OFFER_BYTES} bytes reach the relay, one more is 413`, async () => {
+    const { query } = await soloRelay();
+    const callId = await placeCall(query);
+    const head = "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n";
+    const pad = (size: number) => {
+      let out = head;
+      while (out.length < size) {
+        const room = size - out.length;
+        const body = Math.min(4000, room - 10);
+        out += `a=x-pad:${"p".repeat(Math.max(1, body))}\r\n`;
+      }
+      return out;
+    };
+    const patch = (body: string) =>
+      edge(`/v1/realtime/calls/${callId}`, {
+        method: "PATCH",
+        apiKey: API_KEY,
+        headers: { "content-type": "application/trickle-ice-sdpfrag" },
+        body,
+      });
+    const atLimit = pad(MAX_OFFER_BYTES);
+    expect(atLimit.length).toBe(MAX_OFFER_BYTES);
+    expect((await patch(atLimit)).status).toBe(200);
+    const over = await patch(pad(MAX_OFFER_BYTES + 1));
+    expect(over.status).toBe(413);
+  });
+});
+
+describe("slow bodies: bounded, never held open for ever", () => {
+  const text = "v=0\r\n";
+
+  it("readCapped takes a body that trickles in before the deadline and refuses one that stalls, at the deadline", async () => {
+    const request = (body: ReadableStream<Uint8Array>) =>
+      new Request("https://edge.test/", { method: "POST", body });
+    const arrived = await readCapped(request(trickle(offerSdp(), 5, 40)), MAX_OFFER_BYTES, "SDP offer", 400);
+    expect(new TextDecoder().decode(arrived)).toBe(offerSdp());
+
+    const started = Date.now();
+    await expect(
+      readCapped(request(trickle(text, 1, 0, true)), MAX_OFFER_BYTES, "SDP offer", 400),
+    ).rejects.toMatchObject({ status: 408, code: "request_timeout" });
+    const took = Date.now() - started;
+    expect(took).toBeGreaterThanOrEqual(390);
+    expect(took).toBeLessThan(2000);
+
+    // Still arriving, byte by byte, when the deadline passes: refused too (a trickle is not a pass).
+    await expect(
+      readCapped(request(trickle(offerSdp(), 400, 5)), MAX_OFFER_BYTES, "SDP offer", 400),
+    ).rejects.toMatchObject({ status: 408 });
+  });
+
+  it(
+    `through the front door: a stalled offer is answered 408 after ${BODY_DEADLINE_MS} ms, a slow one is placed`,
+    async () => {
+      const { relayId, query } = await soloRelay();
+      const slow = await postStream(query, trickle(offerSdp(), 10, 100));
+      expect(slow.status).toBe(201);
+
+      const started = Date.now();
+      const stalled = await postStream(query, trickle(text, 1, 0, true));
+      const took = Date.now() - started;
+      expect(stalled.status).toBe(408);
+      expect(await errorOf(stalled)).toMatchObject({
+        code: "request_timeout",
+        type: "invalid_request_error",
+      });
+      expect(took).toBeGreaterThanOrEqual(BODY_DEADLINE_MS - 50);
+      expect(took).toBeLessThan(BODY_DEADLINE_MS + 3000);
+      expect((await stubRecords(relayId)).filter((r) => r.method === "POST").length).toBe(1);
+    },
+    BODY_DEADLINE_MS + 10_000,
+  );
+});
+
+describe("wrong methods: 405 with Allow on known paths, 404 elsewhere", () => {
+  const cases: [method: string, path: string, allow: string[]][] = [
+    ["GET", "/v1/realtime/calls", ["POST", "OPTIONS"]],
+    ["PUT", "/v1/realtime/calls", ["POST", "OPTIONS"]],
+    ["DELETE", "/v1/realtime/calls", ["POST", "OPTIONS"]],
+    ["GET", "/v1/realtime/client_secrets", ["POST"]],
+    ["PUT", "/v1/realtime/calls/rtc_abcdefghijklmnop", ["GET", "PATCH", "DELETE", "OPTIONS"]],
+    ["POST", "/v1/realtime/calls/rtc_abcdefghijklmnop", ["GET", "PATCH", "DELETE", "OPTIONS"]],
+    ["GET", "/v1/realtime/calls/rtc_abcdefghijklmnop/hangup", ["POST", "OPTIONS"]],
+    ["GET", "/internal/relays/heartbeat", ["POST"]],
+    ["PUT", "/internal/calls/rtc_abcdefghijklmnop/events", ["POST"]],
+    ["POST", "/healthz", ["GET"]],
+  ];
+
+  it.each(cases)("%s %s → 405, Allow lists what is routed", async (method, path, allow) => {
+    const response = await edge(path, { method, apiKey: API_KEY });
+    expect(response.status).toBe(405);
+    const header = (response.headers.get("allow") ?? "").split(",").map((m) => m.trim());
+    expect(new Set(header)).toEqual(new Set(allow));
+    const error = await errorOf(response);
+    expect(error).toMatchObject({ code: "method_not_allowed", type: "invalid_request_error" });
+    expect(error.message).toContain(method);
+  });
+
+  it("a path nobody routes is still 404, whatever the method", async () => {
+    for (const method of ["GET", "POST", "PUT", "DELETE", "PATCH"]) {
+      const response = await edge("/v1/realtime/nothing-here", { method, apiKey: API_KEY });
+      expect(response.status).toBe(404);
+      expect(response.headers.get("allow")).toBeNull();
+    }
+  });
+});
+
+describe("wrong content types: 415 before anything is parsed", () => {
+  it("offers, sdpfrags, client_secrets and relay reports each demand their own type", async () => {
+    const { query } = await soloRelay();
+    for (const type of [
+      "text/plain",
+      "application/json",
+      "application/sdpx",
+      "",
+      "application/octet-stream",
+    ]) {
+      const response = await edge(`/v1/realtime/calls${query}`, {
+        method: "POST",
+        apiKey: API_KEY,
+        headers: type ? { "content-type": type } : {},
+        body: offerSdp(),
+      });
+      expect(response.status, type).toBe(415);
+      expect((await errorOf(response)).code).toBe("unsupported_media_type");
+    }
+    // Parameters and case do not matter; the media type does.
+    const withParams = await postOffer(offerSdp(), {
+      apiKey: API_KEY,
+      query,
+      headers: { "content-type": "Application/SDP; charset=utf-8" },
+    });
+    expect(withParams.status).toBe(201);
+
+    const callId = await placeCall(query);
+    const patch = await edge(`/v1/realtime/calls/${callId}`, {
+      method: "PATCH",
+      apiKey: API_KEY,
+      headers: { "content-type": "application/sdp" },
+      body: "a=ice-ufrag:x\r\na=ice-pwd:y\r\n",
+    });
+    expect(patch.status).toBe(415);
+
+    const mint = await edge("/v1/realtime/client_secrets", {
+      method: "POST",
+      apiKey: API_KEY,
+      headers: { "content-type": "application/x-www-form-urlencoded" },
+      body: "session=x",
+    });
+    expect(mint.status).toBe(415);
+
+    const beat = JSON.stringify(heartbeatOf({ relay_id: unique("relay") }));
+    const signed = await signedPost("/internal/relays/heartbeat", beat);
+    const plain = new Request(signed, { headers: new Headers(signed.headers) });
+    plain.headers.set("content-type", "text/plain");
+    expect((await exports.default.fetch(plain)).status).toBe(415);
+  });
+});
+
+describe("CORS with an allowlist (EARSHOT_CORS_ORIGINS)", () => {
+  const ORIGINS = { EARSHOT_CORS_ORIGINS: "https://app.example" };
+  const preflight = (origin: string, path = "/v1/realtime/calls") =>
+    edgeWith(ORIGINS, path, {
+      method: "OPTIONS",
+      headers: {
+        origin,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type",
+      },
+    });
+
+  it("refuses preflights from every origin that is not exactly a listed one, and grants none of them headers", async () => {
+    const strangers = [
+      "https://evil.example",
+      "null",
+      "http://app.example",
+      "https://app.example.evil.example",
+      "https://evil.example/https://app.example",
+      "https://app.example:8443",
+      "https://sub.app.example",
+      "https://app.exampl",
+      "*",
+    ];
+    for (const origin of strangers) {
+      for (const path of ["/v1/realtime/calls", "/v1/realtime/calls/rtc_abcdefghijklmnop"]) {
+        const response = await preflight(origin, path);
+        expect(response.status, `${origin} ${path}`).toBe(403);
+        expect(response.headers.get("access-control-allow-origin")).toBeNull();
+        expect(response.headers.get("access-control-allow-methods")).toBeNull();
+        expect((await errorOf(response)).code).toBe("origin_not_allowed");
+      }
+    }
+    const listed = await preflight("https://app.example");
+    expect(listed.status).toBe(204);
+    expect(listed.headers.get("access-control-allow-origin")).toBe("https://app.example");
+  });
+
+  it("a real request from an unknown origin is refused even with a valid API key, and reaches no relay", async () => {
+    const { relayId, query } = await soloRelay();
+    const response = await edgeWith(ORIGINS, `/v1/realtime/calls${query}`, {
+      method: "POST",
+      apiKey: API_KEY,
+      headers: { origin: "https://evil.example", "content-type": "application/sdp" },
+      body: offerSdp(),
+    });
+    expect(response.status).toBe(403);
+    expect(response.headers.get("access-control-allow-origin")).toBeNull();
+    expect(await stubRecords(relayId)).toEqual([]);
+  });
+});
