@@ -45,6 +45,8 @@ export interface CapacityResult {
   atCapacity: CapacityStep | undefined;
   steps: CapacityStep[];
   baselineRssMb: number;
+  /** Calls one core would hold if CPU were the only limit: calls × 100 / CPU % at the last step. */
+  cpuBoundEstimate: number;
   load: string;
 }
 
@@ -122,6 +124,7 @@ export async function runCapacity(
     atCapacity: undefined,
     steps: [],
     baselineRssMb: 0,
+    cpuBoundEstimate: 0,
     load: "",
   };
   try {
@@ -211,9 +214,15 @@ export async function runCapacity(
       log(
         `capacity ${calls} calls: up p99 ${step.uplinkP99Us} µs, down p99 ${step.downlinkP99Us} µs, late ${step.lateTickPct} %, lost ${step.uplinkLost}/${step.downlinkGaps}, fill ${step.downlinkFill}, cpu ${step.cpuPct} %, rss ${step.rssMb} MB ${step.pass ? "ok" : `FAIL (${step.why})`}`,
       );
-      if (!step.pass) break;
-      result.capacity = calls;
-      result.atCapacity = step;
+      result.cpuBoundEstimate = Math.floor((calls * 100) / step.cpuPct);
+      if (step.pass) {
+        result.capacity = calls;
+        result.atCapacity = step;
+      }
+      // On a shared machine other processes delay the pinned relay: late ticks alone, with the
+      // relay's core not busy, are contention, so keep ramping to find the CPU limit.
+      const contendedOnly = reasons.every((r) => r.includes("late ticks")) && step.cpuPct < 80;
+      if (!step.pass && !contendedOnly) break;
     }
   } finally {
     result.load = loadAverage();
@@ -271,7 +280,7 @@ if (import.meta.main) {
   const profileDir = args.find((a) => a.startsWith("--profile="))?.slice(10);
   const result = await runCapacity({ quick: args.includes("--quick"), vad, steps, profileDir });
   process.stdout.write(
-    `${capacityTable(result)}\ncapacity: ${result.capacity} calls (vad ${result.vad}, load ${result.load})\n`,
+    `${capacityTable(result)}\ncapacity: ${result.capacity} calls (vad ${result.vad}), CPU-bound estimate ${result.cpuBoundEstimate}, load ${result.load}\n`,
   );
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
   process.exit(0);

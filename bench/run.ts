@@ -93,6 +93,7 @@ const summary = table([
     "0",
   ],
   [`capacity, calls per core (vad ${capacity.vad})`, capacity.capacity, "≥ 100"],
+  ["  CPU-bound estimate (calls × 100 / CPU %)", capacity.cpuBoundEstimate, ""],
   ["  CPU % / RSS MB there", at ? `${at.cpuPct} / ${at.rssMb}` : "-", ""],
   ["memory per call MB", at ? `${at.rssPerCallMb}` : "-", "< 2"],
   ["edge: secrets/s, calls/s", "not measured (see bench/README.md)", ""],

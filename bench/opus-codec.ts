@@ -1,7 +1,7 @@
 // Per-frame Opus cost at 24 kHz, the relay's settings and the alternatives. Usage:
-//   npx node relay/tools/measure-codec.ts
+//   npx node bench/opus-codec.ts
 import { performance } from "node:perf_hooks";
-import { OpusDecoder, OpusEncoder, type OpusApplication } from "../media/opus-codec.ts";
+import { OpusDecoder, OpusEncoder, type OpusApplication } from "../relay/media/opus-codec.ts";
 
 const FRAMES = 2000;
 const pcm = new Int16Array(480);

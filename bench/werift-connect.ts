@@ -1,6 +1,6 @@
 // Measures answer → connected for werift peers on loopback, the way the relay answers
 // (setup:passive, so the offerer is the DTLS client). Usage:
-//   npx node relay/tools/measure-connect.ts [runs]
+//   npx node bench/werift-connect.ts [runs]
 import { performance } from "node:perf_hooks";
 import { RTCPeerConnection, type PeerConfig } from "werift";
 
