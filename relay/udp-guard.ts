@@ -16,6 +16,8 @@ export interface UdpGuardStats {
   replayedSrtp: number;
   /** Data channel messages dropped during SCTP reassembly for their size. */
   oversizeMessages: number;
+  /** Bytes SCTP holds for reassembly right now (received, not yet delivered). */
+  sctpBufferedBytes: number;
 }
 
 // The patch's fields are not in werift's typings; they are read here and nowhere else.
@@ -29,6 +31,7 @@ interface GuardedSrtp {
 }
 interface GuardedSctp {
   droppedInboundMessages?: number;
+  inboundStreams?: Record<string, { reassembly: { userData: Uint8Array }[] }>;
   onInboundMessageDropped?: { subscribe(fn: (streamId: number, bytes: number) => void): unknown };
 }
 
@@ -46,6 +49,7 @@ export function udpGuardStats(pc: RTCPeerConnection): UdpGuardStats {
     foreignPackets: 0,
     replayedSrtp: 0,
     oversizeMessages: 0,
+    sctpBufferedBytes: 0,
   };
   for (const transport of pc.iceTransports) {
     const connection = transport.connection as unknown as GuardedConnection;
@@ -59,6 +63,9 @@ export function udpGuardStats(pc: RTCPeerConnection): UdpGuardStats {
   }
   const sctp = pc.sctpTransport?.sctp as unknown as GuardedSctp | undefined;
   stats.oversizeMessages += sctp?.droppedInboundMessages ?? 0;
+  for (const stream of Object.values(sctp?.inboundStreams ?? {})) {
+    for (const chunk of stream.reassembly) stats.sctpBufferedBytes += chunk.userData.length;
+  }
   return stats;
 }
 
