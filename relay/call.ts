@@ -148,8 +148,12 @@ export class Call extends EventEmitter<CallEvents> {
       transport.role = "server";
       transport.onStateChange.subscribe(onDtlsState);
     }
-    const answer = await pc.createAnswer();
-    await pc.setLocalDescription(answer);
+    try {
+      await pc.setLocalDescription(await pc.createAnswer());
+    } catch (error) {
+      // e.g. an offer without a=mid: werift applies it, then can't answer it.
+      throw new CallSetupError(`The offer could not be answered: ${(error as Error).message}`);
+    }
     let sdp = pc.localDescription!.sdp;
     if (answerSetup(sdp) !== "passive") throw new Error("werift did not answer a=setup:passive");
     const direction = answerDirection(sdp);
@@ -184,9 +188,13 @@ export class Call extends EventEmitter<CallEvents> {
     if (candidates.length > 0) {
       offer = offer.replace(/(^m=audio.*\r?\n)/m, `$1${candidates.map((c) => `${c}\r\n`).join("")}`);
     }
+    try {
+      await this.#pc.setRemoteDescription({ type: "offer", sdp: offer });
+      await this.#pc.setLocalDescription(await this.#pc.createAnswer());
+    } catch (error) {
+      throw new CallSetupError(`The sdpfrag could not be applied: ${(error as Error).message}`);
+    }
     this.#offerSdp = offer;
-    await this.#pc.setRemoteDescription({ type: "offer", sdp: offer });
-    await this.#pc.setLocalDescription(await this.#pc.createAnswer());
     const sdp = this.#pc.localDescription!.sdp;
     const lines = sdp
       .split(/\r?\n/)
