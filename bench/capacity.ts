@@ -47,6 +47,8 @@ export interface CapacityResult {
   baselineRssMb: number;
   /** Calls one core would hold if CPU were the only limit: calls × 100 / CPU % at the last step. */
   cpuBoundEstimate: number;
+  /** The step at which calls could no longer be set up (both attempts failed), if any. */
+  setupFailedAt?: number;
   load: string;
 }
 
@@ -156,11 +158,14 @@ export async function runCapacity(
         const r = await gen.request<{ connected: number; failed: number }>({ cmd: "connect", count, target });
         gen.clients += count;
         calls += r.connected;
-        if (r.failed > 0)
-          throw new Error(
-            `${r.failed} calls failed to connect at ${want}:\n${gen.child.output().slice(-1500)}`,
-          );
+        if (r.failed > 0) {
+          // Calls that cannot even be set up (DTLS failing under load) end the ramp.
+          result.setupFailedAt = want;
+          log(`capacity: ${r.failed} calls failed to connect at ${want}:\n${gen.child.output().slice(-500)}`);
+          break;
+        }
       }
+      if (result.setupFailedAt !== undefined) break;
       await new Promise((r) => setTimeout(r, 2000)); // settle: the upstream's first deltas, jitter buffers
       const before: [Scrape, GenStats, number, number] = [
         await scrape(relay.url),
