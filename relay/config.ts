@@ -48,6 +48,11 @@ export const RelayEnv = z.object({
   RELAY_DRAIN_SECONDS: number(z.number().min(0).max(86_400)).default(300),
   /** Seconds between heartbeats to the edge. */
   RELAY_HEARTBEAT_SECONDS: number(z.number().positive().max(60)).default(5),
+  /**
+   * Seconds between per-call stats events to the edge. They are also what tells the edge a
+   * connected call's relay is alive, so keep this below the edge's EARSHOT_RELAY_SILENCE_SECONDS.
+   */
+  RELAY_STATS_SECONDS: number(z.number().positive().max(60)).default(5),
   /** A call that is not connected this long after its answer ends with `never_connected`. */
   RELAY_CONNECT_TIMEOUT_SECONDS: number(z.number().positive().max(300)).default(30),
   /** Answer as ICE-lite (the relay has a public address and never needs to check). */
@@ -75,6 +80,7 @@ export interface RelayConfig {
   capacity: number;
   drainSeconds: number;
   heartbeatSeconds: number;
+  statsSeconds: number;
   connectTimeoutSeconds: number;
   iceLite: boolean;
   edgeUrl: string | undefined;
@@ -110,6 +116,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     capacity: e.RELAY_CAPACITY,
     drainSeconds: e.RELAY_DRAIN_SECONDS,
     heartbeatSeconds: e.RELAY_HEARTBEAT_SECONDS,
+    statsSeconds: e.RELAY_STATS_SECONDS,
     connectTimeoutSeconds: e.RELAY_CONNECT_TIMEOUT_SECONDS,
     iceLite: e.RELAY_ICE_LITE === "1",
     edgeUrl: e.EARSHOT_EDGE_URL,

@@ -28,7 +28,6 @@ import { NonceCache } from "./nonce-cache.ts";
 /** Body caps: an offer plus a session config; an sdpfrag. */
 export const MAX_CREATE_BODY_BYTES = MAX_OFFER_BYTES + 96 * 1024;
 export const MAX_PATCH_BODY_BYTES = 8 * 1024;
-const STATS_INTERVAL_MS = 5000;
 
 /** The default bridge until inference is plugged in: audio in is dropped, nothing comes out. */
 export const discardingBridge: CallBridgeFactory = (): CallBridge => ({
@@ -116,7 +115,7 @@ export class RelayServer {
         resolve();
       });
     });
-    this.#statsTimer = setInterval(() => this.#reportStats(), STATS_INTERVAL_MS);
+    this.#statsTimer = setInterval(() => this.#reportStats(), this.#config.statsSeconds * 1000);
     this.edge.start();
     this.#log.info(
       { url: `http://${this.#config.httpHost}:${this.port}`, relay_id: this.#config.relayId },

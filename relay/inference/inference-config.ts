@@ -13,6 +13,11 @@ export interface InferenceConfig {
   maxRetries: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /**
+   * How often an open upstream is pinged. An upstream that sends nothing (no pong, no event)
+   * for a whole interval after a ping has stalled: the socket is dropped and the retry loop runs.
+   */
+  pingIntervalMs: number;
   /** The relay's own uplink VAD for barge-in: Silero, an energy fallback, or off. */
   relayVad: "silero" | "energy" | "off";
   /** Silence uplink audio that is only the assistant's own echo, so no VAD hears it. */
@@ -40,6 +45,7 @@ const InferenceEnv = z.object({
   INFERENCE_CONNECT_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5000),
   INFERENCE_MAX_RETRIES: z.coerce.number().int().min(0).max(10).default(3),
   INFERENCE_RETRY_BASE_MS: z.coerce.number().int().min(10).max(10_000).default(250),
+  INFERENCE_PING_INTERVAL_MS: z.coerce.number().int().min(100).max(60_000).default(5000),
   RELAY_VAD: z.enum(["silero", "energy", "off"]).default("silero"),
   RELAY_ECHO_SUPPRESSION: z.enum(["0", "1"]).default("1"),
 });
@@ -61,6 +67,7 @@ export function inferenceConfigFromEnv(env: Record<string, string | undefined>):
     maxRetries: e.INFERENCE_MAX_RETRIES,
     retryBaseMs: e.INFERENCE_RETRY_BASE_MS,
     retryMaxMs: 4000,
+    pingIntervalMs: e.INFERENCE_PING_INTERVAL_MS,
     relayVad: e.RELAY_VAD,
     echoSuppression: e.RELAY_ECHO_SUPPRESSION === "1",
   };

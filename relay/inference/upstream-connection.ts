@@ -2,6 +2,9 @@
 // settles once (open, fail, or time out); a reconnect loop driven by an AbortSignal retries
 // retryable failures with capped, jittered exponential backoff and gives up after a bounded
 // number of attempts. Fatal failures (bad key, bad URL, policy close) are not retried.
+// An open socket is pinged every `pingIntervalMs`; one that answers nothing (no pong, no event)
+// for a whole interval has stalled (the peer hangs but keeps TCP open) and is dropped like a
+// lost connection, so a stalled upstream is retried and then given up on, never waited on.
 import { setTimeout as sleep } from "node:timers/promises";
 import WebSocket from "ws";
 import { MAX_UPSTREAM_EVENT_BYTES } from "../../protocol/realtime.ts";
@@ -55,6 +58,7 @@ export class UpstreamConnection {
   readonly #abort = new AbortController();
   #socket: WebSocket | null = null;
   #gaveUp = false;
+  #stopLiveness = () => {};
   /** Connection attempts made so far (tests and logs). */
   attempts = 0;
 
@@ -80,6 +84,7 @@ export class UpstreamConnection {
   close(): void {
     if (this.#abort.signal.aborted) return;
     this.#abort.abort();
+    this.#stopLiveness();
     const socket = this.#socket;
     this.#socket = null;
     if (socket) {
@@ -104,18 +109,50 @@ export class UpstreamConnection {
         // in the same read as the upgrade, before any awaiting code would run.
         await this.#connectOnce(signal, (socket) => {
           this.#socket = socket;
+          let stalled = false;
           closed = new Promise<UpstreamFailure>((resolve) => {
-            socket.on("close", (code) => resolve(classifyClose(code)));
+            socket.on("close", (code) =>
+              resolve(
+                stalled
+                  ? {
+                      retryable: true,
+                      message: `upstream stalled (nothing for ${this.#config.pingIntervalMs} ms after a ping)`,
+                    }
+                  : classifyClose(code),
+              ),
+            );
             socket.on("error", () => {}); // `close` follows and carries the outcome
           });
+          let alive = true;
+          socket.on("pong", () => (alive = true));
           socket.on("message", (data, isBinary) => {
+            alive = true;
             if (!isBinary) this.#handlers.onMessage(data.toString());
           });
+          const liveness = setInterval(() => {
+            if (socket.readyState !== WebSocket.OPEN) {
+              clearInterval(liveness);
+              return;
+            }
+            if (!alive) {
+              stalled = true;
+              clearInterval(liveness);
+              socket.terminate();
+              return;
+            }
+            alive = false;
+            socket.ping();
+          }, this.#config.pingIntervalMs);
+          this.#stopLiveness = () => clearInterval(liveness);
           this.#handlers.onOpen(reconnected);
         });
         connectedBefore = true;
         const openedAt = performance.now();
-        failure = await closed;
+        try {
+          failure = await closed;
+        } finally {
+          this.#stopLiveness();
+        }
         this.#socket = null;
         if (signal.aborted) return;
         if (performance.now() - openedAt > STABLE_MS) failures = 0;
