@@ -74,7 +74,8 @@ export function udpGuardStats(pc: RTCPeerConnection): UdpGuardStats {
  * Call after the offer is applied (the SCTP association exists from then on).
  */
 export function onOversizeMessage(pc: RTCPeerConnection, onDrop: (bytes: number) => void): void {
-  for (const transport of pc.iceTransports) assertPatched(transport.connection as unknown as GuardedConnection);
+  for (const transport of pc.iceTransports)
+    assertPatched(transport.connection as unknown as GuardedConnection);
   const sctp = pc.sctpTransport?.sctp as unknown as GuardedSctp | undefined;
   sctp?.onInboundMessageDropped?.subscribe((_streamId, bytes) => onDrop(bytes));
 }

@@ -82,7 +82,11 @@ describe("remote candidates in the offer", () => {
     expect(offered).toBeGreaterThan(MAX_REMOTE_CANDIDATES + 1);
     await client.connected();
     await client.channelOpen();
-    await waitFor(() => call.udpGuard.refusedCandidates === offered - MAX_REMOTE_CANDIDATES, 3000, "refusals");
+    await waitFor(
+      () => call.udpGuard.refusedCandidates === offered - MAX_REMOTE_CANDIDATES,
+      3000,
+      "refusals",
+    );
     expect(call.udpGuard.remoteCandidates).toBe(MAX_REMOTE_CANDIDATES);
     expect(call.state).toBe("connected");
   });

@@ -55,7 +55,11 @@ describe("data channel messages over the size cap", () => {
       const peak = await peakBuffered(call, async () => {
         client.channel.send(`"${"x".repeat(size - 2)}"`);
         client.channel.send('{"type":"after.big"}');
-        await waitFor(() => bridge.messages.includes('{"type":"after.big"}'), 20_000, "message after the big one");
+        await waitFor(
+          () => bridge.messages.includes('{"type":"after.big"}'),
+          20_000,
+          "message after the big one",
+        );
       });
       expect(bridge.messages).toEqual(['{"type":"after.big"}']);
       expect(call.droppedMessages - before).toBe(1);
@@ -86,7 +90,9 @@ describe("data channel floods", () => {
     await waitFor(() => bridge.messages.length === 300, 10_000, "300 messages at the bridge");
     expect(bridge.messages.every((m, i) => m === `{"type":"flood","i":${i}}`)).toBe(true);
     expect(call.state).toBe("connected");
-    console.info(`[figures] data channel burst: 300 messages in ${Math.round(performance.now() - start)} ms, 0 lost`);
+    console.info(
+      `[figures] data channel burst: 300 messages in ${Math.round(performance.now() - start)} ms, 0 lost`,
+    );
   });
 
   it("of 5000 messages in one burst keep the call alive and what arrives in order", async () => {
@@ -101,7 +107,11 @@ describe("data channel floods", () => {
     expect(bridge.messages.every((m, i) => m === `{"type":"flood","i":${i}}`)).toBe(true);
     expect(call.state).toBe("connected");
     bridge.ctx.events.send('{"type":"still.alive"}');
-    await waitFor(() => client.messages.includes('{"type":"still.alive"}'), 5000, "relay → client after the flood");
+    await waitFor(
+      () => client.messages.includes('{"type":"still.alive"}'),
+      5000,
+      "relay → client after the flood",
+    );
     console.info(
       `[figures] data channel flood: 5000 sent, ${bridge.messages.length} delivered in order in 2 s`,
     );
@@ -111,7 +121,11 @@ describe("data channel floods", () => {
     const { client, call, bridge } = await connect();
     for (let i = 0; i < 200; i++) client.channel.send(Buffer.alloc(1000, i));
     client.channel.send('{"type":"text.after.binary"}');
-    await waitFor(() => bridge.messages.includes('{"type":"text.after.binary"}'), 10_000, "text after binary");
+    await waitFor(
+      () => bridge.messages.includes('{"type":"text.after.binary"}'),
+      10_000,
+      "text after binary",
+    );
     expect(bridge.messages).toEqual(['{"type":"text.after.binary"}']);
     expect(call.droppedMessages).toBe(200);
     expect(call.state).toBe("connected");
@@ -123,7 +137,11 @@ describe("data channel floods", () => {
     const peak = await peakBuffered(call, async () => {
       for (let i = 0; i < 8; i++) client.channel.send(big);
       client.channel.send('{"type":"after.many.big"}');
-      await waitFor(() => bridge.messages.includes('{"type":"after.many.big"}'), 30_000, "message after them");
+      await waitFor(
+        () => bridge.messages.includes('{"type":"after.many.big"}'),
+        30_000,
+        "message after them",
+      );
     });
     expect(call.droppedMessages).toBe(8);
     // One message never holds more than the cap; together, several in flight stay within the

@@ -25,7 +25,7 @@ afterEach(async () => {
 });
 
 type DtlsKeys = NonNullable<PeerConfig["dtls"]["keys"]>;
-const ECDSA_SHA256 = { signature: 3, hash: 4 };
+const ECDSA_SHA256 = { signature: 3, hash: 4 } as const;
 const P256 = 23;
 
 async function keyPair(): Promise<DtlsKeys> {
@@ -45,9 +45,9 @@ class KeyedClient extends TestClient {
     super();
     // werift reads `dtls.keys` in its constructor, which TestClient has run; set the identity
     // the same way before the first offer creates the DTLS transport.
-    (this.pc as unknown as { secureManager: { setupCertificate(k: DtlsKeys): void } }).secureManager.setupCertificate(
-      keys,
-    );
+    (
+      this.pc as unknown as { secureManager: { setupCertificate(k: DtlsKeys): void } }
+    ).secureManager.setupCertificate(keys);
   }
 }
 

@@ -74,10 +74,14 @@ const sdpLine = fc.oneof(
   fc.string({ maxLength: 120 }),
   fc.stringMatching(/^a=candidate:[ -~]{0,100}$/),
 );
-const sdpText = fc.array(sdpLine, { maxLength: 60 }).chain((lines) =>
-  fc.constantFrom("\r\n", "\n", "\r").map((eol) => lines.join(eol)),
+const sdpText = fc
+  .array(sdpLine, { maxLength: 60 })
+  .chain((lines) => fc.constantFrom("\r\n", "\n", "\r").map((eol) => lines.join(eol)));
+const anyText = fc.oneof(
+  sdpText,
+  fc.string({ maxLength: 2000 }),
+  fc.string({ unit: "binary", maxLength: 500 }),
 );
-const anyText = fc.oneof(sdpText, fc.string({ maxLength: 2000 }), fc.string({ unit: "binary", maxLength: 500 }));
 
 function timed<T>(fn: () => T): [T, number] {
   const start = performance.now();
@@ -103,7 +107,11 @@ describe("relay/sdp.ts", () => {
       { numRuns: 3000 },
     );
     // Pathological shapes for the regexes: long runs with no match.
-    for (const text of ["m=audio".repeat(20_000), "a=candidate:1 1 ".repeat(20_000), `m=audio${" ".repeat(100_000)}`]) {
+    for (const text of [
+      "m=audio".repeat(20_000),
+      "a=candidate:1 1 ".repeat(20_000),
+      `m=audio${" ".repeat(100_000)}`,
+    ]) {
       const [, ms] = timed(() => {
         answerDirection(text);
         rewriteCandidateAddress(text, "127.0.0.1", "203.0.113.7");
@@ -121,7 +129,10 @@ describe("STUN parsing (werift parseMessage, patched)", () => {
       type: fc.oneof(fc.constantFrom(0x0001, 0x0101, 0x0111, 0x0003), fc.integer({ min: 0, max: 0x3fff })),
       attrs: fc.array(
         fc.record({
-          type: fc.oneof(fc.constantFrom(0x0006, 0x0008, 0x8028, 0x0024, 0x0020, 0x8029, 0x802a, 0x0025), fc.integer({ min: 0, max: 0xffff })),
+          type: fc.oneof(
+            fc.constantFrom(0x0006, 0x0008, 0x8028, 0x0024, 0x0020, 0x8029, 0x802a, 0x0025),
+            fc.integer({ min: 0, max: 0xffff }),
+          ),
           value: fc.uint8Array({ maxLength: 64 }),
           lie: fc.integer({ min: -8, max: 8 }),
         }),
@@ -145,7 +156,10 @@ describe("STUN parsing (werift parseMessage, patched)", () => {
       header.fill(7, 8, 20);
       return Buffer.concat([header, body]);
     });
-  const datagram = fc.oneof(stunShaped, fc.uint8Array({ maxLength: 600 }).map((b) => Buffer.from(b)));
+  const datagram = fc.oneof(
+    stunShaped,
+    fc.uint8Array({ maxLength: 600 }).map((b) => Buffer.from(b)),
+  );
 
   it("never throws and stays within the bound, with and without an integrity key", () => {
     let cases = 0;
@@ -214,7 +228,11 @@ describe("offers and sdpfrags through the HTTP API", () => {
       fc.asyncProperty(fc.oneof(mutatedOffer, sdpText), async (sdp) => {
         const callId = newCallId();
         const start = performance.now();
-        const response = await postCall(relay.url, { call_id: callId, offer_sdp: sdp }, await ticketFor(callId, sdp));
+        const response = await postCall(
+          relay.url,
+          { call_id: callId, offer_sdp: sdp },
+          await ticketFor(callId, sdp),
+        );
         const ms = performance.now() - start;
         worst = Math.max(worst, ms);
         statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
@@ -245,7 +263,11 @@ describe("offers and sdpfrags through the HTTP API", () => {
     const frag = fc.oneof(
       sdpText,
       fc
-        .tuple(fc.stringMatching(/^[!-~]{0,40}$/), fc.stringMatching(/^[!-~]{0,40}$/), fc.array(sdpLine, { maxLength: 10 }))
+        .tuple(
+          fc.stringMatching(/^[!-~]{0,40}$/),
+          fc.stringMatching(/^[!-~]{0,40}$/),
+          fc.array(sdpLine, { maxLength: 10 }),
+        )
         .map(([u, p, rest]) => [`a=ice-ufrag:${u}`, `a=ice-pwd:${p}`, ...rest, ""].join("\r\n")),
     );
     try {
@@ -273,6 +295,8 @@ describe("offers and sdpfrags through the HTTP API", () => {
     }
     const health = await fetch(`${relay.url}/health`);
     expect(health.status).toBeLessThan(500);
-    console.info(`[figures] PATCH sdpfrag fuzz: 150 fragments, statuses ${JSON.stringify(Object.fromEntries(statuses))}`);
+    console.info(
+      `[figures] PATCH sdpfrag fuzz: 150 fragments, statuses ${JSON.stringify(Object.fromEntries(statuses))}`,
+    );
   });
 });

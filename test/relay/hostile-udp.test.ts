@@ -111,10 +111,22 @@ function forgeries(c: Connected): Forgery[] {
   return [
     { name: "no USERNAME, no MESSAGE-INTEGRITY", bytes: request({}) },
     { name: "right USERNAME, no MESSAGE-INTEGRITY", bytes: request({ username }) },
-    { name: "right USERNAME, integrity with a wrong password", bytes: request({ username, key: "x".repeat(22) }) },
-    { name: "right USERNAME, integrity with the client's password", bytes: request({ username, key: c.clientPwd }) },
-    { name: "unknown ufrag, integrity with the relay's password", bytes: request({ username: `zzzz:${c.clientUfrag}`, key: c.relayPwd }) },
-    { name: "USERNAME reversed", bytes: request({ username: `${c.clientUfrag}:${c.relayUfrag}`, key: c.relayPwd }) },
+    {
+      name: "right USERNAME, integrity with a wrong password",
+      bytes: request({ username, key: "x".repeat(22) }),
+    },
+    {
+      name: "right USERNAME, integrity with the client's password",
+      bytes: request({ username, key: c.clientPwd }),
+    },
+    {
+      name: "unknown ufrag, integrity with the relay's password",
+      bytes: request({ username: `zzzz:${c.clientUfrag}`, key: c.relayPwd }),
+    },
+    {
+      name: "USERNAME reversed",
+      bytes: request({ username: `${c.clientUfrag}:${c.relayUfrag}`, key: c.relayPwd }),
+    },
     { name: "USERNAME without a colon", bytes: request({ username: c.relayUfrag, key: c.relayPwd }) },
     { name: "empty USERNAME", bytes: request({ username: "", key: c.relayPwd }) },
     {
@@ -125,9 +137,15 @@ function forgeries(c: Connected): Forgery[] {
         return out;
       }),
     },
-    { name: "nomination (USE-CANDIDATE) without credentials", bytes: request({ username, useCandidate: true }) },
+    {
+      name: "nomination (USE-CANDIDATE) without credentials",
+      bytes: request({ username, useCandidate: true }),
+    },
     { name: "TURN Allocate without credentials", bytes: request({ method: ALLOCATE }) },
-    { name: "TURN Allocate with a wrong password", bytes: request({ method: ALLOCATE, username, key: "nope" }) },
+    {
+      name: "TURN Allocate with a wrong password",
+      bytes: request({ method: ALLOCATE, username, key: "nope" }),
+    },
     { name: "integrity with an empty password", bytes: request({ username, key: "" }) },
   ];
 }
@@ -172,7 +190,11 @@ describe("forged STUN binding requests", () => {
     const relayUfrag = /^a=ice-ufrag:(\S+)/m.exec(client.answerSdp)![1]!;
     const attacker = await rawSocket();
     for (let i = 0; i < 20; i++) {
-      await send(attacker.socket, request({ username: `${relayUfrag}:evil`, key: "guess", useCandidate: true }), relayPort);
+      await send(
+        attacker.socket,
+        request({ username: `${relayUfrag}:evil`, key: "guess", useCandidate: true }),
+        relayPort,
+      );
     }
     await client.connected();
     await client.channelOpen();
