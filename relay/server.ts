@@ -59,6 +59,8 @@ export class RelayServer {
   #statsTimer: NodeJS.Timeout | undefined;
   #drainTimer: NodeJS.Timeout | undefined;
   #closing: Promise<void> | undefined;
+  /** The heartbeat that tells the edge this relay is draining; close() lets it arrive. */
+  #drainNotice: Promise<unknown> = Promise.resolve();
   /** Calls being set up (counted against capacity before they are in `calls`). */
   #pending = 0;
 
@@ -132,7 +134,7 @@ export class RelayServer {
     if (!this.#draining) {
       this.#draining = true;
       this.#log.info({ active_calls: this.calls.size, deadline_s: deadlineSeconds }, "draining");
-      void this.edge.sendHeartbeat();
+      this.#drainNotice = this.edge.sendHeartbeat();
     }
     return new Promise((resolve) => {
       const check = () => {
@@ -167,6 +169,9 @@ export class RelayServer {
       if (this.#drainTimer) clearTimeout(this.#drainTimer);
       await Promise.all([...this.calls.values()].map((call) => call.end(reason)));
       this.pacer.stop();
+      // Without this, a relay with no calls exits before the edge hears it is draining, and the
+      // edge keeps sending it calls until its heartbeats go stale. Bounded by the request timeout.
+      await this.#drainNotice;
       await this.edge.close(1000);
       await new Promise<void>((resolve) => {
         this.#http.close(() => resolve());
