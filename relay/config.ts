@@ -1,6 +1,7 @@
 // The relay's one config, read from the environment and validated once at start-up.
 // Names follow DESIGN.md "Configuration and ports"; a bad value stops the process with a
 // message naming the variable.
+import { readFileSync } from "node:fs";
 import { z } from "zod";
 
 const PORT_RANGE = /^(\d{1,5})-(\d{1,5})$/;
@@ -37,6 +38,9 @@ export const RelayEnv = z.object({
   /** The relay's HTTP API as the edge reaches it. Default: http://127.0.0.1:<RELAY_HTTP_PORT>. */
   RELAY_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
   RELAY_HTTP_PORT: number(z.number().int().min(0).max(65535)).default(8790),
+  /** PEM certificate chain and key files: with both, the HTTP API is served over HTTPS. */
+  RELAY_TLS_CERT: z.string().min(1).optional(),
+  RELAY_TLS_KEY: z.string().min(1).optional(),
   /** Address the HTTP API listens on. */
   RELAY_HTTP_HOST: z.string().min(1).default("127.0.0.1"),
   /** Address advertised in ICE candidates (host candidates carry it). Unset: the bound address. */
@@ -74,6 +78,8 @@ export interface RelayConfig {
   publicUrl: string;
   httpPort: number;
   httpHost: string;
+  /** PEM contents read at start-up; set when the API is served over HTTPS. */
+  tls: { cert: Buffer; key: Buffer } | undefined;
   publicIp: string | undefined;
   mediaIp: string;
   udpPorts: [number, number];
@@ -102,14 +108,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`Invalid relay configuration:\n  ${lines.join("\n  ")}`);
   }
   const e = parsed.data;
+  const tls = loadTls(e.RELAY_TLS_CERT, e.RELAY_TLS_KEY);
   return {
     relayId: e.RELAY_ID,
     region: e.RELAY_REGION,
     lat: e.RELAY_LAT,
     lon: e.RELAY_LON,
-    publicUrl: e.RELAY_PUBLIC_URL ?? `http://127.0.0.1:${e.RELAY_HTTP_PORT}`,
+    publicUrl: e.RELAY_PUBLIC_URL ?? `${tls ? "https" : "http"}://127.0.0.1:${e.RELAY_HTTP_PORT}`,
     httpPort: e.RELAY_HTTP_PORT,
     httpHost: e.RELAY_HTTP_HOST,
+    tls,
     publicIp: e.RELAY_PUBLIC_IP,
     mediaIp: e.RELAY_MEDIA_IP,
     udpPorts: e.RELAY_UDP_PORTS,
@@ -124,5 +132,34 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     inferenceUrl: e.INFERENCE_URL,
     inferenceApiKey: e.INFERENCE_API_KEY,
     logLevel: e.LOG_LEVEL,
+  };
+}
+
+/** Both files or neither; each must be readable PEM. Read once: rotate a certificate by restarting. */
+function loadTls(certPath: string | undefined, keyPath: string | undefined): RelayConfig["tls"] {
+  if (certPath === undefined && keyPath === undefined) return undefined;
+  if (certPath === undefined)
+    throw new ConfigError("Invalid relay configuration:\n  RELAY_TLS_CERT: required with RELAY_TLS_KEY");
+  if (keyPath === undefined)
+    throw new ConfigError("Invalid relay configuration:\n  RELAY_TLS_KEY: required with RELAY_TLS_CERT");
+  const read = (variable: string, path: string, marker: RegExp): Buffer => {
+    let pem: Buffer;
+    try {
+      pem = readFileSync(path);
+    } catch (error) {
+      throw new ConfigError(
+        `Invalid relay configuration:\n  ${variable}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? "error"})`,
+      );
+    }
+    if (!marker.test(pem.toString("latin1"))) {
+      throw new ConfigError(
+        `Invalid relay configuration:\n  ${variable}: ${path} is not a PEM file of the expected kind`,
+      );
+    }
+    return pem;
+  };
+  return {
+    cert: read("RELAY_TLS_CERT", certPath, /-----BEGIN CERTIFICATE-----/),
+    key: read("RELAY_TLS_KEY", keyPath, /-----BEGIN (RSA |EC )?PRIVATE KEY-----/),
   };
 }

@@ -2,6 +2,7 @@
 // ICE-restart it, end it; health and Prometheus metrics. It owns the calls, the shared pacer,
 // the edge client and the drain.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createTlsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { CLOCK_SKEW_SECONDS, verifyTicket } from "../protocol/ticket.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../protocol/signed-request.ts";
@@ -80,9 +81,13 @@ export class RelayServer {
       heartbeatSeconds: this.#config.heartbeatSeconds,
       heartbeat: () => this.heartbeat(),
     });
-    this.#http = createServer({ requestTimeout: 10_000, headersTimeout: 5_000 }, (req, res) => {
-      void this.#handle(req, res);
-    });
+    const limits = { requestTimeout: 10_000, headersTimeout: 5_000 };
+    const handler = (req: IncomingMessage, res: ServerResponse) => void this.#handle(req, res);
+    // RELAY_TLS_CERT/KEY: the edge reaches relays over the internet, so production serves HTTPS.
+    const tls = this.#config.tls;
+    this.#http = tls
+      ? createTlsServer({ ...limits, cert: tls.cert, key: tls.key }, handler)
+      : createServer(limits, handler);
     this.#http.keepAliveTimeout = 5_000;
   }
 
@@ -120,7 +125,10 @@ export class RelayServer {
     this.#statsTimer = setInterval(() => this.#reportStats(), this.#config.statsSeconds * 1000);
     this.edge.start();
     this.#log.info(
-      { url: `http://${this.#config.httpHost}:${this.port}`, relay_id: this.#config.relayId },
+      {
+        url: `${this.#config.tls ? "https" : "http"}://${this.#config.httpHost}:${this.port}`,
+        relay_id: this.#config.relayId,
+      },
       "relay listening",
     );
     return this.port;
