@@ -22,7 +22,7 @@ import type { Pacer } from "./media/pacer.ts";
 import { Uplink, type UplinkDecoder } from "./media/uplink.ts";
 import type { RelayMetrics } from "./metrics.ts";
 import { MAX_CLIENT_MESSAGE_BYTES, peerConfig, type MediaNetwork } from "./peer-config.ts";
-import { answerDirection, answerSetup, rewriteCandidateAddress } from "./sdp.ts";
+import { answerDirection, answerSetup, rewriteCandidateAddress, withoutEndOfCandidates } from "./sdp.ts";
 import { onOversizeMessage, udpGuardStats, type UdpGuardStats } from "./udp-guard.ts";
 
 export const EVENTS_CHANNEL_LABEL = "oai-events";
@@ -116,6 +116,7 @@ export class Call extends EventEmitter<CallEvents> {
 
   /** Applies the offer and returns the answer SDP. Throws CallSetupError for an unusable offer. */
   async answer(offerSdp: string): Promise<string> {
+    offerSdp = withoutEndOfCandidates(offerSdp);
     this.#offerSdp = offerSdp;
     const pc = this.#pc;
     pc.onDataChannel.subscribe((channel) => this.#onDataChannel(channel));
@@ -346,7 +347,9 @@ export class Call extends EventEmitter<CallEvents> {
       end: (reason, message) => void this.end(reason, message),
     };
     this.#bridge = this.#options.bridgeFactory(ctx);
-    pacer.add(this.#downlink);
+    // The downlink joins the pacer when the transport connects: a frame "sent" before DTLS is
+    // up never reaches the client, and the PlayoutLedger must only count what could.
+    if (this.#state === "connected") pacer.add(this.#downlink);
   }
 
   #onDataChannel(channel: RTCDataChannel): void {
@@ -396,6 +399,7 @@ export class Call extends EventEmitter<CallEvents> {
         if (this.#state !== "connected") {
           this.#state = "connected";
           this.connectedAt = performance.now();
+          if (this.#downlink) this.#options.pacer.add(this.#downlink);
           this.#log.info({ ms: Math.round(this.connectedAt - this.createdAt) }, "call connected");
           this.emit("connected");
         }
