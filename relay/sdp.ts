@@ -22,3 +22,13 @@ export function rewriteCandidateAddress(sdp: string, boundIp: string, publicIp: 
       address === boundIp ? `${head}${publicIp}${tail}` : line,
   );
 }
+
+/**
+ * Drops `a=end-of-candidates`. The edge strips candidates the relay must not try (mDNS, private
+ * addresses), which can leave an offer with none at all; werift then fails ICE at once instead
+ * of waiting for the client's checks, which are what give the relay its peer-reflexive
+ * candidate. Without the marker it waits, bounded by the call's connect timeout.
+ */
+export function withoutEndOfCandidates(sdp: string): string {
+  return sdp.replace(/^a=end-of-candidates\r?\n/gm, "");
+}
