@@ -10,7 +10,7 @@ import { clientIp, enforceRateLimit } from "./rate-limiter.ts";
 import { createCall, getCall, hangupCall, patchCall } from "./routes/calls.ts";
 import { createClientSecret, createDevClientSecret } from "./routes/client-secrets.ts";
 import { getIceServers, ICE_SERVERS_PATH } from "./routes/ice-servers.ts";
-import { relayCallEvent, relayHeartbeat } from "./routes/internal.ts";
+import { listRelays, relayCallEvent, relayHeartbeat } from "./routes/internal.ts";
 
 export { CallSession } from "./call-session.ts";
 export { ClientSecretLedger } from "./client-secret-ledger.ts";
@@ -63,6 +63,7 @@ router
   .patch("/v1/realtime/calls/:id", patchCall)
   .delete("/v1/realtime/calls/:id", hangupCall)
   .post("/v1/realtime/calls/:id/hangup", hangupCall)
+  .get("/admin/relays", listRelays)
   .post("/internal/relays/heartbeat", relayHeartbeat)
   .post("/internal/calls/:id/events", relayCallEvent);
 

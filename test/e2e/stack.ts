@@ -206,3 +206,33 @@ export async function startRelay(options: RelayOptions = {}): Promise<Relay> {
   }
   return { ...proc, id, url };
 }
+
+export interface RelayAtEdge {
+  relay_id: string;
+  region: string;
+  usable: boolean;
+  unusable_reason: string | null;
+  active_calls: number;
+}
+
+/** The edge's registry, as an operator sees it (GET /admin/relays). */
+export async function relaysAtEdge(edge: Edge): Promise<RelayAtEdge[]> {
+  const res = await fetch(`${edge.url}/admin/relays`, {
+    headers: { Authorization: `Bearer ${edge.apiKey}` },
+  });
+  if (!res.ok) throw new Error(`GET /admin/relays: ${res.status} ${await res.text()}`);
+  return ((await res.json()) as { data: RelayAtEdge[] }).data;
+}
+
+/** Waits until the edge sees `relayId` as usable (or, with `usable: false`, as not usable). */
+export async function waitForRelayAtEdge(edge: Edge, relayId: string, usable = true, timeoutMs = 30_000) {
+  return waitUntil(
+    `relay ${relayId} to be ${usable ? "usable" : "unusable"} at the edge`,
+    async () => {
+      const relay = (await relaysAtEdge(edge)).find((r) => r.relay_id === relayId);
+      return (relay?.usable ?? false) === usable ? (relay ?? true) : undefined;
+    },
+    timeoutMs,
+    200,
+  );
+}

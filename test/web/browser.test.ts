@@ -12,7 +12,7 @@ import {
   startEdge,
   startProcess,
   startRelay,
-  waitUntil,
+  waitForRelayAtEdge,
   type Edge,
   type ManagedProcess,
   type Relay,
@@ -49,17 +49,14 @@ describe("browser, through the edge and a relay to the built-in agent", { timeou
       AGENT_REPLY: "speak",
     });
     edge = await startEdge();
-    relay = await startRelay({ edge, inferenceUrl: `ws://127.0.0.1:${agentPort}/v1/realtime` });
-    // The relay is usable once its heartbeat reached the edge's registry.
-    await waitUntil("the relay to register with the edge", async () => {
-      const res = await fetch(`${edge.url}/v1/realtime/calls`, {
-        method: "POST",
-        headers: { Authorization: `Bearer ${edge.apiKey}`, "Content-Type": "application/sdp" },
-        body: "v=0",
-      });
-      await res.body?.cancel();
-      return res.status !== 503 ? true : undefined;
+    relay = await startRelay({
+      edge,
+      inferenceUrl: `ws://127.0.0.1:${agentPort}/v1/realtime`,
+      // Frequent heartbeats, so the edge notices quickly when the last test kills the relay.
+      env: { RELAY_HEARTBEAT_SECONDS: "1" },
     });
+    // The relay is usable once its heartbeat reached the edge's registry.
+    await waitForRelayAtEdge(edge, relay.id);
     browser = await launchChromium(wav, join(dir, "profile"));
   }, 120_000);
 
@@ -188,5 +185,46 @@ describe("browser, through the edge and a relay to the built-in agent", { timeou
     } finally {
       appServer.close();
     }
+  });
+  it("tells the user when the microphone is refused", async () => {
+    const page = await browser.newPage();
+    await page.addInitScript(() => {
+      // What the browser does when the user clicks "Block" on the microphone prompt.
+      navigator.mediaDevices.getUserMedia = () =>
+        Promise.reject(new DOMException("Permission denied", "NotAllowedError"));
+    });
+    await page.goto(`${edge.url}/`);
+    await page.click("#talk");
+    await page.waitForSelector("#error:not([hidden])");
+    expect(await page.textContent("#error")).toMatch(/microphone is blocked/i);
+    expect(await page.textContent("#talk")).toBe("Talk");
+    await page.close();
+  });
+
+  // Last: it kills the relay.
+  it("tells the user when the call drops and when no relay is available", async () => {
+    const page = await browser.newPage();
+    await page.goto(`${edge.url}/`);
+    await page.click("#talk");
+    await page.waitForFunction(() => document.querySelector("#talk")?.textContent === "Hang up", null, {
+      timeout: 20_000,
+    });
+    await relay.stop("SIGKILL");
+    await page.waitForSelector("#error:not([hidden])", { timeout: 30_000 });
+    expect(await page.textContent("#error")).toMatch(/call dropped/i);
+    expect(await page.textContent("#talk")).toBe("Talk");
+
+    // Once the edge has missed three heartbeats, a new call is refused with a clear message.
+    await waitForRelayAtEdge(edge, relay.id, false);
+    await page.click("#talk");
+    await page.waitForFunction(
+      () => /no relay/i.test(document.querySelector("#error")?.textContent ?? ""),
+      null,
+      {
+        timeout: 20_000,
+      },
+    );
+    await page.screenshot({ path: join(ARTIFACTS, "demo-no-relay.png") });
+    await page.close();
   });
 });

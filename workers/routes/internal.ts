@@ -6,8 +6,10 @@ import { CallId, Heartbeat, RelayCallEvent } from "../../protocol/relay-api.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
 import { decodeText, mediaType, readCapped, unsupportedMediaType } from "../body.ts";
 import { edgeConfig } from "../config.ts";
+import { requireApiKey } from "../auth.ts";
 import { ApiError, badRequest, notFound, unauthorized } from "../errors.ts";
 import { remember } from "../relay-cache.ts";
+import { whyUnusable } from "../relay-choice.ts";
 import { REGISTRY_NAME } from "../relay-registry.ts";
 import { zodBadRequest } from "../session-config.ts";
 
@@ -59,4 +61,24 @@ export async function relayCallEvent(request: IRequest, env: Env): Promise<Respo
   const outcome = await env.CALL_SESSION.getByName(id.data).relayEvent(event);
   if (!outcome.ok) throw ApiError.from(outcome.error);
   return new Response(null, { status: 204 });
+}
+
+/**
+ * GET /admin/relays (API key): the registry as the edge sees it, for operators: each relay, when
+ * it was last heard from, and whether it takes calls now (and if not, why).
+ */
+export async function listRelays(request: IRequest, env: Env): Promise<Response> {
+  await requireApiKey(edgeConfig(env), request);
+  const { relays, at } = await env.RELAY_REGISTRY.getByName(REGISTRY_NAME).snapshot();
+  return Response.json({
+    object: "list",
+    data: relays
+      .sort((a, b) => a.relay_id.localeCompare(b.relay_id))
+      .map((relay) => ({
+        ...relay,
+        last_seen_ago_ms: at - relay.last_seen_ms,
+        usable: whyUnusable(relay, at) === undefined,
+        unusable_reason: whyUnusable(relay, at) ?? null,
+      })),
+  });
 }
