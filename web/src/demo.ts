@@ -31,7 +31,7 @@ function setTiming(id: string, ms: number | undefined): void {
 function logEvent(event: RealtimeServerEvent): void {
   demoState.events.push(event.type);
   const li = document.createElement("li");
-  li.textContent = event.type;
+  li.textContent = event.type === "earshot.connection" ? `connection: ${String(event.state)}` : event.type;
   eventsList.prepend(li);
   while (eventsList.children.length > 200) eventsList.lastChild!.remove();
 }
@@ -118,6 +118,8 @@ async function start(): Promise<void> {
   status.textContent = "Connecting…";
   startedAt = performance.now();
   firstAudioHeard = false;
+  for (const id of ["t-secret", "t-answer", "t-ice", "t-audio"]) $(id).textContent = "—";
+  bargeIn.hidden = true;
   try {
     mic = await navigator.mediaDevices.getUserMedia({
       audio: { echoCancellation: true, noiseSuppression: true },
@@ -175,6 +177,8 @@ async function stop(): Promise<void> {
   mic = null;
   await audioContext?.close();
   audioContext = null;
+  $<HTMLMeterElement>("input-level").value = $<HTMLMeterElement>("output-level").value = 0;
+  demoState.inputLevel = demoState.outputLevel = 0;
   talk.textContent = "Talk";
   talk.classList.remove("live");
   status.textContent = "Idle";
