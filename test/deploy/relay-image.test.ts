@@ -96,6 +96,7 @@ describe("the relay image's install and start, without Docker", { timeout: 600_0
   it("starts from that tree, passes the HEALTHCHECK, and drains and exits 0 on SIGTERM", async () => {
     expect(install.status, install.output).toBe(0);
     const port = await freePort();
+    // worker-configuration.d.ts widens NodeJS.ProcessEnv with the Worker's bindings; a relay needs none.
     const env = {
       PATH,
       NODE_ENV: "production",
@@ -104,7 +105,7 @@ describe("the relay image's install and start, without Docker", { timeout: 600_0
       RELAY_UDP_PORTS: "32600-32699",
       EARSHOT_RELAY_SECRET: "image-test-relay-secret",
       RELAY_DRAIN_SECONDS: "5",
-    };
+    } as Record<string, string> as NodeJS.ProcessEnv;
     const healthcheck = () =>
       spawnSync(process.execPath, ["deploy/relay/healthcheck.ts"], { cwd: app, env, encoding: "utf8" })
         .status;
