@@ -25,6 +25,14 @@ import { MAX_CLIENT_MESSAGE_BYTES, peerConfig, type MediaNetwork } from "./peer-
 import { answerDirection, answerSetup, rewriteCandidateAddress, withoutEndOfCandidates } from "./sdp.ts";
 import { onOversizeMessage, udpGuardStats, type UdpGuardStats } from "./udp-guard.ts";
 
+// Memory per call: Node 24 carves small Buffers (Buffer.from, allocUnsafe < 32 KiB) out of
+// 64 KiB pool slabs, and one live Buffer keeps its whole slab alive. werift keeps many small
+// per-call Buffers for the call's lifetime (DTLS keys and certificate, SRTP session keys, ...),
+// so each call pinned several slabs allocated among other calls' per-packet garbage. With
+// 8 KiB slabs (Node ≤ 22's default) the same Buffers pin an eighth of that; the per-packet
+// allocations are short-lived either way. Measured with bench/capacity.ts --heap.
+if (Buffer.poolSize > 8 * 1024) Buffer.poolSize = 8 * 1024;
+
 export const EVENTS_CHANNEL_LABEL = "oai-events";
 /** A call whose ICE stays disconnected this long has lost its client. */
 const DISCONNECTED_GRACE_MS = 10_000;
@@ -69,6 +77,19 @@ function opusUplinkDecoder(): UplinkDecoder {
     conceal: (out) => decoder.conceal(out),
     recover: (next, out) => decoder.recover(next, out),
   };
+}
+
+/**
+ * werift 0.25 restarts the ICE agent on new remote credentials but then never runs its checks
+ * while DTLS is up: connect() returns early on a connected DTLS transport, and re-gathering
+ * sets the agent "completed" with no pair. A restarted call would never reconnect. This starts
+ * the checks of every ICE transport that a restart left without a nominated pair.
+ */
+export function startRestartedIce(pc: RTCPeerConnection, log?: Logger): void {
+  for (const { iceTransport } of pc.dtlsTransports) {
+    if (iceTransport.connection.nominated || iceTransport.state === "checking") continue;
+    iceTransport.start().catch((error: unknown) => log?.warn({ err: error }, "ICE restart checks failed"));
+  }
 }
 
 export class Call extends EventEmitter<CallEvents> {
@@ -192,6 +213,7 @@ export class Call extends EventEmitter<CallEvents> {
     try {
       await this.#pc.setRemoteDescription({ type: "offer", sdp: offer });
       await this.#pc.setLocalDescription(await this.#pc.createAnswer());
+      startRestartedIce(this.#pc, this.#log);
     } catch (error) {
       throw new CallSetupError(`The sdpfrag could not be applied: ${(error as Error).message}`);
     }
