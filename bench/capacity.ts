@@ -4,7 +4,8 @@
 // Calls are added in steps; each step is held for a few seconds and judged on the relay's own
 // numbers: per-frame work p99 < 5 ms, < 1 % late pacer ticks, no loss. Also reports the relay's
 // CPU % and RSS per call, and per-frame work at the lightest step.
-//   npx node bench/capacity.ts [--quick] [--vad=off|energy|silero] [--steps=10,20,40] [--profile=DIR]
+//   npx node bench/capacity.ts [--quick] [--vad=off|energy|silero] [--steps=10,20,40] [--profile=DIR] [--heap=DIR]
+import { mkdirSync, readdirSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import type { RelayTarget } from "./lib/bench-client.ts";
 import { cpuSeconds, loadAverage, rssMb, startBenchRelay, startNode, type Child } from "./lib/procs.ts";
@@ -32,6 +33,9 @@ export interface CapacityStep {
   cpuPct: number;
   rssMb: number;
   rssPerCallMb: number;
+  /** V8 heap in use and memory outside it (Buffers, native objects), from the relay's /metrics. */
+  heapUsedMb: number;
+  externalMb: number;
   /** µs of relay CPU per 20 ms frame handled (uplink + downlink), everything included. */
   cpuUsPerFrame: number;
   generatorLate: number;
@@ -45,6 +49,8 @@ export interface CapacityResult {
   atCapacity: CapacityStep | undefined;
   steps: CapacityStep[];
   baselineRssMb: number;
+  baselineHeapMb: number;
+  baselineExternalMb: number;
   /** Calls one core would hold if CPU were the only limit: calls × 100 / CPU % at the last step. */
   cpuBoundEstimate: number;
   /** The step at which calls could no longer be set up (both attempts failed), if any. */
@@ -54,7 +60,23 @@ export interface CapacityResult {
 
 const UP = "earshot_relay_uplink_frame_work_seconds";
 const DOWN = "earshot_relay_downlink_frame_work_seconds";
+const HEAP = "earshot_relay_nodejs_heap_size_used_bytes";
+const EXTERNAL = "earshot_relay_nodejs_external_memory_bytes";
 const PER_GENERATOR = 25;
+
+function gaugeMb(s: Scrape, name: string): number {
+  return (s.values.get(name) ?? NaN) / 1e6;
+}
+
+/** Asks the relay (started with --heapsnapshot-signal) for a snapshot and waits for the file. */
+async function heapSnapshot(pid: number, dir: string): Promise<void> {
+  const count = () => readdirSync(dir).filter((f) => f.endsWith(".heapsnapshot")).length;
+  const before = count();
+  process.kill(pid, "SIGUSR2");
+  for (let i = 0; i < 600 && count() === before; i++) await new Promise((r) => setTimeout(r, 100));
+  // The file appears when writing starts; the relay is paused until it is done.
+  await new Promise((r) => setTimeout(r, 2000));
+}
 
 interface Generator {
   child: Child;
@@ -109,6 +131,8 @@ export async function runCapacity(
     steps?: number[];
     /** Directory for a --cpu-prof profile of the relay. */
     profileDir?: string;
+    /** Directory for V8 heap snapshots of the relay: one idle, one at every step. */
+    heapDir?: string;
     log?: (line: string) => void;
   } = {},
 ): Promise<CapacityResult> {
@@ -126,6 +150,8 @@ export async function runCapacity(
     atCapacity: undefined,
     steps: [],
     baselineRssMb: 0,
+    baselineHeapMb: 0,
+    baselineExternalMb: 0,
     cpuBoundEstimate: 0,
     load: "",
   };
@@ -134,7 +160,13 @@ export async function runCapacity(
     relay = await startBenchRelay({
       inferenceUrl: url.url,
       cpu: "0",
-      nodeArgs: options.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.profileDir}`] : [],
+      nodeArgs: [
+        ...(options.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.profileDir}`] : []),
+        // Node writes Heap.<date>.<pid>.<tid>.<seq>.heapsnapshot into the cwd on SIGUSR2.
+        ...(options.heapDir
+          ? ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${options.heapDir}`]
+          : []),
+      ],
       env: { RELAY_VAD: vad, RELAY_ECHO_SUPPRESSION: vad === "off" ? "0" : "1" },
     });
     const target: RelayTarget = {
@@ -145,6 +177,10 @@ export async function runCapacity(
     };
     await new Promise((r) => setTimeout(r, 1000));
     result.baselineRssMb = round(rssMb(relay.pid), 1);
+    const idle = await scrape(relay.url);
+    result.baselineHeapMb = round(gaugeMb(idle, HEAP), 1);
+    result.baselineExternalMb = round(gaugeMb(idle, EXTERNAL), 1);
+    if (options.heapDir) await heapSnapshot(relay.pid, options.heapDir);
     let calls = 0;
     for (const want of steps) {
       // Fill generators up to PER_GENERATOR clients each.
@@ -201,6 +237,8 @@ export async function runCapacity(
         cpuPct: round((100 * (after[2] - before[2])) / elapsed, 1),
         rssMb: round(rss, 1),
         rssPerCallMb: round((rss - result.baselineRssMb) / calls, 3),
+        heapUsedMb: round(gaugeMb(m1, HEAP), 1),
+        externalMb: round(gaugeMb(m1, EXTERNAL), 1),
         cpuUsPerFrame: round(((after[2] - before[2]) * 1e6) / (framesUp + framesDown), 1),
         generatorLate: g1.lateTicks - g0.lateTicks,
         pass: true,
@@ -216,6 +254,7 @@ export async function runCapacity(
       if (step.generatorLate > ticks * 0.01 * Math.max(1, gens.length))
         step.why += `${step.why ? "; " : ""}load generator late ${step.generatorLate}×`;
       result.steps.push(step);
+      if (options.heapDir) await heapSnapshot(relay.pid, options.heapDir);
       log(
         `capacity ${calls} calls: up p99 ${step.uplinkP99Us} µs, down p99 ${step.downlinkP99Us} µs, late ${step.lateTickPct} %, lost ${step.uplinkLost}/${step.downlinkGaps}, fill ${step.downlinkFill}, cpu ${step.cpuPct} %, rss ${step.rssMb} MB ${step.pass ? "ok" : `FAIL (${step.why})`}`,
       );
@@ -257,6 +296,7 @@ export function capacityTable(r: CapacityResult): string {
       "cpu %",
       "rss MB",
       "MB/call",
+      "heap/ext MB",
       "µs CPU/frame",
       "ok",
     ],
@@ -270,6 +310,7 @@ export function capacityTable(r: CapacityResult): string {
       s.cpuPct,
       s.rssMb,
       s.rssPerCallMb,
+      `${s.heapUsedMb}/${s.externalMb}`,
       s.cpuUsPerFrame,
       s.pass ? "yes" : `no: ${s.why}`,
     ]),
@@ -285,9 +326,11 @@ if (import.meta.main) {
     .split(",")
     .map(Number);
   const profileDir = args.find((a) => a.startsWith("--profile="))?.slice(10);
-  const result = await runCapacity({ quick: args.includes("--quick"), vad, steps, profileDir });
+  const heapDir = args.find((a) => a.startsWith("--heap="))?.slice(7);
+  if (heapDir) mkdirSync(heapDir, { recursive: true });
+  const result = await runCapacity({ quick: args.includes("--quick"), vad, steps, profileDir, heapDir });
   process.stdout.write(
-    `${capacityTable(result)}\ncapacity: ${result.capacity} calls (vad ${result.vad}), CPU-bound estimate ${result.cpuBoundEstimate}, load ${result.load}\n`,
+    `${capacityTable(result)}\nidle relay: rss ${result.baselineRssMb} MB, heap ${result.baselineHeapMb} MB, external ${result.baselineExternalMb} MB\ncapacity: ${result.capacity} calls (vad ${result.vad}), CPU-bound estimate ${result.cpuBoundEstimate}, load ${result.load}\n`,
   );
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
   process.exit(0);
