@@ -334,15 +334,8 @@ export class Caller {
   #sequence = Math.floor(Math.random() * 0xffff);
   #timestamp = Math.floor(Math.random() * 0xffffffff);
   #encoder = createOpusEncoder();
-  #endOfCandidates: boolean;
 
-  /**
-   * `endOfCandidates: false` sends the offer without `a=end-of-candidates`, as a browser that
-   * posts its offer before gathering ends does: the relay then keeps listening for checks from
-   * addresses it learns as peer-reflexive.
-   */
-  constructor(options: { iceServers?: IceServer[]; relayOnly?: boolean; endOfCandidates?: boolean } = {}) {
-    this.#endOfCandidates = options.endOfCandidates ?? true;
+  constructor(options: { iceServers?: IceServer[]; relayOnly?: boolean } = {}) {
     this.pc = new RTCPeerConnection({
       iceServers: options.iceServers ?? [],
       iceTransportPolicy: options.relayOnly ? "relay" : "all",
@@ -367,8 +360,7 @@ export class Caller {
 
   /** POSTs the offer to the edge; on 201 applies the answer. */
   async place(edge: Edge, bearer: string, headers: Record<string, string> = {}): Promise<Response> {
-    let offer = this.pc.localDescription?.sdp ?? (await this.offer());
-    if (!this.#endOfCandidates) offer = offer.replace(/^a=end-of-candidates\r?\n/gm, "");
+    const offer = this.pc.localDescription?.sdp ?? (await this.offer());
     const response = await fetch(`${edge.url}/v1/realtime/calls`, {
       method: "POST",
       headers: { Authorization: `Bearer ${bearer}`, "Content-Type": "application/sdp", ...headers },

@@ -78,7 +78,7 @@ describe("three regional relays, one edge", { timeout: 180_000 }, () => {
   /** A call placed from `geo`; returns the edge's view of it once connected. */
   async function callFrom(geo: string): Promise<{ caller: Caller; view: CallView }> {
     // The edge drops the caller's loopback candidates; the relay learns its address from the checks.
-    const caller = new Caller({ endOfCandidates: false });
+    const caller = new Caller();
     callers.push(caller);
     const response = await caller.place(edge, edge.apiKey, { "Earshot-Geo": geo });
     expect(response.status, await response.clone().text()).toBe(201);

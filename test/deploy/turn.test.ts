@@ -72,11 +72,10 @@ describe.skipIf(!hasCoturn)("TURN through coturn", { timeout: 120_000 }, () => {
     const [server] = minted.ice_servers;
     expect(server!.urls).toEqual([turn.url]);
 
-    // The edge strips loopback candidates before the relay sees them, and coturn's relayed
-    // address is 127.0.0.1 here (a public address in production): the relay learns it as
-    // peer-reflexive from the checks arriving through coturn, so the offer must not also say
-    // that no candidate is coming.
-    const caller = new Caller({ iceServers: minted.ice_servers, relayOnly: true, endOfCandidates: false });
+    // The edge strips loopback candidates, and coturn's relayed address is 127.0.0.1 here (a
+    // public address in production): the relay learns it as peer-reflexive from the checks
+    // arriving through coturn.
+    const caller = new Caller({ iceServers: minted.ice_servers, relayOnly: true });
     callers.push(caller);
     const offer = await caller.offer();
     // Only relayed candidates, on coturn's relay port range: no host address leaks.
