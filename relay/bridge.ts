@@ -40,9 +40,19 @@ export interface CallBridge {
   /**
    * One 20 ms frame of 24 kHz PCM16 mono (480 samples) from the uplink, in order, concealed
    * frames included. Called on the media path: no await, no per-frame logging. The array is
-   * reused after the call returns: copy what you keep.
+   * reused after the call returns: copy what you keep. `mediaTimeMs` is the frame's start on the
+   * client's media clock (its RTP timestamps, in ms from an arbitrary origin; concealed frames
+   * included): when the client captured it, free of arrival jitter. Absent from callers that
+   * have no media clock.
    */
-  onUplinkFrame(pcm: Int16Array): void;
+  onUplinkFrame(pcm: Int16Array, mediaTimeMs?: number): void;
+  /**
+   * The downlink put a frame on the wire; `mediaTimeMs` is its time on the downlink's media clock
+   * (the pacer's tick, in ms from an arbitrary origin). Called on the media path from the pacer,
+   * before the PlayoutLedger counts the frame. Optional: for bridges that align the uplink with
+   * what was sent (echo suppression).
+   */
+  onDownlinkSent?(mediaTimeMs: number): void;
   /** A text message from the client on `oai-events`. Untrusted: validate it. */
   onClientMessage(text: string): void;
   /** The data channel opened (events queued before this should be flushed now). */

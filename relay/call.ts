@@ -15,6 +15,7 @@ import type { CallStats, EndReason } from "../protocol/relay-api.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import type { CallBridge, CallBridgeFactory, CallContext, EventChannelPort } from "./bridge.ts";
 import type { Logger } from "./log.ts";
+import { FRAME_MS } from "./media/audio-format.ts";
 import { Downlink, type DownlinkEncoder } from "./media/downlink.ts";
 import { G711Decoder, G711Encoder } from "./media/g711.ts";
 import { OpusDecoder, OpusEncoder } from "./media/opus-codec.ts";
@@ -103,6 +104,8 @@ export class Call extends EventEmitter<CallEvents> {
   #channel: RTCDataChannel | undefined;
   #uplink: Uplink | undefined;
   #downlink: Downlink | undefined;
+  #downlinkTimestamp = NaN;
+  #downlinkMediaMs = 0;
   #bridge: CallBridge | undefined;
   #payloadType = 111;
   #offerSdp = "";
@@ -323,6 +326,13 @@ export class Call extends EventEmitter<CallEvents> {
         onPlayoutStopped: (itemId) => this.#bridge?.onPlayoutStopped(itemId),
       },
       send: (payload, sequenceNumber, timestamp, marker) => {
+        // The frame's time on the pacer's clock (from its RTP timestamp, unwrapped), so the
+        // bridge's echo suppression can line it up with the uplink by media time.
+        if (!Number.isNaN(this.#downlinkTimestamp))
+          this.#downlinkMediaMs +=
+            (((timestamp - this.#downlinkTimestamp) | 0) * FRAME_MS) / encoder.timestampStep;
+        this.#downlinkTimestamp = timestamp;
+        this.#bridge?.onDownlinkSent?.(this.#downlinkMediaMs);
         const header = new RtpHeader({ sequenceNumber, timestamp, marker, payloadType: this.#payloadType });
         this.#packetsOut++;
         metrics.framesDownlink.inc();
@@ -335,9 +345,9 @@ export class Call extends EventEmitter<CallEvents> {
     this.#uplink = new Uplink({
       decoder,
       reorderDepth: REORDER_DEPTH,
-      onFrame: (pcm) => {
+      onFrame: (pcm, mediaTimeMs) => {
         metrics.framesUplink.inc();
-        this.#bridge?.onUplinkFrame(pcm);
+        this.#bridge?.onUplinkFrame(pcm, mediaTimeMs);
       },
       observeWork: (s) => metrics.uplinkWork.observe(s),
     });

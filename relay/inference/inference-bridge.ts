@@ -41,8 +41,13 @@ export interface UplinkMonitorHooks {
 
 /** The relay's own look at uplink audio (relay/vad/uplink-monitor.ts). */
 export interface UplinkMonitor {
-  /** Returns true if the frame is only the assistant's echo and should go upstream as silence. */
-  onUplinkFrame(pcm: Int16Array): boolean;
+  /**
+   * Returns true if the frame is only the assistant's echo and should go upstream as silence.
+   * `mediaTimeMs`: the frame's capture time on the client's media clock (CallBridge.onUplinkFrame).
+   */
+  onUplinkFrame(pcm: Int16Array, mediaTimeMs?: number): boolean;
+  /** A downlink frame went out at this time of the downlink's media clock (CallBridge.onDownlinkSent). */
+  onDownlinkSent?(mediaTimeMs: number): void;
   /** Assistant audio about to be queued on the downlink (the echo reference). */
   onAssistantAudio(itemId: string, pcm: Int16Array): void;
   close(): void;
@@ -121,9 +126,9 @@ export class InferenceBridge implements CallBridge {
   // Uplink
   // ---------------------------------------------------------------------------------------------
 
-  onUplinkFrame(pcm: Int16Array): void {
+  onUplinkFrame(pcm: Int16Array, mediaTimeMs?: number): void {
     if (this.#closed) return;
-    const echoOnly = this.#monitor ? this.#monitor.onUplinkFrame(pcm) : false;
+    const echoOnly = this.#monitor ? this.#monitor.onUplinkFrame(pcm, mediaTimeMs) : false;
     if (!this.#upstream.open) {
       droppedAudio.inc({ direction: "uplink", reason: "upstream_not_open" });
       this.#batchFrames = 0;
@@ -137,6 +142,10 @@ export class InferenceBridge implements CallBridge {
     this.#upstream.send(
       `{"type":"input_audio_buffer.append","audio":"${this.#batchBytes.toString("base64")}"}`,
     );
+  }
+
+  onDownlinkSent(mediaTimeMs: number): void {
+    if (!this.#closed) this.#monitor?.onDownlinkSent?.(mediaTimeMs);
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 // 20 ms frames of 24 kHz PCM16 → the call's bridge. Runs 50 times a second per call, so it
 // reuses its buffers and never awaits.
 import { performance } from "node:perf_hooks";
-import { FRAME_SAMPLES } from "./audio-format.ts";
+import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "./audio-format.ts";
 import { JitterBuffer } from "./jitter-buffer.ts";
 import { MAX_OPUS_FRAME_SAMPLES } from "./opus-codec.ts";
 
@@ -31,7 +31,11 @@ export interface UplinkOptions {
   decoder: UplinkDecoder;
   /** Packets past a gap before it counts as lost. */
   reorderDepth: number;
-  onFrame: (pcm: Int16Array) => void;
+  /**
+   * One 20 ms frame; `mediaTimeMs` is its start on the client's media clock (RTP timestamp, ms
+   * from the stream's first packet), concealed frames included.
+   */
+  onFrame: (pcm: Int16Array, mediaTimeMs: number) => void;
   /** Per-frame work (decode + hand-off), seconds; for the metrics histogram. */
   observeWork?: (seconds: number) => void;
 }
@@ -48,7 +52,7 @@ export class Uplink {
   };
   #decoder: UplinkDecoder;
   #jitter: JitterBuffer;
-  #onFrame: (pcm: Int16Array) => void;
+  #onFrame: (pcm: Int16Array, mediaTimeMs: number) => void;
   #observeWork: ((seconds: number) => void) | undefined;
   #decoded = new Int16Array(MAX_OPUS_FRAME_SAMPLES);
   #frame = new Int16Array(FRAME_SAMPLES);
@@ -57,6 +61,14 @@ export class Uplink {
   #packetSamples = FRAME_SAMPLES;
   #lastTransit = NaN;
   #jitterRtp = 0; // jitter in RTP timestamp units
+  // Media time, in RTP units from the first packet: a packet played as it arrives sets it from its
+  // own timestamp (which also skips DTX gaps); reordered and concealed packets continue the count.
+  #arriving: Uint8Array | null = null;
+  #arrivingTimestamp = 0;
+  #anchorTimestamp = NaN;
+  #anchorMedia = 0;
+  #packetMedia = 0;
+  #frameMedia = 0;
   #closed = false;
 
   constructor(options: UplinkOptions) {
@@ -71,7 +83,10 @@ export class Uplink {
     if (this.#closed) return;
     this.stats.packets++;
     this.#measureJitter(timestamp);
+    this.#arriving = payload;
+    this.#arrivingTimestamp = timestamp;
     this.#jitter.push(sequenceNumber, payload);
+    this.#arriving = null;
     const js = this.#jitter.stats;
     this.stats.lost = js.lost;
     this.stats.late = js.late;
@@ -98,6 +113,7 @@ export class Uplink {
     const start = performance.now();
     let samples: number;
     try {
+      if (payload !== null && payload === this.#arriving) this.#anchor(this.#arrivingTimestamp);
       if (payload) {
         samples = this.#decoder.decode(payload, this.#decoded);
         this.#packetSamples = samples;
@@ -119,10 +135,21 @@ export class Uplink {
     this.#observeWork?.((performance.now() - start) / 1000);
   }
 
+  /** The packet about to play carries RTP timestamp `timestamp`: its media time, unwrapped. */
+  #anchor(timestamp: number): void {
+    if (!Number.isNaN(this.#anchorTimestamp)) {
+      this.#packetMedia = this.#anchorMedia + ((timestamp - this.#anchorTimestamp) | 0);
+    }
+    this.#anchorTimestamp = timestamp;
+    this.#anchorMedia = this.#packetMedia;
+  }
+
   /** Slices decoded audio into 20 ms frames (packets may be 10, 20, 40, 60 ms...). */
   #emit(samples: number): void {
+    const rtpPerSample = this.#decoder.clockRate / PCM_SAMPLE_RATE;
     let offset = 0;
     while (offset < samples) {
+      if (this.#fill === 0) this.#frameMedia = this.#packetMedia + offset * rtpPerSample;
       const n = Math.min(samples - offset, FRAME_SAMPLES - this.#fill);
       this.#frame.set(this.#decoded.subarray(offset, offset + n), this.#fill);
       this.#fill += n;
@@ -130,8 +157,9 @@ export class Uplink {
       if (this.#fill === FRAME_SAMPLES) {
         this.#fill = 0;
         this.stats.frames++;
-        this.#onFrame(this.#frame);
+        this.#onFrame(this.#frame, (this.#frameMedia * 1000) / this.#decoder.clockRate);
       }
     }
+    this.#packetMedia += samples * rtpPerSample;
   }
 }

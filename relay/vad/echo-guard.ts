@@ -3,22 +3,34 @@
 // VAD (the relay's or the model's) may take it for the user barging in.
 //
 // Approach (cheap, per 20 ms frame): the relay knows exactly what it sent, so it keeps the level
-// envelope of the sent audio (the reference) and of the uplink. It finds the echo path's delay
-// (0–800 ms) as the lag where the two envelopes correlate best (Pearson), and its gain as a low
-// percentile of the uplink/reference ratios over the last half second. A frame is "echo only" when its level is within
-// ECHO_MARGIN of the echo predicted from the reference at that delay; such frames go upstream as
-// silence and cannot start a relay barge-in. The user talking over the assistant is louder than
-// the echo alone and passes. For the first frames of a reply, before the echo path can be
-// measured, a frame counts as echo unless it is louder than the assistant's own audio. If the envelopes do not correlate (a client with working AEC,
-// or the user alone), nothing is suppressed.
+// envelope of the sent audio (the reference) and of the uplink, both on one time axis: 20 ms
+// slots of the relay's clock. A reference level is filed under the slot in which the pacer sent
+// it, an uplink level under the slot in which the client captured it (from its media time, see
+// MediaClock), not when either happened to be processed: uplink frames that arrive in a burst
+// after a stall still line up with what was playing when they were recorded. The guard finds the
+// echo path's delay (0–800 ms) as the lag where the two envelopes correlate best (Pearson), and
+// its gain as a low percentile of the uplink/reference ratios over the last half second. A frame
+// is "echo only" when its level is within ECHO_MARGIN of the echo predicted from the reference at
+// that delay; such frames go upstream as silence and cannot start a relay barge-in. The user
+// talking over the assistant is louder than the echo alone and passes. For the first frames of a
+// reply, before the echo path can be measured, a frame counts as echo unless it is louder than
+// the assistant's own audio. If the envelopes do not correlate (a client with working AEC, or the
+// user alone), nothing is suppressed.
 //
 // Trade-off (documented): in double talk the user must be at least ECHO_MARGIN (6 dB) above
 // their own echo to be heard during the assistant's reply; with the echo at full level that
 // means speaking up, with a normal loudspeaker-to-microphone loss it is automatic.
 export const ECHO_MARGIN = 2; // amplitude ratio, 6 dB
-const RING = 128;
+/** Slot duration: one frame. */
+export const SLOT_MS = 20;
 const MAX_LAG = 40; // 800 ms of echo path delay
 const WINDOW = 25; // 500 ms to estimate delay and gain
+/**
+ * Slots kept of each envelope: the echo path's reach (MAX_LAG + WINDOW + the ±2 around) plus
+ * room for the reference to run ahead of the uplink (what the pacer sent while the uplink frames
+ * that will carry its echo are still on their way, up to about 2.5 s).
+ */
+const RING = 256;
 const MIN_CORRELATION = 0.7;
 /** Below this amplitude (about -60 dBFS) a frame is silence whatever the reference says. */
 const NOISE_FLOOR = 33;
@@ -28,37 +40,63 @@ const MIN_MEASURED = 8;
 const MAX_GAIN = 1.5;
 const GAIN_PERCENTILE = 0.3;
 
+/** The 20 ms slot of the relay's clock that a time (performance.now() ms) falls in. */
+export function slotOf(timeMs: number): number {
+  return Math.round(timeMs / SLOT_MS);
+}
+
+/** Ring position of a slot (slots are integers, possibly negative in tests). */
+function at(slot: number): number {
+  return ((slot % RING) + RING) % RING;
+}
+
 export class EchoGuard {
   readonly #uplink = new Float32Array(RING);
+  readonly #uplinkSlot = new Float64Array(RING).fill(NaN);
   readonly #reference = new Float32Array(RING);
-  #tick = 0;
-  #lastReferenceTick = -Infinity;
-  #referenceOnsetTick = -Infinity;
+  readonly #referenceSlot = new Float64Array(RING).fill(NaN);
+  #lastReferenceSlot = -Infinity;
+  #referenceOnsetSlot = -Infinity;
   readonly #ratios = new Float32Array(WINDOW);
   /** The last decision's estimate, for tests and tuning. */
   lastDelayFrames = -1;
   lastGain = 0;
 
   /**
-   * One uplink frame's amplitude (RMS) and the amplitude of the assistant audio sent during the
-   * same 20 ms. Returns true if the frame is explained by the assistant's echo.
+   * The amplitude (RMS) of the assistant audio the pacer sent in `slot`. Slots never filed are
+   * silence; a slot filed twice (two sends mapped to one slot) keeps the louder.
    */
-  push(uplink: number, reference: number): boolean {
-    const t = this.#tick++;
-    this.#uplink[t % RING] = uplink;
-    this.#reference[t % RING] = reference;
-    if (reference > NOISE_FLOOR) {
-      // A reply starting after a silence longer than the echo path: its echo is not measured yet.
-      if (t - this.#lastReferenceTick > MAX_LAG + WINDOW) this.#referenceOnsetTick = t;
-      this.#lastReferenceTick = t;
+  reference(slot: number, amplitude: number): void {
+    const i = at(slot);
+    if (this.#referenceSlot[i] === slot) {
+      if (amplitude > this.#reference[i]!) this.#reference[i] = amplitude;
+    } else {
+      this.#referenceSlot[i] = slot;
+      this.#reference[i] = amplitude;
     }
+    if (amplitude > NOISE_FLOOR) {
+      // A reply starting after a silence longer than the echo path: its echo is not measured yet.
+      if (slot - this.#lastReferenceSlot > MAX_LAG + WINDOW) this.#referenceOnsetSlot = slot;
+      if (slot > this.#lastReferenceSlot) this.#lastReferenceSlot = slot;
+    }
+  }
+
+  /**
+   * One uplink frame's amplitude (RMS), captured in `slot`. Returns true if the frame is
+   * explained by the assistant's echo.
+   */
+  push(slot: number, uplink: number): boolean {
+    const t = slot;
+    const i = at(t);
+    this.#uplinkSlot[i] = t;
+    this.#uplink[i] = uplink;
     // No assistant audio within the echo path's reach: nothing to suppress.
-    if (t - this.#lastReferenceTick > MAX_LAG + 2 || t < 1) return false;
+    if (t - this.#lastReferenceSlot > MAX_LAG + 2) return false;
     if (uplink <= NOISE_FLOOR) return false;
 
     let bestLag = -1;
     let bestCorrelation = 0;
-    // Full windows at every lag (the rings start as silence, which is what preceded the call).
+    // Full windows at every lag (slots with nothing filed are silence, as before the call).
     for (let lag = 0; lag <= MAX_LAG; lag++) {
       // Pearson correlation of the two envelopes: amplitudes are all positive, so without
       // removing the means any two speech envelopes would look alike.
@@ -68,8 +106,8 @@ export class EchoGuard {
       let uu = 0;
       let rr = 0;
       for (let k = 0; k < WINDOW; k++) {
-        const u = this.#uplink[(t - k + RING) % RING]!;
-        const r = this.#reference[(t - k - lag + 2 * RING) % RING]!;
+        const u = this.#uplinkAt(t - k);
+        const r = this.#referenceAt(t - k - lag);
         su += u;
         sr += r;
         ur += u * r;
@@ -90,18 +128,17 @@ export class EchoGuard {
     let measured = 0;
     if (bestLag >= 0) {
       for (let k = 0; k < WINDOW; k++) {
-        const r = this.#reference[(t - k - bestLag + 2 * RING) % RING]!;
-        if (r > NOISE_FLOOR * 4) this.#ratios[measured++] = this.#uplink[(t - k + RING) % RING]! / r;
+        const r = this.#referenceAt(t - k - bestLag);
+        if (r > NOISE_FLOOR * 4) this.#ratios[measured++] = this.#uplinkAt(t - k) / r;
       }
     }
-    const ratios = this.#ratios.subarray(0, measured).sort();
-    const gain = measured > 0 ? ratios[Math.floor(measured * GAIN_PERCENTILE)]! : 0;
+    const gain = measured > 0 ? this.#percentile(measured, GAIN_PERCENTILE) : 0;
     this.lastGain = gain;
     // The reply just started: its echo path is not measured yet. Assume the worst (unit gain,
     // any delay): only a user louder than the assistant's own audio is the user.
-    if (measured < MIN_MEASURED || t - this.#referenceOnsetTick < Math.max(bestLag, 0) + MIN_MEASURED) {
+    if (measured < MIN_MEASURED || t - this.#referenceOnsetSlot < Math.max(bestLag, 0) + MIN_MEASURED) {
       let loudest = 0;
-      for (let k = 0; k <= MAX_LAG; k++) loudest = Math.max(loudest, this.#reference[(t - k + RING) % RING]!);
+      for (let k = 0; k <= MAX_LAG; k++) loudest = Math.max(loudest, this.#referenceAt(t - k));
       return uplink <= loudest;
     }
     // Not correlated, or an "echo" louder than what was played: this is not the assistant.
@@ -109,15 +146,35 @@ export class EchoGuard {
     // The reference level around the delay (±2 frames: the pacer, the network, the client's
     // playout and its microphone are not in step).
     let around = 0;
-    for (let d = -2; d <= 2; d++) {
-      const i = t - bestLag + d;
-      if (i <= t) around = Math.max(around, this.#reference[(i + RING) % RING]!);
-    }
+    for (let d = -2; d <= 2 && d <= bestLag; d++)
+      around = Math.max(around, this.#referenceAt(t - bestLag + d));
     return uplink <= ECHO_MARGIN * gain * around;
   }
 
-  /** Ticks since the reference was last non-silent (tests). */
-  get sinceReference(): number {
-    return this.#tick - 1 - this.#lastReferenceTick;
+  /** Slots from the last non-silent reference to `slot` (tests). */
+  sinceReference(slot: number): number {
+    return slot - this.#lastReferenceSlot;
+  }
+
+  /** The q-quantile of the first n ratios (insertion sort in place: n ≤ WINDOW, no allocation). */
+  #percentile(n: number, q: number): number {
+    const r = this.#ratios;
+    for (let i = 1; i < n; i++) {
+      const v = r[i]!;
+      let j = i - 1;
+      for (; j >= 0 && r[j]! > v; j--) r[j + 1] = r[j]!;
+      r[j + 1] = v;
+    }
+    return r[Math.floor(n * q)]!;
+  }
+
+  #uplinkAt(slot: number): number {
+    const i = at(slot);
+    return this.#uplinkSlot[i] === slot ? this.#uplink[i]! : 0;
+  }
+
+  #referenceAt(slot: number): number {
+    const i = at(slot);
+    return this.#referenceSlot[i] === slot ? this.#reference[i]! : 0;
   }
 }

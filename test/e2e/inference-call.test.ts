@@ -28,6 +28,8 @@ let silero: SileroModel;
 let relay: InProcessRelay;
 let upstreamUrl = "";
 let inference: InferenceConfig;
+/** Off only in the control test that shows the echo test can fail. */
+let echoSuppression = true;
 const clients: TestClient[] = [];
 
 beforeAll(async () => {
@@ -35,9 +37,15 @@ beforeAll(async () => {
   silero = await SileroModel.load();
   inference = { ...inferenceConfigFromEnv({ INFERENCE_URL: agent.url }), retryBaseMs: 20, maxRetries: 2 };
   const monitor = relayUplinkMonitor({ silero, echoSuppression: true });
+  // As RELAY_ECHO_SUPPRESSION=0 makes it: the echo guard still keeps echo from the relay's own
+  // VAD, but echo frames go upstream as they are.
+  const unsuppressed = relayUplinkMonitor({ silero, echoSuppression: false });
   // The production factory, with the upstream URL switchable per test (reply mode, failures).
   const factory: CallBridgeFactory = (ctx) =>
-    new InferenceBridge(ctx, { config: { ...inference, url: upstreamUrl }, uplinkMonitor: monitor });
+    new InferenceBridge(ctx, {
+      config: { ...inference, url: upstreamUrl },
+      uplinkMonitor: echoSuppression ? monitor : unsuppressed,
+    });
   relay = await startRelay({ bridgeFactory: factory });
 });
 afterAll(async () => {
@@ -46,6 +54,7 @@ afterAll(async () => {
   await silero.close();
 });
 afterEach(async () => {
+  echoSuppression = true;
   await Promise.all(clients.splice(0).map((c) => c.close()));
 });
 
@@ -79,6 +88,110 @@ const waitEvent = async (
   return find(events, type, predicate)!;
 };
 const responseId = (e: Event) => (e.response as { id: string }).id;
+
+/** The loudspeaker's jitter buffer: playout starts this long after the first packet arrives. */
+const PLAYOUT_DELAY_FRAMES = 3;
+/** Loudspeaker to microphone: exactly 100 ms. */
+const ECHO_DELAY_FRAMES = 5;
+
+/**
+ * The client's room, as a device without echo cancellation makes it. The loudspeaker plays the
+ * received audio on a 20 ms clock from a jitter buffer that schedules each packet by its RTP
+ * timestamp (PLAYOUT_DELAY_FRAMES after the first packet's arrival; a packet that comes after its
+ * turn is dropped, as a device drops it). The microphone hears the loudspeaker exactly
+ * ECHO_DELAY_FRAMES later at `gain`, and each captured frame goes out as one RTP packet whose
+ * timestamp is its capture time. One clock (start + n × 20 ms on performance.now()) drives
+ * playout and capture and catches up when timers are late, several frames in one burst, as a
+ * device's audio callbacks do: on a loaded machine the uplink arrives in bursts, but what the
+ * microphone recorded, and when, does not change.
+ */
+class Room {
+  /** Every frame the microphone captured. */
+  readonly captured: Int16Array[] = [];
+  /** Frames the loudspeaker played from a packet, and packets dropped for coming after their turn. */
+  played = 0;
+  late = 0;
+  readonly #client: TestClient;
+  readonly #gain: number;
+  readonly #decoder = new opus.OpusEncoder(24_000, 1);
+  readonly #scheduled = new Map<number, Uint8Array>();
+  readonly #speaker: Int16Array[] = [];
+  #seen = 0;
+  #anchor: { tick: number; timestamp: number } | null = null;
+  #origin = performance.now();
+  #tick = 0;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(client: TestClient, gain: number) {
+    this.#client = client;
+    this.#gain = gain;
+    this.#schedule();
+  }
+
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  #schedule(): void {
+    this.#timer = setTimeout(
+      () => {
+        while (this.#origin + this.#tick * 20 <= performance.now()) this.#run(this.#tick++);
+        if (this.#timer) this.#schedule();
+      },
+      Math.max(0, this.#origin + this.#tick * 20 - performance.now()),
+    );
+  }
+
+  #run(tick: number): void {
+    // Into the jitter buffer: each packet's turn from its RTP timestamp (960 per 20 ms).
+    for (; this.#seen < this.#client.received.length; this.#seen++) {
+      const packet = this.#client.received[this.#seen]!;
+      this.#anchor ??= { tick: tick + PLAYOUT_DELAY_FRAMES, timestamp: packet.timestamp };
+      const turn = this.#anchor.tick + ((packet.timestamp - this.#anchor.timestamp) | 0) / 960;
+      if (turn < tick) this.late++;
+      else this.#scheduled.set(turn, packet.payload);
+    }
+    const payload = this.#scheduled.get(tick);
+    this.#scheduled.delete(tick);
+    let out = new Int16Array(480);
+    if (payload) {
+      const pcm = this.#decoder.decode(Buffer.from(payload));
+      out = new Int16Array(pcm.buffer, pcm.byteOffset, pcm.length / 2).slice(0, 480);
+      this.played++;
+    }
+    this.#speaker.push(out);
+    const heard = this.#speaker.length > ECHO_DELAY_FRAMES ? this.#speaker.shift()! : new Int16Array(480);
+    const frame = new Int16Array(480);
+    for (let i = 0; i < 480; i++) frame[i] = Math.round(heard[i]! * this.#gain);
+    this.captured.push(frame);
+    for (const packet of this.#client.encodeFrames(frame))
+      void this.#client.transceiver.sender.sendRtp(packet);
+  }
+}
+
+/** Plays a reply into the room and returns the call's events once its playout and echo are over. */
+async function replyIntoRoom(): Promise<{ client: TestClient; events: Event[]; room: Room }> {
+  const { client, events } = await call(agent.url);
+  const room = new Room(client, 0.8);
+  try {
+    client.channel.send(JSON.stringify({ type: "response.create" }));
+    const created = await waitEvent(events, "response.created");
+    await waitEvent(events, "response.done", (e) => responseId(e) === responseId(created), 15_000);
+    await waitFor(
+      () =>
+        find(events, "output_audio_buffer.stopped") !== undefined ||
+        find(events, "output_audio_buffer.cleared") !== undefined,
+      20_000,
+      "playout end",
+    );
+    // The tail: the jitter buffer, the echo path and the uplink.
+    await new Promise((r) => setTimeout(r, 500));
+  } finally {
+    room.stop();
+  }
+  return { client, events, room };
+}
 
 /** Decodes each received packet in order, with its arrival time. */
 function decodePackets(client: TestClient): { at: number; pcm: Int16Array }[] {
@@ -132,47 +245,25 @@ describe("a call through the relay to the built-in agent", () => {
   });
 
   it("the assistant's own echo in the client's microphone causes no barge-in", async () => {
-    const { client, events } = await call(agent.url);
-    // The "microphone": every 20 ms, what the client heard 100 ms ago at 80 %, as Opus.
-    const decoder = new opus.OpusEncoder(24_000, 1);
-    const heard: Int16Array[] = [];
-    let seen = 0;
-    const delayFrames = 5;
-    const frames: Int16Array[] = [];
-    const mic = setInterval(() => {
-      for (; seen < client.received.length; seen++) {
-        const pcm = decoder.decode(client.received[seen]!.payload);
-        heard.push(new Int16Array(pcm.buffer, pcm.byteOffset, pcm.length / 2));
-      }
-      const source =
-        heard.length > delayFrames ? heard[heard.length - 1 - delayFrames]! : new Int16Array(480);
-      const frame = new Int16Array(480);
-      for (let i = 0; i < 480; i++) frame[i] = Math.round(source[i]! * 0.8);
-      frames.push(frame);
-      for (const packet of client.encodeFrames(frame)) void client.transceiver.sender.sendRtp(packet);
-    }, 20);
-    try {
-      client.channel.send(JSON.stringify({ type: "response.create" }));
-      const created = await waitEvent(events, "response.created");
-      await waitEvent(events, "response.done", (e) => responseId(e) === responseId(created), 15_000);
-      await waitFor(
-        () =>
-          find(events, "output_audio_buffer.stopped") !== undefined ||
-          find(events, "output_audio_buffer.cleared") !== undefined,
-        20_000,
-        "playout end",
-      );
-      await new Promise((r) => setTimeout(r, 300));
-    } finally {
-      clearInterval(mic);
-    }
-    // The echo really reached the relay at speaking level.
-    expect(rms(concat(frames))).toBeGreaterThan(1000);
+    const { client, events, room } = await replyIntoRoom();
+    console.log(`echo room: ${room.played} frames played, ${room.late} packets after their turn`);
+    // The echo really reached the relay at speaking level, for the whole reply.
+    expect(rms(concat(room.captured))).toBeGreaterThan(1000);
+    expect(room.played * 20).toBeGreaterThan(3000);
     expect(events.filter((e) => e.type === "input_audio_buffer.speech_started")).toEqual([]);
     expect(events.filter((e) => e.type === "output_audio_buffer.cleared")).toEqual([]);
     expect(events.filter((e) => e.type === "conversation.item.truncated")).toEqual([]);
     expect((find(events, "response.done")!.response as { status: string }).status).toBe("completed");
     expect(client.received.length * 20).toBeGreaterThan(3000);
+  }, 40_000);
+
+  it("the same echo without echo suppression is taken for the user (the echo test can fail)", async () => {
+    echoSuppression = false;
+    const { events, room } = await replyIntoRoom();
+    expect(rms(concat(room.captured))).toBeGreaterThan(1000);
+    // The model's VAD hears the echo as speech and the reply is cut off.
+    expect(events.filter((e) => e.type === "input_audio_buffer.speech_started").length).toBeGreaterThan(0);
+    expect(find(events, "output_audio_buffer.cleared")).toBeDefined();
   }, 40_000);
 
   it("malformed data-channel messages get error events and the call lives on", async () => {
