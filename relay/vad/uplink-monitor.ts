@@ -2,20 +2,11 @@
 // echo) and the barge-in VAD (only while the assistant speaks, the only time it can matter).
 // Silero VAD is the detector; an energy threshold is the documented fallback (RELAY_VAD=energy)
 // for hosts where onnxruntime cannot load.
-//
-// Timing: the echo guard compares the two envelopes on the relay's clock. What the pacer sent is
-// filed at the pacer's time for it (the downlink's media time, mapped by a MediaClock), what the
-// uplink carries at the client's capture time (the uplink's media time, mapped likewise), so
-// bursts of late uplink frames (network jitter, a loaded host) still line up with the audio that
-// was playing when they were recorded. A bridge that gives no media times (tests' doubles) falls
-// back to arrival order: one slot per uplink frame, with what was sent since the previous one,
-// which is right when both sides run in step.
 import type { CallContext } from "../bridge.ts";
 import type { UplinkMonitor, UplinkMonitorHooks } from "../inference/inference-bridge.ts";
 import { vadChunkSeconds } from "../inference/inference-metrics.ts";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
-import { EchoGuard, slotOf } from "./echo-guard.ts";
-import { MediaClock } from "./media-clock.ts";
+import { EchoGuard } from "./echo-guard.ts";
 import { Resampler } from "./resampler.ts";
 import { SILERO_CHUNK, SILERO_SAMPLE_RATE, type SileroDetector, type SileroModel } from "./silero-vad.ts";
 
@@ -30,15 +21,63 @@ const ITEMS_TRACKED = 4;
 /** About -50 dBFS: quieter frames cannot be the user barging in. */
 const USER_FLOOR = 100;
 
+/**
+ * The 20 ms levels of one item not yet read back, as a growable ring: levels are pushed as the
+ * model generates audio and dropped once the pacer has sent that audio, so memory follows the
+ * audio queued ahead of the pacer (itself capped by the downlink), not the reply's length.
+ * Indices are absolute frame numbers within the item.
+ */
+class LevelQueue {
+  #ring = new Float64Array(64);
+  /** Physical slot of the oldest level kept. */
+  #head = 0;
+  #length = 0;
+  /** Absolute index of the oldest level kept. */
+  #start = 0;
+
+  /** Frames pushed since the item began. */
+  get total(): number {
+    return this.#start + this.#length;
+  }
+
+  push(level: number): void {
+    if (this.#length === this.#ring.length) {
+      const grown = new Float64Array(this.#ring.length * 2);
+      for (let i = 0; i < this.#length; i++) grown[i] = this.#at(i);
+      this.#ring = grown;
+      this.#head = 0;
+    }
+    this.#ring[(this.#head + this.#length) % this.#ring.length] = level;
+    this.#length++;
+  }
+
+  /** Level of absolute frame `index`, which must lie in [dropped frames, total). */
+  get(index: number): number {
+    return this.#at(index - this.#start);
+  }
+
+  /** Forgets every frame before absolute index `index`. */
+  dropBefore(index: number): void {
+    const n = Math.min(Math.max(0, index - this.#start), this.#length);
+    this.#head = (this.#head + n) % this.#ring.length;
+    this.#start += n;
+    this.#length -= n;
+  }
+
+  #at(offset: number): number {
+    return this.#ring[(this.#head + offset) % this.#ring.length]!;
+  }
+}
+
 /** Level envelope of the assistant audio the relay generated, read back as the pacer sends it. */
 class EchoReference {
-  // Per item: amplitude (RMS) of each 20 ms of generated audio.
-  #items = new Map<string, { frames: number[]; sum: number; count: number; sentFrames: number }>();
+  // Per item: amplitude (RMS) of each 20 ms of generated audio not yet sent.
+  #items = new Map<string, { frames: LevelQueue; sum: number; count: number; sentFrames: number }>();
 
   generated(itemId: string, pcm: Int16Array): void {
     let item = this.#items.get(itemId);
     if (!item) {
-      item = { frames: [], sum: 0, count: 0, sentFrames: 0 };
+      item = { frames: new LevelQueue(), sum: 0, count: 0, sentFrames: 0 };
       this.#items.set(itemId, item);
       if (this.#items.size > ITEMS_TRACKED) this.#items.delete(this.#items.keys().next().value!);
     }
@@ -50,6 +89,9 @@ class EchoReference {
         item.count = 0;
       }
     }
+    // Frames the pacer already counted as sent are never read (sentSinceLastTick starts at
+    // sentFrames): drop them at once.
+    item.frames.dropBefore(item.sentFrames);
   }
 
   /** Amplitude of what the pacer sent since the last call (0 if it sent nothing). */
@@ -58,11 +100,14 @@ class EchoReference {
     let frames = 0;
     for (const [itemId, item] of this.#items) {
       const sent = Math.floor(ledger.sentMs(itemId) / 20);
-      for (let f = item.sentFrames; f < sent && f < item.frames.length; f++) {
-        power += item.frames[f]! * item.frames[f]!;
+      const total = item.frames.total;
+      for (let f = item.sentFrames; f < sent && f < total; f++) {
+        const level = item.frames.get(f);
+        power += level * level;
         frames++;
       }
       item.sentFrames = Math.max(item.sentFrames, sent);
+      item.frames.dropBefore(item.sentFrames);
     }
     return frames > 0 ? Math.sqrt(power / frames) : 0;
   }
@@ -74,8 +119,6 @@ export interface UplinkMonitorOptions {
   echoSuppression: boolean;
   /** Whether the monitor may start barge-ins at all (RELAY_VAD=off keeps echo suppression only). */
   vad?: boolean;
-  /** The relay's clock, ms; performance.now() unless a test drives time itself. */
-  now?: () => number;
 }
 
 export class RelayUplinkMonitor implements UplinkMonitor {
@@ -86,13 +129,6 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   readonly #vad: boolean;
   readonly #reference = new EchoReference();
   readonly #guard = new EchoGuard();
-  readonly #now: () => number;
-  readonly #uplinkClock = new MediaClock();
-  readonly #downlinkClock = new MediaClock();
-  /** Slot of the latest downlink send, NaN until the bridge reports sends (then polls use it). */
-  #sendSlot = NaN;
-  /** Uplink frames without a media time: their slots in arrival order. */
-  #arrivals = 0;
   readonly #resampler = new Resampler(PCM_SAMPLE_RATE, SILERO_SAMPLE_RATE);
   readonly #resampled: Float32Array;
   readonly #chunk = new Float32Array(SILERO_CHUNK);
@@ -113,7 +149,6 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     this.#detector = options.silero?.detector() ?? null;
     this.#echoSuppression = options.echoSuppression;
     this.#vad = options.vad ?? true;
-    this.#now = options.now ?? (() => performance.now());
     this.#resampled = new Float32Array(this.#resampler.maxOutput(FRAME_SAMPLES));
   }
 
@@ -121,27 +156,12 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     this.#reference.generated(itemId, pcm);
   }
 
-  /**
-   * The downlink put a frame on the wire at `mediaTimeMs` of its own timeline (the pacer's tick).
-   * Called before the PlayoutLedger counts that frame, so what the ledger shows as newly sent now
-   * belongs to the previous send, and this frame is read back at the next look.
-   */
-  onDownlinkSent(mediaTimeMs: number): void {
-    const now = this.#now();
-    this.#readBackSent(this.#sendSlot);
-    this.#sendSlot = slotOf(this.#downlinkClock.wallTime(mediaTimeMs, now));
-  }
-
-  onUplinkFrame(pcm: Int16Array, mediaTimeMs?: number): boolean {
+  onUplinkFrame(pcm: Int16Array): boolean {
     let sum = 0;
     for (let i = 0; i < FRAME_SAMPLES; i++) sum += pcm[i]! * pcm[i]!;
     const amplitude = Math.sqrt(sum / FRAME_SAMPLES);
-    const slot =
-      mediaTimeMs === undefined
-        ? ++this.#arrivals
-        : slotOf(this.#uplinkClock.wallTime(mediaTimeMs, this.#now()));
-    this.#readBackSent(Number.isNaN(this.#sendSlot) ? slot : this.#sendSlot);
-    const echoOnly = this.#guard.push(slot, amplitude);
+    const reference = this.#reference.sentSinceLastTick(this.#ctx.downlink.ledger);
+    const echoOnly = this.#guard.push(amplitude, reference);
 
     const active = this.#vad && this.#hooks.assistantActive();
     if (!active) {
@@ -167,12 +187,6 @@ export class RelayUplinkMonitor implements UplinkMonitor {
       }
     }
     return this.#echoSuppression && echoOnly;
-  }
-
-  /** Files what the pacer sent since the last look under `slot`, the slot it was sent in. */
-  #readBackSent(slot: number): void {
-    const reference = this.#reference.sentSinceLastTick(this.#ctx.downlink.ledger);
-    if (reference > 0 && !Number.isNaN(slot)) this.#guard.reference(slot, reference);
   }
 
   /** Runs Silero on the completed chunk; one inference in flight, the newest chunk waits. */
