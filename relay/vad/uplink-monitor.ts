@@ -2,11 +2,20 @@
 // echo) and the barge-in VAD (only while the assistant speaks, the only time it can matter).
 // Silero VAD is the detector; an energy threshold is the documented fallback (RELAY_VAD=energy)
 // for hosts where onnxruntime cannot load.
+//
+// Timing: the echo guard compares the two envelopes on the relay's clock. What the pacer sent is
+// filed at the pacer's time for it (the downlink's media time, mapped by a MediaClock), what the
+// uplink carries at the client's capture time (the uplink's media time, mapped likewise), so
+// bursts of late uplink frames (network jitter, a loaded host) still line up with the audio that
+// was playing when they were recorded. A bridge that gives no media times (tests' doubles) falls
+// back to arrival order: one slot per uplink frame, with what was sent since the previous one,
+// which is right when both sides run in step.
 import type { CallContext } from "../bridge.ts";
 import type { UplinkMonitor, UplinkMonitorHooks } from "../inference/inference-bridge.ts";
 import { vadChunkSeconds } from "../inference/inference-metrics.ts";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
-import { EchoGuard } from "./echo-guard.ts";
+import { EchoGuard, slotOf } from "./echo-guard.ts";
+import { MediaClock } from "./media-clock.ts";
 import { Resampler } from "./resampler.ts";
 import { SILERO_CHUNK, SILERO_SAMPLE_RATE, type SileroDetector, type SileroModel } from "./silero-vad.ts";
 
@@ -119,6 +128,8 @@ export interface UplinkMonitorOptions {
   echoSuppression: boolean;
   /** Whether the monitor may start barge-ins at all (RELAY_VAD=off keeps echo suppression only). */
   vad?: boolean;
+  /** The relay's clock, ms; performance.now() unless a test drives time itself. */
+  now?: () => number;
 }
 
 export class RelayUplinkMonitor implements UplinkMonitor {
@@ -129,6 +140,13 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   readonly #vad: boolean;
   readonly #reference = new EchoReference();
   readonly #guard = new EchoGuard();
+  readonly #now: () => number;
+  readonly #uplinkClock = new MediaClock();
+  readonly #downlinkClock = new MediaClock();
+  /** Slot of the latest downlink send, NaN until the bridge reports sends (then polls use it). */
+  #sendSlot = NaN;
+  /** Uplink frames without a media time: their slots in arrival order. */
+  #arrivals = 0;
   readonly #resampler = new Resampler(PCM_SAMPLE_RATE, SILERO_SAMPLE_RATE);
   readonly #resampled: Float32Array;
   readonly #chunk = new Float32Array(SILERO_CHUNK);
@@ -149,6 +167,7 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     this.#detector = options.silero?.detector() ?? null;
     this.#echoSuppression = options.echoSuppression;
     this.#vad = options.vad ?? true;
+    this.#now = options.now ?? (() => performance.now());
     this.#resampled = new Float32Array(this.#resampler.maxOutput(FRAME_SAMPLES));
   }
 
@@ -156,12 +175,27 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     this.#reference.generated(itemId, pcm);
   }
 
-  onUplinkFrame(pcm: Int16Array): boolean {
+  /**
+   * The downlink put a frame on the wire at `mediaTimeMs` of its own timeline (the pacer's tick).
+   * Called before the PlayoutLedger counts that frame, so what the ledger shows as newly sent now
+   * belongs to the previous send, and this frame is read back at the next look.
+   */
+  onDownlinkSent(mediaTimeMs: number): void {
+    const now = this.#now();
+    this.#readBackSent(this.#sendSlot);
+    this.#sendSlot = slotOf(this.#downlinkClock.wallTime(mediaTimeMs, now));
+  }
+
+  onUplinkFrame(pcm: Int16Array, mediaTimeMs?: number): boolean {
     let sum = 0;
     for (let i = 0; i < FRAME_SAMPLES; i++) sum += pcm[i]! * pcm[i]!;
     const amplitude = Math.sqrt(sum / FRAME_SAMPLES);
-    const reference = this.#reference.sentSinceLastTick(this.#ctx.downlink.ledger);
-    const echoOnly = this.#guard.push(amplitude, reference);
+    const slot =
+      mediaTimeMs === undefined
+        ? ++this.#arrivals
+        : slotOf(this.#uplinkClock.wallTime(mediaTimeMs, this.#now()));
+    this.#readBackSent(Number.isNaN(this.#sendSlot) ? slot : this.#sendSlot);
+    const echoOnly = this.#guard.push(slot, amplitude);
 
     const active = this.#vad && this.#hooks.assistantActive();
     if (!active) {
@@ -187,6 +221,12 @@ export class RelayUplinkMonitor implements UplinkMonitor {
       }
     }
     return this.#echoSuppression && echoOnly;
+  }
+
+  /** Files what the pacer sent since the last look under `slot`, the slot it was sent in. */
+  #readBackSent(slot: number): void {
+    const reference = this.#reference.sentSinceLastTick(this.#ctx.downlink.ledger);
+    if (reference > 0 && !Number.isNaN(slot)) this.#guard.reference(slot, reference);
   }
 
   /** Runs Silero on the completed chunk; one inference in flight, the newest chunk waits. */
