@@ -19,6 +19,8 @@ export interface EdgeResult {
   secretLatencyMs: Summary;
   callLatencyMs: Summary;
   errors: Record<string, number>;
+  /** The first response body of each kind of error. */
+  firstError: Record<string, string>;
   concurrency: number;
   load: string;
 }
@@ -71,13 +73,15 @@ export async function runEdge(options: { seconds?: number; concurrency?: number 
       lat: 0,
       lon: 0,
       public_url: stubUrl,
-      capacity: 1_000_000,
+      capacity: 100_000, // the Heartbeat schema's maximum
       active_calls: 0,
       draining: false,
       interval_seconds: 5,
     }),
   });
   const errors: Record<string, number> = {};
+  /** The first body of each kind of error, so a failing run says why. */
+  const firstError: Record<string, string> = {};
   const count = (key: string) => (errors[key] = (errors[key] ?? 0) + 1);
   try {
     client.start();
@@ -124,8 +128,9 @@ export async function runEdge(options: { seconds?: number; concurrency?: number 
         headers: { authorization: `Bearer ${secret}`, "content-type": "application/sdp" },
         body: offer,
       });
-      await res.text();
+      const text = await res.text();
       if (res.status !== 201) {
+        if (!errors[`calls ${res.status}`]) firstError[`calls ${res.status}`] = text.slice(0, 300);
         count(`calls ${res.status}`);
         return false;
       }
@@ -138,6 +143,7 @@ export async function runEdge(options: { seconds?: number; concurrency?: number 
       secretLatencyMs: summarize(secretLatencies),
       callLatencyMs: summarize(callLatencies),
       errors,
+      firstError,
       concurrency,
       load: loadAverage(),
     };
@@ -156,6 +162,7 @@ export function edgeTable(r: EdgeResult): string {
     ["secret latency p50/p99 ms", `${r.secretLatencyMs.p50} / ${r.secretLatencyMs.p99}`],
     ["offer → answer via edge p50/p99 ms (edge share)", `${r.callLatencyMs.p50} / ${r.callLatencyMs.p99}`],
     ["errors", JSON.stringify(r.errors)],
+    ...Object.entries(r.firstError).map(([kind, body]) => [`first ${kind}`, body]),
   ]);
 }
 

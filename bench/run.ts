@@ -7,6 +7,7 @@ import { cpus } from "node:os";
 import { join } from "node:path";
 import { bargeInTable, runBargeIn, type BargeInResult } from "./barge-in.ts";
 import { capacityTable, runCapacity, type CapacityResult } from "./capacity.ts";
+import { edgeTable, runEdge, type EdgeResult } from "./edge.ts";
 import { loadAverage, root } from "./lib/procs.ts";
 import { table } from "./lib/stats.ts";
 import { runSetup, setupTable, type SetupResult } from "./setup.ts";
@@ -45,6 +46,13 @@ log(bargeInTable(bargeIn));
 log("bench: capacity (relay pinned to core 0)…");
 const capacity: CapacityResult = await runCapacity({ quick, log });
 log(capacityTable(capacity));
+// Edge: throughput with 8 requests in flight, then one at a time for the edge's own share of
+// setup (offer → answer with nothing queued). Each starts its own wrangler dev (~15 s).
+log("bench: edge (wrangler dev, stub relay)…");
+const edgeLoaded: EdgeResult = await runEdge({ seconds: quick ? 3 : 5, concurrency: 8 });
+log(edgeTable(edgeLoaded));
+const edgeAlone: EdgeResult = await runEdge({ seconds: quick ? 3 : 5, concurrency: 1 });
+log(edgeTable(edgeAlone));
 
 const light = capacity.steps[0];
 const at = capacity.atCapacity;
@@ -96,7 +104,16 @@ const summary = table([
   ["  CPU-bound estimate (calls × 100 / CPU %)", capacity.cpuBoundEstimate, ""],
   ["  CPU % / RSS MB there", at ? `${at.cpuPct} / ${at.rssMb}` : "-", ""],
   ["memory per call MB", at ? `${at.rssPerCallMb}` : "-", "< 2"],
-  ["edge: secrets/s, calls/s", "not measured (see bench/README.md)", ""],
+  [
+    "edge: client secrets/s, calls/s (8 in flight)",
+    `${edgeLoaded.secretsPerSecond} / ${edgeLoaded.callsPerSecond}`,
+    "",
+  ],
+  [
+    "edge: offer → answer p50/p99 ms (one at a time)",
+    `${edgeAlone.callLatencyMs.p50} / ${edgeAlone.callLatencyMs.p99}`,
+    "< 20 (with the relay's answer)",
+  ],
 ]);
 process.stdout.write(`\n${summary}\n`);
 
@@ -113,6 +130,7 @@ const result = {
   setup,
   bargeIn,
   capacity,
+  edge: { loaded: edgeLoaded, alone: edgeAlone },
 };
 mkdirSync(join(root, "bench/results"), { recursive: true });
 writeFileSync(join(root, "bench/results/latest.json"), `${JSON.stringify(result, null, 2)}\n`);
