@@ -35,6 +35,8 @@ export interface CapacityStep {
   rssPerCallMb: number;
   /** V8 heap in use and memory outside it (Buffers, native objects), from the relay's /metrics. */
   heapUsedMb: number;
+  /** V8 heap reserved (used + free + young generation), MB. */
+  heapTotalMb: number;
   externalMb: number;
   /** µs of relay CPU per 20 ms frame handled (uplink + downlink), everything included. */
   cpuUsPerFrame: number;
@@ -61,6 +63,7 @@ export interface CapacityResult {
 const UP = "earshot_relay_uplink_frame_work_seconds";
 const DOWN = "earshot_relay_downlink_frame_work_seconds";
 const HEAP = "earshot_relay_nodejs_heap_size_used_bytes";
+const HEAP_TOTAL = "earshot_relay_nodejs_heap_size_total_bytes";
 const EXTERNAL = "earshot_relay_nodejs_external_memory_bytes";
 const PER_GENERATOR = 25;
 
@@ -163,9 +166,7 @@ export async function runCapacity(
       nodeArgs: [
         ...(options.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.profileDir}`] : []),
         // Node writes Heap.<date>.<pid>.<tid>.<seq>.heapsnapshot into the cwd on SIGUSR2.
-        ...(options.heapDir
-          ? ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${options.heapDir}`]
-          : []),
+        ...(options.heapDir ? ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${options.heapDir}`] : []),
       ],
       env: { RELAY_VAD: vad, RELAY_ECHO_SUPPRESSION: vad === "off" ? "0" : "1" },
     });
@@ -238,6 +239,7 @@ export async function runCapacity(
         rssMb: round(rss, 1),
         rssPerCallMb: round((rss - result.baselineRssMb) / calls, 3),
         heapUsedMb: round(gaugeMb(m1, HEAP), 1),
+        heapTotalMb: round(gaugeMb(m1, HEAP_TOTAL), 1),
         externalMb: round(gaugeMb(m1, EXTERNAL), 1),
         cpuUsPerFrame: round(((after[2] - before[2]) * 1e6) / (framesUp + framesDown), 1),
         generatorLate: g1.lateTicks - g0.lateTicks,
@@ -296,7 +298,7 @@ export function capacityTable(r: CapacityResult): string {
       "cpu %",
       "rss MB",
       "MB/call",
-      "heap/ext MB",
+      "heap used/total, ext MB",
       "µs CPU/frame",
       "ok",
     ],
@@ -310,7 +312,7 @@ export function capacityTable(r: CapacityResult): string {
       s.cpuPct,
       s.rssMb,
       s.rssPerCallMb,
-      `${s.heapUsedMb}/${s.externalMb}`,
+      `${s.heapUsedMb}/${s.heapTotalMb}, ${s.externalMb}`,
       s.cpuUsPerFrame,
       s.pass ? "yes" : `no: ${s.why}`,
     ]),
