@@ -21,6 +21,8 @@ export interface EdgeClientStats {
   heartbeatsFailed: number;
   eventsSent: number;
   eventsDropped: number;
+  /** Requests the edge refused for good (4xx but 429): each is logged with the edge's reason. */
+  rejected: number;
 }
 
 export class EdgeClient {
@@ -30,6 +32,7 @@ export class EdgeClient {
     heartbeatsFailed: 0,
     eventsSent: 0,
     eventsDropped: 0,
+    rejected: 0,
   };
   #options: EdgeClientOptions;
   #queue: RelayCallEvent[] = [];
@@ -135,9 +138,22 @@ export class EdgeClient {
           AbortSignal.timeout(this.#options.requestTimeoutMs ?? 2000),
         ]),
       });
-      await response.body?.cancel();
-      // 4xx other than 429 will not get better by retrying: count it as delivered.
-      return response.ok || (response.status >= 400 && response.status < 500 && response.status !== 429);
+      if (response.ok) {
+        await response.body?.cancel();
+        return true;
+      }
+      // 4xx other than 429 will not get better by retrying: count it as delivered, but say so,
+      // since a refused heartbeat means the edge is not routing calls here (a wrong secret,
+      // an http URL outside dev, a value out of range).
+      const permanent = response.status >= 400 && response.status < 500 && response.status !== 429;
+      if (permanent) {
+        const detail = (await response.text().catch(() => "")).slice(0, 300);
+        this.stats.rejected++;
+        this.#options.log.warn({ path, status: response.status, detail }, "the edge refused a relay request");
+      } else {
+        await response.body?.cancel();
+      }
+      return permanent;
     } catch {
       return false;
     }
