@@ -120,7 +120,9 @@ describe("relay VAD and echo suppression", () => {
     await waitUntil(() => call.downlink.flushes.length > 0, 5000, "relay barge-in");
     const latency = call.downlink.flushes[0]!.at - client.userStartedAt;
     console.log(`relay VAD: user speech onset → downlink flushed in ${latency.toFixed(0)} ms`);
-    expect(latency).toBeLessThan(200);
+    // A generous bound (latency is what `npm run bench` measures, about 80-140 ms here): it
+    // catches a VAD that reacts to nothing or only at the end of speech, not a slow machine.
+    expect(latency).toBeLessThan(500);
     const truncated = await call.channel.waitFor("conversation.item.truncated");
     expect(truncated.audio_end_ms).toBe(call.downlink.ledger.sentMs(truncated.item_id as string));
     const done = await call.channel.waitFor(
