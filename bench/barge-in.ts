@@ -47,10 +47,10 @@ async function oneRun(
   try {
     await client.connect({ kind: "relay", url: relay.url, relayId: relay.relayId, secret: relay.secret });
     // The client's microphone: silence every 20 ms, then speech when queued.
-    const origin = performance.now();
+    let origin = performance.now();
     let n = 0;
     const tick = () => {
-      client.sendFrame(true);
+      client.sendFrame(true, origin + n * 20);
       timer = setTimeout(tick, Math.max(0, origin + ++n * 20 - performance.now()));
     };
     tick();
@@ -61,6 +61,9 @@ async function oneRun(
     let start: number;
     if (!relayVad) start = upstream.speechStarted(session);
     else {
+      // Speech starts now: re-anchor the microphone's clock so no speech frame is credited to
+      // (or sent as if captured at) a tick that came before the user spoke.
+      origin = performance.now() - n * 20;
       client.queuePcm(speech!);
       while (client.queuedSentAt === undefined) await sleep(1);
       start = client.queuedSentAt;

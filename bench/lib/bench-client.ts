@@ -179,10 +179,15 @@ export class BenchClient {
       this.#queued.push(this.#encoder.encode(Buffer.from(pcm.buffer, pcm.byteOffset + offset * 2, 960)));
   }
 
-  /** Sends the next 20 ms: queued PCM if any, else the tone (or silence when `silent`). */
-  sendFrame(silent = false): void {
+  /**
+   * Sends the next 20 ms: queued PCM if any, else the tone (or silence when `silent`).
+   * `capturedAt` is when this frame's audio was (ideally) captured: a sender whose timer ran
+   * late sends several frames at once, and speech onset is when the speech was spoken, not
+   * when a burst caught up with it.
+   */
+  sendFrame(silent = false, capturedAt = performance.now()): void {
     let payload = this.#queued.shift();
-    if (payload) this.queuedSentAt ??= performance.now();
+    if (payload) this.queuedSentAt ??= capturedAt;
     else if (silent) {
       this.#encoder ??= new opus.OpusEncoder(24_000, 1, 2048);
       payload = this.#encoder.encode(Buffer.alloc(960));
