@@ -5,10 +5,7 @@ import { spawn } from "node:child_process";
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { RTCPeerConnection, RtpHeader, RtpPacket, type RTCDataChannel, type RTCRtpTransceiver } from "werift";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { freePort, root, startProcess, waitUntil, type Edge } from "../e2e/stack.ts";
+import { startEdge, type Edge } from "../e2e/stack.ts";
 import { concat, createOpusEncoder, RATE, waitFor, withTimeout } from "../relay/fixtures.ts";
 import { createRequire } from "node:module";
 
@@ -100,74 +97,8 @@ export async function startTurnServer(options: {
  * only those required names from an env file, and TURN's secret is optional, so not among them.
  * (Deployed, `wrangler secret put EARSHOT_TURN_SECRET` binds it whatever `required` says.)
  */
-export async function startEdgeWithTurn(turn: { urls: string; secret: string }): Promise<Edge> {
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), "earshot-edge-"));
-  const apiKey = `sk_e2e_${randomBytes(18).toString("base64url")}`;
-  const relaySecret = randomBytes(24).toString("base64url");
-  const secrets = {
-    EARSHOT_API_KEYS: apiKey,
-    EARSHOT_SIGNING_KEYS: `e2e:${randomBytes(24).toString("base64url")}`,
-    EARSHOT_RELAY_SECRET: relaySecret,
-  };
-  writeFileSync(
-    join(dir, "edge.env"),
-    Object.entries(secrets)
-      .map(([k, v]) => `${k}=${v}`)
-      .join("\n"),
-  );
-  const proc = startProcess(
-    "edge",
-    [
-      join(root, "node_modules/wrangler/bin/wrangler.js"),
-      "dev",
-      "--ip",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--env-file",
-      join(dir, "edge.env"),
-      "--var",
-      "EARSHOT_DEV:1",
-      "--var",
-      `EARSHOT_TURN_URLS:${turn.urls}`,
-      "--var",
-      `EARSHOT_TURN_SECRET:${turn.secret}`,
-      "--persist-to",
-      join(dir, "state"),
-      "--show-interactive-dev-session=false",
-      "--log-level",
-      "warn",
-    ],
-    { WRANGLER_SEND_METRICS: "false", CI: "1" },
-  );
-  const url = `http://127.0.0.1:${port}`;
-  const edge: Edge = {
-    ...proc,
-    url,
-    apiKey,
-    relaySecret,
-    async stop(signal) {
-      await proc.stop(signal);
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-  try {
-    await waitUntil(
-      "the edge to answer",
-      async () => {
-        const response = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
-        await response.body?.cancel();
-        return response.ok || undefined;
-      },
-      60_000,
-      200,
-    );
-  } catch (error) {
-    await edge.stop();
-    throw new Error(`${(error as Error).message}\n${proc.output()}`);
-  }
-  return edge;
+export function startEdgeWithTurn(turn: { urls: string; secret: string }): Promise<Edge> {
+  return startEdge({ cliVars: { EARSHOT_TURN_URLS: turn.urls, EARSHOT_TURN_SECRET: turn.secret } });
 }
 
 // ─── STUN / TURN on the wire (RFC 5389, RFC 5766) ────────────────────────────────────────────

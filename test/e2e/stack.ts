@@ -98,24 +98,35 @@ async function httpOk(url: string): Promise<true | undefined> {
 export interface EdgeOptions {
   apiKey?: string;
   relaySecret?: string;
+  /** Vars and secrets, written to the env file wrangler reads (`--env-file`). */
   vars?: Record<string, string>;
+  /**
+   * Passed as `--var NAME:value`. Needed for optional secrets (EARSHOT_TURN_SECRET): with
+   * `[secrets] required` in wrangler.toml, local dev loads only the required names from an
+   * env file. (Deployed, `wrangler secret put` binds a secret whatever `required` says.)
+   */
+  cliVars?: Record<string, string>;
+  /** A fixed port, e.g. to start a new edge where a stopped one was. */
+  port?: number;
 }
 
 export interface Edge extends ManagedProcess {
   url: string;
+  port: number;
   apiKey: string;
   relaySecret: string;
+  /** Every var the edge got from its env file, so another edge can be started just like it. */
+  vars: Record<string, string>;
 }
 
+/** `wrangler dev` on loopback with fresh Durable Object state; resolves when /healthz answers. */
 export async function startEdge(options: EdgeOptions = {}): Promise<Edge> {
-  const port = await freePort();
+  const port = options.port ?? (await freePort());
   const dir = mkdtempSync(join(tmpdir(), "earshot-edge-"));
-  const apiKey = options.apiKey ?? `sk_e2e_${randomBytes(18).toString("base64url")}`;
-  const relaySecret = options.relaySecret ?? randomBytes(24).toString("base64url");
   const vars: Record<string, string> = {
-    EARSHOT_API_KEYS: apiKey,
+    EARSHOT_API_KEYS: options.apiKey ?? `sk_e2e_${randomBytes(18).toString("base64url")}`,
     EARSHOT_SIGNING_KEYS: `e2e:${randomBytes(24).toString("base64url")}`,
-    EARSHOT_RELAY_SECRET: relaySecret,
+    EARSHOT_RELAY_SECRET: options.relaySecret ?? randomBytes(24).toString("base64url"),
     EARSHOT_DEV: "1",
     ...options.vars,
   };
@@ -125,6 +136,7 @@ export async function startEdge(options: EdgeOptions = {}): Promise<Edge> {
       .map(([k, v]) => `${k}=${v}`)
       .join("\n"),
   );
+  const cliVars = Object.entries(options.cliVars ?? {}).flatMap(([k, v]) => ["--var", `${k}:${v}`]);
   const proc = startProcess(
     "edge",
     [
@@ -136,6 +148,7 @@ export async function startEdge(options: EdgeOptions = {}): Promise<Edge> {
       String(port),
       "--env-file",
       join(dir, "edge.env"),
+      ...cliVars,
       "--persist-to",
       join(dir, "state"),
       "--show-interactive-dev-session=false",
@@ -149,15 +162,17 @@ export async function startEdge(options: EdgeOptions = {}): Promise<Edge> {
   const edge: Edge = {
     ...proc,
     url,
-    apiKey,
-    relaySecret,
+    port,
+    apiKey: vars.EARSHOT_API_KEYS!,
+    relaySecret: vars.EARSHOT_RELAY_SECRET!,
+    vars,
     async stop(signal) {
       await stop(signal);
       rmSync(dir, { recursive: true, force: true });
     },
   };
   try {
-    await waitUntil("the edge to answer", () => httpOk(`${url}/healthz`), 60_000, 200);
+    await waitUntil("the edge to answer", () => httpOk(`${url}/healthz`), 90_000, 200);
   } catch (err) {
     await edge.stop();
     throw new Error(`${(err as Error).message}\n${proc.output()}`);

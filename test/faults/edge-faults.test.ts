@@ -15,7 +15,6 @@ import {
   EventClient,
   expectEchoOf,
   getCallView,
-  removeDir,
   startEdgeOn,
   startRelayProc,
   waitUntil,
@@ -37,15 +36,13 @@ const EDGE_VARS = {
 const RELAY_ENV = { RELAY_HEARTBEAT_SECONDS: "1", RELAY_STATS_SECONDS: "1", RELAY_ECHO_SUPPRESSION: "0" };
 
 let agent: AgentServer;
-let edge: EdgeProcess & { stateDir: string };
+let edge: EdgeProcess;
 const relays = new Map<string, RelayProcess>();
 const clients: EventClient[] = [];
-const dirs: string[] = [];
 
 beforeAll(async () => {
   agent = await AgentServer.start({ port: 0, reply: "echo" });
   edge = await startEdgeOn({ vars: EDGE_VARS });
-  dirs.push(edge.stateDir);
   for (const id of ["relay-a", "relay-b"]) {
     relays.set(
       id,
@@ -65,7 +62,6 @@ afterAll(async () => {
   await Promise.all([...relays.values()].map((r) => r.stop("SIGKILL")));
   await edge?.stop();
   await agent?.close();
-  for (const dir of dirs) removeDir(dir);
 });
 
 /** A connected call through the edge, with its session configured and the edge saying connected. */
@@ -229,7 +225,6 @@ describe("faults around the edge", () => {
     // can put it back in the registry.
     const upAt = Date.now();
     edge = await startEdgeOn({ port: edge.port, vars: edge.vars });
-    dirs.push(edge.stateDir);
     const backAt = await waitUntil(
       "a call placed through the new edge",
       async () => {

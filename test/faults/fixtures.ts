@@ -2,11 +2,16 @@
 // (`wrangler dev`) on loopback, a werift client that places its call through the edge, and
 // probes of what a process holds (its UDP sockets, its /healthz and /metrics).
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { expect } from "vitest";
-import { freePort, root, startProcess, waitUntil, type ManagedProcess } from "../e2e/stack.ts";
+import {
+  freePort,
+  startEdge,
+  startProcess,
+  waitUntil,
+  type Edge,
+  type ManagedProcess,
+} from "../e2e/stack.ts";
 import { TestClient, concat, dominantFrequency, rms, sine, waitFor } from "../relay/fixtures.ts";
 import { createRequire } from "node:module";
 
@@ -23,84 +28,11 @@ export function udpRange(): string {
 
 // ─── Edge ─────────────────────────────────────────────────────────────────────────────────────
 
-export interface EdgeProcess extends ManagedProcess {
-  url: string;
-  port: number;
-  apiKey: string;
-  relaySecret: string;
-  /** The env file and state dir, kept so the same edge can be started again on the same port. */
-  vars: Record<string, string>;
-}
+export type EdgeProcess = Edge;
 
-/** `wrangler dev` on `port` (fresh if not given) with `vars`; resolves when /healthz answers. */
-export async function startEdgeOn(
-  options: { port?: number; vars?: Record<string, string>; stateDir?: string } = {},
-): Promise<EdgeProcess & { stateDir: string }> {
-  const port = options.port ?? (await freePort());
-  const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), "earshot-faults-edge-"));
-  const vars: Record<string, string> = {
-    EARSHOT_API_KEYS: `sk_faults_${randomBytes(18).toString("base64url")}`,
-    EARSHOT_SIGNING_KEYS: `f1:${randomBytes(24).toString("base64url")}`,
-    EARSHOT_RELAY_SECRET: randomBytes(24).toString("base64url"),
-    EARSHOT_DEV: "1",
-    EARSHOT_REGISTRY_CACHE_SECONDS: "1",
-    ...options.vars,
-  };
-  const envFile = join(stateDir, `edge-${port}.env`);
-  writeFileSync(
-    envFile,
-    Object.entries(vars)
-      .map(([k, v]) => `${k}=${v}`)
-      .join("\n"),
-  );
-  const proc = startProcess(
-    "edge",
-    [
-      join(root, "node_modules/wrangler/bin/wrangler.js"),
-      "dev",
-      "--ip",
-      "127.0.0.1",
-      "--port",
-      String(port),
-      "--env-file",
-      envFile,
-      "--persist-to",
-      join(stateDir, "state"),
-      "--show-interactive-dev-session=false",
-      "--log-level",
-      "warn",
-    ],
-    { WRANGLER_SEND_METRICS: "false", CI: "1" },
-  );
-  const url = `http://127.0.0.1:${port}`;
-  try {
-    await waitUntil(
-      "the edge to answer",
-      async () => {
-        const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
-        await res.body?.cancel();
-        return res.ok || undefined;
-      },
-      90_000,
-      200,
-    );
-  } catch (err) {
-    await proc.stop();
-    throw new Error(`${(err as Error).message}\n${proc.output()}`);
-  }
-  return {
-    ...proc,
-    url,
-    port,
-    apiKey: vars.EARSHOT_API_KEYS!,
-    relaySecret: vars.EARSHOT_RELAY_SECRET!,
-    vars,
-    stateDir,
-  };
-}
-
-export function removeDir(dir: string): void {
-  rmSync(dir, { recursive: true, force: true });
+/** `wrangler dev` on `port` (fresh if not given) with `vars`, a fast registry cache, empty state. */
+export function startEdgeOn(options: { port?: number; vars?: Record<string, string> } = {}): Promise<Edge> {
+  return startEdge({ port: options.port, vars: { EARSHOT_REGISTRY_CACHE_SECONDS: "1", ...options.vars } });
 }
 
 // ─── Relays ───────────────────────────────────────────────────────────────────────────────────
