@@ -214,6 +214,12 @@ export function heardSince(client: TestClient, from: number): Int16Array {
  * agent's reply, heard by the client, must be that pitch at speaking level.
  */
 export async function expectEchoOf(client: EventClient, frequency: number): Promise<void> {
+  // Let the previous reply finish first: its tail arriving now would be taken for this reply.
+  await waitFor(
+    () => performance.now() - (client.received.at(-1)?.at ?? 0) > 300,
+    15_000,
+    "the previous reply to end",
+  );
   const from = client.received.length;
   await client.sendPackets(client.encodeFrames(concat([sine(frequency, 600, 8000), new Int16Array(24_000)])));
   // Judged on the audio alone (not on data-channel events), so this checks the media path.
