@@ -12,7 +12,16 @@ import {
   type Edge,
   type ManagedProcess,
 } from "../e2e/stack.ts";
-import { TestClient, concat, dominantFrequency, rms, sine, waitFor } from "../relay/fixtures.ts";
+import {
+  TestClient,
+  concat,
+  dominantFrequency,
+  postCall,
+  rms,
+  sine,
+  ticketFor,
+  waitFor,
+} from "../relay/fixtures.ts";
 import { createRequire } from "node:module";
 
 export { freePort, waitUntil };
@@ -240,4 +249,26 @@ export async function expectEchoOf(client: EventClient, frequency: number): Prom
   const reply = heard.subarray(start, start + 24_000 * 0.4);
   expect(rms(reply)).toBeGreaterThan(2000);
   expect(Math.abs(dominantFrequency(reply) - frequency)).toBeLessThanOrEqual(15);
+}
+
+/** Places a call straight to a relay (ticket signed here) and waits until its model session is live. */
+export async function callRelay(
+  relayUrl: string,
+  client: EventClient = new EventClient(),
+): Promise<EventClient> {
+  const offer = await client.offer();
+  const response = await postCall(
+    relayUrl,
+    { call_id: client.callId, offer_sdp: offer, session: {} },
+    await ticketFor(client.callId, offer, {}),
+  );
+  expect(response.status).toBe(201);
+  await client.pc.setRemoteDescription({
+    type: "answer",
+    sdp: ((await response.json()) as { answer_sdp: string }).answer_sdp,
+  });
+  await client.connected();
+  await client.channelOpen();
+  await client.waitEvent("session.updated");
+  return client;
 }

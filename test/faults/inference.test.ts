@@ -8,8 +8,8 @@ import type { AddressInfo, Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
 import { AgentServer } from "../../relay/agent/agent-server.ts";
-import { TEST_SECRET, postCall, ticketFor, waitFor } from "../relay/fixtures.ts";
-import { EventClient, expectEchoOf, startRelayProc, type RelayProcess } from "./fixtures.ts";
+import { TEST_SECRET, waitFor } from "../relay/fixtures.ts";
+import { EventClient, callRelay, expectEchoOf, startRelayProc, type RelayProcess } from "./fixtures.ts";
 
 type Mode = "pass" | "refuse" | "stall";
 
@@ -121,21 +121,7 @@ afterEach(async () => {
 async function liveCall(): Promise<EventClient> {
   const client = new EventClient();
   clients.push(client);
-  const offer = await client.offer();
-  const response = await postCall(
-    relay.url,
-    { call_id: client.callId, offer_sdp: offer, session: {} },
-    await ticketFor(client.callId, offer, {}),
-  );
-  expect(response.status).toBe(201);
-  await client.pc.setRemoteDescription({
-    type: "answer",
-    sdp: ((await response.json()) as { answer_sdp: string }).answer_sdp,
-  });
-  await client.connected();
-  await client.channelOpen();
-  await client.waitEvent("session.updated");
-  return client;
+  return callRelay(relay.url, client);
 }
 
 /** Waits for the relay to hold no call and no more UDP sockets than before the call. */

@@ -8,7 +8,14 @@ import { afterEach, describe, expect, it } from "vitest";
 import { AgentServer } from "../../relay/agent/agent-server.ts";
 import { MAX_CLIENT_MESSAGE_BYTES } from "../../relay/peer-config.ts";
 import { TEST_SECRET, postCall, ticketFor, waitFor } from "../relay/fixtures.ts";
-import { EventClient, expectEchoOf, startRelayProc, waitUntil, type RelayProcess } from "./fixtures.ts";
+import {
+  EventClient,
+  callRelay,
+  expectEchoOf,
+  startRelayProc,
+  waitUntil,
+  type RelayProcess,
+} from "./fixtures.ts";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -31,21 +38,7 @@ async function setUp(env: Record<string, string> = {}): Promise<RelayProcess> {
 async function liveCall(relay: RelayProcess): Promise<EventClient> {
   const client = new EventClient();
   cleanups.push(() => client.close());
-  const offer = await client.offer();
-  const response = await postCall(
-    relay.url,
-    { call_id: client.callId, offer_sdp: offer, session: {} },
-    await ticketFor(client.callId, offer, {}),
-  );
-  expect(response.status).toBe(201);
-  await client.pc.setRemoteDescription({
-    type: "answer",
-    sdp: ((await response.json()) as { answer_sdp: string }).answer_sdp,
-  });
-  await client.connected();
-  await client.channelOpen();
-  await client.waitEvent("session.updated");
-  return client;
+  return callRelay(relay.url, client);
 }
 
 const codes = (client: EventClient) => client.errors().map((e) => (e.error as { code: string }).code);

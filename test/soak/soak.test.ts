@@ -7,8 +7,8 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { AgentServer } from "../../relay/agent/agent-server.ts";
-import { TEST_SECRET, concat, postCall, sine, ticketFor, waitFor } from "../relay/fixtures.ts";
-import { EventClient, startRelayProc, type RelayProcess } from "../faults/fixtures.ts";
+import { TEST_SECRET, concat, sine, waitFor } from "../relay/fixtures.ts";
+import { EventClient, callRelay, startRelayProc, type RelayProcess } from "../faults/fixtures.ts";
 
 const LONG = process.env.EARSHOT_SOAK === "long";
 const SOAK_MS = LONG ? Number(process.env.SOAK_MINUTES ?? 10) * 60_000 : 0;
@@ -44,20 +44,7 @@ const udpHere = () => process.getActiveResourcesInfo().filter((r) => r === "UDPW
 async function oneCall(): Promise<void> {
   const client = new EventClient();
   try {
-    const offer = await client.offer();
-    const response = await postCall(
-      relay.url,
-      { call_id: client.callId, offer_sdp: offer, session: {} },
-      await ticketFor(client.callId, offer, {}),
-    );
-    expect(response.status).toBe(201);
-    await client.pc.setRemoteDescription({
-      type: "answer",
-      sdp: ((await response.json()) as { answer_sdp: string }).answer_sdp,
-    });
-    await client.connected();
-    await client.channelOpen();
-    await client.waitEvent("session.updated");
+    await callRelay(relay.url, client);
     await client.sendPackets(
       client.encodeFrames(concat([sine(440, 300, 8000), new Int16Array(24_000 * 0.7)])),
     );
