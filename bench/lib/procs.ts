@@ -1,9 +1,9 @@
 // Child processes for benchmarks: the relay (optionally pinned to a core with taskset), the bench
 // upstream, load generators. Each is owned by the bench and stopped by pid (process group).
 import { spawn, type ChildProcess } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { appendFileSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 
 export const root = join(import.meta.dirname, "../..");
 
@@ -42,7 +42,12 @@ export function startNode(
   });
   let output = "";
   const listeners = new Set<() => void>();
+  // BENCH_LOG_DIR keeps each child's whole output (the relay's logs, --trace-gc) for reading later.
+  const logFile = process.env.BENCH_LOG_DIR
+    ? join(process.env.BENCH_LOG_DIR, `${basename(args[0] ?? "node", ".ts")}-${proc.pid}.log`)
+    : undefined;
   const append = (chunk: Buffer) => {
+    if (logFile) appendFileSync(logFile, chunk);
     output += chunk.toString();
     if (output.length > 200_000) output = output.slice(-100_000);
     for (const l of listeners) l();
