@@ -5,6 +5,7 @@
 //  uplink PCM (20 ms) ──▶ [echo suppression, relay VAD] ──▶ input_audio_buffer.append (40 ms, base64)
 //  response.output_audio.delta ──▶ DownlinkPort.push (PlayoutLedger records generated/sent)
 //  oai-events ⇄ client events up (validated) / server events down (audio deltas excepted)
+import { performance } from "node:perf_hooks";
 import { assertNever } from "../../protocol/assert-never.ts";
 import {
   type ClientEvent,
@@ -21,7 +22,12 @@ import type { CallBridge, CallBridgeFactory, CallContext } from "../bridge.ts";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
 import { BargeIn, RELAY_EVENT_PREFIX } from "./barge-in.ts";
 import type { InferenceConfig } from "./inference-config.ts";
-import { droppedAudio, rejectedClientEvents, upstreamFailures } from "./inference-metrics.ts";
+import {
+  droppedAudio,
+  rejectedClientEvents,
+  unansweredRejections,
+  upstreamFailures,
+} from "./inference-metrics.ts";
 import { UpstreamConnection } from "./upstream-connection.ts";
 
 /** Uplink frames per input_audio_buffer.append: 2 × 20 ms. */
@@ -30,6 +36,15 @@ const FRAMES_PER_APPEND = 2;
 const MAX_PENDING_CHANNEL_EVENTS = 256;
 /** Client events held while the upstream is (re)connecting. */
 const MAX_PENDING_UPSTREAM_EVENTS = 64;
+/**
+ * Error replies to malformed client events: a burst of this many, then this many a second.
+ * A client that floods garbage would otherwise get an error back for every message, and the
+ * relay would spend its data channel (SCTP carries about 100 small messages a second here)
+ * and its CPU answering; a client with a bug still sees its first errors and one a tenth of a
+ * second after that. Every rejection is counted either way.
+ */
+export const ERROR_REPLY_BURST = 20;
+export const ERROR_REPLIES_PER_SECOND = 10;
 
 /** What the relay's uplink VAD and echo suppression need from the bridge. */
 export interface UplinkMonitorHooks {
@@ -77,6 +92,8 @@ export class InferenceBridge implements CallBridge {
   #pendingChannel: string[] = [];
   #pendingUpstream: string[] = [];
   #closed = false;
+  #errorReplyTokens = ERROR_REPLY_BURST;
+  #errorReplyRefilledAt = performance.now();
 
   constructor(ctx: CallContext, options: InferenceBridgeOptions) {
     this.#ctx = ctx;
@@ -158,7 +175,8 @@ export class InferenceBridge implements CallBridge {
     switch (parsed.kind) {
       case "invalid":
         rejectedClientEvents.inc({ code: parsed.code });
-        this.#emit(JSON.stringify(invalidEventError(parsed)));
+        if (this.#takeErrorReply()) this.#emit(JSON.stringify(invalidEventError(parsed)));
+        else unansweredRejections.inc();
         return;
       case "unknown":
         // Passed through as OpenAI would receive it; the upstream answers unknown types itself.
@@ -363,6 +381,19 @@ export class InferenceBridge implements CallBridge {
       return;
     }
     this.#pendingUpstream.push(text);
+  }
+
+  /** Token bucket for error replies (ERROR_REPLY_BURST, ERROR_REPLIES_PER_SECOND). */
+  #takeErrorReply(): boolean {
+    const now = performance.now();
+    this.#errorReplyTokens = Math.min(
+      ERROR_REPLY_BURST,
+      this.#errorReplyTokens + ((now - this.#errorReplyRefilledAt) / 1000) * ERROR_REPLIES_PER_SECOND,
+    );
+    this.#errorReplyRefilledAt = now;
+    if (this.#errorReplyTokens < 1) return false;
+    this.#errorReplyTokens -= 1;
+    return true;
   }
 
   #emit(text: string): void {

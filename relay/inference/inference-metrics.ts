@@ -42,8 +42,17 @@ export const rejectedClientEvents = once(
   () =>
     new Counter({
       name: "earshot_relay_client_events_rejected_total",
-      help: "Data-channel client events rejected with an error event, by code",
+      help: "Data-channel client events rejected, by code (answered with an error event while the error budget lasts)",
       labelNames: ["code"] as const,
+    }),
+);
+
+export const unansweredRejections = once(
+  "earshot_relay_client_error_replies_suppressed_total",
+  () =>
+    new Counter({
+      name: "earshot_relay_client_error_replies_suppressed_total",
+      help: "Rejected client events not answered because the call's error-reply budget was spent",
     }),
 );
 

@@ -5,7 +5,11 @@ import { register } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MAX_CLIENT_EVENT_BYTES } from "../../../protocol/realtime.ts";
 import { AgentServer } from "../../../relay/agent/agent-server.ts";
-import { InferenceBridge } from "../../../relay/inference/inference-bridge.ts";
+import {
+  ERROR_REPLIES_PER_SECOND,
+  ERROR_REPLY_BURST,
+  InferenceBridge,
+} from "../../../relay/inference/inference-bridge.ts";
 import type { InferenceConfig } from "../../../relay/inference/inference-config.ts";
 import { inferenceConfigFromEnv } from "../../../relay/inference/inference-config.ts";
 import { concat, dbfs, dominantFrequency, sine } from "../agent/audio-analysis.ts";
@@ -214,6 +218,38 @@ describe("InferenceBridge against the built-in agent", () => {
       "conversation.item.added",
       (e) => (e.item as { role: string }).role === "user",
     );
+    bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
+    await call.channel.waitFor("response.created");
+    expect(call.endings).toEqual([]);
+  });
+
+  it("answers a flood of malformed events up to its error budget, counts them all, and keeps the call", async () => {
+    const { call, bridge } = start(agent.url);
+    openChannel(call, bridge);
+    await call.channel.waitFor("session.updated");
+    const rejected = await counter("earshot_relay_client_events_rejected_total", { code: "invalid_json" });
+    const unanswered = await counter("earshot_relay_client_error_replies_suppressed_total", {});
+    // Sent in one go, faster than the budget refills: the burst is answered, one more is not.
+    for (let i = 0; i < ERROR_REPLY_BURST; i++) bridge.onClientMessage(`{bad ${i}`);
+    bridge.onClientMessage("{one too many");
+    await waitUntil(() => call.channel.ofType("error").length >= ERROR_REPLY_BURST, 5000, "the burst");
+    await new Promise((r) => setTimeout(r, 50));
+    expect(call.channel.ofType("error").length).toBe(ERROR_REPLY_BURST);
+    for (let i = 0; i < 200; i++) bridge.onClientMessage("{flood");
+    expect(await counter("earshot_relay_client_events_rejected_total", { code: "invalid_json" })).toBe(
+      rejected + ERROR_REPLY_BURST + 201,
+    );
+    // At most one token came back while waiting above; the rest of the flood went unanswered.
+    expect(await counter("earshot_relay_client_error_replies_suppressed_total", {})).toBeGreaterThanOrEqual(
+      unanswered + 200,
+    );
+    // The budget refills: a second later the client's next mistake is answered again...
+    await new Promise((r) => setTimeout(r, 1000 / ERROR_REPLIES_PER_SECOND + 50));
+    const before = call.channel.ofType("error").length;
+    bridge.onClientMessage("[1]");
+    await waitUntil(() => call.channel.ofType("error").length === before + 1, 5000, "answered again");
+    expect((call.channel.ofType("error").at(-1)!.error as { code: string }).code).toBe("invalid_event");
+    // ...and valid events went on working throughout.
     bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
     await call.channel.waitFor("response.created");
     expect(call.endings).toEqual([]);
