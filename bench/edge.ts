@@ -1,7 +1,8 @@
 // The edge alone: client secrets per second and calls per second through `wrangler dev`'s
 // workerd, with a stub relay (node:http answering POST /calls at once with a canned werift
 // answer, heartbeating with the real EdgeClient), and the edge's latency for one call, which is
-// its share of setup time (the stub relay's own work is ~0).
+// its share of setup time (the stub relay's own work is ~0). Where that time goes comes from the
+// edge's own Server-Timing header: the median of each part over all answered requests.
 //   npx node bench/edge.ts [--seconds=5] [--concurrency=8]
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -11,19 +12,64 @@ import { startEdge } from "../test/e2e/stack.ts";
 import { EdgeClient } from "../relay/edge-client.ts";
 import { createLogger } from "../relay/log.ts";
 import { loadAverage } from "./lib/procs.ts";
-import { summarize, table, type Summary } from "./lib/stats.ts";
+import { median, round, summarize, table, type Summary } from "./lib/stats.ts";
 
 export interface EdgeResult {
   secretsPerSecond: number;
   callsPerSecond: number;
   secretLatencyMs: Summary;
   callLatencyMs: Summary;
+  /**
+   * Median and mean of each Server-Timing part (ms), in the order the edge reports them. workerd
+   * keeps whole-millisecond clocks, so the mean resolves what a median of 0 or 1 cannot.
+   */
+  secretTimingMs: Record<string, PartSummary>;
+  callTimingMs: Record<string, PartSummary>;
   errors: Record<string, number>;
   /** The first response body of each kind of error. */
   firstError: Record<string, string>;
   concurrency: number;
   load: string;
 }
+
+/** Samples of each Server-Timing part, by name, in first-seen order. */
+class TimingSamples {
+  readonly #parts = new Map<string, number[]>();
+
+  add(header: string | null): void {
+    for (const entry of (header ?? "").split(",")) {
+      const [name, ...params] = entry.trim().split(";");
+      const dur = params.find((p) => p.trim().startsWith("dur="));
+      if (!name || !dur) continue;
+      const samples = this.#parts.get(name) ?? [];
+      samples.push(Number(dur.trim().slice(4)));
+      this.#parts.set(name, samples);
+    }
+  }
+
+  summaries(): Record<string, PartSummary> {
+    return Object.fromEntries(
+      [...this.#parts].map(([name, samples]) => [
+        name,
+        {
+          p50: round(median(samples), 1),
+          mean: round(samples.reduce((a, b) => a + b, 0) / samples.length, 1),
+        },
+      ]),
+    );
+  }
+}
+
+interface PartSummary {
+  p50: number;
+  mean: number;
+}
+
+/** `name p50 (mean), …` */
+const timingCell = (parts: Record<string, PartSummary>) =>
+  Object.entries(parts)
+    .map(([name, { p50, mean }]) => `${name} ${p50} (${mean})`)
+    .join(", ");
 
 async function cannedOfferAnswer(): Promise<{ offer: string; answer: string }> {
   const config = { iceServers: [], iceUseIpv6: false, iceInterfaceAddresses: { udp4: "127.0.0.1" } };
@@ -86,6 +132,9 @@ export async function runEdge(options: { seconds?: number; concurrency?: number 
   try {
     client.start();
     if (!(await client.sendHeartbeat())) throw new Error("the edge refused the stub relay's heartbeat");
+    const secretTiming = new TimingSamples();
+    const callTiming = new TimingSamples();
+    let mintTiming: TimingSamples | undefined;
     const mint = async (): Promise<string | null> => {
       const res = await fetch(`${edge.url}/v1/realtime/client_secrets`, {
         method: "POST",
@@ -97,6 +146,7 @@ export async function runEdge(options: { seconds?: number; concurrency?: number 
         count(`client_secrets ${res.status}`);
         return null;
       }
+      mintTiming?.add(res.headers.get("server-timing"));
       return body.value;
     };
     const loop = async (work: () => Promise<boolean>, latencies: number[]) => {
@@ -117,7 +167,9 @@ export async function runEdge(options: { seconds?: number; concurrency?: number 
     };
     for (let i = 0; i < 5; i++) await mint(); // warm-up
     const secretLatencies: number[] = [];
+    mintTiming = secretTiming;
     const secretsPerSecond = await loop(async () => (await mint()) !== null, secretLatencies);
+    mintTiming = undefined;
     const callLatencies: number[] = [];
     const callsPerSecond = await loop(async () => {
       const secret = await mint();
@@ -135,6 +187,7 @@ export async function runEdge(options: { seconds?: number; concurrency?: number 
         return false;
       }
       callLatencies.push(performance.now() - t);
+      callTiming.add(res.headers.get("server-timing"));
       return true;
     }, []);
     return {
@@ -142,6 +195,8 @@ export async function runEdge(options: { seconds?: number; concurrency?: number 
       callsPerSecond: Math.round(callsPerSecond),
       secretLatencyMs: summarize(secretLatencies),
       callLatencyMs: summarize(callLatencies),
+      secretTimingMs: secretTiming.summaries(),
+      callTimingMs: callTiming.summaries(),
       errors,
       firstError,
       concurrency,
@@ -161,6 +216,8 @@ export function edgeTable(r: EdgeResult): string {
     ["calls / s (secret + offer)", r.callsPerSecond],
     ["secret latency p50/p99 ms", `${r.secretLatencyMs.p50} / ${r.secretLatencyMs.p99}`],
     ["offer → answer via edge p50/p99 ms (edge share)", `${r.callLatencyMs.p50} / ${r.callLatencyMs.p99}`],
+    ["secret Server-Timing p50 (mean) ms", timingCell(r.secretTimingMs)],
+    ["call Server-Timing p50 (mean) ms", timingCell(r.callTimingMs)],
     ["errors", JSON.stringify(r.errors)],
     ...Object.entries(r.firstError).map(([kind, body]) => [`first ${kind}`, body]),
   ]);

@@ -16,6 +16,7 @@ import { edgeConfig } from "./config.ts";
 import { ApiError, type ApiErrorData } from "./errors.ts";
 import { log } from "./log.ts";
 import { createRelayCall, deleteRelayCall, patchRelayCall, type RelayTarget } from "./relay-client.ts";
+import { ServerTiming, type TimingParts } from "./server-timing.ts";
 
 export type CallState = "created" | "offered" | "answered" | "connected" | "ended" | "failed";
 
@@ -45,6 +46,12 @@ export interface StartCall {
   relay: RelayTarget;
   offerSdp: string;
   session: SessionConfig;
+}
+
+/** The relay's answer, and where the time went inside the object (for Server-Timing). */
+export interface StartedCall {
+  answerSdp: string;
+  timing: TimingParts;
 }
 
 interface CallRecord {
@@ -85,7 +92,7 @@ const notFound = <T>(): Outcome<T> => fail(new ApiError(404, "call_not_found", "
 export class CallSession extends DurableObject<Env> {
   #call: CallRecord | undefined;
   /** The offer being forwarded right now, so a repeat of it joins instead of sending again. */
-  #pending: { offerSdp: string; relayId: string; result: Promise<Outcome<string>> } | undefined;
+  #pending: { offerSdp: string; relayId: string; result: Promise<Outcome<StartedCall>> } | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -102,7 +109,7 @@ export class CallSession extends DurableObject<Env> {
    * Records the call and forwards its offer to its relay; resolves to the SDP answer. A repeat
    * of the same offer for the same relay gets the same answer; anything else is a 409.
    */
-  async start(init: StartCall): Promise<Outcome<string>> {
+  async start(init: StartCall): Promise<Outcome<StartedCall>> {
     const call = this.#call;
     if (!call) {
       this.#call = {
@@ -131,23 +138,26 @@ export class CallSession extends DurableObject<Env> {
       call.relay.id === init.relay.id &&
       call.offerSha256 === (await sha256Hex(init.offerSdp))
     ) {
-      return { ok: true, value: call.answerSdp };
+      return { ok: true, value: { answerSdp: call.answerSdp, timing: [] } };
     }
     return fail(new ApiError(409, "call_exists", `The call already has an offer and is ${call.state}.`));
   }
 
-  async #forward(call: CallRecord, init: StartCall): Promise<Outcome<string>> {
+  async #forward(call: CallRecord, init: StartCall): Promise<Outcome<StartedCall>> {
+    const timing = new ServerTiming();
     try {
       this.#transition(call, "offered");
-      call.offerSha256 = await sha256Hex(init.offerSdp);
+      call.offerSha256 = await timing.time("hash", () => sha256Hex(init.offerSdp));
       this.#save();
-      await this.#schedule();
+      await timing.time("alarm-offered", () => this.#schedule());
       const config = this.#config;
-      const result = await createRelayCall(
-        call.relay,
-        { call_id: call.callId, offer_sdp: init.offerSdp, session: init.session },
-        config.relaySecret,
-        config.relayTimeoutMs,
+      const result = await timing.time("relay", () =>
+        createRelayCall(
+          call.relay,
+          { call_id: call.callId, offer_sdp: init.offerSdp, session: init.session },
+          config.relaySecret,
+          config.relayTimeoutMs,
+        ),
       );
       if (call.state !== "offered") {
         // Hung up while the relay was answering: the relay must not keep the call.
@@ -158,8 +168,8 @@ export class CallSession extends DurableObject<Env> {
         call.answerSdp = result.value.answer_sdp;
         this.#transition(call, "answered");
         this.#save();
-        await this.#schedule();
-        return { ok: true, value: call.answerSdp };
+        await timing.time("alarm-answered", () => this.#schedule());
+        return { ok: true, value: { answerSdp: call.answerSdp, timing: timing.parts } };
       }
       if (result.kind === "timeout") {
         await this.#end(

@@ -11,6 +11,7 @@ import { createCall, getCall, hangupCall, patchCall } from "./routes/calls.ts";
 import { createClientSecret, createDevClientSecret } from "./routes/client-secrets.ts";
 import { getIceServers, ICE_SERVERS_PATH } from "./routes/ice-servers.ts";
 import { listRelays, relayCallEvent, relayHeartbeat } from "./routes/internal.ts";
+import { timingOf, withServerTiming } from "./server-timing.ts";
 
 export { CallSession } from "./call-session.ts";
 export { ClientSecretLedger } from "./client-secret-ledger.ts";
@@ -25,9 +26,10 @@ async function guard(request: IRequest, env: Env): Promise<void> {
   const { pathname } = new URL(request.url);
   if (!pathname.startsWith("/v1/") && !pathname.startsWith("/dev/")) return;
   if (request.method === "OPTIONS") return;
+  const timing = timingOf(request);
   const config = edgeConfig(env);
   if (corsApplies(pathname)) checkOrigin(config, request);
-  await enforceRateLimit(env, `ip:${clientIp(request)}`, config.ipRateLimit);
+  await timing.time("ip", () => enforceRateLimit(env, `ip:${clientIp(request)}`, config.ipRateLimit));
 }
 
 const router = AutoRouter({
@@ -41,6 +43,7 @@ const router = AutoRouter({
   finally: [
     (response: Response, request: IRequest, env: Env) =>
       corsApplies(new URL(request.url).pathname) ? withCors(edgeConfig(env), request, response) : response,
+    (response: Response, request: IRequest) => withServerTiming(request, response),
   ],
 });
 

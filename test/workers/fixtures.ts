@@ -96,13 +96,17 @@ export interface ClientSecretBody {
   session: Record<string, unknown>;
 }
 
-export async function mintSecret(body: unknown = {}, apiKey = API_KEY): Promise<ClientSecretBody> {
-  const response = await edge("/v1/realtime/client_secrets", {
+export function postClientSecret(body: unknown = {}, apiKey = API_KEY): Promise<Response> {
+  return edge("/v1/realtime/client_secrets", {
     method: "POST",
     apiKey,
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
   });
+}
+
+export async function mintSecret(body: unknown = {}, apiKey = API_KEY): Promise<ClientSecretBody> {
+  const response = await postClientSecret(body, apiKey);
   expect(response.status).toBe(200);
   return (await response.json()) as ClientSecretBody;
 }

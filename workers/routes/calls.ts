@@ -5,7 +5,7 @@ import { randomToken } from "../../protocol/encoding.ts";
 import { CallId } from "../../protocol/relay-api.ts";
 import { requireCaller } from "../auth.ts";
 import { decodeText, mediaType, readCapped, tooLarge, unsupportedMediaType } from "../body.ts";
-import type { CallOwner, Outcome } from "../call-session.ts";
+import type { CallOwner, Outcome, StartedCall } from "../call-session.ts";
 import type { CallClaim } from "../client-secret-ledger.ts";
 import { edgeConfig, type EdgeConfig } from "../config.ts";
 import { ApiError, badRequest, forbidden, notFound, unauthorized } from "../errors.ts";
@@ -13,6 +13,7 @@ import { enforceRateLimit } from "../rate-limiter.ts";
 import { cachedRelays } from "../relay-cache.ts";
 import { callerLocation, chooseRelay } from "../relay-choice.ts";
 import { checkOffer, checkSdpFragment, MAX_OFFER_BYTES } from "../sdp.ts";
+import { timingOf } from "../server-timing.ts";
 import { bindSession, MAX_SESSION_BYTES, type BoundSession } from "../session-config.ts";
 
 const MAX_MULTIPART_BYTES = MAX_OFFER_BYTES + MAX_SESSION_BYTES + 4096;
@@ -22,13 +23,18 @@ const SDPFRAG = "application/trickle-ice-sdpfrag";
 
 export async function createCall(request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> {
   const config = edgeConfig(env);
+  const timing = timingOf(request);
   const type = mediaType(request);
   if (type !== SDP && type !== MULTIPART) {
     throw unsupportedMediaType(`${SDP}, or ${MULTIPART} with sdp and session fields`);
   }
-  const body = await readCapped(request, type === SDP ? MAX_OFFER_BYTES : MAX_MULTIPART_BYTES, "SDP offer");
-  const caller = await requireCaller(config, request);
-  if (caller.kind === "api_key") await enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit);
+  const body = await timing.time("body", () =>
+    readCapped(request, type === SDP ? MAX_OFFER_BYTES : MAX_MULTIPART_BYTES, "SDP offer"),
+  );
+  const caller = await timing.time("auth", () => requireCaller(config, request));
+  if (caller.kind === "api_key") {
+    await timing.time("limit", () => enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit));
+  }
 
   let offerText: string;
   let sessionField: string | undefined;
@@ -51,7 +57,7 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
   }
 
   const region = regionParam(request);
-  const relays = await cachedRelays(env, ctx, config);
+  const relays = await timing.time("relays", () => cachedRelays(env, ctx, config));
   const relay = chooseRelay(relays, {
     from: callerLocation(request, config.dev),
     region,
@@ -72,9 +78,11 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
   let owner: CallOwner;
   if (caller.kind === "client_secret") {
     // RPC retypes the loose session object; it is the same plain data.
-    const claim = (await env.CLIENT_SECRET_LEDGER.getByName(caller.claims.id).claimCall(
-      caller.claims.sessionSha256,
-      config.maxCallsPerSecret,
+    const claim = (await timing.time("ledger", () =>
+      env.CLIENT_SECRET_LEDGER.getByName(caller.claims.id).claimCall(
+        caller.claims.sessionSha256,
+        config.maxCallsPerSecret,
+      ),
     )) as CallClaim;
     if (!claim.ok) {
       if (claim.reason === "call_limit_reached") {
@@ -92,15 +100,19 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
   }
 
   const callId = `rtc_${randomToken(16)}`;
-  const outcome = await env.CALL_SESSION.getByName(callId).start({
-    callId,
-    owner,
-    relay: { id: relay.relay_id, region: relay.region, publicUrl: relay.public_url },
-    offerSdp: offer.sdp,
-    session: bound!.session,
-  });
-  const answer = unwrap(outcome);
-  return new Response(answer, {
+  // RPC retypes the result (tuples become arrays); it is the same plain data.
+  const outcome = (await timing.time("session", async () =>
+    env.CALL_SESSION.getByName(callId).start({
+      callId,
+      owner,
+      relay: { id: relay.relay_id, region: relay.region, publicUrl: relay.public_url },
+      offerSdp: offer.sdp,
+      session: bound!.session,
+    }),
+  )) as Outcome<StartedCall>;
+  const started = unwrap(outcome);
+  timing.merge(started.timing);
+  return new Response(started.answerSdp, {
     status: 201,
     headers: { "Content-Type": SDP, Location: `/v1/realtime/calls/${callId}`, "Cache-Control": "no-store" },
   });

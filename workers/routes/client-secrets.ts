@@ -9,6 +9,7 @@ import { edgeConfig, type EdgeConfig } from "../config.ts";
 import { badRequest, notFound } from "../errors.ts";
 import { enforceRateLimit } from "../rate-limiter.ts";
 import { bindSession, MAX_SESSION_BYTES, zodBadRequest } from "../session-config.ts";
+import { timingOf } from "../server-timing.ts";
 import { iceServersFor } from "../turn.ts";
 
 const MAX_BODY_BYTES = MAX_SESSION_BYTES + 4096;
@@ -26,8 +27,9 @@ export const ClientSecretRequest = z.strictObject({
 
 export async function createClientSecret(request: IRequest, env: Env): Promise<Response> {
   const config = edgeConfig(env);
-  const caller = await requireApiKey(config, request);
-  await enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit);
+  const timing = timingOf(request);
+  const caller = await timing.time("auth", () => requireApiKey(config, request));
+  await timing.time("limit", () => enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit));
   return mint(request, env, config);
 }
 
@@ -38,7 +40,8 @@ export async function createDevClientSecret(request: IRequest, env: Env): Promis
 }
 
 async function mint(request: Request, env: Env, config: EdgeConfig): Promise<Response> {
-  const bytes = await readCapped(request, MAX_BODY_BYTES);
+  const timing = timingOf(request);
+  const bytes = await timing.time("body", () => readCapped(request, MAX_BODY_BYTES));
   let input: unknown = {};
   if (bytes.byteLength > 0) {
     if (mediaType(request) !== "application/json") throw unsupportedMediaType("application/json");
@@ -51,20 +54,26 @@ async function mint(request: Request, env: Env, config: EdgeConfig): Promise<Res
   }
   const parsed = ClientSecretRequest.safeParse(input);
   if (!parsed.success) throw zodBadRequest(parsed.error);
-  const bound = await bindSession(parsed.data.session);
+  const bound = await timing.time("session", () => bindSession(parsed.data.session));
   const ttlSeconds = parsed.data.expires_after?.seconds ?? DEFAULT_TTL_SECONDS;
-  const minted = await mintClientSecret(config.signingKeys, { sessionSha256: bound.sha256, ttlSeconds });
-  await env.CLIENT_SECRET_LEDGER.getByName(minted.claims.id).issue(
-    bound.session,
-    bound.sha256,
-    minted.claims.expiresAt * 1000,
+  const minted = await timing.time("sign", () =>
+    mintClientSecret(config.signingKeys, { sessionSha256: bound.sha256, ttlSeconds }),
+  );
+  await timing.time("ledger", () =>
+    env.CLIENT_SECRET_LEDGER.getByName(minted.claims.id).issue(
+      bound.session,
+      bound.sha256,
+      minted.claims.expiresAt * 1000,
+    ),
   );
   // TURN credentials for the client's RTCPeerConnection, never outliving the secret itself.
-  const { iceServers } = await iceServersFor(config.turn, {
-    id: minted.claims.id,
-    nowSeconds: minted.claims.issuedAt,
-    notAfter: minted.claims.expiresAt,
-  });
+  const { iceServers } = await timing.time("turn", () =>
+    iceServersFor(config.turn, {
+      id: minted.claims.id,
+      nowSeconds: minted.claims.issuedAt,
+      notAfter: minted.claims.expiresAt,
+    }),
+  );
   return Response.json(
     {
       value: minted.value,
