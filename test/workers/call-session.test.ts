@@ -2,6 +2,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import type { CallSession, StartCall } from "../../workers/call-session.ts";
+import { callSession } from "../../workers/object-ids.ts";
 import {
   API_KEY,
   callView,
@@ -25,7 +26,7 @@ afterEach(() => {
 });
 
 const at = () => Date.now();
-const stubFor = (callId: string) => env.CALL_SESSION.getByName(callId);
+const stubFor = (callId: string) => callSession(env, callId)!;
 
 async function connectedCall() {
   const relay = await soloRelay();

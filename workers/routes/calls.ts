@@ -1,7 +1,6 @@
 // The call resource: POST /v1/realtime/calls places a call (OpenAI's WebRTC flow, and WHIP),
 // GET / PATCH / DELETE /v1/realtime/calls/{id} and POST …/hangup read, ICE-restart and end it.
 import type { IRequest } from "itty-router";
-import { randomToken } from "../../protocol/encoding.ts";
 import { CallId } from "../../protocol/relay-api.ts";
 import { requireCaller } from "../auth.ts";
 import { decodeText, mediaType, readCapped, tooLarge, unsupportedMediaType } from "../body.ts";
@@ -9,6 +8,7 @@ import type { CallOwner, Outcome, StartedCall } from "../call-session.ts";
 import type { CallClaim } from "../client-secret-ledger.ts";
 import { edgeConfig, type EdgeConfig } from "../config.ts";
 import { ApiError, badRequest, forbidden, notFound, unauthorized } from "../errors.ts";
+import { callSession, newCallSession, secretLedger } from "../object-ids.ts";
 import { enforceRateLimit } from "../rate-limiter.ts";
 import { cachedRelays } from "../relay-cache.ts";
 import { callerLocation, chooseRelay } from "../relay-choice.ts";
@@ -78,11 +78,10 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
   let owner: CallOwner;
   if (caller.kind === "client_secret") {
     // RPC retypes the loose session object; it is the same plain data.
+    const ledger = secretLedger(env, caller.claims.id);
+    if (!ledger) throw unauthorized("invalid_client_secret", "The client secret is not valid.");
     const claim = (await timing.time("ledger", () =>
-      env.CLIENT_SECRET_LEDGER.getByName(caller.claims.id).claimCall(
-        caller.claims.sessionSha256,
-        config.maxCallsPerSecret,
-      ),
+      ledger.claimCall(caller.claims.sessionSha256, config.maxCallsPerSecret),
     )) as CallClaim;
     if (!claim.ok) {
       if (claim.reason === "call_limit_reached") {
@@ -99,10 +98,10 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
     owner = { kind: "api_key", keyId: caller.keyId };
   }
 
-  const callId = `rtc_${randomToken(16)}`;
+  const { callId, stub: session } = newCallSession(env);
   // RPC retypes the result (tuples become arrays); it is the same plain data.
   const outcome = (await timing.time("session", async () =>
-    env.CALL_SESSION.getByName(callId).start({
+    session.start({
       callId,
       owner,
       relay: { id: relay.relay_id, region: relay.region, publicUrl: relay.public_url },
@@ -143,9 +142,10 @@ export async function hangupCall(request: IRequest, env: Env): Promise<Response>
 async function resolveCall(request: IRequest, env: Env) {
   const config = edgeConfig(env);
   const id = CallId.safeParse(request.params.id);
-  if (!id.success) throw notFound("No such call.");
+  const stub = id.success ? callSession(env, id.data) : undefined;
+  if (!stub) throw notFound("No such call.");
   const actor = await callActor(config, env, request);
-  return { stub: env.CALL_SESSION.getByName(id.data), actor };
+  return { stub, actor };
 }
 
 /** A call's holder may manage it even after its client secret has expired. */

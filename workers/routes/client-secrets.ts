@@ -7,6 +7,7 @@ import { decodeText, mediaType, readCapped, unsupportedMediaType } from "../body
 import { DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS, mintClientSecret } from "../client-secret.ts";
 import { edgeConfig, type EdgeConfig } from "../config.ts";
 import { badRequest, notFound } from "../errors.ts";
+import { newSecretLedger } from "../object-ids.ts";
 import { enforceRateLimit } from "../rate-limiter.ts";
 import { bindSession, MAX_SESSION_BYTES, zodBadRequest } from "../session-config.ts";
 import { timingOf } from "../server-timing.ts";
@@ -56,15 +57,12 @@ async function mint(request: Request, env: Env, config: EdgeConfig): Promise<Res
   if (!parsed.success) throw zodBadRequest(parsed.error);
   const bound = await timing.time("session", () => bindSession(parsed.data.session));
   const ttlSeconds = parsed.data.expires_after?.seconds ?? DEFAULT_TTL_SECONDS;
+  const ledger = newSecretLedger(env);
   const minted = await timing.time("sign", () =>
-    mintClientSecret(config.signingKeys, { sessionSha256: bound.sha256, ttlSeconds }),
+    mintClientSecret(config.signingKeys, { sessionSha256: bound.sha256, ttlSeconds, id: ledger.secretId }),
   );
   await timing.time("ledger", () =>
-    env.CLIENT_SECRET_LEDGER.getByName(minted.claims.id).issue(
-      bound.session,
-      bound.sha256,
-      minted.claims.expiresAt * 1000,
-    ),
+    ledger.stub.issue(bound.session, bound.sha256, minted.claims.expiresAt * 1000),
   );
   // TURN credentials for the client's RTCPeerConnection, never outliving the secret itself.
   const { iceServers } = await timing.time("turn", () =>

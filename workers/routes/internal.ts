@@ -8,6 +8,7 @@ import { decodeText, mediaType, readCapped, unsupportedMediaType } from "../body
 import { edgeConfig } from "../config.ts";
 import { requireApiKey } from "../auth.ts";
 import { ApiError, badRequest, notFound, unauthorized } from "../errors.ts";
+import { callSession } from "../object-ids.ts";
 import { remember } from "../relay-cache.ts";
 import { whyUnusable } from "../relay-choice.ts";
 import { REGISTRY_NAME } from "../relay-registry.ts";
@@ -58,7 +59,9 @@ export async function relayCallEvent(request: IRequest, env: Env): Promise<Respo
   const event = await signedJson(request, env, RelayCallEvent);
   if (event.call_id !== id.data)
     throw badRequest("call_id_mismatch", "The event is for another call.", "call_id");
-  const outcome = await env.CALL_SESSION.getByName(id.data).relayEvent(event);
+  const session = callSession(env, id.data);
+  if (!session) throw notFound("No such call.");
+  const outcome = await session.relayEvent(event);
   if (!outcome.ok) throw ApiError.from(outcome.error);
   return new Response(null, { status: 204 });
 }
