@@ -2,6 +2,7 @@
 // Names follow DESIGN.md "Configuration and ports"; a bad value stops the process with a
 // message naming the variable.
 import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { z } from "zod";
 
 const PORT_RANGE = /^(\d{1,5})-(\d{1,5})$/;
@@ -20,15 +21,29 @@ const portRange = z
     return range;
   });
 
+/** Most relay processes one host runs (RELAY_PROCESSES); well above any core count in use. */
+export const MAX_RELAY_PROCESSES = 256;
+
+const processCount = z
+  .string()
+  .regex(/^(auto|\d{1,3})$/, `expected an integer 1-${MAX_RELAY_PROCESSES} or auto`)
+  .transform((value, ctx) => {
+    if (value === "auto") return Math.min(availableParallelism(), MAX_RELAY_PROCESSES);
+    const count = Number(value);
+    if (count < 1 || count > MAX_RELAY_PROCESSES) {
+      ctx.addIssue({ code: "custom", message: `expected an integer 1-${MAX_RELAY_PROCESSES} or auto` });
+      return z.NEVER;
+    }
+    return count;
+  });
+
+const RELAY_ID = /^[A-Za-z0-9._-]{1,64}$/;
 const ipv4 = z.ipv4();
 const number = (schema: z.ZodNumber) => z.coerce.number().pipe(schema);
 
 /** Environment variables, their defaults and checks. */
 export const RelayEnv = z.object({
-  RELAY_ID: z
-    .string()
-    .regex(/^[A-Za-z0-9._-]{1,64}$/)
-    .default("relay-local"),
+  RELAY_ID: z.string().regex(RELAY_ID).default("relay-local"),
   RELAY_REGION: z
     .string()
     .regex(/^[a-z0-9-]{1,32}$/)
@@ -48,7 +63,13 @@ export const RelayEnv = z.object({
   /** Local IPv4 address the media sockets bind to. */
   RELAY_MEDIA_IP: ipv4.default("127.0.0.1"),
   RELAY_UDP_PORTS: portRange.default([40000, 40999]),
+  /** Most concurrent calls, per relay process (each of RELAY_PROCESSES takes this many). */
   RELAY_CAPACITY: number(z.number().int().min(0).max(100_000)).default(100),
+  /**
+   * Relay processes on this host, each a complete relay to the edge (`auto`: one per core). One
+   * runs in-process; more are forked by a supervisor (relay/supervisor.ts), see relayProcesses().
+   */
+  RELAY_PROCESSES: processCount.default(1),
   RELAY_DRAIN_SECONDS: number(z.number().min(0).max(86_400)).default(300),
   /** Seconds between heartbeats to the edge. */
   RELAY_HEARTBEAT_SECONDS: number(z.number().positive().max(60)).default(5),
@@ -94,9 +115,26 @@ export interface RelayConfig {
   inferenceUrl: string | undefined;
   inferenceApiKey: string | undefined;
   logLevel: string;
+  /** With RELAY_PROCESSES > 1, what each relay process is given; empty when the relay runs in-process. */
+  processes: RelayProcessSlot[];
+}
+
+/** One of RELAY_PROCESSES relay processes: the variables that differ between them. */
+export interface RelayProcessSlot {
+  /** 1-based. */
+  index: number;
+  relayId: string;
+  httpPort: number;
+  /** RELAY_PUBLIC_URL with this process's port, if one was given (else the default follows the port). */
+  publicUrl: string | undefined;
+  udpPorts: [number, number];
 }
 
 export class ConfigError extends Error {}
+
+function configError(variable: string, message: string): ConfigError {
+  return new ConfigError(`Invalid relay configuration:\n  ${variable}: ${message}`);
+}
 
 /** Parses the environment; throws a ConfigError naming every bad variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): RelayConfig {
@@ -132,7 +170,82 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     inferenceUrl: e.INFERENCE_URL,
     inferenceApiKey: e.INFERENCE_API_KEY,
     logLevel: e.LOG_LEVEL,
+    processes:
+      e.RELAY_PROCESSES > 1
+        ? relayProcesses(e.RELAY_PROCESSES, {
+            relayId: e.RELAY_ID,
+            httpPort: e.RELAY_HTTP_PORT,
+            publicUrl: e.RELAY_PUBLIC_URL,
+            udpPorts: e.RELAY_UDP_PORTS,
+            capacity: e.RELAY_CAPACITY,
+          })
+        : [],
   };
+}
+
+/**
+ * Lays `count` relays out on one host. Each must look like a separate relay to the edge and to
+ * clients: its own id (`<RELAY_ID>-<i>`), HTTP port (RELAY_HTTP_PORT + i - 1, the public URL's
+ * port shifted alike) and a disjoint slice of the UDP range. werift binds one UDP port per call
+ * (one host candidate, bundled, rtcp-mux), so a slice must hold RELAY_CAPACITY ports.
+ */
+export function relayProcesses(
+  count: number,
+  host: {
+    relayId: string;
+    httpPort: number;
+    publicUrl: string | undefined;
+    udpPorts: [number, number];
+    capacity: number;
+  },
+): RelayProcessSlot[] {
+  const lastId = `${host.relayId}-${count}`;
+  if (!RELAY_ID.test(lastId))
+    throw configError("RELAY_ID", `${lastId} (for RELAY_PROCESSES=${count}) is longer than 64 characters`);
+  if (host.httpPort === 0)
+    throw configError(
+      "RELAY_HTTP_PORT",
+      "must be a fixed port with RELAY_PROCESSES > 1 (process i listens on it + i - 1)",
+    );
+  if (host.httpPort + count - 1 > 65535)
+    throw configError("RELAY_HTTP_PORT", `${host.httpPort} + RELAY_PROCESSES=${count} - 1 is past 65535`);
+  const publicPort = host.publicUrl === undefined ? undefined : explicitPort(host.publicUrl);
+  if (host.publicUrl !== undefined && publicPort === undefined)
+    throw configError(
+      "RELAY_PUBLIC_URL",
+      `needs an explicit port with RELAY_PROCESSES > 1: each process is reached on its own port (that port + i - 1)`,
+    );
+  if (publicPort !== undefined && publicPort.port + count - 1 > 65535)
+    throw configError(
+      "RELAY_PUBLIC_URL",
+      `port ${publicPort.port} + RELAY_PROCESSES=${count} - 1 is past 65535`,
+    );
+  const [lo, hi] = host.udpPorts;
+  const perProcess = Math.floor((hi - lo + 1) / count);
+  const needed = Math.max(2, host.capacity);
+  if (perProcess < needed)
+    throw configError(
+      "RELAY_UDP_PORTS",
+      `${lo}-${hi} split across RELAY_PROCESSES=${count} gives ${perProcess} ports per process; each needs ` +
+        `${needed} (one per call, RELAY_CAPACITY=${host.capacity}, at least 2). Widen the range to ` +
+        `${needed * count} ports or run fewer processes.`,
+    );
+  return Array.from({ length: count }, (_, i) => {
+    const first = lo + i * perProcess;
+    return {
+      index: i + 1,
+      relayId: `${host.relayId}-${i + 1}`,
+      httpPort: host.httpPort + i,
+      publicUrl: publicPort && `${publicPort.before}${publicPort.port + i}${publicPort.after}`,
+      udpPorts: [first, first + perProcess - 1],
+    };
+  });
+}
+
+/** The port written in a URL, and the text either side of it. `new URL` would hide a default port (:443). */
+function explicitPort(url: string): { before: string; port: number; after: string } | undefined {
+  const match = /^(https?:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*):)(\d+)(.*)$/s.exec(url);
+  return match ? { before: match[1]!, port: Number(match[2]), after: match[3]! } : undefined;
 }
 
 /** Both files or neither; each must be readable PEM. Read once: rotate a certificate by restarting. */

@@ -1,11 +1,15 @@
 // Starts a relay: `npm run relay` (node relay/main.ts). Configuration from the environment
 // (relay/config.ts). SIGTERM/SIGINT drains (no new calls, calls finish up to
 // RELAY_DRAIN_SECONDS, then end with relay_draining); a second signal exits at once.
+// With RELAY_PROCESSES > 1 this process only supervises that many relays (relay/supervisor.ts),
+// each this same file run with its own id, ports and UDP slice.
+import { fileURLToPath } from "node:url";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createInferenceBridgeFactory } from "./inference/create-bridge-factory.ts";
 import { inferenceConfigFromEnv, type InferenceConfig } from "./inference/inference-config.ts";
 import { createLogger } from "./log.ts";
 import { RelayServer } from "./server.ts";
+import { EXIT_CONFIG, superviseRelays } from "./supervisor.ts";
 
 let config;
 let inferenceConfig: InferenceConfig;
@@ -15,12 +19,20 @@ try {
 } catch (error) {
   if (error instanceof ConfigError || error instanceof Error) {
     console.error(error.message);
-    process.exit(78); // EX_CONFIG
+    process.exit(EXIT_CONFIG);
   }
   throw error;
 }
 
-const log = createLogger(config.logLevel);
+if (config.processes.length > 0) {
+  const log = createLogger(config.logLevel).child({ component: "supervisor" });
+  process.exit(await superviseRelays({ config, log, script: fileURLToPath(import.meta.url) }));
+}
+
+// Forked by the supervisor (an IPC channel to it): its lines say which relay they come from.
+const supervised = process.channel !== undefined;
+const rootLog = createLogger(config.logLevel);
+const log = supervised ? rootLog.child({ relay_id: config.relayId }) : rootLog;
 // Each call's audio and events go to the Realtime upstream (INFERENCE_URL, else the built-in agent).
 const bridgeFactory = await createInferenceBridgeFactory(inferenceConfig, (message) => log.warn(message));
 const server = new RelayServer({ config, log, bridgeFactory });
@@ -42,6 +54,8 @@ const shutdown = (signal: string) => {
 };
 process.on("SIGTERM", () => shutdown("SIGTERM"));
 process.on("SIGINT", () => shutdown("SIGINT"));
+// The supervisor is gone (killed outright): drain rather than hold the ports with no one to restart us.
+if (supervised) process.once("disconnect", () => signals === 0 && shutdown("supervisor gone"));
 
 try {
   await server.listen();

@@ -251,16 +251,20 @@ export async function expectEchoOf(client: EventClient, frequency: number): Prom
   expect(Math.abs(dominantFrequency(reply) - frequency)).toBeLessThanOrEqual(15);
 }
 
-/** Places a call straight to a relay (ticket signed here) and waits until its model session is live. */
+/**
+ * Places a call straight to a relay (ticket signed here, for `relayId`, the relay's RELAY_ID)
+ * and waits until its model session is live.
+ */
 export async function callRelay(
   relayUrl: string,
   client: EventClient = new EventClient(),
+  relayId?: string,
 ): Promise<EventClient> {
   const offer = await client.offer();
   const response = await postCall(
     relayUrl,
     { call_id: client.callId, offer_sdp: offer, session: {} },
-    await ticketFor(client.callId, offer, {}),
+    await ticketFor(client.callId, offer, {}, { relayId }),
   );
   expect(response.status).toBe(201);
   await client.pc.setRemoteDescription({

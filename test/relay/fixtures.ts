@@ -100,7 +100,7 @@ export async function startRelayProcess(env: Record<string, string> = {}): Promi
     const onData = (chunk: Buffer) => {
       const text = String(chunk);
       output.push(text);
-      const match = /"url":"(http:\/\/[^"]+)".*relay listening/.exec(text);
+      const match = /"url":"(https?:\/\/[^"]+)".*relay listening/.exec(text);
       if (match) {
         clearTimeout(timeout);
         resolve(match[1]!);

@@ -1,4 +1,5 @@
 // The pipeline's parts on their own: jitter buffer, downlink queue limit, config, nonce cache.
+import { availableParallelism } from "node:os";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../relay/config.ts";
 import { Downlink } from "../../relay/media/downlink.ts";
@@ -104,6 +105,119 @@ describe("config", () => {
   });
   it("requires the relay secret", () => {
     expect(() => loadConfig({})).toThrow("EARSHOT_RELAY_SECRET");
+  });
+});
+
+describe("config: RELAY_PROCESSES", () => {
+  const base = { EARSHOT_RELAY_SECRET: TEST_SECRET };
+  const refusal = (env: Record<string, string>): string => {
+    try {
+      loadConfig({ ...base, ...env });
+    } catch (error) {
+      if (error instanceof ConfigError) return error.message;
+      throw error;
+    }
+    throw new Error("expected a ConfigError");
+  };
+
+  it("is one in-process relay by default and at 1", () => {
+    expect(loadConfig(base).processes).toEqual([]);
+    expect(loadConfig({ ...base, RELAY_PROCESSES: "1" }).processes).toEqual([]);
+  });
+
+  it("gives each process its own id, HTTP port, public URL port and UDP slice", () => {
+    const config = loadConfig({
+      ...base,
+      RELAY_ID: "fra-1",
+      RELAY_PROCESSES: "3",
+      RELAY_HTTP_PORT: "8790",
+      RELAY_PUBLIC_URL: "https://relay.example:8790/base",
+      RELAY_UDP_PORTS: "40000-40999",
+    });
+    expect(config.processes.map((p) => [p.index, p.relayId, p.httpPort, p.publicUrl, p.udpPorts])).toEqual([
+      [1, "fra-1-1", 8790, "https://relay.example:8790/base", [40000, 40332]],
+      [2, "fra-1-2", 8791, "https://relay.example:8791/base", [40333, 40665]],
+      [3, "fra-1-3", 8792, "https://relay.example:8792/base", [40666, 40998]],
+    ]);
+  });
+
+  it("counts a URL's written default port (:443) as a port", () => {
+    const config = loadConfig({
+      ...base,
+      RELAY_PROCESSES: "2",
+      RELAY_HTTP_PORT: "8443",
+      RELAY_PUBLIC_URL: "https://relay.example:443",
+    });
+    expect(config.processes.map((p) => p.publicUrl)).toEqual([
+      "https://relay.example:443",
+      "https://relay.example:444",
+    ]);
+  });
+
+  it("auto is one per core", () => {
+    const config = loadConfig({ ...base, RELAY_PROCESSES: "auto", RELAY_CAPACITY: "2" });
+    const cores = Math.min(availableParallelism(), 256);
+    // One core: the relay runs in-process, as with RELAY_PROCESSES=1.
+    expect(config.processes).toHaveLength(cores > 1 ? cores : 0);
+  });
+
+  it("takes 256, refuses 0, 257 and words, naming RELAY_PROCESSES", () => {
+    const at256 = loadConfig({
+      ...base,
+      RELAY_PROCESSES: "256",
+      RELAY_HTTP_PORT: "10000",
+      RELAY_UDP_PORTS: "40000-40511",
+      RELAY_CAPACITY: "2",
+    });
+    expect(at256.processes).toHaveLength(256);
+    expect(at256.processes.at(-1)).toMatchObject({
+      relayId: "relay-local-256",
+      httpPort: 10255,
+      udpPorts: [40510, 40511],
+    });
+    for (const bad of ["0", "257", "x", "-1", "1.5"])
+      expect(refusal({ RELAY_PROCESSES: bad })).toContain("RELAY_PROCESSES");
+  });
+
+  it("refuses a UDP range whose slices hold fewer ports than RELAY_CAPACITY calls need", () => {
+    // 2 processes x 100 calls: 200 ports is enough, 199 is not.
+    const env = { RELAY_PROCESSES: "2", RELAY_CAPACITY: "100" };
+    expect(
+      loadConfig({ ...base, ...env, RELAY_UDP_PORTS: "40000-40199" }).processes.map((p) => p.udpPorts),
+    ).toEqual([
+      [40000, 40099],
+      [40100, 40199],
+    ]);
+    const message = refusal({ ...env, RELAY_UDP_PORTS: "40000-40198" });
+    expect(message).toContain("RELAY_UDP_PORTS");
+    expect(message).toContain("RELAY_PROCESSES=2");
+    // Even with no capacity to speak of, a slice is at least 2 ports.
+    expect(refusal({ RELAY_PROCESSES: "2", RELAY_CAPACITY: "0", RELAY_UDP_PORTS: "40000-40002" })).toContain(
+      "RELAY_UDP_PORTS",
+    );
+    expect(
+      loadConfig({ ...base, RELAY_PROCESSES: "2", RELAY_CAPACITY: "0", RELAY_UDP_PORTS: "40000-40003" })
+        .processes,
+    ).toHaveLength(2);
+  });
+
+  it("refuses what cannot be laid out per process", () => {
+    expect(refusal({ RELAY_PROCESSES: "2", RELAY_PUBLIC_URL: "https://relay.example" })).toMatch(
+      /RELAY_PUBLIC_URL: needs an explicit port/,
+    );
+    expect(refusal({ RELAY_PROCESSES: "2", RELAY_HTTP_PORT: "0" })).toContain("RELAY_HTTP_PORT");
+    expect(refusal({ RELAY_PROCESSES: "2", RELAY_HTTP_PORT: "65535" })).toContain("RELAY_HTTP_PORT");
+    expect(
+      loadConfig({ ...base, RELAY_PROCESSES: "2", RELAY_HTTP_PORT: "65534" }).processes[1]!.httpPort,
+    ).toBe(65535);
+    expect(refusal({ RELAY_PROCESSES: "2", RELAY_PUBLIC_URL: "http://relay.example:65535" })).toContain(
+      "RELAY_PUBLIC_URL",
+    );
+    // Ids stay within the 64 characters the edge accepts: "-2" makes 64 of 62, 65 of 63.
+    expect(
+      loadConfig({ ...base, RELAY_PROCESSES: "2", RELAY_ID: "r".repeat(62) }).processes[1]!.relayId,
+    ).toHaveLength(64);
+    expect(refusal({ RELAY_PROCESSES: "2", RELAY_ID: "r".repeat(63) })).toContain("RELAY_ID");
   });
 });
 

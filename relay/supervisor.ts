@@ -1,0 +1,138 @@
+// RELAY_PROCESSES > 1: one relay process per core. A relay is one JavaScript thread and fills a
+// core at about 80-100 calls, so a host runs N complete relays side by side, each registered at
+// the edge under its own id, port and UDP slice (relay/config.ts relayProcesses()); the edge's
+// load penalty spreads calls between them. This supervisor only starts them, restarts one that
+// dies, and passes on the stop signal: it listens on nothing and holds no call state.
+//
+// child_process.fork, not node:cluster: cluster exists to share one listening socket between
+// workers, which is what the relays must not do (the edge addresses each by its own URL), and
+// in a cluster worker every dgram bind() is a round trip to the primary, which would sit on each
+// call's set-up. fork also gives each worker an IPC channel, used only to notice the supervisor
+// is gone (relay/main.ts drains then).
+import { fork, type ChildProcess } from "node:child_process";
+import type { RelayConfig, RelayProcessSlot } from "./config.ts";
+import type { Logger } from "./log.ts";
+
+/** The exit status of a relay that refused its configuration (EX_CONFIG): restarting won't help. */
+export const EXIT_CONFIG = 78;
+
+/** Restart backoff: first delay, cap, and how long a relay must run for the delay to start over. */
+export const RESTART_BACKOFF = { firstMs: 1000, maxMs: 30_000, resetAfterMs: 60_000 };
+
+export interface SupervisorOptions {
+  config: RelayConfig;
+  log: Logger;
+  /** The relay entry point each process runs (relay/main.ts). */
+  script: string;
+  /** The environment every relay shares; each gets its slot's variables on top. */
+  env?: NodeJS.ProcessEnv;
+}
+
+interface Worker {
+  slot: RelayProcessSlot;
+  child: ChildProcess | undefined;
+  startedAt: number;
+  backoffMs: number;
+  restartTimer: NodeJS.Timeout | undefined;
+}
+
+/** The variables that make one relay process differ from its siblings. */
+export function slotEnv(slot: RelayProcessSlot): Record<string, string> {
+  return {
+    // A worker is one relay; without this it would supervise again.
+    RELAY_PROCESSES: "1",
+    RELAY_ID: slot.relayId,
+    RELAY_HTTP_PORT: String(slot.httpPort),
+    RELAY_UDP_PORTS: `${slot.udpPorts[0]}-${slot.udpPorts[1]}`,
+    ...(slot.publicUrl === undefined ? {} : { RELAY_PUBLIC_URL: slot.publicUrl }),
+  };
+}
+
+/**
+ * Runs the relays until SIGTERM/SIGINT has drained them all. Resolves with the exit status:
+ * 0 after a drain, 1 on a second signal (the relays were told to exit at once too), 78 when a
+ * relay refused its configuration.
+ */
+export function superviseRelays(options: SupervisorOptions): Promise<number> {
+  const { config, log, script, env = process.env } = options;
+  const workers: Worker[] = config.processes.map((slot) => ({
+    slot,
+    child: undefined,
+    startedAt: 0,
+    backoffMs: RESTART_BACKOFF.firstMs,
+    restartTimer: undefined,
+  }));
+  let stopping: "drain" | "config" | undefined;
+  let signals = 0;
+  let settle: (status: number) => void;
+  const done = new Promise<number>((resolve) => (settle = resolve));
+
+  const live = () => workers.filter((w) => w.child !== undefined);
+  const stopAll = (signal: NodeJS.Signals) => {
+    for (const w of workers) {
+      clearTimeout(w.restartTimer);
+      w.restartTimer = undefined;
+      w.child?.kill(signal);
+    }
+  };
+
+  const start = (w: Worker) => {
+    w.restartTimer = undefined;
+    const child = fork(script, [], {
+      env: { ...env, ...slotEnv(w.slot) },
+      execArgv: process.execArgv,
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+      // Its own process group: a terminal's Ctrl-C reaches the supervisor alone, which passes one
+      // signal on; a relay that also got the group's copy would take it as the second, exit-now one.
+      detached: true,
+    });
+    w.child = child;
+    w.startedAt = performance.now();
+    log.info({ worker: w.slot.index, relay_id: w.slot.relayId, pid: child.pid }, "relay process started");
+    child.once("exit", (code, signal) => onExit(w, code, signal));
+  };
+
+  const onExit = (w: Worker, code: number | null, signal: NodeJS.Signals | null) => {
+    w.child = undefined;
+    const facts = { worker: w.slot.index, relay_id: w.slot.relayId, code, signal };
+    if (stopping) {
+      log.info(facts, "relay process exited");
+      if (live().length === 0) settle(stopping === "config" ? EXIT_CONFIG : 0);
+      return;
+    }
+    if (code === EXIT_CONFIG) {
+      log.fatal(facts, "relay process refused its configuration; stopping the others");
+      stopping = "config";
+      stopAll("SIGTERM");
+      if (live().length === 0) settle(EXIT_CONFIG);
+      return;
+    }
+    const ranMs = performance.now() - w.startedAt;
+    if (ranMs >= RESTART_BACKOFF.resetAfterMs) w.backoffMs = RESTART_BACKOFF.firstMs;
+    const delayMs = w.backoffMs;
+    w.backoffMs = Math.min(w.backoffMs * 2, RESTART_BACKOFF.maxMs);
+    log.error(
+      { ...facts, ran_ms: Math.round(ranMs), restart_in_ms: delayMs },
+      "relay process died; restarting",
+    );
+    w.restartTimer = setTimeout(() => start(w), delayMs);
+  };
+
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (++signals > 1) {
+      log.warn({ signal }, "second signal: relays told to exit now");
+      stopAll(signal);
+      settle(1);
+      return;
+    }
+    log.info({ signal, relays: live().length }, "draining every relay process");
+    stopping ??= "drain";
+    stopAll(signal);
+    if (live().length === 0) settle(0);
+  };
+  process.on("SIGTERM", onSignal);
+  process.on("SIGINT", onSignal);
+
+  for (const w of workers) start(w);
+  return done;
+}
