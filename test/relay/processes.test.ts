@@ -7,7 +7,18 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { EventClient, callRelay, expectEchoOf, freePort, udpRange, waitUntil } from "../faults/fixtures.ts";
+import {
+  EventClient,
+  callRelay,
+  expectEchoOf,
+  freePort,
+  getCallView,
+  startEdgeOn,
+  udpRange,
+  waitUntil,
+  type EdgeProcess,
+} from "../faults/fixtures.ts";
+import { relaysAtEdge, waitForRelayAtEdge } from "../e2e/stack.ts";
 import {
   postCall,
   startRelayProcess,
@@ -270,5 +281,115 @@ describe.skipIf(!hasOpenssl)("a relay that refuses its configuration", { timeout
     expect(output).toContain("refused its configuration");
     expect(relayStarts(relays).get(1)).toHaveLength(2);
     for (const pids of relayStarts(relays).values()) for (const pid of pids) expect(alive(pid)).toBe(false);
+  });
+});
+
+describe("the supervisor's own life", { timeout: 60_000 }, () => {
+  const started: ChildRelay[] = [];
+  afterAll(() => started.forEach(killAll));
+
+  async function startTwo(env: Record<string, string> = {}): Promise<{ relays: ChildRelay; urls: string[] }> {
+    const base = await freePortRun(2);
+    const relays = await startRelayProcess({
+      RELAY_PROCESSES: "2",
+      RELAY_HTTP_PORT: String(base),
+      RELAY_UDP_PORTS: udpRange(),
+      RELAY_VAD: "off",
+      ...env,
+    });
+    started.push(relays);
+    const urls = [`http://127.0.0.1:${base}`, `http://127.0.0.1:${base + 1}`];
+    for (const url of urls) await waitUntil(`${url} to answer`, () => healthy(url), 15_000);
+    return { relays, urls };
+  }
+
+  it("a second signal during the drain ends every process at once", async () => {
+    const { relays, urls } = await startTwo({ RELAY_DRAIN_SECONDS: "60" });
+    const client = await callRelay(urls[0]!, new EventClient(), "relay-test-1");
+    const pids = [...relayStarts(relays).values()].map((p) => p[0]!);
+    relays.child.kill("SIGTERM");
+    await waitUntil("relay-test-1 to drain", async () => (await healthy(urls[0]!))?.status === "draining");
+    relays.child.kill("SIGTERM");
+    // The call would have held the drain for 60 s.
+    expect(await withTimeout(relays.exited, 5000, "the supervisor to exit")).toBe(1);
+    await waitUntil("every relay to exit", () => pids.every((pid) => !alive(pid)) || undefined, 5000);
+    await client.close();
+  });
+
+  it("restarts a relay that keeps dying later each time; a supervisor killed outright leaves no relay behind", async () => {
+    const { relays, urls } = await startTwo();
+    for (const expected of [1000, 2000]) {
+      const pid = relayStarts(relays).get(2)!.at(-1)!;
+      const deaths = relays.output.join("").split("relay process died").length;
+      process.kill(pid, "SIGKILL");
+      await waitUntil(
+        "the death to be logged",
+        () => relays.output.join("").split("relay process died").length > deaths || undefined,
+        5000,
+      );
+      expect(relays.output.join("")).toContain(`"restart_in_ms":${expected}`);
+      await waitUntil(
+        "relay-test-2 to be back",
+        async () => relayStarts(relays).get(2)!.at(-1) !== pid && (await healthy(urls[1]!)),
+        15_000,
+      );
+    }
+    const pids = [...relayStarts(relays).values()].map((p) => p.at(-1)!);
+    relays.child.kill("SIGKILL");
+    // Orphaned, each relay notices its supervisor is gone and drains (no calls: at once).
+    await waitUntil(
+      "the orphaned relays to exit",
+      () => pids.every((pid) => !alive(pid)) || undefined,
+      10_000,
+    );
+    expect(await portIsFree(Number(new URL(urls[0]!).port))).toBe(true);
+  });
+});
+
+describe("RELAY_PROCESSES=2 behind a real edge", { timeout: 180_000 }, () => {
+  let edge: EdgeProcess;
+  let relays: ChildRelay;
+  const clients: EventClient[] = [];
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    killAll(relays);
+    await edge?.stop();
+  });
+
+  it("registers as two relays at one location, and the edge spreads calls between them", async () => {
+    edge = await startEdgeOn();
+    const base = await freePortRun(2);
+    relays = await startRelayProcess({
+      RELAY_PROCESSES: "2",
+      RELAY_ID: "fra",
+      RELAY_HTTP_PORT: String(base),
+      RELAY_PUBLIC_URL: `http://127.0.0.1:${base}`,
+      RELAY_UDP_PORTS: udpRange(),
+      EARSHOT_EDGE_URL: edge.url,
+      EARSHOT_RELAY_SECRET: edge.relaySecret,
+      RELAY_HEARTBEAT_SECONDS: "1",
+      RELAY_VAD: "off",
+    });
+    await waitForRelayAtEdge(edge, "fra-1");
+    await waitForRelayAtEdge(edge, "fra-2");
+    expect((await relaysAtEdge(edge)).map((r) => r.relay_id).sort()).toEqual(["fra-1", "fra-2"]);
+
+    // The same distance to both: the first call goes to one, its load sends the second to the other.
+    const chosen: string[] = [];
+    for (let i = 0; i < 2; i++) {
+      const client = new EventClient();
+      clients.push(client);
+      const response = await client.callViaEdge(edge.url, edge.apiKey);
+      expect(response.status, await response.clone().text()).toBe(201);
+      await client.connected();
+      await client.channelOpen();
+      const relayId = (await getCallView(edge.url, edge.apiKey, client.edgeCallId)).relay.id;
+      chosen.push(relayId);
+      // A heartbeat carries the call to the registry (and the edge's cached copy) before the next one.
+      await waitUntil("the edge to see the call on its relay", async () =>
+        (await relaysAtEdge(edge)).some((r) => r.relay_id === relayId && r.active_calls === 1),
+      );
+    }
+    expect(chosen.sort()).toEqual(["fra-1", "fra-2"]);
   });
 });
