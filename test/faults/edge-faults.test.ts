@@ -33,7 +33,7 @@ const EDGE_VARS = {
 // Stats every second keep a connected call alive at the edge well inside the 3 s of silence.
 // Echo suppression off: a steady test tone after a steady reply looks like echo to an
 // envelope-based guard, and these tests are about faults, not echo.
-const RELAY_ENV = { RELAY_HEARTBEAT_SECONDS: "1", RELAY_STATS_SECONDS: "1", RELAY_ECHO_SUPPRESSION: "0" };
+const RELAY_ENV = { RELAY_HEARTBEAT_SECONDS: "1", RELAY_STATS_SECONDS: "1" };
 
 let agent: AgentServer;
 let edge: EdgeProcess;

@@ -29,7 +29,7 @@ async function setUp(env: Record<string, string> = {}): Promise<RelayProcess> {
     id: "relay-test",
     secret: TEST_SECRET,
     inferenceUrl: `${agent.url}?reply=echo`,
-    env: { RELAY_ECHO_SUPPRESSION: "0", ...env },
+    env,
   });
   cleanups.push(() => relay.stop("SIGKILL"));
   return relay;

@@ -184,6 +184,9 @@ export class TestClient {
   answerSdp = "";
   #sequence = Math.floor(Math.random() * 0xffff);
   #timestamp = Math.floor(Math.random() * 0xffffffff);
+  /** When the last packet went, and how far pauses have moved the RTP clock since. */
+  #lastSentAt: number | undefined;
+  #pauseShift = 0;
   #encoder: InstanceType<typeof opus.OpusEncoder> | undefined;
 
   constructor() {
@@ -263,13 +266,25 @@ export class TestClient {
     return packets;
   }
 
+  /**
+   * Sends packets `intervalMs` apart. A batch sent after a pause is moved later in RTP time
+   * by the pause, as a real sender's clock runs on through silence (RFC 3550 §5.1): a tone sent
+   * a second after the last one is a second later in media time, which is what the relay's
+   * echo guard lines the uplink up by. Within a batch the timestamps are as encoded (tests
+   * reorder packets).
+   */
   async sendPackets(packets: RtpPacket[], intervalMs = 20): Promise<void> {
     const start = performance.now();
+    if (this.#lastSentAt !== undefined)
+      this.#pauseShift += Math.max(0, Math.round((start - this.#lastSentAt) / 20) - 1) * 960;
     for (let i = 0; i < packets.length; i++) {
       const due = start + i * intervalMs;
       const wait = due - performance.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const header = packets[i]!.header;
+      header.timestamp = (header.timestamp + this.#pauseShift) >>> 0;
       await this.transceiver.sender.sendRtp(packets[i]!);
+      this.#lastSentAt = performance.now();
     }
   }
 
