@@ -188,7 +188,15 @@ export class UpstreamConnection {
       if (this.#config.apiKey) headers.Authorization = `Bearer ${this.#config.apiKey}`;
       let socket: WebSocket;
       try {
-        socket = new WebSocket(this.#config.url, { headers, maxPayload: MAX_UPSTREAM_EVENT_BYTES });
+        socket = new WebSocket(this.#config.url, {
+          headers,
+          maxPayload: MAX_UPSTREAM_EVENT_BYTES,
+          // ws offers permessage-deflate by default, and an upstream that accepts it makes every
+          // 40 ms append and every delta go through zlib: base64 PCM barely compresses, and an
+          // append costs about four times the CPU with it (`npx node bench/ws-deflate.ts`:
+          // 140-215 µs against 30-60, both ends), plus a zlib context each way held per call.
+          perMessageDeflate: false,
+        });
       } catch (error) {
         reject(
           new AttemptError({

@@ -3,6 +3,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { createServer as createTcpServer } from "node:net";
 import { register } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { WebSocketServer } from "ws";
 import { MAX_CLIENT_EVENT_BYTES } from "../../../protocol/realtime.ts";
 import { AgentServer } from "../../../relay/agent/agent-server.ts";
 import {
@@ -321,6 +322,23 @@ describe("InferenceBridge when the upstream fails", () => {
     expect(upstream.requests()).toBe(4);
     // Backoff 40, 80, 160 ms with jitter down to half: at least 140 ms in all.
     expect(performance.now() - started).toBeGreaterThanOrEqual(140);
+  });
+
+  it("does not offer permessage-deflate, even to an upstream that would take it", async () => {
+    const upstream = new WebSocketServer({ host: "127.0.0.1", port: 0, perMessageDeflate: true });
+    cleanups.push(() => new Promise((r) => upstream.close(() => r())));
+    const offered: (string | undefined)[] = [];
+    const firstEvent = new Promise<string>((resolve) =>
+      upstream.on("connection", (socket, request) => {
+        offered.push(request.headers["sec-websocket-extensions"]);
+        socket.once("message", (data) => resolve(String(data)));
+      }),
+    );
+    await new Promise((r) => upstream.once("listening", r));
+    start(`ws://127.0.0.1:${(upstream.address() as AddressInfo).port}/`);
+    // The bridge's first event, its session.update, arrives uncompressed over a plain socket.
+    expect(JSON.parse(await firstEvent)).toMatchObject({ type: "session.update" });
+    expect(offered).toEqual([undefined]);
   });
 
   it("a connect that never completes times out and counts as retryable", async () => {
