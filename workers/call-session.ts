@@ -147,9 +147,11 @@ export class CallSession extends DurableObject<Env> {
     const timing = new ServerTiming();
     try {
       this.#transition(call, "offered");
-      call.offerSha256 = await timing.time("hash", () => sha256Hex(init.offerSdp));
       this.#save();
-      await timing.time("alarm-offered", () => this.#schedule());
+      this.#schedule();
+      // Only an answered call compares offers (to recognise a repeat), so the hash is worked
+      // out while the relay answers.
+      const offerSha256 = sha256Hex(init.offerSdp);
       const config = this.#config;
       const result = await timing.time("relay", () =>
         createRelayCall(
@@ -159,6 +161,7 @@ export class CallSession extends DurableObject<Env> {
           config.relayTimeoutMs,
         ),
       );
+      call.offerSha256 = await offerSha256;
       if (call.state !== "offered") {
         // Hung up while the relay was answering: the relay must not keep the call.
         if (result.ok) this.#tellRelayToDrop(call);
@@ -168,15 +171,11 @@ export class CallSession extends DurableObject<Env> {
         call.answerSdp = result.value.answer_sdp;
         this.#transition(call, "answered");
         this.#save();
-        await timing.time("alarm-answered", () => this.#schedule());
+        this.#schedule();
         return { ok: true, value: { answerSdp: call.answerSdp, timing: timing.parts } };
       }
       if (result.kind === "timeout") {
-        await this.#end(
-          call,
-          "relay_timeout",
-          `The relay did not answer within ${config.relayTimeoutMs} ms.`,
-        );
+        this.#end(call, "relay_timeout", `The relay did not answer within ${config.relayTimeoutMs} ms.`);
         // It may still create the call after we gave up.
         this.#tellRelayToDrop(call);
         return fail(new ApiError(504, "relay_timeout", "The media relay did not answer in time; try again."));
@@ -186,7 +185,7 @@ export class CallSession extends DurableObject<Env> {
         relay_id: call.relay.id,
         status: result.status,
       });
-      await this.#end(call, "relay_error", result.message);
+      this.#end(call, "relay_error", result.message);
       return fail(new ApiError(502, "relay_error", "The media relay could not take the call; try again."));
     } finally {
       this.#pending = undefined;
@@ -238,7 +237,7 @@ export class CallSession extends DurableObject<Env> {
     if (!call || !mayAccess(call, actor)) return notFound();
     if (isTerminal(call.state)) return { ok: true, value: view(call) };
     const hadRelayCall = call.state !== "created";
-    await this.#end(call, "hangup");
+    this.#end(call, "hangup");
     if (hadRelayCall) await this.#dropOnRelay(call);
     return { ok: true, value: view(call) };
   }
@@ -279,13 +278,13 @@ export class CallSession extends DurableObject<Env> {
         call.stats = event.stats;
         break;
       case "ended":
-        await this.#end(call, event.reason, event.message);
+        this.#end(call, event.reason, event.message);
         return { ok: true, value: view(call) };
       default:
         assertNever(event, "relay event");
     }
     this.#save();
-    await this.#schedule();
+    this.#schedule();
     return { ok: true, value: view(call) };
   }
 
@@ -301,7 +300,7 @@ export class CallSession extends DurableObject<Env> {
         this.#call = undefined;
         await this.ctx.storage.deleteAll();
       } else {
-        await this.#schedule();
+        this.#schedule();
       }
       return;
     }
@@ -317,11 +316,11 @@ export class CallSession extends DurableObject<Env> {
       reason = "max_duration";
     }
     if (!reason) {
-      await this.#schedule();
+      this.#schedule();
       return;
     }
     const hadRelayCall = call.state !== "created";
-    await this.#end(call, reason);
+    this.#end(call, reason);
     if (hadRelayCall) await this.#dropOnRelay(call);
   }
 
@@ -331,21 +330,30 @@ export class CallSession extends DurableObject<Env> {
     if (to !== "failed") call.timestamps[to] = Date.now();
   }
 
-  async #end(call: CallRecord, reason: EndReason, message?: string): Promise<void> {
+  #end(call: CallRecord, reason: EndReason, message?: string): void {
     this.#transition(call, NORMAL_ENDS.has(reason) ? "ended" : "failed");
     call.timestamps.ended = Date.now();
     call.endReason = reason;
     call.endMessage = message?.slice(0, 512);
     this.#save();
-    await this.#schedule();
+    this.#schedule();
   }
 
   #save(): void {
     if (this.#call) this.ctx.storage.kv.put("call", this.#call);
   }
 
-  /** One alarm for whichever deadline comes first; alarms may fire early or twice, so `alarm` re-checks. */
-  async #schedule(): Promise<void> {
+  /**
+   * One alarm for whichever deadline comes first; alarms may fire early or twice, so `alarm`
+   * re-checks. Not awaited: alarm writes follow the rules of put(), so the output gate holds
+   * everything this object sends (an RPC answer, the offer to the relay) until the write is
+   * durable, and a failed write resets the object and drops those messages. No one can see a
+   * state whose alarm was lost; awaiting only added a point where requests interleave.
+   * https://developers.cloudflare.com/durable-objects/api/alarms/ ("follow the same rules as
+   * other storage operations"), …/api/sqlite-storage-api/#setalarm (put()'s options) and
+   * …/api/legacy-kv-storage-api/#put (allowUnconfirmed: the output gate).
+   */
+  #schedule(): void {
     const call = this.#call;
     if (!call) return;
     const config = this.#config;
@@ -371,7 +379,7 @@ export class CallSession extends DurableObject<Env> {
       default:
         assertNever(call.state, "call state");
     }
-    await this.ctx.storage.setAlarm(at);
+    void this.ctx.storage.setAlarm(at);
   }
 
   async #dropOnRelay(call: CallRecord): Promise<void> {

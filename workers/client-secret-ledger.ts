@@ -29,13 +29,17 @@ export class ClientSecretLedger extends DurableObject<Env> {
     });
   }
 
-  /** Records the secret at minting. Idempotent: a repeat keeps the call count. */
-  async issue(session: SessionConfig, sessionSha256: string, expiresAtMs: number): Promise<void> {
+  /**
+   * Records the secret at minting. Idempotent: a repeat keeps the call count. The alarm write is
+   * not awaited: like put(), it holds this answer in the output gate until it is durable (see
+   * CallSession's #schedule for the documents), so the secret is never handed out unrecorded.
+   */
+  issue(session: SessionConfig, sessionSha256: string, expiresAtMs: number): void {
     if (!this.#entry) {
       this.#entry = { session, sessionSha256, expiresAtMs, calls: 0 };
       this.ctx.storage.kv.put("entry", this.#entry);
     }
-    await this.ctx.storage.setAlarm(this.#entry.expiresAtMs + KEEP_AFTER_EXPIRY_MS);
+    void this.ctx.storage.setAlarm(this.#entry.expiresAtMs + KEEP_AFTER_EXPIRY_MS);
   }
 
   /** Counts one call against the secret's cap (0 = no cap) and hands back its session config. */
@@ -51,7 +55,7 @@ export class ClientSecretLedger extends DurableObject<Env> {
 
   override async alarm(): Promise<void> {
     if (this.#entry && Date.now() < this.#entry.expiresAtMs + KEEP_AFTER_EXPIRY_MS) {
-      await this.ctx.storage.setAlarm(this.#entry.expiresAtMs + KEEP_AFTER_EXPIRY_MS);
+      void this.ctx.storage.setAlarm(this.#entry.expiresAtMs + KEEP_AFTER_EXPIRY_MS);
       return;
     }
     this.#entry = undefined;

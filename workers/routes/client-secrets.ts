@@ -10,7 +10,7 @@ import { badRequest, notFound } from "../errors.ts";
 import { newSecretLedger } from "../object-ids.ts";
 import { enforceRateLimit } from "../rate-limiter.ts";
 import { bindSession, MAX_SESSION_BYTES, zodBadRequest } from "../session-config.ts";
-import { timingOf } from "../server-timing.ts";
+import { timingOf, type ServerTiming } from "../server-timing.ts";
 import { iceServersFor } from "../turn.ts";
 
 const MAX_BODY_BYTES = MAX_SESSION_BYTES + 4096;
@@ -30,33 +30,34 @@ export async function createClientSecret(request: IRequest, env: Env): Promise<R
   const config = edgeConfig(env);
   const timing = timingOf(request);
   const caller = await timing.time("auth", () => requireApiKey(config, request));
-  await timing.time("limit", () => enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit));
-  return mint(request, env, config);
+  const admitted = timing.time("limit", () =>
+    enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit),
+  );
+  return mint(request, env, config, admitted);
 }
 
 export async function createDevClientSecret(request: IRequest, env: Env): Promise<Response> {
   const config = edgeConfig(env);
   if (!config.dev) throw notFound();
-  return mint(request, env, config);
+  return mint(request, env, config, Promise.resolve());
 }
 
-async function mint(request: Request, env: Env, config: EdgeConfig): Promise<Response> {
+/**
+ * `admitted` is the key's rate-limit check, still under way: the body is read and checked
+ * meanwhile, and a refusal (429) still comes before any complaint about the body, as if the
+ * steps ran in order. Nothing is recorded before it passes.
+ */
+async function mint(
+  request: Request,
+  env: Env,
+  config: EdgeConfig,
+  admitted: Promise<void>,
+): Promise<Response> {
   const timing = timingOf(request);
-  const bytes = await timing.time("body", () => readCapped(request, MAX_BODY_BYTES));
-  let input: unknown = {};
-  if (bytes.byteLength > 0) {
-    if (mediaType(request) !== "application/json") throw unsupportedMediaType("application/json");
-    try {
-      input = JSON.parse(decodeText(bytes, "body"));
-    } catch (error) {
-      if (error instanceof SyntaxError) throw badRequest("invalid_json", "The body is not valid JSON.");
-      throw error;
-    }
-  }
-  const parsed = ClientSecretRequest.safeParse(input);
-  if (!parsed.success) throw zodBadRequest(parsed.error);
-  const bound = await timing.time("session", () => bindSession(parsed.data.session));
-  const ttlSeconds = parsed.data.expires_after?.seconds ?? DEFAULT_TTL_SECONDS;
+  const input = readRequest(request, timing);
+  input.catch(() => {}); // awaited below, unless the limit refuses first
+  await admitted;
+  const { bound, ttlSeconds } = await input;
   const ledger = newSecretLedger(env);
   const minted = await timing.time("sign", () =>
     mintClientSecret(config.signingKeys, { sessionSha256: bound.sha256, ttlSeconds, id: ledger.secretId }),
@@ -81,4 +82,23 @@ async function mint(request: Request, env: Env, config: EdgeConfig): Promise<Res
     },
     { headers: { "Cache-Control": "no-store" } },
   );
+}
+
+/** The body, checked, and its session config bound. */
+async function readRequest(request: Request, timing: ServerTiming) {
+  const bytes = await timing.time("body", () => readCapped(request, MAX_BODY_BYTES));
+  let input: unknown = {};
+  if (bytes.byteLength > 0) {
+    if (mediaType(request) !== "application/json") throw unsupportedMediaType("application/json");
+    try {
+      input = JSON.parse(decodeText(bytes, "body"));
+    } catch (error) {
+      if (error instanceof SyntaxError) throw badRequest("invalid_json", "The body is not valid JSON.");
+      throw error;
+    }
+  }
+  const parsed = ClientSecretRequest.safeParse(input);
+  if (!parsed.success) throw zodBadRequest(parsed.error);
+  const bound = await timing.time("session", () => bindSession(parsed.data.session));
+  return { bound, ttlSeconds: parsed.data.expires_after?.seconds ?? DEFAULT_TTL_SECONDS };
 }
