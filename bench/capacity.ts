@@ -5,6 +5,7 @@
 // numbers: per-frame work p99 < 5 ms, < 1 % late pacer ticks, no loss. Also reports the relay's
 // CPU % and RSS per call, and per-frame work at the lightest step.
 //   npx node bench/capacity.ts [--quick] [--vad=off|energy|silero] [--steps=10,20,40] [--profile=DIR] [--heap=DIR]
+//     [--relay-env=RELAY_OPUS_COMPLEXITY=5] [--relay-node-args="--max-semi-space-size=8"]
 import { mkdirSync, readdirSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import type { RelayTarget } from "./lib/bench-client.ts";
@@ -40,6 +41,8 @@ export interface CapacityStep {
   externalMb: number;
   /** µs of relay CPU per 20 ms frame handled (uplink + downlink), everything included. */
   cpuUsPerFrame: number;
+  /** Downlink Opus complexity at the end of the step (RELAY_OPUS_COMPLEXITY=auto lowers it under load). */
+  opusComplexity: number;
   generatorLate: number;
   pass: boolean;
   why: string;
@@ -136,6 +139,10 @@ export async function runCapacity(
     profileDir?: string;
     /** Directory for V8 heap snapshots of the relay: one idle, one at every step. */
     heapDir?: string;
+    /** Extra Node flags for the relay (V8 GC settings, for instance). */
+    relayNodeArgs?: string[];
+    /** Extra environment for the relay (RELAY_OPUS_COMPLEXITY=5 to hold complexity, say). */
+    relayEnv?: Record<string, string>;
     log?: (line: string) => void;
   } = {},
 ): Promise<CapacityResult> {
@@ -167,8 +174,9 @@ export async function runCapacity(
         ...(options.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${options.profileDir}`] : []),
         // Node writes Heap.<date>.<pid>.<tid>.<seq>.heapsnapshot into the cwd on SIGUSR2.
         ...(options.heapDir ? ["--heapsnapshot-signal=SIGUSR2", `--diagnostic-dir=${options.heapDir}`] : []),
+        ...(options.relayNodeArgs ?? []),
       ],
-      env: { RELAY_VAD: vad, RELAY_ECHO_SUPPRESSION: vad === "off" ? "0" : "1" },
+      env: { RELAY_VAD: vad, RELAY_ECHO_SUPPRESSION: vad === "off" ? "0" : "1", ...options.relayEnv },
     });
     const target: RelayTarget = {
       kind: "relay",
@@ -242,6 +250,7 @@ export async function runCapacity(
         heapTotalMb: round(gaugeMb(m1, HEAP_TOTAL), 1),
         externalMb: round(gaugeMb(m1, EXTERNAL), 1),
         cpuUsPerFrame: round(((after[2] - before[2]) * 1e6) / (framesUp + framesDown), 1),
+        opusComplexity: m1.values.get("earshot_relay_opus_complexity") ?? NaN,
         generatorLate: g1.lateTicks - g0.lateTicks,
         pass: true,
         why: "",
@@ -300,6 +309,7 @@ export function capacityTable(r: CapacityResult): string {
       "MB/call",
       "heap used/total, ext MB",
       "µs CPU/frame",
+      "opus cx",
       "ok",
     ],
     ...r.steps.map((s) => [
@@ -314,6 +324,7 @@ export function capacityTable(r: CapacityResult): string {
       s.rssPerCallMb,
       `${s.heapUsedMb}/${s.heapTotalMb}, ${s.externalMb}`,
       s.cpuUsPerFrame,
+      s.opusComplexity,
       s.pass ? "yes" : `no: ${s.why}`,
     ]),
   ]);
@@ -329,8 +340,33 @@ if (import.meta.main) {
     .map(Number);
   const profileDir = args.find((a) => a.startsWith("--profile="))?.slice(10);
   const heapDir = args.find((a) => a.startsWith("--heap="))?.slice(7);
+  const relayNodeArgs = args
+    .find((a) => a.startsWith("--relay-node-args="))
+    ?.slice(18)
+    .split(" ")
+    .filter(Boolean);
+  // --relay-env=RELAY_OPUS_COMPLEXITY=5,OTHER=x
+  const relayEnv = Object.fromEntries(
+    (
+      args
+        .find((a) => a.startsWith("--relay-env="))
+        ?.slice(12)
+        .split(",") ?? []
+    ).map((pair) => {
+      const at = pair.indexOf("=");
+      return [pair.slice(0, at), pair.slice(at + 1)];
+    }),
+  );
   if (heapDir) mkdirSync(heapDir, { recursive: true });
-  const result = await runCapacity({ quick: args.includes("--quick"), vad, steps, profileDir, heapDir });
+  const result = await runCapacity({
+    quick: args.includes("--quick"),
+    vad,
+    steps,
+    profileDir,
+    heapDir,
+    relayNodeArgs,
+    relayEnv,
+  });
   process.stdout.write(
     `${capacityTable(result)}\nidle relay: rss ${result.baselineRssMb} MB, heap ${result.baselineHeapMb} MB, external ${result.baselineExternalMb} MB\ncapacity: ${result.capacity} calls (vad ${result.vad}), CPU-bound estimate ${result.cpuBoundEstimate}, load ${result.load}\n`,
   );

@@ -17,6 +17,7 @@ import type { CallBridge, CallBridgeFactory, CallContext, EventChannelPort } fro
 import type { Logger } from "./log.ts";
 import { FRAME_MS } from "./media/audio-format.ts";
 import { Downlink, type DownlinkEncoder } from "./media/downlink.ts";
+import type { EncoderGovernor } from "./media/encoder-governor.ts";
 import { G711Decoder, G711Encoder } from "./media/g711.ts";
 import { OpusDecoder, OpusEncoder } from "./media/opus-codec.ts";
 import type { Pacer } from "./media/pacer.ts";
@@ -46,6 +47,8 @@ export interface CallOptions {
   network: MediaNetwork;
   bridgeFactory: CallBridgeFactory;
   pacer: Pacer;
+  /** Sets the downlink Opus encoders' complexity from the relay's load. */
+  encoderGovernor: EncoderGovernor;
   metrics: RelayMetrics;
   log: Logger;
   connectTimeoutMs: number;
@@ -62,12 +65,20 @@ export interface CallEvents {
 class CallSetupError extends Error {}
 export { CallSetupError };
 
-/** The downlink encoder: restricted-low-delay Opus (CELT only) at complexity 5. */
-function opusDownlinkEncoder(): DownlinkEncoder {
+/**
+ * The downlink encoder: restricted-low-delay Opus (CELT only), at the complexity the governor
+ * sets (5 while the relay has room). Returns it and a function that stops following the governor.
+ */
+function opusDownlinkEncoder(governor: EncoderGovernor): [DownlinkEncoder, () => void] {
   // CELT-only costs about a third of VOIP mode at the same complexity and has 5 ms less
   // look-ahead; complexity 5 halves it again with no audible loss for speech at 32 kb/s.
-  const encoder = new OpusEncoder({ application: "restrictedLowDelay", complexity: 5, bitrate: 32_000 });
-  return { timestampStep: 960, encode: (pcm, out) => encoder.encode(pcm, out) };
+  const encoder = new OpusEncoder({
+    application: "restrictedLowDelay",
+    complexity: governor.complexity,
+    bitrate: 32_000,
+  });
+  const release = governor.register((complexity) => encoder.setComplexity(complexity));
+  return [{ timestampStep: 960, encode: (pcm, out) => encoder.encode(pcm, out) }, release];
 }
 
 function opusUplinkDecoder(): UplinkDecoder {
@@ -104,6 +115,7 @@ export class Call extends EventEmitter<CallEvents> {
   #channel: RTCDataChannel | undefined;
   #uplink: Uplink | undefined;
   #downlink: Downlink | undefined;
+  #releaseEncoder = () => {};
   #downlinkTimestamp = NaN;
   #downlinkMediaMs = 0;
   #bridge: CallBridge | undefined;
@@ -284,6 +296,7 @@ export class Call extends EventEmitter<CallEvents> {
       this.#options.pacer.delete(this.#downlink);
       this.#downlink.close();
     }
+    this.#releaseEncoder();
     this.#uplink?.close();
     try {
       await this.#pc.close();
@@ -307,7 +320,9 @@ export class Call extends EventEmitter<CallEvents> {
     const { metrics, pacer } = this.#options;
     const law = mimeType === "audio/pcmu" ? "pcmu" : mimeType === "audio/pcma" ? "pcma" : undefined;
     const decoder = law ? new G711Decoder(law) : opusUplinkDecoder();
-    const encoder = law ? new G711Encoder(law) : opusDownlinkEncoder();
+    let encoder: DownlinkEncoder;
+    if (law) encoder = new G711Encoder(law);
+    else [encoder, this.#releaseEncoder] = opusDownlinkEncoder(this.#options.encoderGovernor);
     const events: EventChannelPort = {
       get open() {
         return channel()?.readyState === "open";

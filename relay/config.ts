@@ -82,6 +82,13 @@ export const RelayEnv = z.object({
   RELAY_CONNECT_TIMEOUT_SECONDS: number(z.number().positive().max(300)).default(30),
   /** Answer as ICE-lite (the relay has a public address and never needs to check). */
   RELAY_ICE_LITE: z.enum(["0", "1"]).default("0"),
+  /**
+   * Downlink Opus complexity: `auto` (5, stepping down to 4 then 2 while the relay's event loop
+   * is over 85 % busy, back up under 70 %), or a fixed 0-10.
+   */
+  RELAY_OPUS_COMPLEXITY: z
+    .union([z.literal("auto"), number(z.number().int().min(0).max(10))])
+    .default("auto"),
   /** Where heartbeats and call events go. Unset: the relay runs standalone and reports nowhere. */
   EARSHOT_EDGE_URL: z.url({ protocol: /^https?$/ }).optional(),
   EARSHOT_RELAY_SECRET: z.string().min(16, "must be at least 16 characters"),
@@ -110,6 +117,8 @@ export interface RelayConfig {
   statsSeconds: number;
   connectTimeoutSeconds: number;
   iceLite: boolean;
+  /** `auto`, or a fixed downlink Opus complexity. */
+  opusComplexity: "auto" | number;
   edgeUrl: string | undefined;
   relaySecret: string;
   inferenceUrl: string | undefined;
@@ -165,6 +174,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     statsSeconds: e.RELAY_STATS_SECONDS,
     connectTimeoutSeconds: e.RELAY_CONNECT_TIMEOUT_SECONDS,
     iceLite: e.RELAY_ICE_LITE === "1",
+    opusComplexity: e.RELAY_OPUS_COMPLEXITY,
     edgeUrl: e.EARSHOT_EDGE_URL,
     relaySecret: e.EARSHOT_RELAY_SECRET,
     inferenceUrl: e.INFERENCE_URL,

@@ -71,6 +71,11 @@ export class RelayMetrics {
     help: "Data channel messages dropped (too large or not text)",
     registers: [this.registry],
   });
+  readonly opusComplexity = new Gauge({
+    name: "earshot_relay_opus_complexity",
+    help: "Downlink Opus encoder complexity now (RELAY_OPUS_COMPLEXITY=auto lowers it under load)",
+    registers: [this.registry],
+  });
   readonly jitter = new Gauge({
     name: "earshot_relay_uplink_jitter_ms",
     help: "Mean uplink interarrival jitter over live calls, ms",

@@ -22,6 +22,7 @@ import type { RelayConfig } from "./config.ts";
 import { EdgeClient } from "./edge-client.ts";
 import { HttpError } from "./http-error.ts";
 import type { Logger } from "./log.ts";
+import { EncoderGovernor } from "./media/encoder-governor.ts";
 import { Pacer } from "./media/pacer.ts";
 import { RelayMetrics } from "./metrics.ts";
 import { NonceCache } from "./nonce-cache.ts";
@@ -49,6 +50,7 @@ export interface RelayServerOptions {
 export class RelayServer {
   readonly metrics = new RelayMetrics();
   readonly pacer: Pacer;
+  readonly encoderGovernor: EncoderGovernor;
   readonly edge: EdgeClient;
   readonly calls = new Map<string, Call>();
   #config: RelayConfig;
@@ -69,6 +71,15 @@ export class RelayServer {
     this.#config = options.config;
     this.#log = options.log;
     this.#bridgeFactory = options.bridgeFactory ?? discardingBridge;
+    const complexity = this.#config.opusComplexity;
+    this.encoderGovernor = new EncoderGovernor({
+      ...(complexity === "auto" ? {} : { ladder: [complexity] }),
+      onChange: (level) => {
+        this.metrics.opusComplexity.set(level);
+        this.#log.warn({ complexity: level, calls: this.calls.size }, "downlink Opus complexity changed");
+      },
+    });
+    this.metrics.opusComplexity.set(this.encoderGovernor.complexity);
     this.pacer = new Pacer({
       onTickLateness: (ms) => {
         if (ms > 20) this.metrics.lateFrames.inc();
@@ -123,6 +134,7 @@ export class RelayServer {
       });
     });
     this.#statsTimer = setInterval(() => this.#reportStats(), this.#config.statsSeconds * 1000);
+    this.encoderGovernor.start();
     this.edge.start();
     this.#log.info(
       {
@@ -177,6 +189,7 @@ export class RelayServer {
       if (this.#drainTimer) clearTimeout(this.#drainTimer);
       await Promise.all([...this.calls.values()].map((call) => call.end(reason)));
       this.pacer.stop();
+      this.encoderGovernor.stop();
       // Without this, a relay with no calls exits before the edge hears it is draining, and the
       // edge keeps sending it calls until its heartbeats go stale. Bounded by the request timeout.
       await this.#drainNotice;
@@ -304,6 +317,7 @@ export class RelayServer {
       },
       bridgeFactory: this.#bridgeFactory,
       pacer: this.pacer,
+      encoderGovernor: this.encoderGovernor,
       metrics: this.metrics,
       log: this.#log,
       connectTimeoutMs: this.#config.connectTimeoutSeconds * 1000,

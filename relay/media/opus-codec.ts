@@ -63,6 +63,11 @@ export class OpusEncoder {
   encode(pcm: Int16Array, out: Uint8Array): number {
     return this.#native.encodeInto(pcm, out);
   }
+
+  /** Takes effect from the next frame; the stream stays decodable across the change. */
+  setComplexity(complexity: number): void {
+    this.#native.applyEncoderCTL(OPUS_SET_COMPLEXITY, complexity);
+  }
 }
 
 export class OpusDecoder {
