@@ -211,7 +211,10 @@ export async function runCapacity(
         }
       }
       if (result.setupFailedAt !== undefined) break;
-      await new Promise((r) => setTimeout(r, 2000)); // settle: the upstream's first deltas, jitter buffers
+      // Settle before measuring: the new calls' data channels, session updates and first deltas,
+      // the JIT and the heap's growth, and the encoder governor (2 s a step) all finish within
+      // a few seconds; the step measures the steady state after them.
+      await new Promise((r) => setTimeout(r, 5000));
       const before: [Scrape, GenStats, number, number] = [
         await scrape(relay.url),
         await genStats(gens),
