@@ -5,7 +5,7 @@
 // numbers: per-frame work p99 < 5 ms, < 1 % late pacer ticks, no loss. Also reports the relay's
 // CPU % and RSS per call, and per-frame work at the lightest step.
 //   npx node bench/capacity.ts [--quick] [--vad=off|energy|silero] [--steps=10,20,40] [--profile=DIR] [--heap=DIR]
-//     [--relay-env=RELAY_OPUS_COMPLEXITY=5] [--relay-node-args="--max-semi-space-size=8"]
+//     [--relay-env=RELAY_OPUS_COMPLEXITY=5] [--relay-node-args="--max-semi-space-size=8"] [--stagger]
 import { mkdirSync, readdirSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import type { RelayTarget } from "./lib/bench-client.ts";
@@ -143,6 +143,8 @@ export async function runCapacity(
     relayNodeArgs?: string[];
     /** Extra environment for the relay (RELAY_OPUS_COMPLEXITY=5 to hold complexity, say). */
     relayEnv?: Record<string, string>;
+    /** The upstream spreads the calls' deltas over the 100 ms period (bench-upstream `stagger`). */
+    stagger?: boolean;
     log?: (line: string) => void;
   } = {},
 ): Promise<CapacityResult> {
@@ -151,7 +153,10 @@ export async function runCapacity(
   const seconds = options.quick ? 5 : 10;
   const steps =
     options.steps ?? (options.quick ? [10, 40, 80, 120, 160] : [10, 20, 40, 60, 80, 100, 120, 150, 180, 220]);
-  const upstream = startNode(["bench/lib/bench-upstream.ts", "stream"], { cpu: "1" });
+  const upstream = startNode(
+    ["bench/lib/bench-upstream.ts", "stream", ...(options.stagger ? ["--stagger"] : [])],
+    { cpu: "1" },
+  );
   const gens: Generator[] = [];
   let relay: Awaited<ReturnType<typeof startBenchRelay>> | undefined;
   const result: CapacityResult = {
@@ -369,6 +374,7 @@ if (import.meta.main) {
     heapDir,
     relayNodeArgs,
     relayEnv,
+    stagger: args.includes("--stagger"),
   });
   process.stdout.write(
     `${capacityTable(result)}\nidle relay: rss ${result.baselineRssMb} MB, heap ${result.baselineHeapMb} MB, external ${result.baselineExternalMb} MB\ncapacity: ${result.capacity} calls (vad ${result.vad}), CPU-bound estimate ${result.cpuBoundEstimate}, load ${result.load}\n`,
