@@ -36,10 +36,11 @@ const router = AutoRouter({
   before: [guard],
   catch: (error: unknown, request: IRequest) => errorResponse(error, request),
   // A known path with the wrong method is a 405 with Allow, not a 404. itty calls `missing` as
-  // a `finally` step: (response, request, ...args).
-  missing: (_response: unknown, request: IRequest) => {
-    throw unrouted(router.routes, request);
-  },
+  // the first `finally` step: (response, request, ...args). It returns the error rather than
+  // throwing it: a throw there skips the later steps, and a page on another origin would see
+  // a CORS failure instead of the 404 or 405.
+  missing: (_response: unknown, request: IRequest) =>
+    errorResponse(unrouted(router.routes, request), request),
   finally: [
     (response: Response, request: IRequest, env: Env) =>
       corsApplies(new URL(request.url).pathname) ? withCors(edgeConfig(env), request, response) : response,

@@ -218,6 +218,21 @@ describe("wrong methods: 405 with Allow on known paths, 404 elsewhere", () => {
     expect(error.message).toContain(method);
   });
 
+  it("a page on another origin can read a 405 (CORS headers and Server-Timing, as on every answer)", async () => {
+    const headers = { origin: "https://app.example" };
+    for (const [method, path] of [
+      ["PUT", "/v1/realtime/calls"],
+      ["GET", "/v1/realtime/calls/rtc_abcdefghijklmnop/hangup"],
+    ] as const) {
+      const response = await edge(path, { method, headers });
+      expect(response.status).toBe(405);
+      expect(response.headers.get("access-control-allow-origin")).toBe("*");
+      expect(response.headers.get("access-control-expose-headers")).toContain("Content-Type");
+      expect(response.headers.get("server-timing")).not.toBeNull();
+      expect((await errorOf(response)).code).toBe("method_not_allowed");
+    }
+  });
+
   it("a path nobody routes is still 404, whatever the method", async () => {
     for (const method of ["GET", "POST", "PUT", "DELETE", "PATCH"]) {
       const response = await edge("/v1/realtime/nothing-here", { method, apiKey: API_KEY });
