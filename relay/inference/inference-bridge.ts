@@ -86,8 +86,9 @@ export class InferenceBridge implements CallBridge {
   readonly #batch = new Int16Array(FRAME_SAMPLES * FRAMES_PER_APPEND);
   readonly #batchBytes = Buffer.from(this.#batch.buffer);
   #batchFrames = 0;
-  // Downlink decode buffer, grown to the largest delta seen.
-  #deltaBytes = Buffer.allocUnsafeSlow(64 * 1024);
+  // Downlink decode buffer, grown to the largest delta seen (in 4 KiB steps), not sized up
+  // front: a call whose model sends 100 ms deltas holds 8 KiB here, not 64.
+  #deltaBytes = Buffer.allocUnsafeSlow(0);
 
   #pendingChannel: string[] = [];
   #pendingUpstream: string[] = [];
@@ -350,7 +351,8 @@ export class InferenceBridge implements CallBridge {
     }
     // Decode into a reused buffer: base64 of PCM16, 3 bytes per 4 characters at most.
     const maxBytes = (delta.length * 3) >> 2;
-    if (maxBytes > this.#deltaBytes.length) this.#deltaBytes = Buffer.allocUnsafeSlow(maxBytes * 2);
+    if (maxBytes > this.#deltaBytes.length)
+      this.#deltaBytes = Buffer.allocUnsafeSlow(Math.ceil(maxBytes / 4096) * 4096);
     const bytes = this.#deltaBytes.write(delta, 0, "base64");
     if (bytes < 2) {
       droppedAudio.inc({ direction: "downlink", reason: bytes === 0 ? "empty_delta" : "odd_bytes" });
