@@ -19,9 +19,9 @@ import { FRAME_MS } from "./media/audio-format.ts";
 import { Downlink, type DownlinkEncoder } from "./media/downlink.ts";
 import type { EncoderGovernor } from "./media/encoder-governor.ts";
 import { G711Decoder, G711Encoder } from "./media/g711.ts";
-import { OpusDecoder, OpusEncoder } from "./media/opus-codec.ts";
+import { OpusEncoder, opusUplinkDecoder } from "./media/opus-codec.ts";
 import type { Pacer } from "./media/pacer.ts";
-import { Uplink, type UplinkDecoder } from "./media/uplink.ts";
+import { Uplink } from "./media/uplink.ts";
 import type { RelayMetrics } from "./metrics.ts";
 import { MAX_CLIENT_MESSAGE_BYTES, peerConfig, type MediaNetwork } from "./peer-config.ts";
 import { answerDirection, answerSetup, rewriteCandidateAddress, withoutEndOfCandidates } from "./sdp.ts";
@@ -79,16 +79,6 @@ function opusDownlinkEncoder(governor: EncoderGovernor): [DownlinkEncoder, () =>
   });
   const release = governor.register((complexity) => encoder.setComplexity(complexity));
   return [{ timestampStep: 960, encode: (pcm, out) => encoder.encode(pcm, out) }, release];
-}
-
-function opusUplinkDecoder(): UplinkDecoder {
-  const decoder = new OpusDecoder();
-  return {
-    clockRate: 48_000,
-    decode: (payload, out) => decoder.decode(payload, out),
-    conceal: (out) => decoder.conceal(out),
-    recover: (next, out) => decoder.recover(next, out),
-  };
 }
 
 /**

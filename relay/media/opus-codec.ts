@@ -4,6 +4,7 @@
 // resamples internally, so no resampler is needed.
 import { createRequire } from "node:module";
 import { PCM_SAMPLE_RATE } from "./audio-format.ts";
+import type { UplinkDecoder } from "./uplink.ts";
 
 type Native = typeof import("@discordjs/opus");
 const native = createRequire(import.meta.url)("@discordjs/opus") as Native;
@@ -87,4 +88,15 @@ export class OpusDecoder {
   recover(nextPacket: Uint8Array, out: Int16Array): number {
     return this.#native.decodeInto(nextPacket, out, true);
   }
+}
+
+/** The uplink's view of an Opus decoder: 48 kHz RTP clock, PLC and FEC (relay/media/uplink.ts). */
+export function opusUplinkDecoder(): UplinkDecoder {
+  const decoder = new OpusDecoder();
+  return {
+    clockRate: 48_000,
+    decode: (payload, out) => decoder.decode(payload, out),
+    conceal: (out) => decoder.conceal(out),
+    recover: (next, out) => decoder.recover(next, out),
+  };
 }

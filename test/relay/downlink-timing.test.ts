@@ -1,6 +1,13 @@
 // Downlink timing at the client: one packet per 20 ms without drift, and flush() within a frame.
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { RecordingBridge, TestClient, sine, startRelay, waitFor, type InProcessRelay } from "./fixtures.ts";
+import {
+  RecordingBridge,
+  connectRecorded,
+  sine,
+  startRelay,
+  waitFor,
+  type InProcessRelay,
+} from "./fixtures.ts";
 
 let relay: InProcessRelay;
 beforeAll(async () => {
@@ -8,12 +15,7 @@ beforeAll(async () => {
 });
 afterAll(() => relay.close());
 
-async function connect() {
-  const client = new TestClient();
-  expect((await client.call(relay.url)).status).toBe(201);
-  await client.connected();
-  return { client, bridge: RecordingBridge.instances.find((b) => b.ctx.callId === client.callId)! };
-}
+const connect = () => connectRecorded(relay);
 
 // Tolerance: drift, the fitted packet period, must be 20 ms within 0.05 ms (under 25 ms over
 // 10 s), with no packet missing or extra. Single packets jitter around the fitted line with the

@@ -6,7 +6,7 @@ import { loadConfig } from "../../relay/config.ts";
 import { EncoderGovernor } from "../../relay/media/encoder-governor.ts";
 import {
   RecordingBridge,
-  TestClient,
+  connectRecorded,
   dominantFrequency,
   rms,
   sine,
@@ -83,10 +83,7 @@ describe("a relay under load", () => {
   afterAll(() => relay.close());
 
   it("changes a live call's encoder complexity and the client hears the tone throughout", async () => {
-    const client = new TestClient();
-    expect((await client.call(relay.url)).status).toBe(201);
-    await client.connected();
-    const bridge = RecordingBridge.instances.find((b) => b.ctx.callId === client.callId)!;
+    const { client, bridge } = await connectRecorded(relay);
     const governor = relay.server.encoderGovernor;
     expect(governor.encoders).toBe(1);
     bridge.ctx.downlink.push("item_1", 0, sine(660, 1500, 8000));

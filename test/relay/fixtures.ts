@@ -9,6 +9,7 @@ import { RTCPeerConnection, RtpHeader, RtpPacket, type RTCDataChannel, type RTCR
 import { TICKET_HEADER, type CreateCallResponse } from "../../protocol/relay-api.ts";
 import { signTicket } from "../../protocol/ticket.ts";
 import type { CallBridge, CallBridgeFactory, CallContext } from "../../relay/bridge.ts";
+import type { Call } from "../../relay/call.ts";
 import { loadConfig, type RelayConfig } from "../../relay/config.ts";
 import { createLogger } from "../../relay/log.ts";
 import { RelayServer } from "../../relay/server.ts";
@@ -313,6 +314,25 @@ export function createOpusEncoder() {
 }
 
 /** Records uplink frames (copied) and exposes the call context. */
+/**
+ * Places a TestClient's call on an in-process relay started with RecordingBridge.factory and
+ * waits until both ends are connected. `clients` collects the client for the caller's clean-up.
+ */
+export async function connectRecorded(
+  relay: InProcessRelay,
+  clients?: TestClient[],
+): Promise<{ client: TestClient; call: Call; bridge: RecordingBridge }> {
+  const client = new TestClient();
+  clients?.push(client);
+  const response = await client.call(relay.url);
+  if (response.status !== 201) throw new Error(`call refused: ${response.status} ${await response.text()}`);
+  await client.connected();
+  const call = relay.server.calls.get(client.callId)!;
+  await waitFor(() => call.state === "connected", 5000, "relay connected");
+  const bridge = RecordingBridge.instances.find((b) => b.ctx.callId === client.callId)!;
+  return { client, call, bridge };
+}
+
 export class RecordingBridge implements CallBridge {
   static instances: RecordingBridge[] = [];
   readonly frames: Int16Array[] = [];

@@ -5,7 +5,14 @@ import { performance } from "node:perf_hooks";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { Call } from "../../relay/call.ts";
 import { MAX_CLIENT_MESSAGE_BYTES } from "../../relay/peer-config.ts";
-import { RecordingBridge, TestClient, startRelay, waitFor, type InProcessRelay } from "./fixtures.ts";
+import {
+  RecordingBridge,
+  TestClient,
+  connectRecorded,
+  startRelay,
+  waitFor,
+  type InProcessRelay,
+} from "./fixtures.ts";
 
 let relay: InProcessRelay;
 const clients: TestClient[] = [];
@@ -19,14 +26,8 @@ afterEach(async () => {
 });
 
 async function connect(): Promise<{ client: TestClient; call: Call; bridge: RecordingBridge }> {
-  const client = new TestClient();
-  clients.push(client);
-  expect((await client.call(relay.url)).status).toBe(201);
-  await client.connected();
+  const { client, call, bridge } = await connectRecorded(relay, clients);
   await client.channelOpen();
-  const call = relay.server.calls.get(client.callId)!;
-  await waitFor(() => call.state === "connected", 5000, "relay connected");
-  const bridge = RecordingBridge.instances.find((b) => b.ctx.callId === client.callId)!;
   await waitFor(() => bridge.channelOpened, 5000, "bridge saw the channel open");
   // Play a client that ignores the relay's a=max-message-size.
   client.pc.sctpTransport!.remoteMaxMessageSize = 0;

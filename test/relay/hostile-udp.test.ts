@@ -10,6 +10,7 @@ import type { Call } from "../../relay/call.ts";
 import {
   RecordingBridge,
   TestClient,
+  connectRecorded,
   dominantFrequency,
   rms,
   sine,
@@ -43,14 +44,8 @@ interface Connected {
 }
 
 async function connect(): Promise<Connected> {
-  const client = new TestClient();
-  clients.push(client);
-  expect((await client.call(relay.url)).status).toBe(201);
-  await client.connected();
+  const { client, call, bridge } = await connectRecorded(relay, clients);
   await client.channelOpen();
-  const call = relay.server.calls.get(client.callId)!;
-  await waitFor(() => call.state === "connected", 5000, "relay connected");
-  const bridge = RecordingBridge.instances.find((b) => b.ctx.callId === client.callId)!;
   const offer = client.pc.localDescription!.sdp;
   return {
     client,

@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
 import {
   RecordingBridge,
   TestClient,
+  connectRecorded,
   dominantFrequency,
   sine,
   startRelay,
@@ -24,12 +25,8 @@ afterEach(async () => {
 });
 
 it("answers a=ice-lite, connects, and carries audio both ways", async () => {
-  const client = new TestClient();
-  clients.push(client);
-  expect((await client.call(relay.url)).status).toBe(201);
+  const { client, bridge } = await connectRecorded(relay, clients);
   expect(client.answerSdp).toMatch(/^a=ice-lite\r?$/m);
-  await client.connected();
-  const bridge = RecordingBridge.instances.find((b) => b.ctx.callId === client.callId)!;
 
   await client.sendPackets(client.encodeFrames(sine(440, 600, 8000)));
   await waitFor(() => bridge.frames.length >= 30, 5000, "30 uplink frames");

@@ -4,18 +4,8 @@
 // timestamp wrap, an 8 kHz clock.
 import { describe, expect, it } from "vitest";
 import { G711Decoder, G711Encoder } from "../../../relay/media/g711.ts";
-import { OpusDecoder, OpusEncoder } from "../../../relay/media/opus-codec.ts";
+import { OpusEncoder, opusUplinkDecoder } from "../../../relay/media/opus-codec.ts";
 import { Uplink, type UplinkDecoder } from "../../../relay/media/uplink.ts";
-
-function opusDecoder(): UplinkDecoder {
-  const decoder = new OpusDecoder();
-  return {
-    clockRate: 48_000,
-    decode: (payload, out) => decoder.decode(payload, out),
-    conceal: (out) => decoder.conceal(out),
-    recover: (next, out) => decoder.recover(next, out),
-  };
-}
 
 /** Opus packets of `ms` each (a tone, so there is something to decode). */
 function opusPackets(count: number, ms: number): Uint8Array[] {
@@ -52,7 +42,7 @@ describe("uplink frames' media time", () => {
     const payloads = opusPackets(10, 20);
     const start = 0xffff_ffff - 960 * 4; // wraps after the fifth packet
     const times = mediaTimes(
-      opusDecoder(),
+      opusUplinkDecoder(),
       payloads.map((p, i) => [65_530 + i, start + i * 960, p]),
     );
     expect(times).toEqual(steps(10));
@@ -62,7 +52,7 @@ describe("uplink frames' media time", () => {
     const payloads = opusPackets(12, 20);
     const order = [0, 1, 2, 4, 3, 5, 7, 8, 9, 10, 11]; // 3 late, 6 lost
     const times = mediaTimes(
-      opusDecoder(),
+      opusUplinkDecoder(),
       order.map((i) => [1000 + i, 5000 + i * 960, payloads[i]!]),
     );
     expect(times).toEqual(steps(12));
@@ -72,14 +62,14 @@ describe("uplink frames' media time", () => {
     const long = opusPackets(3, 60);
     expect(
       mediaTimes(
-        opusDecoder(),
+        opusUplinkDecoder(),
         long.map((p, i) => [i, i * 2880, p]),
       ),
     ).toEqual(steps(9));
     const short = opusPackets(8, 10);
     expect(
       mediaTimes(
-        opusDecoder(),
+        opusUplinkDecoder(),
         short.map((p, i) => [i, i * 480, p]),
       ),
     ).toEqual(steps(4));
@@ -88,7 +78,7 @@ describe("uplink frames' media time", () => {
   it("jumps over a DTX gap (sequence numbers continue, timestamps skip a second)", () => {
     const payloads = opusPackets(6, 20);
     const times = mediaTimes(
-      opusDecoder(),
+      opusUplinkDecoder(),
       payloads.map((p, i) => [i, i < 3 ? i * 960 : 48_000 + i * 960, p]),
     );
     expect(times).toEqual([0, 20, 40, 1060, 1080, 1100]);
