@@ -23,8 +23,17 @@ export interface DownlinkPort {
 /** The `oai-events` data channel, as text. */
 export interface EventChannelPort {
   readonly open: boolean;
-  send(text: string): void;
+  /**
+   * The largest message the client accepts, in bytes: its SDP `a=max-message-size` (64 KiB when
+   * the offer has none, RFC 8841), 0 for no limit. A larger message cannot be sent.
+   */
+  readonly maxMessageBytes: number;
+  /** Sends one message. Never throws; says why a message was not sent. */
+  send(text: string): EventSendResult;
 }
+
+/** "too_large": over maxMessageBytes; "failed": the data channel refused it (closing). */
+export type EventSendResult = "sent" | "closed" | "too_large" | "failed";
 
 export interface CallContext {
   callId: string;

@@ -13,7 +13,13 @@ import {
 } from "werift";
 import type { CallStats, EndReason } from "../protocol/relay-api.ts";
 import type { SessionConfig } from "../protocol/session.ts";
-import type { CallBridge, CallBridgeFactory, CallContext, EventChannelPort } from "./bridge.ts";
+import type {
+  CallBridge,
+  CallBridgeFactory,
+  CallContext,
+  EventChannelPort,
+  EventSendResult,
+} from "./bridge.ts";
 import type { Logger } from "./log.ts";
 import { FRAME_MS } from "./media/audio-format.ts";
 import { Downlink, type DownlinkEncoder } from "./media/downlink.ts";
@@ -114,6 +120,7 @@ export class Call extends EventEmitter<CallEvents> {
   #timers = new Set<NodeJS.Timeout>();
   #disconnectTimer: NodeJS.Timeout | undefined;
   #droppedMessages = 0;
+  #failedSends = 0;
   #packetsOut = 0;
   #firstAudio = false;
   #closed: Promise<void> | undefined;
@@ -317,10 +324,10 @@ export class Call extends EventEmitter<CallEvents> {
       get open() {
         return channel()?.readyState === "open";
       },
-      send: (text: string) => {
-        const c = this.#channel;
-        if (c?.readyState === "open") c.send(text);
+      get maxMessageBytes() {
+        return channel()?.sctp.remoteMaxMessageSize ?? 0;
       },
+      send: (text: string) => this.#sendEvent(text),
     };
     const channel = () => this.#channel;
     const sender = transceiver.sender;
@@ -387,6 +394,31 @@ export class Call extends EventEmitter<CallEvents> {
     // The downlink joins the pacer when the transport connects: a frame "sent" before DTLS is
     // up never reaches the client, and the PlayoutLedger must only count what could.
     if (this.#state === "connected") pacer.add(this.#downlink);
+  }
+
+  /**
+   * werift throws from send() for a message over the peer's max-message-size (and on a closing
+   * association). A throw here would escape the upstream's or the pacer's event handler and take
+   * the whole relay down, so nothing a bridge sends may throw: an oversize message is refused
+   * before werift sees it, and anything else werift throws is caught. Counted, logged once.
+   */
+  #sendEvent(text: string): EventSendResult {
+    const channel = this.#channel;
+    if (channel?.readyState !== "open") return "closed";
+    const max = channel.sctp.remoteMaxMessageSize;
+    // UTF-8 is at most 3 bytes per UTF-16 unit: most messages skip the byte count.
+    if (max > 0 && text.length * 3 > max && Buffer.byteLength(text) > max) {
+      this.#options.metrics.unsentEvents.inc({ reason: "too_large" });
+      return "too_large";
+    }
+    try {
+      channel.send(text);
+      return "sent";
+    } catch (error) {
+      this.#options.metrics.unsentEvents.inc({ reason: "failed" });
+      if (this.#failedSends++ === 0) this.#log.warn({ err: error }, "data channel send failed");
+      return "failed";
+    }
   }
 
   #onDataChannel(channel: RTCDataChannel): void {

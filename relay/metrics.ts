@@ -71,6 +71,12 @@ export class RelayMetrics {
     help: "Data channel messages dropped (too large or not text)",
     registers: [this.registry],
   });
+  readonly unsentEvents = new Counter({
+    name: "earshot_relay_datachannel_unsent_events_total",
+    help: "Server events not sent to the client: too_large (over its a=max-message-size) or failed",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
   readonly opusComplexity = new Gauge({
     name: "earshot_relay_opus_complexity",
     help: "Downlink Opus encoder complexity now (RELAY_OPUS_COMPLEXITY=auto lowers it under load)",

@@ -8,7 +8,7 @@
 // client's `output_audio_buffer.clear` (which flushes and clears but leaves cancel and truncate
 // to the client, as OpenAI documents), and the loss of the upstream (whose session, and reply,
 // are gone). Firing twice for one reply does nothing the second time.
-import { newId } from "../../protocol/realtime.ts";
+import { type ClientEvent, type ServerEvent, newId } from "../../protocol/realtime.ts";
 import type { DownlinkPort } from "../bridge.ts";
 import { bargeIns } from "./inference-metrics.ts";
 
@@ -17,9 +17,9 @@ export type BargeInTrigger = "upstream_vad" | "relay_vad" | "client_clear" | "up
 export interface BargeInPorts {
   downlink: DownlinkPort;
   /** A relay-originated client event to the model. */
-  sendUpstream(event: object): void;
+  sendUpstream(event: ClientEvent): void;
   /** A server event to the client on `oai-events`. */
-  emit(event: object): void;
+  emit(event: ServerEvent): void;
 }
 
 /** Prefix of event ids the relay itself sends upstream, so errors they provoke are recognised. */
@@ -80,10 +80,10 @@ export class BargeIn {
   trigger(trigger: BargeInTrigger): boolean {
     const { downlink } = this.#ports;
     const item = this.#lastItem;
-    const responseId = this.#activeResponseId ?? item?.responseId ?? null;
+    const activeId = this.#activeResponseId;
+    const responseId = activeId ?? item?.responseId ?? null;
     const itemPending = item !== null && !this.#cancelledItems.has(item.itemId);
-    const responsePending =
-      this.#activeResponseId !== null && !this.#cancelledResponses.has(this.#activeResponseId);
+    const responsePending = activeId !== null && !this.#cancelledResponses.has(activeId);
     const playing = downlink.queuedMs > 0 && itemPending;
     if (!playing && !responsePending) return false;
 
@@ -94,10 +94,10 @@ export class BargeIn {
       this.#ports.sendUpstream({
         type: "response.cancel",
         event_id: RELAY_EVENT_PREFIX + newId("event"),
-        response_id: this.#activeResponseId,
+        response_id: activeId,
       });
     }
-    if (responsePending) remember(this.#cancelledResponses, this.#activeResponseId!);
+    if (responsePending) remember(this.#cancelledResponses, activeId);
     if (trigger === "upstream_lost") this.#activeResponseId = null;
     // The reply being heard (or about to be): not an earlier one that finished playing.
     if (item && itemPending && (playing || item.responseId === this.#activeResponseId)) {

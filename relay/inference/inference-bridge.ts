@@ -90,7 +90,8 @@ export class InferenceBridge implements CallBridge {
   // front: a call whose model sends 100 ms deltas holds 8 KiB here, not 64.
   #deltaBytes = Buffer.allocUnsafeSlow(0);
 
-  #pendingChannel: string[] = [];
+  #pendingChannel: [text: string, type: string][] = [];
+  #oversizeEvents = 0;
   #pendingUpstream: string[] = [];
   #closed = false;
   #errorReplyTokens = ERROR_REPLY_BURST;
@@ -102,7 +103,7 @@ export class InferenceBridge implements CallBridge {
     this.#bargeIn = new BargeIn({
       downlink: ctx.downlink,
       sendUpstream: (event) => this.#sendUpstream(JSON.stringify(event)),
-      emit: (event) => this.#emit(JSON.stringify(event)),
+      emit: (event) => this.#emit(event),
     });
     this.#monitor =
       options.uplinkMonitor?.(ctx, {
@@ -121,14 +122,12 @@ export class InferenceBridge implements CallBridge {
       onGiveUp: (failure) => {
         upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
         this.#emit(
-          JSON.stringify(
-            errorEvent({
-              type: "server_error",
-              code: failure.retryable ? "inference_lost" : "inference_error",
-              message: `The inference connection failed: ${failure.message}.`,
-              param: null,
-            }),
-          ),
+          errorEvent({
+            type: "server_error",
+            code: failure.retryable ? "inference_lost" : "inference_error",
+            message: `The inference connection failed: ${failure.message}.`,
+            param: null,
+          }),
         );
         this.#ctx.end(failure.retryable ? "inference_lost" : "inference_error", failure.message);
       },
@@ -176,7 +175,7 @@ export class InferenceBridge implements CallBridge {
     switch (parsed.kind) {
       case "invalid":
         rejectedClientEvents.inc({ code: parsed.code });
-        if (this.#takeErrorReply()) this.#emit(JSON.stringify(invalidEventError(parsed)));
+        if (this.#takeErrorReply()) this.#emit(invalidEventError(parsed));
         else unansweredRejections.inc();
         return;
       case "unknown":
@@ -219,31 +218,27 @@ export class InferenceBridge implements CallBridge {
   onChannelOpen(): void {
     const pending = this.#pendingChannel;
     this.#pendingChannel = [];
-    for (const text of pending) this.#ctx.events.send(text);
+    for (const [text, type] of pending) this.#deliver(text, type);
   }
 
   onPlayoutStarted(itemId: string): void {
     const responseId = this.#bargeIn.responseOf(itemId);
-    this.#emit(
-      JSON.stringify({
-        type: "output_audio_buffer.started",
-        event_id: newId("event"),
-        response_id: responseId,
-      }),
-    );
+    this.#emit({
+      type: "output_audio_buffer.started",
+      event_id: newId("event"),
+      response_id: responseId,
+    });
   }
 
   onPlayoutStopped(itemId: string): void {
     // An interrupted reply was already reported as `cleared`.
     if (this.#bargeIn.wasCleared(itemId)) return;
     const responseId = this.#bargeIn.responseOf(itemId);
-    this.#emit(
-      JSON.stringify({
-        type: "output_audio_buffer.stopped",
-        event_id: newId("event"),
-        response_id: responseId,
-      }),
-    );
+    this.#emit({
+      type: "output_audio_buffer.stopped",
+      event_id: newId("event"),
+      response_id: responseId,
+    });
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -274,7 +269,7 @@ export class InferenceBridge implements CallBridge {
       return;
     }
     if (parsed.kind === "unknown") {
-      this.#emit(text);
+      this.#emitText(text, parsed.type);
       return;
     }
     this.#onServerEvent(parsed.event, text);
@@ -288,15 +283,15 @@ export class InferenceBridge implements CallBridge {
         return; // audio never goes down the data channel
       case "input_audio_buffer.speech_started":
         this.#bargeIn.trigger("upstream_vad");
-        this.#emit(text);
+        this.#emitText(text, event.type);
         return;
       case "response.created":
         this.#bargeIn.responseCreated(event.response.id);
-        this.#emit(text);
+        this.#emitText(text, event.type);
         return;
       case "response.done":
         this.#bargeIn.responseDone(event.response.id);
-        this.#emit(text);
+        this.#emitText(text, event.type);
         return;
       case "error": {
         // Errors provoked by the relay's own cancel/truncate (e.g. the response had already
@@ -308,7 +303,7 @@ export class InferenceBridge implements CallBridge {
           );
           return;
         }
-        this.#emit(text);
+        this.#emitText(text, event.type);
         return;
       }
       case "session.created":
@@ -332,7 +327,7 @@ export class InferenceBridge implements CallBridge {
       case "response.output_audio_transcript.done":
       case "response.audio_transcript.done":
       case "rate_limits.updated":
-        this.#emit(text);
+        this.#emitText(text, event.type);
         return;
       case "output_audio_buffer.started":
       case "output_audio_buffer.stopped":
@@ -371,14 +366,12 @@ export class InferenceBridge implements CallBridge {
     if (this.#pendingUpstream.length >= MAX_PENDING_UPSTREAM_EVENTS) {
       rejectedClientEvents.inc({ code: "upstream_not_ready" });
       this.#emit(
-        JSON.stringify(
-          errorEvent({
-            type: "server_error",
-            code: "upstream_not_ready",
-            message: "The inference connection is not open yet; event dropped.",
-            param: null,
-          }),
-        ),
+        errorEvent({
+          type: "server_error",
+          code: "upstream_not_ready",
+          message: "The inference connection is not open yet; event dropped.",
+          param: null,
+        }),
       );
       return;
     }
@@ -398,14 +391,46 @@ export class InferenceBridge implements CallBridge {
     return true;
   }
 
-  #emit(text: string): void {
+  #emit(event: ServerEvent): void {
+    this.#emitText(JSON.stringify(event), event.type);
+  }
+
+  /** A server event to the client, or held until the data channel opens. */
+  #emitText(text: string, type: string): void {
     if (this.#closed) return;
     if (this.#ctx.events.open) {
-      this.#ctx.events.send(text);
+      this.#deliver(text, type);
       return;
     }
     if (this.#pendingChannel.length >= MAX_PENDING_CHANNEL_EVENTS) this.#pendingChannel.shift();
-    this.#pendingChannel.push(text);
+    this.#pendingChannel.push([text, type]);
+  }
+
+  /**
+   * An event larger than the client's a=max-message-size cannot go down the data channel (a
+   * browser's is 256 KiB; a conversation.item.create just under OpenAI's limit comes back as a
+   * larger conversation.item.created). It is dropped, and the client is told which and why.
+   */
+  #deliver(text: string, type: string): void {
+    if (this.#ctx.events.send(text) !== "too_large") return;
+    const max = this.#ctx.events.maxMessageBytes;
+    const bytes = Buffer.byteLength(text);
+    if (this.#oversizeEvents++ === 0) {
+      this.#options.log?.(
+        `call ${this.#ctx.callId}: ${type} of ${bytes} bytes exceeds max-message-size ${max}`,
+      );
+    }
+    // Told only if the error itself fits (a peer may advertise an absurdly small limit).
+    this.#ctx.events.send(
+      JSON.stringify(
+        errorEvent({
+          type: "invalid_request_error",
+          code: "event_too_large",
+          message: `The server event ${type} (${bytes} bytes) was not sent: it exceeds this client's data channel limit (a=max-message-size:${max}).`,
+          param: null,
+        }),
+      ),
+    );
   }
 
   close(): void {

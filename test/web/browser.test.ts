@@ -186,6 +186,76 @@ describe("browser, through the edge and a relay to the built-in agent", { timeou
       appServer.close();
     }
   });
+  it("Chromium's own 256 KiB data channel limit: an item that comes back larger is refused with an error, and the relay lives on", async () => {
+    const minted = await fetch(`${edge.url}/v1/realtime/client_secrets`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${edge.apiKey}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ session: { type: "realtime", model: "gpt-realtime" } }),
+    });
+    const { value: ephemeralKey } = (await minted.json()) as { value: string };
+    // The app's page on its own origin, as in the test above.
+    const appServer: Server = createServer((_req, res) => res.end("<!doctype html><title>app</title>"));
+    await new Promise<void>((r) => appServer.listen(0, "127.0.0.1", r));
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${(appServer.address() as { port: number }).port}/`);
+    const result = await page.evaluate(
+      async ({ baseUrl, key }) => {
+        const pc = new RTCPeerConnection();
+        const ms = await navigator.mediaDevices.getUserMedia({ audio: true });
+        pc.addTrack(ms.getTracks()[0]!);
+        const dc = pc.createDataChannel("oai-events");
+        const events: { type: string; error?: { code: string; message: string } }[] = [];
+        dc.addEventListener("message", (e) => events.push(JSON.parse(e.data)));
+        const offer = await pc.createOffer();
+        await pc.setLocalDescription(offer);
+        const limit = Number(/a=max-message-size:(\d+)/.exec(offer.sdp!)?.[1]);
+        const answer = await fetch(`${baseUrl}/v1/realtime/calls`, {
+          method: "POST",
+          body: offer.sdp,
+          headers: { Authorization: `Bearer ${key}`, "Content-Type": "application/sdp" },
+        });
+        await pc.setRemoteDescription({ type: "answer", sdp: await answer.text() });
+        const until = async (check: () => boolean, ms: number) => {
+          const deadline = performance.now() + ms;
+          while (!check() && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+          return check();
+        };
+        if (!(await until(() => events.some((e) => e.type === "session.updated"), 15_000)))
+          return { error: "no session.updated", limit, events: events.map((e) => e.type) };
+        // 262,063 bytes: under the relay's limit on the way in, over Chrome's once the model
+        // echoes the item back in conversation.item.added / .done.
+        const create = (text: string) =>
+          JSON.stringify({
+            type: "conversation.item.create",
+            item: { type: "message", role: "user", content: [{ type: "input_text", text }] },
+          });
+        dc.send(create("y".repeat(262_063 - create("").length)));
+        await until(() => events.some((e) => e.type === "error"), 10_000);
+        // The call goes on: the next event still gets its answer.
+        dc.send(JSON.stringify({ type: "input_audio_buffer.clear" }));
+        await until(() => events.some((e) => e.type === "input_audio_buffer.cleared"), 10_000);
+        pc.close();
+        return {
+          limit,
+          events: events.map((e) => e.type),
+          errors: events.filter((e) => e.error).map((e) => e.error!),
+        };
+      },
+      { baseUrl: edge.url, key: ephemeralKey },
+    );
+    await page.close();
+    appServer.close();
+    expect(result).not.toHaveProperty("error");
+    expect(result.limit).toBe(262_144);
+    expect(result.errors!.length).toBeGreaterThan(0);
+    expect(result.errors![0]).toMatchObject({ code: "event_too_large" });
+    expect(result.errors![0]!.message).toMatch(
+      /conversation\.item\.\w+ \(\d+ bytes\).*max-message-size:262144/,
+    );
+    expect(result.events).toContain("input_audio_buffer.cleared");
+    expect((await fetch(`${relay.url}/healthz`)).status).toBe(200);
+  });
+
   it("tells the user when the microphone is refused", async () => {
     const page = await browser.newPage();
     await page.addInitScript(() => {

@@ -1,7 +1,7 @@
 // Arrange helpers for InferenceBridge tests: the call's side of the CallBridge seam.
 // The downlink double keeps a real PlayoutLedger and a real 20 ms pacer clock, so
 // `ledger.sentMs` is exactly the audio "sent to the client" (recorded frame by frame).
-import type { CallContext, DownlinkPort, EventChannelPort } from "../../../relay/bridge.ts";
+import type { CallContext, DownlinkPort, EventChannelPort, EventSendResult } from "../../../relay/bridge.ts";
 import { FRAME_MS, FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
 import { PlayoutLedger } from "../../../relay/media/playout-ledger.ts";
 import type { EndReason } from "../../../protocol/relay-api.ts";
@@ -91,12 +91,16 @@ export type ChannelEvent = { type: string; [key: string]: unknown };
 
 export class RecordingChannel implements EventChannelPort {
   open = false;
+  /** The client's a=max-message-size (0: none); a larger message is refused, as Call does. */
+  maxMessageBytes = 0;
   readonly events: (ChannelEvent & { at: number })[] = [];
   #waiters = new Set<() => void>();
 
-  send(text: string): void {
+  send(text: string): EventSendResult {
+    if (this.maxMessageBytes > 0 && Buffer.byteLength(text) > this.maxMessageBytes) return "too_large";
     this.events.push({ ...(JSON.parse(text) as ChannelEvent), at: performance.now() });
     for (const wake of this.#waiters) wake();
+    return "sent";
   }
 
   ofType(type: string): ChannelEvent[] {
