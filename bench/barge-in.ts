@@ -7,7 +7,7 @@
 // (20 ms per packet), i.e. how far the model's idea of what was heard is off.
 //   npx node bench/barge-in.ts [--runs=10]
 import { performance } from "node:perf_hooks";
-import { SpeechSynthesizer } from "../relay/agent/tts.ts";
+import { SpeechSynthesizer } from "../agent/tts.ts";
 import { BenchClient } from "./lib/bench-client.ts";
 import { BenchUpstream } from "./lib/bench-upstream.ts";
 import { loadAverage, startBenchRelay } from "./lib/procs.ts";

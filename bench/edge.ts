@@ -9,7 +9,7 @@ import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import { RTCPeerConnection } from "werift";
 import { startEdge } from "../test/e2e/stack.ts";
-import { EdgeClient } from "../relay/edge-client.ts";
+import { EdgeClient } from "../relay/edge/edge-client.ts";
 import { createLogger } from "../relay/log.ts";
 import { loadAverage } from "./lib/procs.ts";
 import { median, round, summarize, table, type Summary } from "./lib/stats.ts";

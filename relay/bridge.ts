@@ -1,4 +1,4 @@
-// The seam between a call's media (relay/call.ts, relay/media/*) and what its audio and events
+// The seam between a call's media (relay/call/, relay/media/) and what its audio and events
 // are bridged to: the inference connection in production, simpler bridges in tests.
 // The call owns the PeerConnection and hands the bridge these three ports when media is set up.
 import type { EndReason } from "../protocol/relay-api.ts";

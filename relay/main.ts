@@ -8,7 +8,7 @@ import { ConfigError, loadConfig } from "./config.ts";
 import { createInferenceBridgeFactory } from "./inference/create-bridge-factory.ts";
 import { inferenceConfigFromEnv, type InferenceConfig } from "./inference/inference-config.ts";
 import { createLogger } from "./log.ts";
-import { RelayServer } from "./server.ts";
+import { RelayServer } from "./edge/http-api.ts";
 import { EXIT_CONFIG, superviseRelays } from "./supervisor.ts";
 
 let config;

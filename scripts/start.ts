@@ -140,7 +140,7 @@ async function main(): Promise<void> {
 
   const inferenceUrl = process.env.INFERENCE_URL;
   if (!inferenceUrl) {
-    run("agent", process.execPath, ["relay/agent/main.ts"], { AGENT_PORT: String(AGENT_PORT) });
+    run("agent", process.execPath, ["agent/main.ts"], { AGENT_PORT: String(AGENT_PORT) });
   }
   run(
     "edge",

@@ -3,8 +3,8 @@
 // Loads Silero once per process (when RELAY_VAD=silero); if onnxruntime cannot load it, the
 // relay falls back to the energy VAD and says so, rather than running without barge-in.
 import type { CallBridgeFactory } from "../bridge.ts";
-import { SileroModel } from "../vad/silero-vad.ts";
-import { relayUplinkMonitor } from "../vad/uplink-monitor.ts";
+import { SileroModel } from "../barge-in/silero-vad.ts";
+import { relayUplinkMonitor } from "../barge-in/uplink-monitor.ts";
 import { inferenceBridgeFactory } from "./inference-bridge.ts";
 import type { InferenceConfig } from "./inference-config.ts";
 

@@ -20,7 +20,7 @@ import {
 import type { SessionConfig } from "../../protocol/session.ts";
 import type { CallBridge, CallBridgeFactory, CallContext } from "../bridge.ts";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
-import { BargeIn, RELAY_EVENT_PREFIX } from "./barge-in.ts";
+import { BargeIn, RELAY_EVENT_PREFIX } from "../barge-in/barge-in.ts";
 import type { InferenceConfig } from "./inference-config.ts";
 import {
   droppedAudio,
@@ -54,7 +54,7 @@ export interface UplinkMonitorHooks {
   onSpeech(): void;
 }
 
-/** The relay's own look at uplink audio (relay/vad/uplink-monitor.ts). */
+/** The relay's own look at uplink audio (relay/barge-in/uplink-monitor.ts). */
 export interface UplinkMonitor {
   /**
    * Returns true if the frame is only the assistant's echo and should go upstream as silence.

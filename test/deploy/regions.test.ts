@@ -4,7 +4,7 @@
 // Calls "from" New York, Paris and Singapore land on the nearest relay and carry audio; a relay
 // that drains gets no new calls, and one that starts registers itself and takes them again.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AgentServer } from "../../relay/agent/agent-server.ts";
+import { AgentServer } from "../../agent/agent-server.ts";
 import { startEdge, startRelay, type Edge, type Relay } from "../e2e/stack.ts";
 import { concat, dominantFrequency, rms, sine, waitFor } from "../relay/fixtures.ts";
 import { Caller, candidatePorts, waitForRegion } from "./fixtures.ts";

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AgentServer } from "../../relay/agent/agent-server.ts";
+import { AgentServer } from "../../agent/agent-server.ts";
 import { freePort, startRelay, type Edge, type Relay } from "../e2e/stack.ts";
 import { concat, dominantFrequency, rms, sine, waitFor } from "../relay/fixtures.ts";
 import {

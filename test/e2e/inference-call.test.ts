@@ -4,11 +4,11 @@
 // eSpeak speech where Silero must hear it).
 import { createRequire } from "node:module";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { AgentServer } from "../../relay/agent/agent-server.ts";
+import { AgentServer } from "../../agent/agent-server.ts";
 import { InferenceBridge } from "../../relay/inference/inference-bridge.ts";
 import { inferenceConfigFromEnv, type InferenceConfig } from "../../relay/inference/inference-config.ts";
-import { SileroModel } from "../../relay/vad/silero-vad.ts";
-import { relayUplinkMonitor } from "../../relay/vad/uplink-monitor.ts";
+import { SileroModel } from "../../relay/barge-in/silero-vad.ts";
+import { relayUplinkMonitor } from "../../relay/barge-in/uplink-monitor.ts";
 import type { CallBridgeFactory } from "../../relay/bridge.ts";
 import {
   TestClient,

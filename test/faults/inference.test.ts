@@ -7,7 +7,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
-import { AgentServer } from "../../relay/agent/agent-server.ts";
+import { AgentServer } from "../../agent/agent-server.ts";
 import { TEST_SECRET, waitFor } from "../relay/fixtures.ts";
 import { EventClient, callRelay, expectEchoOf, startRelayProc, type RelayProcess } from "./fixtures.ts";
 

@@ -5,8 +5,8 @@
 //   - graceful drain with calls in flight: calls that end before the deadline are never cut;
 //     the one still running at the deadline ends `relay_draining`; then the process exits.
 import { afterEach, describe, expect, it } from "vitest";
-import { AgentServer } from "../../relay/agent/agent-server.ts";
-import { MAX_CLIENT_MESSAGE_BYTES } from "../../relay/peer-config.ts";
+import { AgentServer } from "../../agent/agent-server.ts";
+import { MAX_CLIENT_MESSAGE_BYTES } from "../../relay/call/peer-config.ts";
 import { TEST_SECRET, postCall, ticketFor, waitFor } from "../relay/fixtures.ts";
 import {
   EventClient,

@@ -1,7 +1,7 @@
 // The relay's HTTP API refuses what it must, allocates nothing for it, and leaves nothing behind.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
-import { MAX_CREATE_BODY_BYTES } from "../../relay/server.ts";
+import { MAX_CREATE_BODY_BYTES } from "../../relay/edge/http-api.ts";
 import {
   RecordingBridge,
   TEST_SECRET,

@@ -9,11 +9,11 @@ import { RTCPeerConnection, RtpHeader, RtpPacket, type RTCDataChannel, type RTCR
 import { TICKET_HEADER, type CreateCallResponse } from "../../protocol/relay-api.ts";
 import { signTicket } from "../../protocol/ticket.ts";
 import type { CallBridge, CallBridgeFactory, CallContext } from "../../relay/bridge.ts";
-import type { Call } from "../../relay/call.ts";
+import type { Call } from "../../relay/call/call.ts";
 import { loadConfig, type RelayConfig } from "../../relay/config.ts";
 import { createLogger } from "../../relay/log.ts";
-import { RelayServer } from "../../relay/server.ts";
-import { AgentServer } from "../../relay/agent/agent-server.ts";
+import { RelayServer } from "../../relay/edge/http-api.ts";
+import { AgentServer } from "../../agent/agent-server.ts";
 
 export const TEST_SECRET = "test-relay-secret-0123456789";
 export const RATE = 24_000;

@@ -3,8 +3,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import type { CreateCallResponse } from "../../protocol/relay-api.ts";
 import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
-import type { Call } from "../../relay/call.ts";
-import { MAX_REMOTE_CANDIDATES } from "../../relay/peer-config.ts";
+import type { Call } from "../../relay/call/call.ts";
+import { MAX_REMOTE_CANDIDATES } from "../../relay/call/peer-config.ts";
 import {
   RecordingBridge,
   TEST_SECRET,

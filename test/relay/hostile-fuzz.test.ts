@@ -8,7 +8,7 @@ import fc from "fast-check";
 import { parseMessage } from "werift";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
-import { answerDirection, answerSetup, rewriteCandidateAddress } from "../../relay/sdp.ts";
+import { answerDirection, answerSetup, rewriteCandidateAddress } from "../../relay/call/sdp.ts";
 import {
   RecordingBridge,
   TEST_SECRET,

@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../relay/config.ts";
 import { Downlink } from "../../relay/media/downlink.ts";
 import { JitterBuffer } from "../../relay/media/jitter-buffer.ts";
-import { NonceCache } from "../../relay/nonce-cache.ts";
+import { NonceCache } from "../../relay/edge/nonce-cache.ts";
 import { TEST_SECRET } from "./fixtures.ts";
 
 function collect(depth: number) {

@@ -6,7 +6,7 @@
 //   EARSHOT_SOAK=long:        calls for 10 minutes (SOAK_MINUTES overrides)
 import { readdirSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { AgentServer } from "../../relay/agent/agent-server.ts";
+import { AgentServer } from "../../agent/agent-server.ts";
 import { TEST_SECRET, concat, sine, waitFor } from "../relay/fixtures.ts";
 import { EventClient, callRelay, startRelayProc, type RelayProcess } from "../faults/fixtures.ts";
 

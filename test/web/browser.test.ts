@@ -44,7 +44,7 @@ describe("browser, through the edge and a relay to the built-in agent", { timeou
     const wav = join(dir, "speech.wav");
     await writeSpeechWav(wav, "Hello agent, can you hear me?", 2.5);
     const agentPort = await freePort();
-    agent = startProcess("agent", ["relay/agent/main.ts"], {
+    agent = startProcess("agent", ["agent/main.ts"], {
       AGENT_PORT: String(agentPort),
       AGENT_REPLY: "speak",
     });

@@ -5,7 +5,7 @@ import { register } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { WebSocketServer } from "ws";
 import { MAX_CLIENT_EVENT_BYTES } from "../../../protocol/realtime.ts";
-import { AgentServer } from "../../../relay/agent/agent-server.ts";
+import { AgentServer } from "../../../agent/agent-server.ts";
 import {
   ERROR_REPLIES_PER_SECOND,
   ERROR_REPLY_BURST,

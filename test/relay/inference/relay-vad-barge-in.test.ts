@@ -2,13 +2,13 @@
 // real 20 ms pacer clock (PacedDownlink). The "client" echoes what the pacer sent back into the
 // uplink, as a loudspeaker next to a microphone without echo cancellation would.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { AgentServer } from "../../../relay/agent/agent-server.ts";
-import { SpeechSynthesizer } from "../../../relay/agent/tts.ts";
+import { AgentServer } from "../../../agent/agent-server.ts";
+import { SpeechSynthesizer } from "../../../agent/tts.ts";
 import { InferenceBridge } from "../../../relay/inference/inference-bridge.ts";
 import { inferenceConfigFromEnv } from "../../../relay/inference/inference-config.ts";
 import { FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
-import { SileroModel } from "../../../relay/vad/silero-vad.ts";
-import { relayUplinkMonitor } from "../../../relay/vad/uplink-monitor.ts";
+import { SileroModel } from "../../../relay/barge-in/silero-vad.ts";
+import { relayUplinkMonitor } from "../../../relay/barge-in/uplink-monitor.ts";
 import { concat } from "../agent/audio-analysis.ts";
 import { testCall, type TestCall, waitUntil } from "./bridge-fixtures.ts";
 

@@ -4,12 +4,12 @@
 // audio itself keeps its media timing, as a device's playout and capture do. Real speech (eSpeak)
 // is the assistant's voice and the user's.
 import { beforeAll, describe, expect, it } from "vitest";
-import { SpeechSynthesizer } from "../../../relay/agent/tts.ts";
+import { SpeechSynthesizer } from "../../../agent/tts.ts";
 import type { CallContext, DownlinkPort } from "../../../relay/bridge.ts";
 import { FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
 import { PlayoutLedger } from "../../../relay/media/playout-ledger.ts";
-import { MediaClock } from "../../../relay/vad/media-clock.ts";
-import { RelayUplinkMonitor } from "../../../relay/vad/uplink-monitor.ts";
+import { MediaClock } from "../../../relay/barge-in/media-clock.ts";
+import { RelayUplinkMonitor } from "../../../relay/barge-in/uplink-monitor.ts";
 
 let reply: Int16Array;
 let user: Int16Array;

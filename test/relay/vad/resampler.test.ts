@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { Resampler, resamplePcm16 } from "../../../relay/vad/resampler.ts";
+import { Resampler, resamplePcm16 } from "../../../relay/media/resampler.ts";
 import { toneAmplitude } from "../agent/audio-analysis.ts";
 
 function floatSine(frequency: number, rate: number, seconds: number, amplitude = 10_000): Float32Array {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SpeechSynthesizer } from "../../../relay/agent/tts.ts";
-import { Resampler } from "../../../relay/vad/resampler.ts";
-import { SILERO_CHUNK, SileroModel, sileroModelPath } from "../../../relay/vad/silero-vad.ts";
+import { SpeechSynthesizer } from "../../../agent/tts.ts";
+import { Resampler } from "../../../relay/media/resampler.ts";
+import { SILERO_CHUNK, SileroModel, sileroModelPath } from "../../../relay/barge-in/silero-vad.ts";
 import { sine } from "../agent/audio-analysis.ts";
 
 let model: SileroModel;

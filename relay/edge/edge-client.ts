@@ -1,9 +1,9 @@
 // Reports to the edge: heartbeats with load, and per-call events. The relay keeps serving its
 // calls whether or not the edge answers: events wait in a bounded queue (oldest dropped first),
 // every request has a timeout, and no failure escapes as an unhandled rejection.
-import type { Heartbeat, RelayCallEvent } from "../protocol/relay-api.ts";
-import { SIGNATURE_HEADER, signRequest } from "../protocol/signed-request.ts";
-import type { Logger } from "./log.ts";
+import type { Heartbeat, RelayCallEvent } from "../../protocol/relay-api.ts";
+import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
+import type { Logger } from "../log.ts";
 
 export interface EdgeClientOptions {
   edgeUrl: string | undefined;

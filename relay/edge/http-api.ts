@@ -4,8 +4,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createTlsServer } from "node:https";
 import type { AddressInfo } from "node:net";
-import { CLOCK_SKEW_SECONDS, verifyTicket } from "../protocol/ticket.ts";
-import { SIGNATURE_HEADER, verifyRequest } from "../protocol/signed-request.ts";
+import { CLOCK_SKEW_SECONDS, verifyTicket } from "../../protocol/ticket.ts";
+import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
 import {
   CallId,
   CreateCallRequest,
@@ -15,16 +15,16 @@ import {
   type EndReason,
   type Heartbeat,
   type RelayCallEvent,
-} from "../protocol/relay-api.ts";
-import type { CallBridge, CallBridgeFactory } from "./bridge.ts";
-import { Call, CallSetupError } from "./call.ts";
-import type { RelayConfig } from "./config.ts";
+} from "../../protocol/relay-api.ts";
+import type { CallBridge, CallBridgeFactory } from "../bridge.ts";
+import { Call, CallSetupError } from "../call/call.ts";
+import type { RelayConfig } from "../config.ts";
 import { EdgeClient } from "./edge-client.ts";
 import { HttpError } from "./http-error.ts";
-import type { Logger } from "./log.ts";
-import { EncoderGovernor } from "./media/encoder-governor.ts";
-import { Pacer } from "./media/pacer.ts";
-import { RelayMetrics } from "./metrics.ts";
+import type { Logger } from "../log.ts";
+import { EncoderGovernor } from "../media/encoder-governor.ts";
+import { Pacer } from "../media/pacer.ts";
+import { RelayMetrics } from "../metrics.ts";
 import { NonceCache } from "./nonce-cache.ts";
 
 /** Body caps: an offer plus a session config; an sdpfrag. */

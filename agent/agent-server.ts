@@ -4,7 +4,7 @@
 // reply mode for that session, overriding the server's default.
 import type { AddressInfo } from "node:net";
 import { WebSocketServer, type WebSocket } from "ws";
-import { MAX_UPSTREAM_EVENT_BYTES } from "../../protocol/realtime.ts";
+import { MAX_UPSTREAM_EVENT_BYTES } from "../protocol/realtime.ts";
 import { AgentSession } from "./agent-session.ts";
 import { type AgentConfig, ReplyMode } from "./config.ts";
 import { SpeechSynthesizer } from "./tts.ts";

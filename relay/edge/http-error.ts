@@ -1,5 +1,5 @@
 // Expected failures of the relay's HTTP API, answered in the OpenAI error envelope.
-import type { ErrorBody } from "../protocol/relay-api.ts";
+import type { ErrorBody } from "../../protocol/relay-api.ts";
 
 export class HttpError extends Error {
   readonly status: number;

@@ -1,6 +1,6 @@
 // The built-in agent's server VAD: frame energy with hysteresis. It stands in for OpenAI's
-// server VAD (a neural model upstream); the relay's own barge-in VAD is Silero (relay/vad/).
-import { FRAME_MS, FRAME_SAMPLES } from "../media/audio-format.ts";
+// server VAD (a neural model upstream); the relay's own barge-in VAD is Silero (relay/barge-in/).
+import { FRAME_MS, FRAME_SAMPLES } from "../relay/media/audio-format.ts";
 
 export interface TurnDetectorOptions {
   /** OpenAI's 0..1 threshold, mapped to an onset level from -60 dBFS (0) to -20 dBFS (1). */

@@ -2,8 +2,8 @@
 // OpenAI's server does for what Earshot needs: session.update, the input audio buffer with server
 // VAD, conversation items, responses with streamed audio, response.cancel and
 // conversation.item.truncate (with OpenAI's error when audio_end_ms is past the audio).
-import type { SessionConfig } from "../../protocol/session.ts";
-import { assertNever } from "../../protocol/assert-never.ts";
+import type { SessionConfig } from "../protocol/session.ts";
+import { assertNever } from "../protocol/assert-never.ts";
 import {
   type ClientEvent,
   MAX_UPSTREAM_EVENT_BYTES,
@@ -11,8 +11,8 @@ import {
   invalidEventError,
   newId,
   parseClientEvent,
-} from "../../protocol/realtime.ts";
-import { FRAME_SAMPLES, PCM_SAMPLE_RATE, samplesToMs } from "../media/audio-format.ts";
+} from "../protocol/realtime.ts";
+import { FRAME_SAMPLES, PCM_SAMPLE_RATE, samplesToMs } from "../relay/media/audio-format.ts";
 import type { ReplyMode } from "./config.ts";
 import { EnergyTurnDetector, type TurnEvent } from "./energy-turn-detector.ts";
 import type { SpeechSynthesizer } from "./tts.ts";

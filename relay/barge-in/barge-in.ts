@@ -10,7 +10,7 @@
 // are gone). Firing twice for one reply does nothing the second time.
 import { type ClientEvent, type ServerEvent, newId } from "../../protocol/realtime.ts";
 import type { DownlinkPort } from "../bridge.ts";
-import { bargeIns } from "./inference-metrics.ts";
+import { bargeIns } from "../inference/inference-metrics.ts";
 
 export type BargeInTrigger = "upstream_vad" | "relay_vad" | "client_clear" | "upstream_lost";
 

@@ -2,8 +2,8 @@
 // a 22.05 kHz WAV into its in-memory file system; we resample to the protocol's 24 kHz with
 // the band-limited resampler.
 import ESpeakNg from "espeak-ng";
-import { PCM_SAMPLE_RATE } from "../media/audio-format.ts";
-import { resamplePcm16 } from "../vad/resampler.ts";
+import { PCM_SAMPLE_RATE } from "../relay/media/audio-format.ts";
+import { resamplePcm16 } from "../relay/media/resampler.ts";
 
 const MAX_TEXT = 1000;
 const CACHE_ENTRIES = 16;

@@ -16,7 +16,7 @@ import { vadChunkSeconds } from "../inference/inference-metrics.ts";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
 import { EchoGuard, slotOf } from "./echo-guard.ts";
 import { MediaClock } from "./media-clock.ts";
-import { Resampler } from "./resampler.ts";
+import { Resampler } from "../media/resampler.ts";
 import { SILERO_CHUNK, SILERO_SAMPLE_RATE, type SileroDetector, type SileroModel } from "./silero-vad.ts";
 
 /** Silero speech probability that counts as speech. */

@@ -11,24 +11,24 @@ import {
   type RTCDataChannel,
   type RTCRtpTransceiver,
 } from "werift";
-import type { CallStats, EndReason } from "../protocol/relay-api.ts";
-import type { SessionConfig } from "../protocol/session.ts";
+import type { CallStats, EndReason } from "../../protocol/relay-api.ts";
+import type { SessionConfig } from "../../protocol/session.ts";
 import type {
   CallBridge,
   CallBridgeFactory,
   CallContext,
   EventChannelPort,
   EventSendResult,
-} from "./bridge.ts";
-import type { Logger } from "./log.ts";
-import { FRAME_MS } from "./media/audio-format.ts";
-import { Downlink, type DownlinkEncoder } from "./media/downlink.ts";
-import type { EncoderGovernor } from "./media/encoder-governor.ts";
-import { G711Decoder, G711Encoder } from "./media/g711.ts";
-import { OpusEncoder, opusUplinkDecoder } from "./media/opus-codec.ts";
-import type { Pacer } from "./media/pacer.ts";
-import { Uplink } from "./media/uplink.ts";
-import type { RelayMetrics } from "./metrics.ts";
+} from "../bridge.ts";
+import type { Logger } from "../log.ts";
+import { FRAME_MS } from "../media/audio-format.ts";
+import { Downlink, type DownlinkEncoder } from "../media/downlink.ts";
+import type { EncoderGovernor } from "../media/encoder-governor.ts";
+import { G711Decoder, G711Encoder } from "../media/g711.ts";
+import { OpusEncoder, opusUplinkDecoder } from "../media/opus-codec.ts";
+import type { Pacer } from "../media/pacer.ts";
+import { Uplink } from "../media/uplink.ts";
+import type { RelayMetrics } from "../metrics.ts";
 import { MAX_CLIENT_MESSAGE_BYTES, peerConfig, type MediaNetwork } from "./peer-config.ts";
 import { answerDirection, answerSetup, rewriteCandidateAddress, withoutEndOfCandidates } from "./sdp.ts";
 import { onOversizeMessage, udpGuardStats, type UdpGuardStats } from "./udp-guard.ts";
