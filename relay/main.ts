@@ -8,7 +8,7 @@ import { ConfigError, loadConfig } from "./config.ts";
 import { createInferenceBridgeFactory } from "./inference/create-bridge-factory.ts";
 import { inferenceConfigFromEnv, type InferenceConfig } from "./inference/inference-config.ts";
 import { createLogger } from "./log.ts";
-import { RelayServer } from "./edge/http-api.ts";
+import { serveRelay, type ServedRelay } from "./serve.ts";
 import { EXIT_CONFIG, superviseRelays } from "./supervisor.ts";
 
 let config;
@@ -35,10 +35,10 @@ const rootLog = createLogger(config.logLevel);
 const log = supervised ? rootLog.child({ relay_id: config.relayId }) : rootLog;
 // Each call's audio and events go to the Realtime upstream (INFERENCE_URL, else the built-in agent).
 const bridgeFactory = await createInferenceBridgeFactory(inferenceConfig, (message) => log.warn(message));
-const server = new RelayServer({ config, log, bridgeFactory });
 
 process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));
 
+let served: ServedRelay | undefined;
 let signals = 0;
 const shutdown = (signal: string) => {
   if (++signals > 1) {
@@ -46,8 +46,8 @@ const shutdown = (signal: string) => {
     process.exit(1);
   }
   void (async () => {
-    await server.drain();
-    await server.close();
+    await served?.relay.drain();
+    await served?.close();
     log.info("drained; exiting");
     process.exit(0);
   })();
@@ -58,7 +58,7 @@ process.on("SIGINT", () => shutdown("SIGINT"));
 if (supervised) process.once("disconnect", () => signals === 0 && shutdown("supervisor gone"));
 
 try {
-  await server.listen();
+  served = await serveRelay({ config, log, bridgeFactory });
 } catch (error) {
   log.fatal({ err: error }, "relay failed to start");
   process.exit(1);

@@ -12,7 +12,8 @@ import type { CallBridge, CallBridgeFactory, CallContext } from "../../relay/bri
 import type { Call } from "../../relay/call/call.ts";
 import { loadConfig, type RelayConfig } from "../../relay/config.ts";
 import { createLogger } from "../../relay/log.ts";
-import { RelayServer } from "../../relay/edge/http-api.ts";
+import type { Relay } from "../../relay/relay.ts";
+import { serveRelay } from "../../relay/serve.ts";
 import { AgentServer } from "../../agent/agent-server.ts";
 
 export const TEST_SECRET = "test-relay-secret-0123456789";
@@ -44,7 +45,7 @@ export function testConfig(overrides: Record<string, string> = {}): RelayConfig 
 }
 
 export interface InProcessRelay {
-  server: RelayServer;
+  server: Relay;
   url: string;
   config: RelayConfig;
   close(): Promise<void>;
@@ -66,9 +67,13 @@ export async function startRelay(
         }),
       )
     : createLogger("silent");
-  const server = new RelayServer({ config, log, bridgeFactory: options.bridgeFactory });
-  const port = await server.listen();
-  return { server, config, url: `http://127.0.0.1:${port}`, close: () => server.close() };
+  const served = await serveRelay({ config, log, bridgeFactory: options.bridgeFactory });
+  return {
+    server: served.relay,
+    config,
+    url: `http://127.0.0.1:${served.port}`,
+    close: () => served.close(),
+  };
 }
 
 export interface ChildRelay {

@@ -1,0 +1,60 @@
+// One relay, wired: the core (relay.ts), its HTTP API for the edge, and the edge client that
+// carries its heartbeats and call events. `npm run relay` runs this (main.ts); in-process tests too.
+import type { CallBridgeFactory } from "./bridge.ts";
+import type { RelayConfig } from "./config.ts";
+import { EdgeClient } from "./edge/edge-client.ts";
+import { RelayHttpApi } from "./edge/http-api.ts";
+import type { Logger } from "./log.ts";
+import { Relay } from "./relay.ts";
+
+export interface ServedRelay {
+  relay: Relay;
+  api: RelayHttpApi;
+  edge: EdgeClient;
+  /** The HTTP API's port (RELAY_HTTP_PORT, or the one the OS chose for 0). */
+  port: number;
+  /** Ends every call, tells the edge, stops the API and all timers. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+export async function serveRelay(options: {
+  config: RelayConfig;
+  log: Logger;
+  bridgeFactory?: CallBridgeFactory;
+}): Promise<ServedRelay> {
+  const { config, log } = options;
+  const relay = new Relay(options);
+  const api = new RelayHttpApi(relay, { config, log });
+  const edge = new EdgeClient({
+    edgeUrl: config.edgeUrl,
+    secret: config.relaySecret,
+    log: log.child({ component: "edge-client" }),
+    heartbeatSeconds: config.heartbeatSeconds,
+    heartbeat: () => relay.heartbeat(),
+  });
+  relay.on("callEvent", (event) => edge.event(event));
+  // The heartbeat that tells the edge this relay is draining; close() lets it arrive.
+  let drainNotice: Promise<unknown> = Promise.resolve();
+  relay.on("draining", () => (drainNotice = edge.sendHeartbeat()));
+  const port = await api.listen();
+  relay.start();
+  edge.start();
+  let closing: Promise<void> | undefined;
+  return {
+    relay,
+    api,
+    edge,
+    port,
+    close: () =>
+      (closing ??= (async () => {
+        await relay.close();
+        // Without this, a relay with no calls exits before the edge hears it is draining, and the
+        // edge keeps sending it calls until its heartbeats go stale. Bounded by the request timeout.
+        await drainNotice;
+        await edge.close(1000);
+        await api.close();
+        relay.metrics.close();
+        log.info("relay closed");
+      })()),
+  };
+}
