@@ -3,22 +3,7 @@
 // The call owns the PeerConnection and hands the bridge these three ports when media is set up.
 import type { EndReason } from "../protocol/relay-api.ts";
 import type { SessionConfig } from "../protocol/session.ts";
-import type { PlayoutLedger } from "./media/playout-ledger.ts";
-
-/** Downlink: 24 kHz PCM16 in, paced Opus RTP out. */
-export interface DownlinkPort {
-  /**
-   * Queues audio of one response item. Samples are copied; the caller may reuse its buffer.
-   * Audio queued for an item is sent in order, 20 ms a tick.
-   */
-  push(itemId: string, contentIndex: number, pcm: Int16Array): void;
-  /** Drops everything queued, so the next pacer tick sends silence. Returns the ms dropped. */
-  flush(): number;
-  /** Ms of audio queued and not yet sent. */
-  readonly queuedMs: number;
-  /** What was generated and what was actually sent, per item. */
-  readonly ledger: PlayoutLedger;
-}
+import type { DownlinkPort, SentFrame } from "./media/downlink.ts";
 
 /** The `oai-events` data channel, as text. */
 export interface EventChannelPort {
@@ -56,12 +41,11 @@ export interface CallBridge {
    */
   onUplinkFrame(pcm: Int16Array, mediaTimeMs?: number): void;
   /**
-   * The downlink put a frame on the wire; `mediaTimeMs` is its time on the downlink's media clock
-   * (the pacer's tick, in ms from an arbitrary origin). Called on the media path from the pacer,
-   * before the PlayoutLedger counts the frame. Optional: for bridges that align the uplink with
-   * what was sent (echo suppression).
+   * The downlink put a frame on the wire (its item, samples and media time). Called on the media
+   * path from the pacer, before the PlayoutLedger counts the frame; the object is reused.
+   * Optional: for bridges that align the uplink with what was sent (echo suppression).
    */
-  onDownlinkSent?(mediaTimeMs: number): void;
+  onDownlinkSent?(frame: SentFrame): void;
   /** A text message from the client on `oai-events`. Untrusted: validate it. */
   onClientMessage(text: string): void;
   /** The data channel opened (events queued before this should be flushed now). */

@@ -9,7 +9,7 @@
 // to the client, as OpenAI documents), and the loss of the upstream (whose session, and reply,
 // are gone). Firing twice for one reply does nothing the second time.
 import { type ClientEvent, type ServerEvent, newId } from "../../protocol/realtime.ts";
-import type { DownlinkPort } from "../bridge.ts";
+import type { DownlinkPort } from "../media/downlink.ts";
 import { bargeIns } from "../inference/inference-metrics.ts";
 
 export type BargeInTrigger = "upstream_vad" | "relay_vad" | "client_clear" | "upstream_lost";

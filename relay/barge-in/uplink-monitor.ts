@@ -10,10 +10,9 @@
 // was playing when they were recorded. A bridge that gives no media times (tests' doubles) falls
 // back to arrival order: one slot per uplink frame, with what was sent since the previous one,
 // which is right when both sides run in step.
-import type { CallContext } from "../bridge.ts";
-import type { UplinkMonitor, UplinkMonitorHooks } from "../inference/inference-bridge.ts";
 import { vadChunkSeconds } from "../inference/inference-metrics.ts";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
+import type { SentFrame } from "../media/downlink.ts";
 import { EchoGuard, slotOf } from "./echo-guard.ts";
 import { MediaClock } from "./media-clock.ts";
 import { Resampler } from "../media/resampler.ts";
@@ -78,18 +77,17 @@ class LevelQueue {
   }
 }
 
-/** Level envelope of the assistant audio the relay generated, read back as the pacer sends it. */
+/**
+ * Level envelope of the assistant audio the relay generated, read back as the downlink reports
+ * each frame sent (its item and samples), so the guard compares the uplink with what actually
+ * went out, not with what was queued.
+ */
 class EchoReference {
-  // Per item: amplitude (RMS) of each 20 ms of generated audio not yet sent.
-  #items = new Map<string, { frames: LevelQueue; sum: number; count: number; sentFrames: number }>();
+  // Per item: amplitude (RMS) of each 20 ms of generated audio not yet read back.
+  #items = new Map<string, ReferenceItem>();
 
   generated(itemId: string, pcm: Int16Array): void {
-    let item = this.#items.get(itemId);
-    if (!item) {
-      item = { frames: new LevelQueue(), sum: 0, count: 0, sentFrames: 0 };
-      this.#items.set(itemId, item);
-      if (this.#items.size > ITEMS_TRACKED) this.#items.delete(this.#items.keys().next().value!);
-    }
+    const item = this.#item(itemId);
     for (let i = 0; i < pcm.length; i++) {
       item.sum += pcm[i]! * pcm[i]!;
       if (++item.count === FRAME_SAMPLES) {
@@ -98,28 +96,74 @@ class EchoReference {
         item.count = 0;
       }
     }
-    // Frames the pacer already counted as sent are never read (sentSinceLastTick starts at
-    // sentFrames): drop them at once.
-    item.frames.dropBefore(item.sentFrames);
+    // Frames already sent and read back are never read again: drop them at once.
+    item.frames.dropBefore(item.readFrames);
   }
 
-  /** Amplitude of what the pacer sent since the last call (0 if it sent nothing). */
-  sentSinceLastTick(ledger: CallContext["downlink"]["ledger"]): number {
+  /** The downlink sent `samples` more of the item's audio (read back at the next look). */
+  sent(itemId: string, samples: number): void {
+    this.#item(itemId).sentSamples += samples;
+  }
+
+  /** Amplitude of what was sent since the last look (0 if nothing was). */
+  sentSinceLastLook(): number {
     let power = 0;
     let frames = 0;
-    for (const [itemId, item] of this.#items) {
-      const sent = Math.floor(ledger.sentMs(itemId) / 20);
+    for (const item of this.#items.values()) {
+      const sent = Math.floor(item.sentSamples / FRAME_SAMPLES);
       const total = item.frames.total;
-      for (let f = item.sentFrames; f < sent && f < total; f++) {
+      for (let f = item.readFrames; f < sent && f < total; f++) {
         const level = item.frames.get(f);
         power += level * level;
         frames++;
       }
-      item.sentFrames = Math.max(item.sentFrames, sent);
-      item.frames.dropBefore(item.sentFrames);
+      item.readFrames = Math.max(item.readFrames, sent);
+      item.frames.dropBefore(item.readFrames);
     }
     return frames > 0 ? Math.sqrt(power / frames) : 0;
   }
+
+  #item(itemId: string): ReferenceItem {
+    let item = this.#items.get(itemId);
+    if (!item) {
+      item = { frames: new LevelQueue(), sum: 0, count: 0, sentSamples: 0, readFrames: 0 };
+      this.#items.set(itemId, item);
+      if (this.#items.size > ITEMS_TRACKED) this.#items.delete(this.#items.keys().next().value!);
+    }
+    return item;
+  }
+}
+
+interface ReferenceItem {
+  frames: LevelQueue;
+  /** Power and samples of the 20 ms level being summed. */
+  sum: number;
+  count: number;
+  /** Samples the downlink reported sent, and whole frames of them read back so far. */
+  sentSamples: number;
+  readFrames: number;
+}
+
+/** What the relay's uplink VAD and echo suppression need from the bridge. */
+export interface UplinkMonitorHooks {
+  /** True while assistant audio is queued or being generated: the only time barge-in matters. */
+  assistantActive(): boolean;
+  /** The relay VAD heard the user speak over the assistant. */
+  onSpeech(): void;
+}
+
+/** The relay's own look at a call's uplink audio, as the inference bridge drives it. */
+export interface UplinkMonitor {
+  /**
+   * Returns true if the frame is only the assistant's echo and should go upstream as silence.
+   * `mediaTimeMs`: the frame's capture time on the client's media clock (CallBridge.onUplinkFrame).
+   */
+  onUplinkFrame(pcm: Int16Array, mediaTimeMs?: number): boolean;
+  /** A downlink frame went out (CallBridge.onDownlinkSent): what the user may hear back as echo. */
+  onDownlinkSent(frame: SentFrame): void;
+  /** Assistant audio about to be queued on the downlink (the echo reference). */
+  onAssistantAudio(itemId: string, pcm: Int16Array): void;
+  close(): void;
 }
 
 export interface UplinkMonitorOptions {
@@ -133,7 +177,6 @@ export interface UplinkMonitorOptions {
 }
 
 export class RelayUplinkMonitor implements UplinkMonitor {
-  readonly #ctx: CallContext;
   readonly #hooks: UplinkMonitorHooks;
   readonly #detector: SileroDetector | null;
   readonly #echoSuppression: boolean;
@@ -161,8 +204,7 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   #pendingReady = false;
   #closed = false;
 
-  constructor(ctx: CallContext, hooks: UplinkMonitorHooks, options: UplinkMonitorOptions) {
-    this.#ctx = ctx;
+  constructor(hooks: UplinkMonitorHooks, options: UplinkMonitorOptions) {
     this.#hooks = hooks;
     this.#detector = options.silero?.detector() ?? null;
     this.#echoSuppression = options.echoSuppression;
@@ -176,14 +218,17 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   }
 
   /**
-   * The downlink put a frame on the wire at `mediaTimeMs` of its own timeline (the pacer's tick).
-   * Called before the PlayoutLedger counts that frame, so what the ledger shows as newly sent now
-   * belongs to the previous send, and this frame is read back at the next look.
+   * The downlink put a frame on the wire. What was sent before it is filed under the previous
+   * send's slot; this frame is read back at the next look (the next send or uplink frame).
+   * A NaN media time (a sender with no media clock) keeps the uplink's arrival order.
    */
-  onDownlinkSent(mediaTimeMs: number): void {
+  onDownlinkSent(frame: SentFrame): void {
     const now = this.#now();
-    this.#readBackSent(this.#sendSlot);
-    this.#sendSlot = slotOf(this.#downlinkClock.wallTime(mediaTimeMs, now));
+    if (!Number.isNaN(this.#sendSlot)) this.#readBackSent(this.#sendSlot);
+    this.#reference.sent(frame.itemId, frame.samples);
+    this.#sendSlot = Number.isNaN(frame.mediaTimeMs)
+      ? NaN
+      : slotOf(this.#downlinkClock.wallTime(frame.mediaTimeMs, now));
   }
 
   onUplinkFrame(pcm: Int16Array, mediaTimeMs?: number): boolean {
@@ -225,7 +270,7 @@ export class RelayUplinkMonitor implements UplinkMonitor {
 
   /** Files what the pacer sent since the last look under `slot`, the slot it was sent in. */
   #readBackSent(slot: number): void {
-    const reference = this.#reference.sentSinceLastTick(this.#ctx.downlink.ledger);
+    const reference = this.#reference.sentSinceLastLook();
     if (reference > 0 && !Number.isNaN(slot)) this.#guard.reference(slot, reference);
   }
 
@@ -288,5 +333,5 @@ export class RelayUplinkMonitor implements UplinkMonitor {
 
 /** Per-call monitor factory for InferenceBridgeOptions.uplinkMonitor. */
 export function relayUplinkMonitor(options: UplinkMonitorOptions) {
-  return (ctx: CallContext, hooks: UplinkMonitorHooks) => new RelayUplinkMonitor(ctx, hooks, options);
+  return (hooks: UplinkMonitorHooks) => new RelayUplinkMonitor(hooks, options);
 }

@@ -112,8 +112,6 @@ export class Call extends EventEmitter<CallEvents> {
   #uplink: Uplink | undefined;
   #downlink: Downlink | undefined;
   #releaseEncoder = () => {};
-  #downlinkTimestamp = NaN;
-  #downlinkMediaMs = 0;
   #bridge: CallBridge | undefined;
   #payloadType = 111;
   #offerSdp = "";
@@ -336,15 +334,9 @@ export class Call extends EventEmitter<CallEvents> {
       observer: {
         onPlayoutStarted: (itemId) => this.#bridge?.onPlayoutStarted(itemId),
         onPlayoutStopped: (itemId) => this.#bridge?.onPlayoutStopped(itemId),
+        onFrameSent: (frame) => this.#bridge?.onDownlinkSent?.(frame),
       },
       send: (payload, sequenceNumber, timestamp, marker) => {
-        // The frame's time on the pacer's clock (from its RTP timestamp, unwrapped), so the
-        // bridge's echo suppression can line it up with the uplink by media time.
-        if (!Number.isNaN(this.#downlinkTimestamp))
-          this.#downlinkMediaMs +=
-            (((timestamp - this.#downlinkTimestamp) | 0) * FRAME_MS) / encoder.timestampStep;
-        this.#downlinkTimestamp = timestamp;
-        this.#bridge?.onDownlinkSent?.(this.#downlinkMediaMs);
         const header = new RtpHeader({ sequenceNumber, timestamp, marker, payloadType: this.#payloadType });
         this.#packetsOut++;
         metrics.framesDownlink.inc();

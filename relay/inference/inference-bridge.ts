@@ -19,6 +19,8 @@ import {
 } from "../../protocol/realtime.ts";
 import type { SessionConfig } from "../../protocol/session.ts";
 import type { CallBridge, CallBridgeFactory, CallContext } from "../bridge.ts";
+import type { UplinkMonitor, UplinkMonitorHooks } from "../barge-in/uplink-monitor.ts";
+import type { SentFrame } from "../media/downlink.ts";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
 import { BargeIn, RELAY_EVENT_PREFIX } from "../barge-in/barge-in.ts";
 import type { InferenceConfig } from "./inference-config.ts";
@@ -46,32 +48,10 @@ const MAX_PENDING_UPSTREAM_EVENTS = 64;
 export const ERROR_REPLY_BURST = 20;
 export const ERROR_REPLIES_PER_SECOND = 10;
 
-/** What the relay's uplink VAD and echo suppression need from the bridge. */
-export interface UplinkMonitorHooks {
-  /** True while assistant audio is queued or being generated: the only time barge-in matters. */
-  assistantActive(): boolean;
-  /** The relay VAD heard the user speak over the assistant. */
-  onSpeech(): void;
-}
-
-/** The relay's own look at uplink audio (relay/barge-in/uplink-monitor.ts). */
-export interface UplinkMonitor {
-  /**
-   * Returns true if the frame is only the assistant's echo and should go upstream as silence.
-   * `mediaTimeMs`: the frame's capture time on the client's media clock (CallBridge.onUplinkFrame).
-   */
-  onUplinkFrame(pcm: Int16Array, mediaTimeMs?: number): boolean;
-  /** A downlink frame went out at this time of the downlink's media clock (CallBridge.onDownlinkSent). */
-  onDownlinkSent?(mediaTimeMs: number): void;
-  /** Assistant audio about to be queued on the downlink (the echo reference). */
-  onAssistantAudio(itemId: string, pcm: Int16Array): void;
-  close(): void;
-}
-
 export interface InferenceBridgeOptions {
   config: InferenceConfig;
   /** Creates the per-call uplink monitor (VAD, echo suppression), if enabled. */
-  uplinkMonitor?: (ctx: CallContext, hooks: UplinkMonitorHooks) => UplinkMonitor;
+  uplinkMonitor?: (hooks: UplinkMonitorHooks) => UplinkMonitor;
   log?: (message: string) => void;
 }
 
@@ -106,7 +86,7 @@ export class InferenceBridge implements CallBridge {
       emit: (event) => this.#emit(event),
     });
     this.#monitor =
-      options.uplinkMonitor?.(ctx, {
+      options.uplinkMonitor?.({
         assistantActive: () => this.#bargeIn.assistantActive,
         onSpeech: () => this.#bargeIn.trigger("relay_vad"),
       }) ?? null;
@@ -161,8 +141,8 @@ export class InferenceBridge implements CallBridge {
     );
   }
 
-  onDownlinkSent(mediaTimeMs: number): void {
-    if (!this.#closed) this.#monitor?.onDownlinkSent?.(mediaTimeMs);
+  onDownlinkSent(frame: SentFrame): void {
+    if (!this.#closed) this.#monitor?.onDownlinkSent(frame);
   }
 
   // ---------------------------------------------------------------------------------------------

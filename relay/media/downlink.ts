@@ -4,10 +4,37 @@
 // jitter buffer conceals the gap and the RTP timestamp keeps counting wall time, so the first
 // packet after silence carries the marker bit and the right timestamp (RFC 3551 §4.1).
 import { performance } from "node:perf_hooks";
-import type { DownlinkPort } from "../bridge.ts";
-import { FRAME_SAMPLES, samplesToMs } from "./audio-format.ts";
+import { FRAME_MS, FRAME_SAMPLES, samplesToMs } from "./audio-format.ts";
 import type { PacedStream } from "./pacer.ts";
 import { PlayoutLedger } from "./playout-ledger.ts";
+
+/** Downlink: 24 kHz PCM16 in, paced RTP out. What a call's bridge sees of it. */
+export interface DownlinkPort {
+  /**
+   * Queues audio of one response item. Samples are copied; the caller may reuse its buffer.
+   * Audio queued for an item is sent in order, 20 ms a tick.
+   */
+  push(itemId: string, contentIndex: number, pcm: Int16Array): void;
+  /** Drops everything queued, so the next pacer tick sends silence. Returns the ms dropped. */
+  flush(): number;
+  /** Ms of audio queued and not yet sent. */
+  readonly queuedMs: number;
+  /** What was generated and what was actually sent, per item. */
+  readonly ledger: PlayoutLedger;
+}
+
+/**
+ * One frame the downlink put on the wire. The same object is reused for every frame: read it
+ * during the callback, copy what you keep.
+ */
+export interface SentFrame {
+  itemId: string;
+  contentIndex: number;
+  /** Samples of the item's audio in the frame (480, fewer for an item's padded last frame). */
+  samples: number;
+  /** The frame's time on the downlink's media clock: the pacer's tick, in ms from the first tick. */
+  mediaTimeMs: number;
+}
 
 /** What the downlink needs of a codec: encode one 20 ms frame of 24 kHz PCM. */
 export interface DownlinkEncoder {
@@ -22,6 +49,8 @@ export type RtpSend = (payload: Buffer, sequenceNumber: number, timestamp: numbe
 export interface PlayoutObserver {
   onPlayoutStarted(itemId: string): void;
   onPlayoutStopped(itemId: string): void;
+  /** A frame went out; called before the ledger counts it. On the media path: no await, no log. */
+  onFrameSent?(frame: SentFrame): void;
 }
 
 export interface DownlinkStats {
@@ -64,6 +93,7 @@ export class Downlink implements DownlinkPort, PacedStream {
   #queuedSamples = 0;
   #frame = new Int16Array(FRAME_SAMPLES);
   #packet = new Uint8Array(1500);
+  readonly #sent: SentFrame = { itemId: "", contentIndex: 0, samples: 0, mediaTimeMs: 0 };
   #sequence: number;
   #timestampOrigin: number;
   #firstIndex = -1;
@@ -138,6 +168,12 @@ export class Downlink implements DownlinkPort, PacedStream {
       this.#observer.onPlayoutStarted(itemId);
     }
     this.#send(Buffer.from(this.#packet.subarray(0, bytes)), this.#sequence, timestamp, marker);
+    const sent = this.#sent;
+    sent.itemId = itemId;
+    sent.contentIndex = contentIndex;
+    sent.samples = samples;
+    sent.mediaTimeMs = (index - this.#firstIndex) * FRAME_MS;
+    this.#observer.onFrameSent?.(sent);
     this.ledger.sent(itemId, contentIndex, samples);
     this.stats.framesSent++;
     this.#observeWork?.((performance.now() - start) / 1000);

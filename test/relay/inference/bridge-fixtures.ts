@@ -1,7 +1,8 @@
 // Arrange helpers for InferenceBridge tests: the call's side of the CallBridge seam.
 // The downlink double keeps a real PlayoutLedger and a real 20 ms pacer clock, so
 // `ledger.sentMs` is exactly the audio "sent to the client" (recorded frame by frame).
-import type { CallContext, DownlinkPort, EventChannelPort, EventSendResult } from "../../../relay/bridge.ts";
+import type { CallContext, EventChannelPort, EventSendResult } from "../../../relay/bridge.ts";
+import type { DownlinkPort } from "../../../relay/media/downlink.ts";
 import { FRAME_MS, FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
 import { PlayoutLedger } from "../../../relay/media/playout-ledger.ts";
 import type { EndReason } from "../../../protocol/relay-api.ts";
@@ -77,6 +78,8 @@ export class PacedDownlink implements DownlinkPort {
       this.bridge?.onPlayoutStopped(this.#playing);
       this.#playing = null;
     }
+    // The downlink's report of the frame (no media clock here: the uplink's arrival order aligns).
+    if (itemId) this.bridge?.onDownlinkSent?.({ itemId, contentIndex: 0, samples: filled, mediaTimeMs: NaN });
     const sent = { at: performance.now(), itemId, pcm: frame };
     if (itemId) this.sent.push(sent);
     this.onFrameSent?.(sent);

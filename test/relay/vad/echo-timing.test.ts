@@ -1,13 +1,11 @@
 // Echo suppression on a loaded host, in simulated time: the relay's monitor (real EchoReference,
-// EchoGuard, MediaClock, PlayoutLedger) sees the pacer's sends and the client's uplink frames
+// EchoGuard, MediaClock) sees the pacer's sends and the client's uplink frames
 // at the times a busy event loop would deliver them (late, in bursts after stalls), while the
 // audio itself keeps its media timing, as a device's playout and capture do. Real speech (eSpeak)
 // is the assistant's voice and the user's.
 import { beforeAll, describe, expect, it } from "vitest";
 import { SpeechSynthesizer } from "../../../agent/tts.ts";
-import type { CallContext, DownlinkPort } from "../../../relay/bridge.ts";
 import { FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
-import { PlayoutLedger } from "../../../relay/media/playout-ledger.ts";
 import { MediaClock } from "../../../relay/barge-in/media-clock.ts";
 import { RelayUplinkMonitor } from "../../../relay/barge-in/uplink-monitor.ts";
 
@@ -48,17 +46,12 @@ interface Scenario {
 
 /** Runs a reply through the monitor; returns per uplink frame: its level, echo, user, verdict. */
 function run(s: Scenario) {
-  const ledger = new PlayoutLedger();
-  const downlink: DownlinkPort = { ledger, queuedMs: 0, push() {}, flush: () => 0 };
   let now = 0;
-  const ctx = { callId: "rtc_t", session: { type: "realtime" }, downlink } as unknown as CallContext;
   const monitor = new RelayUplinkMonitor(
-    ctx,
     { assistantActive: () => false, onSpeech: () => {} },
     { silero: null, echoSuppression: true, vad: false, now: () => now },
   );
   const item = "item_reply";
-  ledger.generated(item, 0, reply.length);
   monitor.onAssistantAudio(item, reply);
   const replyFrames = Math.floor(reply.length / FRAME_SAMPLES);
   const uplinkFrames = replyFrames + s.echoDelayFrames + 10;
@@ -74,10 +67,14 @@ function run(s: Scenario) {
     events.push({
       at: delivered(due, s.stallPeriodMs, s.stallMs),
       order: events.length,
-      run: () => {
-        if (s.mediaTimes) monitor.onDownlinkSent(downlinkOrigin + k * 20);
-        ledger.sent(item, 0, FRAME_SAMPLES);
-      },
+      // The downlink's report of each frame; without media times, only its item and samples.
+      run: () =>
+        monitor.onDownlinkSent({
+          itemId: item,
+          contentIndex: 0,
+          samples: FRAME_SAMPLES,
+          mediaTimeMs: s.mediaTimes ? downlinkOrigin + k * 20 : NaN,
+        }),
     });
   }
   const frames: { level: number; echo: number; user: number; echoOnly: boolean }[] = [];
