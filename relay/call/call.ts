@@ -21,7 +21,7 @@ import type {
   EventSendResult,
 } from "../bridge.ts";
 import type { Logger } from "../log.ts";
-import { FRAME_MS } from "../media/audio-format.ts";
+import { RTP_TIMESTAMP_STEP } from "../media/audio-format.ts";
 import { Downlink, type DownlinkEncoder } from "../media/downlink.ts";
 import type { EncoderGovernor } from "../media/encoder-governor.ts";
 import { G711Decoder, G711Encoder } from "../media/g711.ts";
@@ -84,7 +84,7 @@ function opusDownlinkEncoder(governor: EncoderGovernor): [DownlinkEncoder, () =>
     bitrate: 32_000,
   });
   const release = governor.register((complexity) => encoder.setComplexity(complexity));
-  return [{ timestampStep: 960, encode: (pcm, out) => encoder.encode(pcm, out) }, release];
+  return [{ timestampStep: RTP_TIMESTAMP_STEP, encode: (pcm, out) => encoder.encode(pcm, out) }, release];
 }
 
 /**
