@@ -3,6 +3,7 @@
 // Any path is accepted (`/v1/realtime?model=…` like OpenAI's); `?reply=echo|speak` picks the
 // reply mode for that session, overriding the server's default.
 import type { AddressInfo } from "node:net";
+import type { Logger } from "pino";
 import { WebSocketServer, type WebSocket } from "ws";
 import { MAX_UPSTREAM_EVENT_BYTES } from "../protocol/realtime.ts";
 import { AgentSession } from "./agent-session.ts";
@@ -10,7 +11,8 @@ import { type AgentConfig, ReplyMode } from "./config.ts";
 import { SpeechSynthesizer } from "./tts.ts";
 
 export interface AgentServerOptions extends Partial<AgentConfig> {
-  log?(message: string): void;
+  /** Each session logs through a child of it; silent when absent (tests). */
+  log?: Logger;
 }
 
 export class AgentServer {
@@ -23,6 +25,7 @@ export class AgentServer {
     this.#wss = wss;
     const defaultReply = options.reply ?? "speak";
     const speed = options.speed ?? 4;
+    let sessions = 0;
     wss.on("connection", (socket: WebSocket, request) => {
       const query = new URL(request.url ?? "/", "ws://agent").searchParams.get("reply");
       const chosen = ReplyMode.safeParse(query);
@@ -30,7 +33,7 @@ export class AgentServer {
         reply: chosen.success ? chosen.data : defaultReply,
         speed,
         tts: this.tts,
-        log: options.log,
+        log: options.log?.child({ session: ++sessions }),
         send: (event) => {
           if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(event));
         },

@@ -2,6 +2,7 @@
 // OpenAI's server does for what Earshot needs: session.update, the input audio buffer with server
 // VAD, conversation items, responses with streamed audio, response.cancel and
 // conversation.item.truncate (with OpenAI's error when audio_end_ms is past the audio).
+import type { Logger } from "pino";
 import type { SessionConfig } from "../protocol/session.ts";
 import { assertNever } from "../protocol/assert-never.ts";
 import {
@@ -29,7 +30,7 @@ export interface AgentSessionOptions {
   speed: number;
   tts: SpeechSynthesizer;
   send(event: object): void;
-  log?(message: string): void;
+  log?: Logger;
 }
 
 interface ConversationItem {
@@ -420,7 +421,7 @@ export class AgentSession {
         audio = await this.#options.tts.speak(transcript);
       }
     } catch (error) {
-      this.#options.log?.(`agent TTS failed: ${(error as Error).message}`);
+      this.#options.log?.warn({ err: error }, "agent TTS failed");
       if (this.#response !== response) return;
       this.#response = null;
       this.#send({

@@ -3,7 +3,9 @@
 // The call owns the PeerConnection and hands the bridge these three ports when media is set up.
 import type { EndReason } from "../protocol/relay-api.ts";
 import type { SessionConfig } from "../protocol/session.ts";
+import type { Logger } from "./log.ts";
 import type { DownlinkPort, SentFrame } from "./media/downlink.ts";
+import type { RelayMetrics } from "./metrics.ts";
 
 /** The `oai-events` data channel, as text. */
 export interface EventChannelPort {
@@ -23,6 +25,10 @@ export type EventSendResult = "sent" | "closed" | "too_large" | "failed";
 export interface CallContext {
   callId: string;
   session: SessionConfig;
+  /** The call's logger (call_id bound): one line per problem per call, never per packet. */
+  log: Logger;
+  /** The relay's metrics: the bridge counts what it drops, rejects and interrupts here. */
+  metrics: RelayMetrics;
   downlink: DownlinkPort;
   events: EventChannelPort;
   /** Ends the call (hang-up of the PeerConnection, report to the edge) with a reason. */

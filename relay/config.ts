@@ -37,9 +37,22 @@ const processCount = z
     return count;
   });
 
-const RELAY_ID = /^[A-Za-z0-9._-]{1,64}$/;
+export const RELAY_ID = /^[A-Za-z0-9._-]{1,64}$/;
+export const DEFAULT_AGENT_URL = "ws://127.0.0.1:8791/v1/realtime";
 const ipv4 = z.ipv4();
 const number = (schema: z.ZodNumber) => z.coerce.number().pipe(schema);
+
+const headerMap = z
+  .string()
+  .transform((text, ctx) => {
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      ctx.addIssue({ code: "custom", message: 'must be a JSON object like {"OpenAI-Beta":"…"}' });
+      return z.NEVER;
+    }
+  })
+  .pipe(z.record(z.string().regex(/^[A-Za-z0-9-]{1,64}$/), z.string().max(1024)));
 
 /** Environment variables, their defaults and checks. */
 export const RelayEnv = z.object({
@@ -92,9 +105,19 @@ export const RelayEnv = z.object({
   /** Where heartbeats and call events go. Unset: the relay runs standalone and reports nowhere. */
   EARSHOT_EDGE_URL: z.url({ protocol: /^https?$/ }).optional(),
   EARSHOT_RELAY_SECRET: z.string().min(16, "must be at least 16 characters"),
-  /** Read by the inference bridge; declared here so the one config documents them. */
-  INFERENCE_URL: z.url({ protocol: /^wss?$/ }).optional(),
+  /** The Realtime upstream. Unset: the built-in agent (npm start runs it on 8791). */
+  INFERENCE_URL: z.url({ protocol: /^wss?$/ }).default(DEFAULT_AGENT_URL),
   INFERENCE_API_KEY: z.string().min(1).optional(),
+  /** Extra upgrade headers as a JSON object (e.g. `OpenAI-Beta`, a gateway's routing header). */
+  INFERENCE_HEADERS: headerMap.optional(),
+  INFERENCE_CONNECT_TIMEOUT_MS: number(z.number().int().min(100).max(60_000)).default(5000),
+  INFERENCE_MAX_RETRIES: number(z.number().int().min(0).max(10)).default(3),
+  INFERENCE_RETRY_BASE_MS: number(z.number().int().min(10).max(10_000)).default(250),
+  INFERENCE_PING_INTERVAL_MS: number(z.number().int().min(100).max(60_000)).default(5000),
+  /** The relay's own uplink VAD for barge-in: Silero, an energy fallback, or off. */
+  RELAY_VAD: z.enum(["silero", "energy", "off"]).default("silero"),
+  /** Silence uplink audio that is only the assistant's own echo, so no VAD hears it. */
+  RELAY_ECHO_SUPPRESSION: z.enum(["0", "1"]).default("1"),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 
@@ -121,11 +144,30 @@ export interface RelayConfig {
   opusComplexity: "auto" | number;
   edgeUrl: string | undefined;
   relaySecret: string;
-  inferenceUrl: string | undefined;
-  inferenceApiKey: string | undefined;
+  inference: InferenceConfig;
+  relayVad: "silero" | "energy" | "off";
+  echoSuppression: boolean;
   logLevel: string;
   /** With RELAY_PROCESSES > 1, what each relay process is given; empty when the relay runs in-process. */
   processes: RelayProcessSlot[];
+}
+
+/** The Realtime upstream each call's bridge connects to. */
+export interface InferenceConfig {
+  url: string;
+  /** Sent as `Authorization: Bearer …`; the built-in agent needs none. */
+  apiKey: string | undefined;
+  headers: Record<string, string>;
+  connectTimeoutMs: number;
+  /** Reconnect attempts after a retryable failure, before the call ends. */
+  maxRetries: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /**
+   * How often an open upstream is pinged. An upstream that sends nothing (no pong, no event)
+   * for a whole interval after a ping has stalled: the socket is dropped and the retry loop runs.
+   */
+  pingIntervalMs: number;
 }
 
 /** One of RELAY_PROCESSES relay processes: the variables that differ between them. */
@@ -139,20 +181,25 @@ export interface RelayProcessSlot {
   udpPorts: [number, number];
 }
 
-export class ConfigError extends Error {}
+/** A bad or missing setting: names the variable, as the edge's ConfigError does. */
+export class ConfigError extends Error {
+  readonly variable: string;
 
-function configError(variable: string, message: string): ConfigError {
-  return new ConfigError(`Invalid relay configuration:\n  ${variable}: ${message}`);
+  constructor(variable: string, problem: string) {
+    super(`Invalid relay configuration: ${variable}: ${problem}`);
+    this.name = "ConfigError";
+    this.variable = variable;
+  }
 }
 
-/** Parses the environment; throws a ConfigError naming every bad variable. */
+/** Parses the environment once at start-up; throws a ConfigError naming the first bad variable. */
 export function loadConfig(env: Record<string, string | undefined> = process.env): RelayConfig {
   // Empty strings count as unset, as shells and compose files produce them.
   const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
   const parsed = RelayEnv.safeParse(present);
   if (!parsed.success) {
-    const lines = parsed.error.issues.map((issue) => `${issue.path.join(".")}: ${issue.message}`);
-    throw new ConfigError(`Invalid relay configuration:\n  ${lines.join("\n  ")}`);
+    const issue = parsed.error.issues[0]!;
+    throw new ConfigError(String(issue.path[0]), issue.message);
   }
   const e = parsed.data;
   const tls = loadTls(e.RELAY_TLS_CERT, e.RELAY_TLS_KEY);
@@ -177,8 +224,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     opusComplexity: e.RELAY_OPUS_COMPLEXITY,
     edgeUrl: e.EARSHOT_EDGE_URL,
     relaySecret: e.EARSHOT_RELAY_SECRET,
-    inferenceUrl: e.INFERENCE_URL,
-    inferenceApiKey: e.INFERENCE_API_KEY,
+    inference: {
+      url: e.INFERENCE_URL,
+      apiKey: e.INFERENCE_API_KEY,
+      headers: e.INFERENCE_HEADERS ?? {},
+      connectTimeoutMs: e.INFERENCE_CONNECT_TIMEOUT_MS,
+      maxRetries: e.INFERENCE_MAX_RETRIES,
+      retryBaseMs: e.INFERENCE_RETRY_BASE_MS,
+      retryMaxMs: 4000,
+      pingIntervalMs: e.INFERENCE_PING_INTERVAL_MS,
+    },
+    relayVad: e.RELAY_VAD,
+    echoSuppression: e.RELAY_ECHO_SUPPRESSION === "1",
     logLevel: e.LOG_LEVEL,
     processes:
       e.RELAY_PROCESSES > 1
@@ -211,22 +268,25 @@ export function relayProcesses(
 ): RelayProcessSlot[] {
   const lastId = `${host.relayId}-${count}`;
   if (!RELAY_ID.test(lastId))
-    throw configError("RELAY_ID", `${lastId} (for RELAY_PROCESSES=${count}) is longer than 64 characters`);
+    throw new ConfigError(
+      "RELAY_ID",
+      `${lastId} (for RELAY_PROCESSES=${count}) is longer than 64 characters`,
+    );
   if (host.httpPort === 0)
-    throw configError(
+    throw new ConfigError(
       "RELAY_HTTP_PORT",
       "must be a fixed port with RELAY_PROCESSES > 1 (process i listens on it + i - 1)",
     );
   if (host.httpPort + count - 1 > 65535)
-    throw configError("RELAY_HTTP_PORT", `${host.httpPort} + RELAY_PROCESSES=${count} - 1 is past 65535`);
+    throw new ConfigError("RELAY_HTTP_PORT", `${host.httpPort} + RELAY_PROCESSES=${count} - 1 is past 65535`);
   const publicPort = host.publicUrl === undefined ? undefined : explicitPort(host.publicUrl);
   if (host.publicUrl !== undefined && publicPort === undefined)
-    throw configError(
+    throw new ConfigError(
       "RELAY_PUBLIC_URL",
       `needs an explicit port with RELAY_PROCESSES > 1: each process is reached on its own port (that port + i - 1)`,
     );
   if (publicPort !== undefined && publicPort.port + count - 1 > 65535)
-    throw configError(
+    throw new ConfigError(
       "RELAY_PUBLIC_URL",
       `port ${publicPort.port} + RELAY_PROCESSES=${count} - 1 is past 65535`,
     );
@@ -234,7 +294,7 @@ export function relayProcesses(
   const perProcess = Math.floor((hi - lo + 1) / count);
   const needed = Math.max(2, host.capacity);
   if (perProcess < needed)
-    throw configError(
+    throw new ConfigError(
       "RELAY_UDP_PORTS",
       `${lo}-${hi} split across RELAY_PROCESSES=${count} gives ${perProcess} ports per process; each needs ` +
         `${needed} (one per call, RELAY_CAPACITY=${host.capacity}, at least 2). Widen the range to ` +
@@ -261,23 +321,20 @@ function explicitPort(url: string): { before: string; port: number; after: strin
 /** Both files or neither; each must be readable PEM. Read once: rotate a certificate by restarting. */
 function loadTls(certPath: string | undefined, keyPath: string | undefined): RelayConfig["tls"] {
   if (certPath === undefined && keyPath === undefined) return undefined;
-  if (certPath === undefined)
-    throw new ConfigError("Invalid relay configuration:\n  RELAY_TLS_CERT: required with RELAY_TLS_KEY");
-  if (keyPath === undefined)
-    throw new ConfigError("Invalid relay configuration:\n  RELAY_TLS_KEY: required with RELAY_TLS_CERT");
+  if (certPath === undefined) throw new ConfigError("RELAY_TLS_CERT", "required with RELAY_TLS_KEY");
+  if (keyPath === undefined) throw new ConfigError("RELAY_TLS_KEY", "required with RELAY_TLS_CERT");
   const read = (variable: string, path: string, marker: RegExp): Buffer => {
     let pem: Buffer;
     try {
       pem = readFileSync(path);
     } catch (error) {
       throw new ConfigError(
-        `Invalid relay configuration:\n  ${variable}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? "error"})`,
+        variable,
+        `cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? "error"})`,
       );
     }
     if (!marker.test(pem.toString("latin1"))) {
-      throw new ConfigError(
-        `Invalid relay configuration:\n  ${variable}: ${path} is not a PEM file of the expected kind`,
-      );
+      throw new ConfigError(variable, `${path} is not a PEM file of the expected kind`);
     }
     return pem;
   };

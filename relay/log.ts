@@ -13,8 +13,10 @@ export function createLogger(level: string, destination?: pino.DestinationStream
         paths: [
           "relaySecret",
           "*.relaySecret",
-          "inferenceApiKey",
-          "*.inferenceApiKey",
+          "apiKey",
+          "*.apiKey",
+          "inference.apiKey",
+          "*.inference.apiKey",
           "ticket",
           "*.ticket",
           "signature",
@@ -27,4 +29,34 @@ export function createLogger(level: string, destination?: pino.DestinationStream
     },
     destination,
   );
+}
+
+/**
+ * One log line per problem per call, not per packet: the first occurrence is logged at once,
+ * and a problem that repeated is logged again with its count when the call ends (flush()).
+ */
+export class ProblemLog {
+  readonly #log: Logger;
+  readonly #counts = new Map<string, number>();
+
+  constructor(log: Logger) {
+    this.#log = log;
+  }
+
+  warn(problem: string, fields: Record<string, unknown> = {}): void {
+    const count = (this.#counts.get(problem) ?? 0) + 1;
+    this.#counts.set(problem, count);
+    if (count === 1) this.#log.warn(fields, problem);
+  }
+
+  count(problem: string): number {
+    return this.#counts.get(problem) ?? 0;
+  }
+
+  flush(): void {
+    for (const [problem, count] of this.#counts) {
+      if (count > 1) this.#log.warn({ count }, `${problem} (repeated)`);
+    }
+    this.#counts.clear();
+  }
 }

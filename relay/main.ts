@@ -6,18 +6,15 @@
 import { fileURLToPath } from "node:url";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createInferenceBridgeFactory } from "./inference/create-bridge-factory.ts";
-import { inferenceConfigFromEnv, type InferenceConfig } from "./inference/inference-config.ts";
 import { createLogger } from "./log.ts";
 import { serveRelay, type ServedRelay } from "./serve.ts";
 import { EXIT_CONFIG, superviseRelays } from "./supervisor.ts";
 
 let config;
-let inferenceConfig: InferenceConfig;
 try {
   config = loadConfig();
-  inferenceConfig = inferenceConfigFromEnv(process.env);
 } catch (error) {
-  if (error instanceof ConfigError || error instanceof Error) {
+  if (error instanceof ConfigError) {
     console.error(error.message);
     process.exit(EXIT_CONFIG);
   }
@@ -34,7 +31,7 @@ const supervised = process.channel !== undefined;
 const rootLog = createLogger(config.logLevel);
 const log = supervised ? rootLog.child({ relay_id: config.relayId }) : rootLog;
 // Each call's audio and events go to the Realtime upstream (INFERENCE_URL, else the built-in agent).
-const bridgeFactory = await createInferenceBridgeFactory(inferenceConfig, (message) => log.warn(message));
+const bridgeFactory = await createInferenceBridgeFactory(config, log);
 
 process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));
 

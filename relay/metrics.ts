@@ -1,13 +1,7 @@
-// Prometheus metrics for one relay process (its own registry, so in-process tests can run
-// several relays). Media-path updates are counter increments and histogram observations only.
-import {
-  Counter,
-  Gauge,
-  Histogram,
-  Registry,
-  collectDefaultMetrics,
-  register as processRegistry,
-} from "prom-client";
+// Prometheus metrics for one relay: one registry per relay (so in-process tests can run several),
+// handed down to each call and its bridge. Media-path updates are counter increments and
+// histogram observations only.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import { monitorEventLoopDelay } from "node:perf_hooks";
 
 // Per-frame work is tens of µs normally; the budget is 1 ms p99. Fine buckets below 1 ms so
@@ -99,6 +93,42 @@ export class RelayMetrics {
     buckets: WORK_BUCKETS,
     registers: [this.registry],
   });
+  /** Every audio frame or delta the inference bridge did not deliver, by why. Nothing is dropped silently. */
+  readonly droppedAudio = new Counter({
+    name: "earshot_relay_inference_audio_dropped_total",
+    help: "Audio the inference bridge dropped: uplink frames or downlink deltas, by reason",
+    labelNames: ["direction", "reason"] as const,
+    registers: [this.registry],
+  });
+  readonly upstreamFailures = new Counter({
+    name: "earshot_relay_inference_failures_total",
+    help: "Upstream connection failures, by class",
+    labelNames: ["class"] as const,
+    registers: [this.registry],
+  });
+  readonly bargeIns = new Counter({
+    name: "earshot_relay_barge_ins_total",
+    help: "Barge-ins, by trigger",
+    labelNames: ["trigger"] as const,
+    registers: [this.registry],
+  });
+  readonly rejectedClientEvents = new Counter({
+    name: "earshot_relay_client_events_rejected_total",
+    help: "Data-channel client events rejected, by code (answered with an error event while the error budget lasts)",
+    labelNames: ["code"] as const,
+    registers: [this.registry],
+  });
+  readonly unansweredRejections = new Counter({
+    name: "earshot_relay_client_error_replies_suppressed_total",
+    help: "Rejected client events not answered because the call's error-reply budget was spent",
+    registers: [this.registry],
+  });
+  readonly vadChunkSeconds = new Histogram({
+    name: "earshot_relay_vad_chunk_seconds",
+    help: "Silero VAD inference time per 32 ms chunk",
+    buckets: [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01],
+    registers: [this.registry],
+  });
   readonly loopLag = new Gauge({
     name: "earshot_relay_event_loop_lag_p99_seconds",
     help: "Event loop delay p99 since the last scrape",
@@ -114,9 +144,7 @@ export class RelayMetrics {
   async render(): Promise<string> {
     this.loopLag.set(this.#loop.percentile(99) / 1e9);
     this.#loop.reset();
-    // Process-wide metrics (the inference bridge's drop counters) live in prom-client's
-    // default registry; /metrics shows both.
-    return (await this.registry.metrics()) + "\n" + (await processRegistry.metrics());
+    return this.registry.metrics();
   }
 
   close(): void {

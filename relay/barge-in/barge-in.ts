@@ -10,12 +10,13 @@
 // are gone). Firing twice for one reply does nothing the second time.
 import { type ClientEvent, type ServerEvent, newId } from "../../protocol/realtime.ts";
 import type { DownlinkPort } from "../media/downlink.ts";
-import { bargeIns } from "../inference/inference-metrics.ts";
+import type { RelayMetrics } from "../metrics.ts";
 
 export type BargeInTrigger = "upstream_vad" | "relay_vad" | "client_clear" | "upstream_lost";
 
 export interface BargeInPorts {
   downlink: DownlinkPort;
+  metrics: RelayMetrics;
   /** A relay-originated client event to the model. */
   sendUpstream(event: ClientEvent): void;
   /** A server event to the client on `oai-events`. */
@@ -123,7 +124,7 @@ export class BargeIn {
       event_id: newId("event"),
       response_id: responseId ?? "",
     });
-    bargeIns.inc({ trigger });
+    this.#ports.metrics.bargeIns.inc({ trigger });
     return true;
   }
 }

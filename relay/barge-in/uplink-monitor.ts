@@ -10,9 +10,9 @@
 // was playing when they were recorded. A bridge that gives no media times (tests' doubles) falls
 // back to arrival order: one slot per uplink frame, with what was sent since the previous one,
 // which is right when both sides run in step.
-import { vadChunkSeconds } from "../inference/inference-metrics.ts";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
 import type { SentFrame } from "../media/downlink.ts";
+import type { RelayMetrics } from "../metrics.ts";
 import { EchoGuard, slotOf } from "./echo-guard.ts";
 import { MediaClock } from "./media-clock.ts";
 import { Resampler } from "../media/resampler.ts";
@@ -178,6 +178,7 @@ export interface UplinkMonitorOptions {
 
 export class RelayUplinkMonitor implements UplinkMonitor {
   readonly #hooks: UplinkMonitorHooks;
+  readonly #vadSeconds: RelayMetrics["vadChunkSeconds"] | undefined;
   readonly #detector: SileroDetector | null;
   readonly #echoSuppression: boolean;
   readonly #vad: boolean;
@@ -204,8 +205,9 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   #pendingReady = false;
   #closed = false;
 
-  constructor(hooks: UplinkMonitorHooks, options: UplinkMonitorOptions) {
+  constructor(hooks: UplinkMonitorHooks, options: UplinkMonitorOptions, metrics?: RelayMetrics) {
     this.#hooks = hooks;
+    this.#vadSeconds = metrics?.vadChunkSeconds;
     this.#detector = options.silero?.detector() ?? null;
     this.#echoSuppression = options.echoSuppression;
     this.#vad = options.vad ?? true;
@@ -296,7 +298,7 @@ export class RelayUplinkMonitor implements UplinkMonitor {
       (p) => {
         this.#running = false;
         if (this.#closed) return;
-        vadChunkSeconds.observe(detector.lastRunMs / 1000);
+        this.#vadSeconds?.observe(detector.lastRunMs / 1000);
         if (!this.#active) return;
         this.#speechRun = p >= SPEECH_PROBABILITY && hasUser ? this.#speechRun + 1 : 0;
         if (this.#speechRun >= ONSET_CHUNKS) this.#speech();
@@ -333,5 +335,6 @@ export class RelayUplinkMonitor implements UplinkMonitor {
 
 /** Per-call monitor factory for InferenceBridgeOptions.uplinkMonitor. */
 export function relayUplinkMonitor(options: UplinkMonitorOptions) {
-  return (hooks: UplinkMonitorHooks) => new RelayUplinkMonitor(hooks, options);
+  return (hooks: UplinkMonitorHooks, metrics: RelayMetrics) =>
+    new RelayUplinkMonitor(hooks, options, metrics);
 }

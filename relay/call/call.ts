@@ -378,6 +378,8 @@ export class Call extends EventEmitter<CallEvents> {
     const ctx: CallContext = {
       callId: this.id,
       session: this.#options.session,
+      log: this.#log,
+      metrics,
       downlink: this.#downlink,
       events,
       end: (reason, message) => void this.end(reason, message),

@@ -1,23 +1,24 @@
-// Production wiring: the relay's CallBridgeFactory from its environment, in one call.
-//   const bridgeFactory = await createInferenceBridgeFactory(inferenceConfigFromEnv(process.env));
-// Loads Silero once per process (when RELAY_VAD=silero); if onnxruntime cannot load it, the
-// relay falls back to the energy VAD and says so, rather than running without barge-in.
-import type { CallBridgeFactory } from "../bridge.ts";
+// Production wiring: each call's bridge to the Realtime upstream, with the relay's own barge-in
+// VAD and echo suppression as configured. Loads Silero once per process (RELAY_VAD=silero); if
+// onnxruntime cannot load it, the relay falls back to the energy VAD and says so, rather than
+// running without barge-in.
 import { SileroModel } from "../barge-in/silero-vad.ts";
 import { relayUplinkMonitor } from "../barge-in/uplink-monitor.ts";
+import type { CallBridgeFactory } from "../bridge.ts";
+import type { RelayConfig } from "../config.ts";
+import type { Logger } from "../log.ts";
 import { inferenceBridgeFactory } from "./inference-bridge.ts";
-import type { InferenceConfig } from "./inference-config.ts";
 
 export async function createInferenceBridgeFactory(
-  config: InferenceConfig,
-  log: (message: string) => void = (m) => console.warn(m),
+  config: Pick<RelayConfig, "inference" | "relayVad" | "echoSuppression">,
+  log: Logger,
 ): Promise<CallBridgeFactory> {
   let silero: SileroModel | null = null;
   if (config.relayVad === "silero") {
     try {
       silero = await SileroModel.load();
     } catch (error) {
-      log(`Silero VAD unavailable (${(error as Error).message}); using the energy VAD for barge-in`);
+      log.warn({ err: error }, "Silero VAD unavailable; using the energy VAD for barge-in");
     }
   }
   const monitor =
@@ -28,5 +29,5 @@ export async function createInferenceBridgeFactory(
           echoSuppression: config.echoSuppression,
           vad: config.relayVad !== "off",
         });
-  return inferenceBridgeFactory({ config, uplinkMonitor: monitor, log });
+  return inferenceBridgeFactory({ config: config.inference, uplinkMonitor: monitor });
 }

@@ -21,15 +21,11 @@ import type { SessionConfig } from "../../protocol/session.ts";
 import type { CallBridge, CallBridgeFactory, CallContext } from "../bridge.ts";
 import type { UplinkMonitor, UplinkMonitorHooks } from "../barge-in/uplink-monitor.ts";
 import type { SentFrame } from "../media/downlink.ts";
+import { ProblemLog } from "../log.ts";
+import type { RelayMetrics } from "../metrics.ts";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
 import { BargeIn, RELAY_EVENT_PREFIX } from "../barge-in/barge-in.ts";
-import type { InferenceConfig } from "./inference-config.ts";
-import {
-  droppedAudio,
-  rejectedClientEvents,
-  unansweredRejections,
-  upstreamFailures,
-} from "./inference-metrics.ts";
+import type { InferenceConfig } from "../config.ts";
 import { UpstreamConnection } from "./upstream-connection.ts";
 
 /** Uplink frames per input_audio_buffer.append: 2 × 20 ms. */
@@ -51,8 +47,7 @@ export const ERROR_REPLIES_PER_SECOND = 10;
 export interface InferenceBridgeOptions {
   config: InferenceConfig;
   /** Creates the per-call uplink monitor (VAD, echo suppression), if enabled. */
-  uplinkMonitor?: (hooks: UplinkMonitorHooks) => UplinkMonitor;
-  log?: (message: string) => void;
+  uplinkMonitor?: (hooks: UplinkMonitorHooks, metrics: RelayMetrics) => UplinkMonitor;
 }
 
 export class InferenceBridge implements CallBridge {
@@ -71,7 +66,7 @@ export class InferenceBridge implements CallBridge {
   #deltaBytes = Buffer.allocUnsafeSlow(0);
 
   #pendingChannel: [text: string, type: string][] = [];
-  #oversizeEvents = 0;
+  readonly #problems: ProblemLog;
   #pendingUpstream: string[] = [];
   #closed = false;
   #errorReplyTokens = ERROR_REPLY_BURST;
@@ -80,27 +75,33 @@ export class InferenceBridge implements CallBridge {
   constructor(ctx: CallContext, options: InferenceBridgeOptions) {
     this.#ctx = ctx;
     this.#options = options;
+    this.#problems = new ProblemLog(ctx.log);
+    const metrics = ctx.metrics;
     this.#bargeIn = new BargeIn({
       downlink: ctx.downlink,
+      metrics,
       sendUpstream: (event) => this.#sendUpstream(JSON.stringify(event)),
       emit: (event) => this.#emit(event),
     });
     this.#monitor =
-      options.uplinkMonitor?.({
-        assistantActive: () => this.#bargeIn.assistantActive,
-        onSpeech: () => this.#bargeIn.trigger("relay_vad"),
-      }) ?? null;
+      options.uplinkMonitor?.(
+        {
+          assistantActive: () => this.#bargeIn.assistantActive,
+          onSpeech: () => this.#bargeIn.trigger("relay_vad"),
+        },
+        metrics,
+      ) ?? null;
     this.#upstream = new UpstreamConnection(options.config, {
       onOpen: (reconnected) => this.#onUpstreamOpen(reconnected),
       onMessage: (text) => this.#onUpstreamMessage(text),
       onDrop: (failure) => {
-        upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
-        options.log?.(`call ${ctx.callId}: ${failure.message}`);
+        metrics.upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
+        ctx.log.warn({ retryable: failure.retryable }, `upstream dropped: ${failure.message}`);
         // Whatever the model was saying is gone with its session.
         this.#bargeIn.trigger("upstream_lost");
       },
       onGiveUp: (failure) => {
-        upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
+        metrics.upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
         this.#emit(
           errorEvent({
             type: "server_error",
@@ -127,7 +128,7 @@ export class InferenceBridge implements CallBridge {
     if (this.#closed) return;
     const echoOnly = this.#monitor ? this.#monitor.onUplinkFrame(pcm, mediaTimeMs) : false;
     if (!this.#upstream.open) {
-      droppedAudio.inc({ direction: "uplink", reason: "upstream_not_open" });
+      this.#ctx.metrics.droppedAudio.inc({ direction: "uplink", reason: "upstream_not_open" });
       this.#batchFrames = 0;
       return;
     }
@@ -154,9 +155,9 @@ export class InferenceBridge implements CallBridge {
     const parsed = parseClientEvent(text, MAX_CLIENT_EVENT_BYTES);
     switch (parsed.kind) {
       case "invalid":
-        rejectedClientEvents.inc({ code: parsed.code });
+        this.#ctx.metrics.rejectedClientEvents.inc({ code: parsed.code });
         if (this.#takeErrorReply()) this.#emit(invalidEventError(parsed));
-        else unansweredRejections.inc();
+        else this.#ctx.metrics.unansweredRejections.inc();
         return;
       case "unknown":
         // Passed through as OpenAI would receive it; the upstream answers unknown types itself.
@@ -234,7 +235,7 @@ export class InferenceBridge implements CallBridge {
         session: withRelayAudio(this.#ctx.session),
       }),
     );
-    if (reconnected) this.#options.log?.(`call ${this.#ctx.callId}: upstream reconnected, new model session`);
+    if (reconnected) this.#ctx.log.info("upstream reconnected, new model session");
     const pending = this.#pendingUpstream;
     this.#pendingUpstream = [];
     for (const text of pending) this.#upstream.send(text);
@@ -245,7 +246,7 @@ export class InferenceBridge implements CallBridge {
     const parsed = parseServerEvent(text);
     if (parsed.kind === "invalid") {
       // Not the client's fault and not safe to forward: count it and move on.
-      this.#options.log?.(`call ${this.#ctx.callId}: bad upstream event: ${parsed.message}`);
+      this.#problems.warn("bad upstream event", { code: parsed.code, message: parsed.message });
       return;
     }
     if (parsed.kind === "unknown") {
@@ -278,9 +279,7 @@ export class InferenceBridge implements CallBridge {
         // finished) are the relay's business, not the client's.
         const cause = event.error.event_id ?? "";
         if (cause.startsWith(RELAY_EVENT_PREFIX)) {
-          this.#options.log?.(
-            `call ${this.#ctx.callId}: upstream rejected relay event: ${event.error.message}`,
-          );
+          this.#problems.warn("upstream rejected a relay event", { message: event.error.message });
           return;
         }
         this.#emitText(text, event.type);
@@ -321,7 +320,7 @@ export class InferenceBridge implements CallBridge {
 
   #onAudioDelta(responseId: string, itemId: string, contentIndex: number, delta: string): void {
     if (!this.#bargeIn.acceptAudio(responseId, itemId, contentIndex)) {
-      droppedAudio.inc({ direction: "downlink", reason: "cancelled_response" });
+      this.#ctx.metrics.droppedAudio.inc({ direction: "downlink", reason: "cancelled_response" });
       return;
     }
     // Decode into a reused buffer: base64 of PCM16, 3 bytes per 4 characters at most.
@@ -330,10 +329,13 @@ export class InferenceBridge implements CallBridge {
       this.#deltaBytes = Buffer.allocUnsafeSlow(Math.ceil(maxBytes / 4096) * 4096);
     const bytes = this.#deltaBytes.write(delta, 0, "base64");
     if (bytes < 2) {
-      droppedAudio.inc({ direction: "downlink", reason: bytes === 0 ? "empty_delta" : "odd_bytes" });
+      this.#ctx.metrics.droppedAudio.inc({
+        direction: "downlink",
+        reason: bytes === 0 ? "empty_delta" : "odd_bytes",
+      });
       return;
     }
-    if (bytes & 1) droppedAudio.inc({ direction: "downlink", reason: "odd_bytes" });
+    if (bytes & 1) this.#ctx.metrics.droppedAudio.inc({ direction: "downlink", reason: "odd_bytes" });
     const pcm = new Int16Array(this.#deltaBytes.buffer, 0, bytes >> 1);
     this.#monitor?.onAssistantAudio(itemId, pcm);
     this.#ctx.downlink.push(itemId, contentIndex, pcm);
@@ -344,7 +346,7 @@ export class InferenceBridge implements CallBridge {
   #sendUpstream(text: string): void {
     if (this.#upstream.send(text)) return;
     if (this.#pendingUpstream.length >= MAX_PENDING_UPSTREAM_EVENTS) {
-      rejectedClientEvents.inc({ code: "upstream_not_ready" });
+      this.#ctx.metrics.rejectedClientEvents.inc({ code: "upstream_not_ready" });
       this.#emit(
         errorEvent({
           type: "server_error",
@@ -395,11 +397,7 @@ export class InferenceBridge implements CallBridge {
     if (this.#ctx.events.send(text) !== "too_large") return;
     const max = this.#ctx.events.maxMessageBytes;
     const bytes = Buffer.byteLength(text);
-    if (this.#oversizeEvents++ === 0) {
-      this.#options.log?.(
-        `call ${this.#ctx.callId}: ${type} of ${bytes} bytes exceeds max-message-size ${max}`,
-      );
-    }
+    this.#problems.warn("server event larger than the client's max-message-size", { type, bytes, max });
     // Told only if the error itself fits (a peer may advertise an absurdly small limit).
     this.#ctx.events.send(
       JSON.stringify(
@@ -416,6 +414,7 @@ export class InferenceBridge implements CallBridge {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#problems.flush();
     this.#monitor?.close();
     this.#upstream.close();
     this.#pendingChannel = [];

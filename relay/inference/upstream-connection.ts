@@ -8,7 +8,7 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import WebSocket from "ws";
 import { MAX_UPSTREAM_EVENT_BYTES } from "../../protocol/realtime.ts";
-import type { InferenceConfig } from "./inference-config.ts";
+import type { InferenceConfig } from "../config.ts";
 
 export interface UpstreamFailure {
   retryable: boolean;

@@ -6,7 +6,7 @@ import { createRequire } from "node:module";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { AgentServer } from "../../agent/agent-server.ts";
 import { InferenceBridge } from "../../relay/inference/inference-bridge.ts";
-import { inferenceConfigFromEnv, type InferenceConfig } from "../../relay/inference/inference-config.ts";
+import type { InferenceConfig } from "../../relay/config.ts";
 import { SileroModel } from "../../relay/barge-in/silero-vad.ts";
 import { relayUplinkMonitor } from "../../relay/barge-in/uplink-monitor.ts";
 import type { CallBridgeFactory } from "../../relay/bridge.ts";
@@ -17,6 +17,7 @@ import {
   rms,
   sine,
   startRelay,
+  testConfig,
   waitFor,
   type InProcessRelay,
 } from "../relay/fixtures.ts";
@@ -35,7 +36,7 @@ const clients: TestClient[] = [];
 beforeAll(async () => {
   agent = await AgentServer.start({ port: 0, speed: 4 });
   silero = await SileroModel.load();
-  inference = { ...inferenceConfigFromEnv({ INFERENCE_URL: agent.url }), retryBaseMs: 20, maxRetries: 2 };
+  inference = { ...testConfig({ INFERENCE_URL: agent.url }).inference, retryBaseMs: 20, maxRetries: 2 };
   const monitor = relayUplinkMonitor({ silero, echoSuppression: true });
   // As RELAY_ECHO_SUPPRESSION=0 makes it: the echo guard still keeps echo from the relay's own
   // VAD, but echo frames go upstream as they are.

@@ -2,7 +2,9 @@
 // The downlink double keeps a real PlayoutLedger and a real 20 ms pacer clock, so
 // `ledger.sentMs` is exactly the audio "sent to the client" (recorded frame by frame).
 import type { CallContext, EventChannelPort, EventSendResult } from "../../../relay/bridge.ts";
+import { createLogger } from "../../../relay/log.ts";
 import type { DownlinkPort } from "../../../relay/media/downlink.ts";
+import { RelayMetrics } from "../../../relay/metrics.ts";
 import { FRAME_MS, FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
 import { PlayoutLedger } from "../../../relay/media/playout-ledger.ts";
 import type { EndReason } from "../../../protocol/relay-api.ts";
@@ -146,6 +148,9 @@ export interface TestCall {
   close(): void;
 }
 
+/** One metrics registry for every test call in a file, as one relay's calls share theirs. */
+export const testMetrics = new RelayMetrics();
+
 export function testCall(callId = `rtc_test${Math.random().toString(36).slice(2, 12)}`): TestCall {
   const downlink = new PacedDownlink();
   const channel = new RecordingChannel();
@@ -155,6 +160,8 @@ export function testCall(callId = `rtc_test${Math.random().toString(36).slice(2,
   const ctx: CallContext = {
     callId,
     session: { type: "realtime", instructions: "Be brief." },
+    log: createLogger("silent"),
+    metrics: testMetrics,
     downlink,
     events: channel,
     end(reason, message) {

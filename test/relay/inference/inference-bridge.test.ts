@@ -1,7 +1,6 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { createServer as createTcpServer } from "node:net";
-import { register } from "prom-client";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { WebSocketServer } from "ws";
 import { MAX_CLIENT_EVENT_BYTES } from "../../../protocol/realtime.ts";
@@ -11,10 +10,10 @@ import {
   ERROR_REPLY_BURST,
   InferenceBridge,
 } from "../../../relay/inference/inference-bridge.ts";
-import type { InferenceConfig } from "../../../relay/inference/inference-config.ts";
-import { inferenceConfigFromEnv } from "../../../relay/inference/inference-config.ts";
+import { ConfigError, loadConfig, type InferenceConfig } from "../../../relay/config.ts";
 import { concat, dbfs, dominantFrequency, sine } from "../agent/audio-analysis.ts";
-import { speakInto, testCall, type TestCall, waitUntil } from "./bridge-fixtures.ts";
+import { testConfig } from "../fixtures.ts";
+import { speakInto, testCall, testMetrics, type TestCall, waitUntil } from "./bridge-fixtures.ts";
 
 let agent: AgentServer;
 const cleanups: (() => void | Promise<void>)[] = [];
@@ -29,7 +28,7 @@ afterEach(async () => {
 
 function config(url: string, overrides: Partial<InferenceConfig> = {}): InferenceConfig {
   return {
-    ...inferenceConfigFromEnv({ INFERENCE_URL: url, RELAY_VAD: "off" }),
+    ...testConfig({ INFERENCE_URL: url }).inference,
     retryBaseMs: 20,
     retryMaxMs: 100,
     ...overrides,
@@ -57,7 +56,7 @@ function openChannel(call: TestCall, bridge: InferenceBridge): void {
 }
 
 async function counter(name: string, labels: Record<string, string>): Promise<number> {
-  const metric = await register.getSingleMetric(name)!.get();
+  const metric = await testMetrics.registry.getSingleMetric(name)!.get();
   return metric.values
     .filter((v) => Object.entries(labels).every(([k, value]) => v.labels[k] === value))
     .reduce((n, v) => n + v.value, 0);
@@ -377,13 +376,16 @@ describe("InferenceBridge when the upstream fails", () => {
 });
 
 describe("inference config", () => {
+  const inference = (env: Record<string, string>) =>
+    loadConfig({ EARSHOT_RELAY_SECRET: "a-secret-of-16-chars", ...env }).inference;
   it("defaults to the built-in agent and names a bad variable", () => {
-    expect(inferenceConfigFromEnv({}).url).toBe("ws://127.0.0.1:8791/v1/realtime");
-    expect(() => inferenceConfigFromEnv({ INFERENCE_URL: "http://x" })).toThrow(/INFERENCE_URL/);
-    expect(() => inferenceConfigFromEnv({ INFERENCE_HEADERS: "nope" })).toThrow(/INFERENCE_HEADERS/);
-    expect(() => inferenceConfigFromEnv({ INFERENCE_MAX_RETRIES: "11" })).toThrow(/INFERENCE_MAX_RETRIES/);
-    expect(inferenceConfigFromEnv({ INFERENCE_MAX_RETRIES: "10" }).maxRetries).toBe(10);
-    expect(inferenceConfigFromEnv({ INFERENCE_HEADERS: '{"OpenAI-Beta":"realtime=v1"}' }).headers).toEqual({
+    expect(inference({}).url).toBe("ws://127.0.0.1:8791/v1/realtime");
+    expect(() => inference({ INFERENCE_URL: "http://x" })).toThrow(/INFERENCE_URL/);
+    expect(() => inference({ INFERENCE_HEADERS: "nope" })).toThrow(/INFERENCE_HEADERS/);
+    expect(() => inference({ INFERENCE_MAX_RETRIES: "11" })).toThrow(ConfigError);
+    expect(() => inference({ INFERENCE_MAX_RETRIES: "11" })).toThrow(/INFERENCE_MAX_RETRIES/);
+    expect(inference({ INFERENCE_MAX_RETRIES: "10" }).maxRetries).toBe(10);
+    expect(inference({ INFERENCE_HEADERS: '{"OpenAI-Beta":"realtime=v1"}' }).headers).toEqual({
       "OpenAI-Beta": "realtime=v1",
     });
   });

@@ -5,11 +5,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { AgentServer } from "../../../agent/agent-server.ts";
 import { SpeechSynthesizer } from "../../../agent/tts.ts";
 import { InferenceBridge } from "../../../relay/inference/inference-bridge.ts";
-import { inferenceConfigFromEnv } from "../../../relay/inference/inference-config.ts";
 import { FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
 import { SileroModel } from "../../../relay/barge-in/silero-vad.ts";
 import { relayUplinkMonitor } from "../../../relay/barge-in/uplink-monitor.ts";
 import { concat } from "../agent/audio-analysis.ts";
+import { testConfig } from "../fixtures.ts";
 import { testCall, type TestCall, waitUntil } from "./bridge-fixtures.ts";
 
 let agent: AgentServer;
@@ -34,9 +34,8 @@ afterEach(() => {
 function start(serverVad: boolean): { call: TestCall; bridge: InferenceBridge } {
   const call = testCall();
   if (!serverVad) call.ctx.session = { ...call.ctx.session, audio: { input: { turn_detection: null } } };
-  const config = { ...inferenceConfigFromEnv({ INFERENCE_URL: agent.url }), relayVad: "silero" as const };
   const bridge = new InferenceBridge(call.ctx, {
-    config,
+    config: testConfig({ INFERENCE_URL: agent.url }).inference,
     uplinkMonitor: relayUplinkMonitor({ silero, echoSuppression: true }),
   });
   call.downlink.bridge = bridge;
