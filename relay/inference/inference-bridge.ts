@@ -52,7 +52,6 @@ export interface InferenceBridgeOptions {
 
 export class InferenceBridge implements CallBridge {
   readonly #ctx: CallContext;
-  readonly #options: InferenceBridgeOptions;
   readonly #upstream: UpstreamConnection;
   readonly #bargeIn: BargeIn;
   readonly #monitor: UplinkMonitor | null;
@@ -74,7 +73,6 @@ export class InferenceBridge implements CallBridge {
 
   constructor(ctx: CallContext, options: InferenceBridgeOptions) {
     this.#ctx = ctx;
-    this.#options = options;
     this.#problems = new ProblemLog(ctx.log);
     const metrics = ctx.metrics;
     this.#bargeIn = new BargeIn({
