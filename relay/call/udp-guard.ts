@@ -1,8 +1,8 @@
 // What a call's UDP surface refused. The refusing happens inside werift, patched
-// (patches/werift+0.25.2.patch, described in patches/README.md): unauthenticated STUN gets no
-// answer, DTLS/SRTP from outside the selected pair is dropped, SRTP has a replay window, remote
+// (patches/werift+0.25.2+009 to +015, described in patches/README.md): unauthenticated STUN gets
+// no answer, DTLS/SRTP from outside the selected pair is dropped, SRTP has a replay window, remote
 // candidates are capped, and SCTP stops reassembling a message over a=max-message-size. This
-// module only reads the patch's counters, and hooks the one event the call turns into a metric.
+// module only reads the patches' counters, and hooks the one event the call turns into a metric.
 import type { RTCPeerConnection } from "werift";
 
 export interface UdpGuardStats {
@@ -20,7 +20,7 @@ export interface UdpGuardStats {
   sctpBufferedBytes: number;
 }
 
-// The patch's fields are not in werift's typings; they are read here and nowhere else.
+// The patches' fields are not in werift's typings; they are read here and nowhere else.
 interface GuardedConnection {
   remoteCandidates: unknown[];
   droppedRemoteCandidates?: number;

@@ -4,7 +4,7 @@
 // The relay must start from that tree alone, answer the image's HEALTHCHECK, and drain on SIGTERM.
 // The install takes about a minute on two cores (most of it compiling libopus).
 import { spawn, spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -14,17 +14,33 @@ const dockerfile = readFileSync(join(root, "deploy/relay/Dockerfile"), "utf8");
 /** Node 24 first on PATH, so npm, npx and node-gyp all run on (and build for) it. */
 const PATH = `${dirname(process.execPath)}:${process.env.PATH}`;
 
-/** The non-blank lines a patch-package patch adds to one file. */
-function addedLines(patch: string, file: string): string[] {
-  const section = patch
-    .split(/^diff --git /m)
-    .find((part) => part.startsWith(`a/node_modules/werift/${file} `));
-  if (!section) throw new Error(`the patch does not touch ${file}`);
-  return section
-    .split("\n")
-    .filter((line) => line.startsWith("+") && !line.startsWith("+++"))
-    .map((line) => line.slice(1).trim())
-    .filter((line) => line !== "");
+/** The werift patches, in the order patch-package applies them (werift+0.25.2+NNN+name.patch). */
+function weriftPatches(): string[] {
+  return readdirSync(join(root, "patches"))
+    .filter((name) => name.startsWith("werift+"))
+    .sort()
+    .map((name) => readFileSync(join(root, "patches", name), "utf8"));
+}
+
+/** The non-blank lines a sequence of patch-package patches leaves added, per patched file. */
+function addedLines(patches: string[]): Map<string, string[]> {
+  const files = new Map<string, string[]>();
+  for (const patch of patches) {
+    for (const section of patch.split(/^diff --git /m).slice(1)) {
+      const file = /^a\/node_modules\/werift\/(\S+) /.exec(section)![1]!;
+      const lines = files.get(file) ?? [];
+      files.set(file, lines);
+      for (const line of section.split("\n")) {
+        if (line.startsWith("+++") || line.startsWith("---")) continue;
+        const text = line.slice(1).trim();
+        if (text === "") continue;
+        if (line.startsWith("+")) lines.push(text);
+        // A later patch may rewrite a line an earlier one added.
+        else if (line.startsWith("-") && lines.includes(text)) lines.splice(lines.indexOf(text), 1);
+      }
+    }
+  }
+  return files;
 }
 
 describe("the relay image's install and start, without Docker", { timeout: 600_000 }, () => {
@@ -79,14 +95,15 @@ describe("the relay image's install and start, without Docker", { timeout: 600_0
       expect(existsSync(join(modules, name)), name).toBe(true);
     for (const name of Object.keys(pkg.devDependencies))
       expect(existsSync(join(modules, name)), name).toBe(false);
-    // Every line the committed werift patch adds to the ESM build (what `import "werift"` loads) is there.
-    const installed = readFileSync(join(modules, "werift/lib/index.mjs"), "utf8");
-    const added = addedLines(
-      readFileSync(join(root, "patches/werift+0.25.2.patch"), "utf8"),
-      "lib/index.mjs",
-    );
-    expect(added.length).toBeGreaterThan(50);
-    for (const line of added) expect(installed, line).toContain(line);
+    // Every line the committed werift patches add is there, in the ESM build (what `import "werift"`
+    // loads) and in the CJS build (`require("werift")`).
+    const added = addedLines(weriftPatches());
+    expect(added.get("lib/index.mjs")!.length).toBeGreaterThan(50);
+    expect(added.get("lib/ice/src/ice.js")!.length).toBeGreaterThan(50);
+    for (const [file, lines] of added) {
+      const installed = readFileSync(join(modules, "werift", file), "utf8");
+      for (const line of lines) expect(installed, `${file}: ${line}`).toContain(line);
+    }
     // The patched binding's encodeInto/decodeInto exist and round-trip a tone.
     const probe = spawnSync(
       process.execPath,
