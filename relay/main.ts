@@ -4,6 +4,7 @@
 // With RELAY_PROCESSES > 1 this process only supervises that many relays (relay/supervisor.ts),
 // each this same file run with its own id, ports and UDP slice.
 import { fileURLToPath } from "node:url";
+import { limitBufferPool } from "./call/werift-fixes.ts";
 import { ConfigError, loadConfig } from "./config.ts";
 import { createInferenceBridgeFactory } from "./inference/create-bridge-factory.ts";
 import { createLogger } from "./log.ts";
@@ -26,6 +27,7 @@ if (config.processes.length > 0) {
   process.exit(await superviseRelays({ config, log, script: fileURLToPath(import.meta.url) }));
 }
 
+limitBufferPool();
 // Forked by the supervisor (an IPC channel to it): its lines say which relay they come from.
 const supervised = process.channel !== undefined;
 const rootLog = createLogger(config.logLevel);

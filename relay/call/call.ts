@@ -22,7 +22,8 @@ import type {
 } from "../bridge.ts";
 import type { Logger } from "../log.ts";
 import { RTP_TIMESTAMP_STEP } from "../media/audio-format.ts";
-import { Downlink, type DownlinkEncoder } from "../media/downlink.ts";
+import type { DownlinkEncoder } from "../media/codec.ts";
+import { Downlink } from "../media/downlink.ts";
 import type { EncoderGovernor } from "../media/encoder-governor.ts";
 import { G711Decoder, G711Encoder } from "../media/g711.ts";
 import { OpusEncoder, opusUplinkDecoder } from "../media/opus-codec.ts";
@@ -30,16 +31,16 @@ import type { Pacer } from "../media/pacer.ts";
 import { Uplink } from "../media/uplink.ts";
 import type { RelayMetrics } from "../metrics.ts";
 import { MAX_CLIENT_MESSAGE_BYTES, peerConfig, type MediaNetwork } from "./peer-config.ts";
-import { answerDirection, answerSetup, rewriteCandidateAddress, withoutEndOfCandidates } from "./sdp.ts";
+import {
+  answerDirection,
+  answerSetup,
+  iceFragment,
+  restartOffer,
+  rewriteCandidateAddress,
+  withoutEndOfCandidates,
+} from "./sdp.ts";
+import { startRestartedIce } from "./werift-fixes.ts";
 import { onOversizeMessage, udpGuardStats, type UdpGuardStats } from "./udp-guard.ts";
-
-// Memory per call: Node 24 carves small Buffers (Buffer.from, allocUnsafe < 32 KiB) out of
-// 64 KiB pool slabs, and one live Buffer keeps its whole slab alive. werift keeps many small
-// per-call Buffers for the call's lifetime (DTLS keys and certificate, SRTP session keys, ...),
-// so each call pinned several slabs allocated among other calls' per-packet garbage. With
-// 8 KiB slabs (Node ≤ 22's default) the same Buffers pin an eighth of that; the per-packet
-// allocations are short-lived either way. Measured with bench/capacity.ts --heap.
-if (Buffer.poolSize > 8 * 1024) Buffer.poolSize = 8 * 1024;
 
 export const EVENTS_CHANNEL_LABEL = "oai-events";
 /** A call whose ICE stays disconnected this long has lost its client. */
@@ -85,19 +86,6 @@ function opusDownlinkEncoder(governor: EncoderGovernor): [DownlinkEncoder, () =>
   });
   const release = governor.register((complexity) => encoder.setComplexity(complexity));
   return [{ timestampStep: RTP_TIMESTAMP_STEP, encode: (pcm, out) => encoder.encode(pcm, out) }, release];
-}
-
-/**
- * werift 0.25 restarts the ICE agent on new remote credentials but then never runs its checks
- * while DTLS is up: connect() returns early on a connected DTLS transport, and re-gathering
- * sets the agent "completed" with no pair. A restarted call would never reconnect. This starts
- * the checks of every ICE transport that a restart left without a nominated pair.
- */
-export function startRestartedIce(pc: RTCPeerConnection, log?: Logger): void {
-  for (const { iceTransport } of pc.dtlsTransports) {
-    if (iceTransport.connection.nominated || iceTransport.state === "checking") continue;
-    iceTransport.start().catch((error: unknown) => log?.warn({ err: error }, "ICE restart checks failed"));
-  }
 }
 
 export class Call extends EventEmitter<CallEvents> {
@@ -209,17 +197,8 @@ export class Call extends EventEmitter<CallEvents> {
   /** ICE restart (RFC 8840 sdpfrag in, sdpfrag out): new remote credentials, new local ones. */
   async restartIce(fragment: string): Promise<string> {
     if (this.#state === "ended") throw new CallSetupError("The call has ended.");
-    const ufrag = /^a=ice-ufrag:(\S+)\s*$/m.exec(fragment)?.[1];
-    const pwd = /^a=ice-pwd:(\S+)\s*$/m.exec(fragment)?.[1];
-    if (!ufrag || !pwd) throw new CallSetupError("The sdpfrag must carry a=ice-ufrag and a=ice-pwd.");
-    const candidates = fragment.split(/\r?\n/).filter((l) => l.startsWith("a=candidate:"));
-    let offer = this.#offerSdp
-      .replace(/^a=ice-ufrag:.*$/gm, `a=ice-ufrag:${ufrag}`)
-      .replace(/^a=ice-pwd:.*$/gm, `a=ice-pwd:${pwd}`)
-      .replace(/^a=candidate:.*\r?\n/gm, "");
-    if (candidates.length > 0) {
-      offer = offer.replace(/(^m=audio.*\r?\n)/m, `$1${candidates.map((c) => `${c}\r\n`).join("")}`);
-    }
+    const offer = restartOffer(this.#offerSdp, fragment);
+    if (!offer) throw new CallSetupError("The sdpfrag must carry a=ice-ufrag and a=ice-pwd.");
     try {
       await this.#pc.setRemoteDescription({ type: "offer", sdp: offer });
       await this.#pc.setLocalDescription(await this.#pc.createAnswer());
@@ -228,15 +207,8 @@ export class Call extends EventEmitter<CallEvents> {
       throw new CallSetupError(`The sdpfrag could not be applied: ${(error as Error).message}`);
     }
     this.#offerSdp = offer;
-    const sdp = this.#pc.localDescription!.sdp;
-    const lines = sdp
-      .split(/\r?\n/)
-      .filter(
-        (l) => l.startsWith("a=ice-ufrag:") || l.startsWith("a=ice-pwd:") || l.startsWith("a=candidate:"),
-      );
-    const unique = [...new Set(lines)];
+    const frag = iceFragment(this.#pc.localDescription!.sdp);
     const network = this.#options.network;
-    const frag = unique.join("\r\n") + "\r\n";
     return network.publicIp ? rewriteCandidateAddress(frag, network.mediaIp, network.publicIp) : frag;
   }
 

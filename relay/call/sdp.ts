@@ -34,3 +34,33 @@ export function withoutEndOfCandidates(sdp: string): string {
   if (/^a=candidate:/m.test(sdp)) return sdp;
   return sdp.replace(/^a=end-of-candidates\r?\n/gm, "");
 }
+
+/**
+ * The offer an ICE restart applies (RFC 8840): the call's offer with the sdpfrag's new
+ * credentials and candidates in place of the old ones. Undefined when the sdpfrag lacks
+ * a=ice-ufrag or a=ice-pwd.
+ */
+export function restartOffer(offerSdp: string, fragment: string): string | undefined {
+  const ufrag = /^a=ice-ufrag:(\S+)\s*$/m.exec(fragment)?.[1];
+  const pwd = /^a=ice-pwd:(\S+)\s*$/m.exec(fragment)?.[1];
+  if (!ufrag || !pwd) return undefined;
+  const candidates = fragment.split(/\r?\n/).filter((l) => l.startsWith("a=candidate:"));
+  let offer = offerSdp
+    .replace(/^a=ice-ufrag:.*$/gm, `a=ice-ufrag:${ufrag}`)
+    .replace(/^a=ice-pwd:.*$/gm, `a=ice-pwd:${pwd}`)
+    .replace(/^a=candidate:.*\r?\n/gm, "");
+  if (candidates.length > 0) {
+    offer = offer.replace(/(^m=audio.*\r?\n)/m, `$1${candidates.map((c) => `${c}\r\n`).join("")}`);
+  }
+  return offer;
+}
+
+/** The ICE part of an answer as an sdpfrag: credentials and candidates, each line once. */
+export function iceFragment(answerSdp: string): string {
+  const lines = answerSdp
+    .split(/\r?\n/)
+    .filter(
+      (l) => l.startsWith("a=ice-ufrag:") || l.startsWith("a=ice-pwd:") || l.startsWith("a=candidate:"),
+    );
+  return [...new Set(lines)].join("\r\n") + "\r\n";
+}

@@ -3,15 +3,10 @@
 export const PCM_SAMPLE_RATE = 24_000;
 export const FRAME_MS = 20;
 export const FRAME_SAMPLES = (PCM_SAMPLE_RATE * FRAME_MS) / 1000; // 480
-export const FRAME_BYTES = FRAME_SAMPLES * 2; // 960
 /** Opus RTP always counts time at 48 kHz, whatever rate the codec runs at (RFC 7587). */
 export const RTP_CLOCK_RATE = 48_000;
 export const RTP_TIMESTAMP_STEP = (RTP_CLOCK_RATE * FRAME_MS) / 1000; // 960
 
 export function samplesToMs(samples: number): number {
   return (samples * 1000) / PCM_SAMPLE_RATE;
-}
-
-export function msToSamples(ms: number): number {
-  return Math.round((ms * PCM_SAMPLE_RATE) / 1000);
 }

@@ -5,6 +5,7 @@
 // packet after silence carries the marker bit and the right timestamp (RFC 3551 §4.1).
 import { performance } from "node:perf_hooks";
 import { FRAME_MS, FRAME_SAMPLES, samplesToMs } from "./audio-format.ts";
+import type { DownlinkEncoder } from "./codec.ts";
 import type { PacedStream } from "./pacer.ts";
 import { PlayoutLedger } from "./playout-ledger.ts";
 
@@ -34,13 +35,6 @@ export interface SentFrame {
   samples: number;
   /** The frame's time on the downlink's media clock: the pacer's tick, in ms from the first tick. */
   mediaTimeMs: number;
-}
-
-/** What the downlink needs of a codec: encode one 20 ms frame of 24 kHz PCM. */
-export interface DownlinkEncoder {
-  /** RTP timestamp units per 20 ms frame (960 for Opus, 160 for G.711). */
-  readonly timestampStep: number;
-  encode(pcm: Int16Array, out: Uint8Array): number;
 }
 
 /** Puts one encoded frame on the wire. `payload` is the caller's to keep. */

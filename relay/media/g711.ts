@@ -1,9 +1,8 @@
 // G.711 µ-law (PCMU) and A-law (PCMA), the fallback when an offer carries no Opus. The codec
 // runs at 8 kHz; the relay's PCM is 24 kHz, so frames go through the band-limited 3× resampler.
 import { FRAME_SAMPLES } from "./audio-format.ts";
-import type { DownlinkEncoder } from "./downlink.ts";
-import { Downsampler3x, Upsampler3x } from "./resample-3x.ts";
-import type { UplinkDecoder } from "./uplink.ts";
+import { Downsampler3x, Upsampler3x } from "./resampler.ts";
+import type { DownlinkEncoder, UplinkDecoder } from "./codec.ts";
 
 export type G711Law = "pcmu" | "pcma";
 

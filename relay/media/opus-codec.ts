@@ -3,8 +3,8 @@
 // choice of encoder application. Both directions run at 24 kHz, the relay's PCM rate: libopus
 // resamples internally, so no resampler is needed.
 import { createRequire } from "node:module";
-import { PCM_SAMPLE_RATE } from "./audio-format.ts";
-import type { UplinkDecoder } from "./uplink.ts";
+import { PCM_SAMPLE_RATE, RTP_CLOCK_RATE } from "./audio-format.ts";
+import type { UplinkDecoder } from "./codec.ts";
 
 type Native = typeof import("@discordjs/opus");
 const native = createRequire(import.meta.url)("@discordjs/opus") as Native;
@@ -30,11 +30,6 @@ const OPUS_SET_INBAND_FEC = 4012;
 const OPUS_SET_PACKET_LOSS_PERC = 4014;
 const OPUS_SET_SIGNAL = 4024;
 const OPUS_SIGNAL_VOICE = 3001;
-
-/** Longest Opus packet is 120 ms. */
-export const MAX_OPUS_FRAME_SAMPLES = (PCM_SAMPLE_RATE * 120) / 1000;
-/** RFC 6716 maximum packet size for one frame. */
-export const MAX_OPUS_PACKET_BYTES = 1275;
 
 export interface OpusEncoderOptions {
   application: OpusApplication;
@@ -94,7 +89,7 @@ export class OpusDecoder {
 export function opusUplinkDecoder(): UplinkDecoder {
   const decoder = new OpusDecoder();
   return {
-    clockRate: 48_000,
+    clockRate: RTP_CLOCK_RATE,
     decode: (payload, out) => decoder.decode(payload, out),
     conceal: (out) => decoder.conceal(out),
     recover: (next, out) => decoder.recover(next, out),

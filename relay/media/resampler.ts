@@ -1,5 +1,9 @@
-// A band-limited rational resampler: windowed-sinc (Kaiser) polyphase filter, streaming.
-// Used for 24 kHz → 16 kHz before Silero VAD and for the agent's 22.05 kHz TTS → 24 kHz.
+// The relay's resamplers, in one place. Opus decodes and encodes at 24 kHz itself, so the media
+// path resamples only for the G.711 fallback (8 kHz ⇄ 24 kHz, frame-locked: exactly 3× per
+// frame, no latency), before Silero VAD (24 → 16 kHz) and, in the built-in agent, for eSpeak's
+// 22.05 kHz speech.
+//
+// Resampler: any rational ratio, band-limited, streaming: a windowed-sinc (Kaiser) polyphase filter.
 // Linear interpolation would alias (downsampling) and leave spectral images (upsampling) that
 // a VAD or a listener hears; a polyphase sinc with a Kaiser window keeps both below about -70 dB.
 
@@ -167,4 +171,79 @@ export function resamplePcm16(input: Int16Array, inRate: number, outRate: number
     pcm[i] = v > 32767 ? 32767 : v < -32768 ? -32768 : v;
   }
   return pcm;
+}
+
+// Upsampler3x / Downsampler3x: 8 kHz ⇄ 24 kHz for G.711, exactly 3× per call. A windowed-sinc
+// low-pass FIR with its cutoff below 4 kHz, run polyphase: upsampling computes only the non-zero
+// taps, downsampling only the kept outputs. State carries across frames, so frame edges don't click.
+
+const G711_TAPS = 72; // multiple of 3: 24 taps per polyphase branch
+const G711_CUTOFF_HZ = 3700;
+const G711_WIDE_RATE = 24_000;
+
+function designLowPass(): Float64Array {
+  const h = new Float64Array(G711_TAPS);
+  const fc = G711_CUTOFF_HZ / G711_WIDE_RATE;
+  const mid = (G711_TAPS - 1) / 2;
+  let sum = 0;
+  for (let i = 0; i < G711_TAPS; i++) {
+    const x = i - mid;
+    const sinc = x === 0 ? 2 * fc : Math.sin(2 * Math.PI * fc * x) / (Math.PI * x);
+    // Blackman window: about 74 dB stopband, plenty for telephone audio.
+    const w =
+      0.42 -
+      0.5 * Math.cos((2 * Math.PI * i) / (G711_TAPS - 1)) +
+      0.08 * Math.cos((4 * Math.PI * i) / (G711_TAPS - 1));
+    h[i] = sinc * w;
+    sum += h[i]!;
+  }
+  for (let i = 0; i < G711_TAPS; i++) h[i]! /= sum; // unity gain at DC
+  return h;
+}
+
+const LOW_PASS = designLowPass();
+
+function clamp16(v: number): number {
+  return v > 32767 ? 32767 : v < -32768 ? -32768 : Math.round(v);
+}
+
+/** 8 kHz → 24 kHz. */
+export class Upsampler3x {
+  // The last G711_TAPS/3 input samples, newest last.
+  #history = new Float64Array(G711_TAPS / 3);
+
+  /** out must hold 3 × input.length samples. */
+  process(input: Int16Array, out: Int16Array): void {
+    const branch = G711_TAPS / 3;
+    const hist = this.#history;
+    for (let n = 0; n < input.length; n++) {
+      hist.copyWithin(0, 1);
+      hist[branch - 1] = input[n]!;
+      for (let phase = 0; phase < 3; phase++) {
+        let acc = 0;
+        // Zero-stuffed input: tap k of phase p meets input sample (branch-1-j) with k = 3j + p.
+        for (let j = 0; j < branch; j++) acc += LOW_PASS[3 * j + phase]! * hist[branch - 1 - j]!;
+        out[3 * n + phase] = clamp16(3 * acc);
+      }
+    }
+  }
+}
+
+/** 24 kHz → 8 kHz. */
+export class Downsampler3x {
+  #history = new Float64Array(G711_TAPS);
+
+  /** input length must be a multiple of 3; out holds input.length / 3 samples. */
+  process(input: Int16Array, out: Int16Array): void {
+    const hist = this.#history;
+    for (let n = 0; n < out.length; n++) {
+      hist.copyWithin(0, 3);
+      hist[G711_TAPS - 3] = input[3 * n]!;
+      hist[G711_TAPS - 2] = input[3 * n + 1]!;
+      hist[G711_TAPS - 1] = input[3 * n + 2]!;
+      let acc = 0;
+      for (let k = 0; k < G711_TAPS; k++) acc += LOW_PASS[k]! * hist[G711_TAPS - 1 - k]!;
+      out[n] = clamp16(acc);
+    }
+  }
 }

@@ -4,17 +4,7 @@
 import { performance } from "node:perf_hooks";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "./audio-format.ts";
 import { JitterBuffer } from "./jitter-buffer.ts";
-import { MAX_OPUS_FRAME_SAMPLES } from "./opus-codec.ts";
-
-/** What the uplink needs of a codec: decode straight to 24 kHz, conceal, recover via FEC. */
-export interface UplinkDecoder {
-  /** RTP clock rate of the negotiated codec (48 kHz for Opus, 8 kHz for G.711). */
-  readonly clockRate: number;
-  decode(payload: Uint8Array, out: Int16Array): number;
-  conceal(out: Int16Array): number;
-  /** Decodes the lost packet from FEC carried in the next one; 0 if the codec can't. */
-  recover(next: Uint8Array, out: Int16Array): number;
-}
+import { MAX_FRAME_SAMPLES, type UplinkDecoder } from "./codec.ts";
 
 export interface UplinkStats {
   packets: number;
@@ -54,7 +44,7 @@ export class Uplink {
   #jitter: JitterBuffer;
   #onFrame: (pcm: Int16Array, mediaTimeMs: number) => void;
   #observeWork: ((seconds: number) => void) | undefined;
-  #decoded = new Int16Array(MAX_OPUS_FRAME_SAMPLES);
+  #decoded = new Int16Array(MAX_FRAME_SAMPLES);
   #frame = new Int16Array(FRAME_SAMPLES);
   #fill = 0;
   /** Duration of the last good packet, in 24 kHz samples: what a concealed packet stands for. */

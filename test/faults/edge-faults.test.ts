@@ -9,7 +9,7 @@
 // The tests run in order and share the processes.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentServer } from "../../agent/agent-server.ts";
-import { startRestartedIce } from "../../relay/call/call.ts";
+import { startRestartedIce } from "../../relay/call/werift-fixes.ts";
 import { waitFor } from "../relay/fixtures.ts";
 import {
   EventClient,

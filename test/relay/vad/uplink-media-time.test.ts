@@ -5,7 +5,8 @@
 import { describe, expect, it } from "vitest";
 import { G711Decoder, G711Encoder } from "../../../relay/media/g711.ts";
 import { OpusEncoder, opusUplinkDecoder } from "../../../relay/media/opus-codec.ts";
-import { Uplink, type UplinkDecoder } from "../../../relay/media/uplink.ts";
+import type { UplinkDecoder } from "../../../relay/media/codec.ts";
+import { Uplink } from "../../../relay/media/uplink.ts";
 
 /** Opus packets of `ms` each (a tone, so there is something to decode). */
 function opusPackets(count: number, ms: number): Uint8Array[] {
