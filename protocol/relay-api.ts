@@ -52,6 +52,8 @@ export const EndReason = z.enum([
   "relay_error",
   "relay_timeout",
   "relay_draining",
+  /** The edge's: every relay it tried was full or draining, so the call never started. */
+  "relay_full",
   "inference_lost",
   "inference_error",
 ]);

@@ -92,7 +92,7 @@ export const RelayEnv = z.object({
    */
   RELAY_STATS_SECONDS: number(z.number().positive().max(60)).default(5),
   /** A call that is not connected this long after its answer ends with `never_connected`. */
-  RELAY_CONNECT_TIMEOUT_SECONDS: number(z.number().positive().max(300)).default(30),
+  RELAY_CONNECT_TIMEOUT_SECONDS: number(z.number().positive().max(300)).default(10),
   /** Answer as ICE-lite (the relay has a public address and never needs to check). */
   RELAY_ICE_LITE: z.enum(["0", "1"]).default("0"),
   /**

@@ -1,4 +1,4 @@
-// CallSession: one Durable Object per call (`idFromName(callId)`). It owns the call's state
+// CallSession: one Durable Object per call (its id carried in the call id, `newUniqueId()`). It owns the call's state
 // machine, its relay, and the alarms that end it:
 //
 //   created → offered → answered → connected → ended | failed
@@ -15,6 +15,7 @@ import { assertNever } from "../protocol/assert-never.ts";
 import { edgeConfig } from "./config.ts";
 import { ApiError, type ApiErrorData } from "./errors.ts";
 import { log } from "./log.ts";
+import { secretLedger } from "./object-ids.ts";
 import { createRelayCall, deleteRelayCall, patchRelayCall, type RelayTarget } from "./relay-client.ts";
 import { ServerTiming, type TimingParts } from "./server-timing.ts";
 
@@ -43,7 +44,8 @@ export interface CallView {
 export interface StartCall {
   callId: string;
   owner: CallOwner;
-  relay: RelayTarget;
+  /** The relays to try, best first: the next is tried when one is full, draining or unreachable. */
+  relays: RelayTarget[];
   offerSdp: string;
   session: SessionConfig;
 }
@@ -84,6 +86,9 @@ const NORMAL_ENDS: ReadonlySet<EndReason> = new Set([
   "secret_expired",
 ]);
 
+/** What a client is told to wait when every relay was full: about one heartbeat. */
+const RELAY_FULL_RETRY_AFTER_SECONDS = 5;
+
 const isTerminal = (state: CallState) => state === "ended" || state === "failed";
 
 const fail = <T>(error: ApiError): Outcome<T> => ({ ok: false, error: error.toData() });
@@ -116,7 +121,7 @@ export class CallSession extends DurableObject<Env> {
         callId: init.callId,
         state: "created",
         owner: init.owner,
-        relay: init.relay,
+        relay: init.relays[0]!,
         offerSha256: undefined,
         answerSdp: undefined,
         timestamps: { created: Date.now() },
@@ -126,16 +131,16 @@ export class CallSession extends DurableObject<Env> {
       };
       this.#save();
       const result = this.#forward(this.#call, init);
-      this.#pending = { offerSdp: init.offerSdp, relayId: init.relay.id, result };
+      this.#pending = { offerSdp: init.offerSdp, relayId: init.relays[0]!.id, result };
       return result;
     }
     const pending = this.#pending;
-    if (pending && pending.offerSdp === init.offerSdp && pending.relayId === init.relay.id)
+    if (pending && pending.offerSdp === init.offerSdp && pending.relayId === init.relays[0]?.id)
       return pending.result;
     if (
       (call.state === "answered" || call.state === "connected") &&
       call.answerSdp !== undefined &&
-      call.relay.id === init.relay.id &&
+      init.relays.some((relay) => relay.id === call.relay.id) &&
       call.offerSha256 === (await sha256Hex(init.offerSdp))
     ) {
       return { ok: true, value: { answerSdp: call.answerSdp, timing: [] } };
@@ -153,40 +158,68 @@ export class CallSession extends DurableObject<Env> {
       // out while the relay answers.
       const offerSha256 = sha256Hex(init.offerSdp);
       const config = this.#config;
-      const result = await timing.time("relay", () =>
-        createRelayCall(
-          call.relay,
-          { call_id: call.callId, offer_sdp: init.offerSdp, session: init.session },
-          config.relaySecret,
-          config.relayTimeoutMs,
-        ),
+      const refusals: string[] = [];
+      for (const relay of init.relays) {
+        call.relay = relay;
+        const result = await timing.time("relay", () =>
+          createRelayCall(
+            relay,
+            { call_id: call.callId, offer_sdp: init.offerSdp, session: init.session },
+            config.relaySecret,
+            config.relayTimeoutMs,
+          ),
+        );
+        call.offerSha256 = await offerSha256;
+        if (call.state !== "offered") {
+          // Hung up while the relay was answering: the relay must not keep the call.
+          if (result.ok) this.#tellRelayToDrop(call);
+          return fail(
+            new ApiError(409, "call_ended", `The call was ${call.state} before the relay answered.`),
+          );
+        }
+        if (result.ok) {
+          call.answerSdp = result.value.answer_sdp;
+          this.#transition(call, "answered");
+          this.#save();
+          this.#schedule();
+          return { ok: true, value: { answerSdp: call.answerSdp, timing: timing.parts } };
+        }
+        if (result.kind === "timeout") {
+          this.#end(call, "relay_timeout", `The relay did not answer within ${config.relayTimeoutMs} ms.`);
+          // It may still create the call after we gave up.
+          this.#tellRelayToDrop(call);
+          return fail(
+            new ApiError(504, "relay_timeout", "The media relay did not answer in time; try again."),
+          );
+        }
+        log.warn("relay refused an offer", {
+          call_id: call.callId,
+          relay_id: relay.id,
+          status: result.status ?? null,
+          code: result.code ?? null,
+        });
+        // Full, draining or out of reach: another relay can take the call.
+        if (result.status === undefined || result.status === 503) {
+          refusals.push(`${relay.id}: ${result.code ?? result.message}`);
+          continue;
+        }
+        if (result.status === 400 && result.code === "invalid_offer") {
+          this.#end(call, "relay_error", result.message);
+          return fail(
+            new ApiError(400, "invalid_offer", `The SDP offer cannot be answered: ${result.message}`, {
+              param: "sdp",
+            }),
+          );
+        }
+        this.#end(call, "relay_error", result.message);
+        return fail(new ApiError(502, "relay_error", "The media relay could not take the call; try again."));
+      }
+      this.#end(call, "relay_full", refusals.join("; "));
+      return fail(
+        new ApiError(503, "no_relay_available", "Every media relay is full right now; try again shortly.", {
+          headers: { "Retry-After": String(RELAY_FULL_RETRY_AFTER_SECONDS) },
+        }),
       );
-      call.offerSha256 = await offerSha256;
-      if (call.state !== "offered") {
-        // Hung up while the relay was answering: the relay must not keep the call.
-        if (result.ok) this.#tellRelayToDrop(call);
-        return fail(new ApiError(409, "call_ended", `The call was ${call.state} before the relay answered.`));
-      }
-      if (result.ok) {
-        call.answerSdp = result.value.answer_sdp;
-        this.#transition(call, "answered");
-        this.#save();
-        this.#schedule();
-        return { ok: true, value: { answerSdp: call.answerSdp, timing: timing.parts } };
-      }
-      if (result.kind === "timeout") {
-        this.#end(call, "relay_timeout", `The relay did not answer within ${config.relayTimeoutMs} ms.`);
-        // It may still create the call after we gave up.
-        this.#tellRelayToDrop(call);
-        return fail(new ApiError(504, "relay_timeout", "The media relay did not answer in time; try again."));
-      }
-      log.warn("relay refused an offer", {
-        call_id: call.callId,
-        relay_id: call.relay.id,
-        status: result.status,
-      });
-      this.#end(call, "relay_error", result.message);
-      return fail(new ApiError(502, "relay_error", "The media relay could not take the call; try again."));
     } finally {
       this.#pending = undefined;
     }
@@ -269,6 +302,7 @@ export class CallSession extends DurableObject<Env> {
             );
           }
           this.#transition(call, "connected");
+          this.#settleSecret(call);
         }
         break;
       case "first_audio":
@@ -331,7 +365,11 @@ export class CallSession extends DurableObject<Env> {
   }
 
   #end(call: CallRecord, reason: EndReason, message?: string): void {
+    const answeredOnly = call.state === "answered";
     this.#transition(call, NORMAL_ENDS.has(reason) ? "ended" : "failed");
+    // An answered call that ends unconnected frees its slot here; one that never got an answer
+    // is settled (or refunded) by the route that placed it, which knows how it failed.
+    if (answeredOnly) this.#settleSecret(call);
     call.timestamps.ended = Date.now();
     call.endReason = reason;
     call.endMessage = message?.slice(0, 512);
@@ -392,6 +430,13 @@ export class CallSession extends DurableObject<Env> {
         failure: result.kind,
       });
     }
+  }
+
+  /** The call no longer holds one of its client secret's unconnected slots. */
+  #settleSecret(call: CallRecord): void {
+    if (call.owner.kind !== "client_secret") return;
+    const ledger = secretLedger(this.env, call.owner.secretId);
+    if (ledger) this.ctx.waitUntil(ledger.callSettled(call.callId));
   }
 
   #tellRelayToDrop(call: CallRecord): void {

@@ -34,8 +34,12 @@ export interface EdgeConfig {
   maxCallsPerSecret: number;
   /** EARSHOT_RELAY_TIMEOUT_MS, default 10000: how long the edge waits for a relay's answer. */
   relayTimeoutMs: number;
-  /** EARSHOT_CONNECT_TIMEOUT_SECONDS, default 30: a call that never connects fails then. */
+  /** EARSHOT_CONNECT_TIMEOUT_SECONDS, default 10: a call that never connects fails then. */
   connectTimeoutSeconds: number;
+  /** EARSHOT_MAX_UNCONNECTED_PER_SECRET, default 3: placed and not yet connected, per secret; 0 = no cap. */
+  maxUnconnectedPerSecret: number;
+  /** EARSHOT_MAX_UNCONNECTED_PER_IP, default 10: offers per client IP per connect timeout; 0 = no cap. */
+  maxUnconnectedPerIp: number;
   /** EARSHOT_RELAY_SILENCE_SECONDS, default 15: a connected call whose relay is silent this long fails. */
   relaySilenceSeconds: number;
   /** EARSHOT_MAX_CALL_SECONDS, default 3600: the longest a call may last. */
@@ -182,7 +186,9 @@ export function resolveConfig(vars: Record<string, unknown>): EdgeConfig {
     relaySecret,
     maxCallsPerSecret: int("EARSHOT_MAX_CALLS_PER_SECRET", 10, 0, 1_000_000),
     relayTimeoutMs: int("EARSHOT_RELAY_TIMEOUT_MS", 10_000, 100, 60_000),
-    connectTimeoutSeconds: int("EARSHOT_CONNECT_TIMEOUT_SECONDS", 30, 1, 3600),
+    connectTimeoutSeconds: int("EARSHOT_CONNECT_TIMEOUT_SECONDS", 10, 1, 3600),
+    maxUnconnectedPerSecret: int("EARSHOT_MAX_UNCONNECTED_PER_SECRET", 3, 0, 10_000),
+    maxUnconnectedPerIp: int("EARSHOT_MAX_UNCONNECTED_PER_IP", 10, 0, 100_000),
     relaySilenceSeconds: int("EARSHOT_RELAY_SILENCE_SECONDS", 15, 1, 3600),
     maxCallSeconds: int("EARSHOT_MAX_CALL_SECONDS", 3600, 10, 86_400),
     callRetentionSeconds: int("EARSHOT_CALL_RETENTION_SECONDS", 86_400, 60, 30 * 86_400),

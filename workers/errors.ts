@@ -15,6 +15,8 @@ export interface ApiErrorData {
   code: string;
   message: string;
   param: string | null;
+  /** Response headers the error needs (Retry-After), if any. */
+  headers?: Record<string, string>;
 }
 
 const typeForStatus = (status: number): ErrorType =>
@@ -54,6 +56,7 @@ export class ApiError extends Error {
     return new ApiError(data.status, data.code, data.message, {
       type: data.type,
       ...(data.param === null ? {} : { param: data.param }),
+      ...(data.headers ? { headers: data.headers } : {}),
     });
   }
 
@@ -64,6 +67,7 @@ export class ApiError extends Error {
       code: this.code,
       message: this.message,
       param: this.param,
+      ...(Object.keys(this.headers).length > 0 ? { headers: this.headers } : {}),
     };
   }
 }

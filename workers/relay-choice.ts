@@ -39,23 +39,31 @@ export function relayScore(relay: RelayRecord, from: GeoPoint | undefined, loadP
   return distance + loadPenaltyKm * load;
 }
 
-export function chooseRelay(
-  relays: readonly RelayRecord[],
-  options: { from: GeoPoint | undefined; region?: string | undefined; nowMs: number; loadPenaltyKm: number },
-): RelayRecord | undefined {
-  let best: RelayRecord | undefined;
-  let bestScore = Infinity;
+export interface ChoiceOptions {
+  from: GeoPoint | undefined;
+  region?: string | undefined;
+  nowMs: number;
+  loadPenaltyKm: number;
+}
+
+export function chooseRelay(relays: readonly RelayRecord[], options: ChoiceOptions): RelayRecord | undefined {
+  return rankRelays(relays, options)[0];
+}
+
+/**
+ * The usable relays, best first: what a new call tries in order when a relay turns out to be
+ * full (its last heartbeat is a few seconds old, so the registry's load can be stale).
+ */
+export function rankRelays(relays: readonly RelayRecord[], options: ChoiceOptions): RelayRecord[] {
+  const scored: { relay: RelayRecord; score: number }[] = [];
   for (const relay of relays) {
     if (options.region !== undefined && relay.region !== options.region) continue;
     if (whyUnusable(relay, options.nowMs)) continue;
-    const score = relayScore(relay, options.from, options.loadPenaltyKm);
-    // Ties go to the lower id, so the choice does not depend on the registry's order.
-    if (score < bestScore || (score === bestScore && best && relay.relay_id < best.relay_id)) {
-      best = relay;
-      bestScore = score;
-    }
+    scored.push({ relay, score: relayScore(relay, options.from, options.loadPenaltyKm) });
   }
-  return best;
+  // Ties go to the lower id, so the choice does not depend on the registry's order.
+  scored.sort((a, b) => a.score - b.score || (a.relay.relay_id < b.relay.relay_id ? -1 : 1));
+  return scored.map((s) => s.relay);
 }
 
 /** The caller's location: Cloudflare's `request.cf` geo, or under EARSHOT_DEV the `Earshot-Geo: lat,lon` header. */

@@ -12,7 +12,8 @@ export interface RelayTarget {
 }
 
 export type RelayFailure =
-  { ok: false; kind: "timeout" } | { ok: false; kind: "error"; status?: number; message: string };
+  | { ok: false; kind: "timeout" }
+  | { ok: false; kind: "error"; status?: number; code?: string; message: string };
 
 export type RelayResult<T> = { ok: true; value: T } | RelayFailure;
 
@@ -32,13 +33,15 @@ async function send(url: URL, init: RequestInit, deadline: AbortSignal): Promise
 async function describeFailure(response: Response): Promise<RelayFailure> {
   const text = await response.text().catch(() => "");
   let message = `The relay answered ${response.status}.`;
+  let code: string | undefined;
   try {
-    const body = JSON.parse(text) as { error?: { message?: unknown } };
+    const body = JSON.parse(text) as { error?: { message?: unknown; code?: unknown } };
     if (typeof body.error?.message === "string") message += ` ${body.error.message.slice(0, 200)}`;
+    if (typeof body.error?.code === "string") code = body.error.code.slice(0, 64);
   } catch {
     // not an envelope; the status says enough
   }
-  return { ok: false, kind: "error", status: response.status, message };
+  return { ok: false, kind: "error", status: response.status, code, message };
 }
 
 export async function createRelayCall(

@@ -8,12 +8,16 @@
 //   ok     answers POST /calls with 201 and an SDP answer, PATCH with an sdpfrag, DELETE with 204
 //   error  answers POST /calls with 500 and an error envelope
 //   hang   never answers POST /calls (the edge's relay timeout must fire)
+//   full   answers POST /calls with 503 relay_at_capacity, as a full relay does
+//   badoffer answers POST /calls with 400 invalid_offer, as a relay that cannot answer the SDP does
 // Every request is recorded under the relay's name; `GET /records/{name}` returns them.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { CreateCallRequest, TICKET_HEADER } from "../../protocol/relay-api.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
 import { verifyTicket } from "../../protocol/ticket.ts";
+
+export type StubMode = "ok" | "error" | "hang" | "full" | "badoffer";
 
 export interface StubRecord {
   method: string;
@@ -75,9 +79,9 @@ export async function startRelayStub(secret: string): Promise<RelayStub> {
       return json(res, 200, records.get(recordsMatch[1]!) ?? []);
     }
 
-    const match = /^\/relays\/([\w.-]+)\/(ok|error|hang)(\/.*)$/.exec(url.pathname);
+    const match = /^\/relays\/([\w.-]+)\/(ok|error|hang|full|badoffer)(\/.*)$/.exec(url.pathname);
     if (!match) return json(res, 404, envelope("not_found", "No such stub route."));
-    const [, name, mode, path] = match as unknown as [string, string, "ok" | "error" | "hang", string];
+    const [, name, mode, path] = match as unknown as [string, string, StubMode, string];
     const record: StubRecord = {
       method: req.method ?? "",
       path,
@@ -119,6 +123,14 @@ export async function startRelayStub(secret: string): Promise<RelayStub> {
       }
       if (mode === "error")
         return json(res, 500, envelope("relay_overloaded", "The stub relay failed on purpose."));
+      if (mode === "full")
+        return json(res, 503, envelope("relay_at_capacity", "The relay is at capacity (0 calls)."));
+      if (mode === "badoffer")
+        return json(
+          res,
+          400,
+          envelope("invalid_offer", "The offer must have exactly one audio m-line, found 0."),
+        );
       return json(res, 201, { call_id: parsed.call_id, answer_sdp: STUB_ANSWER_SDP });
     }
 

@@ -204,7 +204,8 @@ export function callIdOf(response: Response): string {
 
 // ─── Relays ────────────────────────────────────────────────────────────────────────────────────
 
-export type StubMode = "ok" | "error" | "hang";
+/** How a stub relay behaves (test/stubs/relay-stub.ts). */
+export type StubMode = "ok" | "error" | "hang" | "full" | "badoffer";
 
 export interface RelaySpec extends Partial<Omit<Heartbeat, "relay_id">> {
   relay_id: string;

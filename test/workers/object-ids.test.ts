@@ -88,7 +88,7 @@ describe("object ids", () => {
     const started = await env.CALL_SESSION.getByName(callId).start({
       callId,
       owner: { kind: "api_key", keyId: "key_test" },
-      relay: { id: relayId, region: "test", publicUrl: stubRelayUrl(relayId) },
+      relays: [{ id: relayId, region: "test", publicUrl: stubRelayUrl(relayId) }],
       offerSdp: offerSdp(),
       session: { type: "realtime", model: "gpt-realtime" },
     });

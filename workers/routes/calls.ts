@@ -9,9 +9,9 @@ import type { CallClaim } from "../client-secret-ledger.ts";
 import { edgeConfig, type EdgeConfig } from "../config.ts";
 import { ApiError, badRequest, forbidden, notFound, unauthorized } from "../errors.ts";
 import { callSession, newCallSession, secretLedger } from "../object-ids.ts";
-import { enforceRateLimit } from "../rate-limiter.ts";
+import { clientIp, enforceRateLimit } from "../rate-limiter.ts";
 import { cachedRelays } from "../relay-cache.ts";
-import { callerLocation, chooseRelay } from "../relay-choice.ts";
+import { callerLocation, rankRelays } from "../relay-choice.ts";
 import { checkOffer, checkSdpFragment, MAX_OFFER_BYTES } from "../sdp.ts";
 import { timingOf } from "../server-timing.ts";
 import { bindSession, MAX_SESSION_BYTES, type BoundSession } from "../session-config.ts";
@@ -20,6 +20,10 @@ const MAX_MULTIPART_BYTES = MAX_OFFER_BYTES + MAX_SESSION_BYTES + 4096;
 const SDP = "application/sdp";
 const MULTIPART = "multipart/form-data";
 const SDPFRAG = "application/trickle-ice-sdpfrag";
+/** Relays one offer may try, best first, when the nearer ones turn out to be full. */
+const MAX_RELAY_ATTEMPTS = 3;
+/** Failures after which no relay holds the call: the client secret gets the call back. */
+const REFUNDED = new Set(["no_relay_available", "invalid_offer"]);
 
 export async function createCall(request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> {
   const config = edgeConfig(env);
@@ -58,13 +62,13 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
 
   const region = regionParam(request);
   const relays = await timing.time("relays", () => cachedRelays(env, ctx, config));
-  const relay = chooseRelay(relays, {
+  const candidates = rankRelays(relays, {
     from: callerLocation(request, config.dev),
     region,
     nowMs: Date.now(),
     loadPenaltyKm: config.loadPenaltyKm,
-  });
-  if (!relay) {
+  }).slice(0, MAX_RELAY_ATTEMPTS);
+  if (candidates.length === 0) {
     throw new ApiError(
       503,
       "no_relay_available",
@@ -75,19 +79,44 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
     );
   }
 
+  // An offer that never connects holds a relay slot until the connect timeout: bounded per IP
+  // (offers per connect timeout) and, below, per client secret (calls not yet connected).
+  if (config.maxUnconnectedPerIp > 0) {
+    await enforceRateLimit(env, `offers:${clientIp(request)}`, {
+      requests: config.maxUnconnectedPerIp,
+      periodSeconds: config.connectTimeoutSeconds,
+    });
+  }
+  const { callId, stub: session } = newCallSession(env);
   let owner: CallOwner;
+  let ledger: ReturnType<typeof secretLedger>;
   if (caller.kind === "client_secret") {
+    const secret = secretLedger(env, caller.claims.id);
+    if (!secret) throw unauthorized("invalid_client_secret", "The client secret is not valid.");
+    ledger = secret;
+    const hold = {
+      callId,
+      maxUnconnected: config.maxUnconnectedPerSecret,
+      untilMs: Date.now() + config.connectTimeoutSeconds * 1000 + config.relayTimeoutMs,
+    };
     // RPC retypes the loose session object; it is the same plain data.
-    const ledger = secretLedger(env, caller.claims.id);
-    if (!ledger) throw unauthorized("invalid_client_secret", "The client secret is not valid.");
     const claim = (await timing.time("ledger", () =>
-      ledger.claimCall(caller.claims.sessionSha256, config.maxCallsPerSecret),
+      secret.claimCall(caller.claims.sessionSha256, config.maxCallsPerSecret, hold),
     )) as CallClaim;
     if (!claim.ok) {
       if (claim.reason === "call_limit_reached") {
         throw forbidden(
           "call_limit_reached",
           `This client secret has started its ${config.maxCallsPerSecret} calls.`,
+        );
+      }
+      if (claim.reason === "too_many_unconnected") {
+        throw new ApiError(
+          429,
+          "too_many_unconnected_calls",
+          `This client secret has ${config.maxUnconnectedPerSecret} calls that have not connected yet; ` +
+            "connect or end one first.",
+          { headers: { "Retry-After": String(config.connectTimeoutSeconds) } },
         );
       }
       throw unauthorized("invalid_client_secret", "The client secret is not valid.");
@@ -98,17 +127,21 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
     owner = { kind: "api_key", keyId: caller.keyId };
   }
 
-  const { callId, stub: session } = newCallSession(env);
   // RPC retypes the result (tuples become arrays); it is the same plain data.
   const outcome = (await timing.time("session", async () =>
     session.start({
       callId,
       owner,
-      relay: { id: relay.relay_id, region: relay.region, publicUrl: relay.public_url },
+      relays: candidates.map((r) => ({ id: r.relay_id, region: r.region, publicUrl: r.public_url })),
       offerSdp: offer.sdp,
       session: bound!.session,
     }),
   )) as Outcome<StartedCall>;
+  if (!outcome.ok && ledger) {
+    // No relay holds the call: refused calls are given back; others just free their slot.
+    const settle = REFUNDED.has(outcome.error.code) ? ledger.refundCall(callId) : ledger.callSettled(callId);
+    ctx.waitUntil(settle);
+  }
   const started = unwrap(outcome);
   timing.merge(started.timing);
   return new Response(started.answerSdp, {

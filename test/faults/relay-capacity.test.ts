@@ -1,0 +1,76 @@
+// Issue 13, item 3, through real processes: a real edge (wrangler dev) and two real relay
+// processes of capacity 3. The registry's load lags by a heartbeat, so a burst of offers all
+// ranks the same relay first; a full relay answers 503 and the edge goes on to the next one.
+// Before: 8 parallel offers on one capacity-3 relay got three 201s and five 502 relay_error.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { startRelay, waitForRelayAtEdge, type Edge, type Relay } from "../e2e/stack.ts";
+import { EventClient, startEdgeOn, waitUntil } from "./fixtures.ts";
+
+let edge: Edge;
+const relays: Relay[] = [];
+const clients: EventClient[] = [];
+
+beforeAll(async () => {
+  edge = await startEdgeOn({ vars: { EARSHOT_MAX_UNCONNECTED_PER_IP: "0" } });
+  for (const id of ["cap-a", "cap-b"]) {
+    relays.push(await startRelay({ edge, id, env: { RELAY_CAPACITY: "3", RELAY_HEARTBEAT_SECONDS: "1" } }));
+    await waitForRelayAtEdge(edge, id);
+  }
+}, 120_000);
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+  // Hung-up calls free their slots once each relay sees the client go.
+  await waitUntil(
+    "the relays to be empty",
+    async () => {
+      for (const r of relays) {
+        const health = (await (await fetch(`${r.url}/healthz`)).json()) as { active_calls: number };
+        if (health.active_calls > 0) return undefined;
+      }
+      return true;
+    },
+    20_000,
+  );
+});
+afterAll(async () => {
+  await Promise.all(relays.map((r) => r.stop()));
+  await edge?.stop();
+});
+
+describe("offers to full relays, through a real edge and real relays", () => {
+  it("8 parallel offers on two capacity-3 relays: six calls placed on both relays, two 503s with Retry-After, no 502", async () => {
+    const offers = Array.from({ length: 8 }, () => {
+      const client = new EventClient();
+      clients.push(client);
+      return client.callViaEdge(edge.url, edge.apiKey);
+    });
+    const responses = await Promise.all(offers);
+    const statuses = responses.map((r) => r.status).sort();
+    expect(statuses).toEqual([201, 201, 201, 201, 201, 201, 503, 503]);
+    for (const response of responses.filter((r) => r.status === 503)) {
+      expect(Number(response.headers.get("retry-after"))).toBeGreaterThan(0);
+      const body = (await response.json()) as { error: { type: string; code: string } };
+      expect(body.error).toMatchObject({ type: "server_error", code: "no_relay_available" });
+    }
+    // Both relays hold three calls each: the second took what the first could not.
+    const held = await Promise.all(
+      relays.map(async (r) => (await (await fetch(`${r.url}/healthz`)).json()) as { active_calls: number }),
+    );
+    expect(held.map((h) => h.active_calls)).toEqual([3, 3]);
+  }, 60_000);
+
+  it("an offer the relay cannot answer (no common codec) is a 400 naming the problem, not a 502", async () => {
+    const client = new (class extends EventClient {
+      override async offer(): Promise<string> {
+        // Passes the edge's checks (one audio m-line, ICE, DTLS); only the relay finds no codec.
+        return (await super.offer()).replace(/^a=rtpmap:(\d+) \w+\/(\d+)/gm, "a=rtpmap:$1 L16/$2");
+      }
+    })();
+    clients.push(client);
+    const response = await client.callViaEdge(edge.url, edge.apiKey);
+    expect(response.status).toBe(400);
+    const body = (await response.json()) as { error: { type: string; code: string; message: string } };
+    expect(body.error).toMatchObject({ type: "invalid_request_error", code: "invalid_offer" });
+    expect(body.error.message).toMatch(/codec/i);
+  }, 30_000);
+});
