@@ -54,6 +54,8 @@ export const EndReason = z.enum([
   "relay_draining",
   /** The edge's: every relay it tried was full or draining, so the call never started. */
   "relay_full",
+  /** The relay's: the edge had already ended the call (it answered a report with 410). */
+  "edge_ended",
   "inference_lost",
   "inference_error",
 ]);

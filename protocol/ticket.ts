@@ -32,6 +32,12 @@ export const TicketClaims = z.strictObject({
   nonce: z.string().min(16).max(64),
   iat: z.number().int().nonnegative(),
   exp: z.number().int().positive(),
+  /**
+   * When the call must end whatever happens (epoch seconds: its start plus the edge's
+   * EARSHOT_MAX_CALL_SECONDS). The relay enforces it itself, so a call the edge cannot reach
+   * still ends on time.
+   */
+  call_deadline: z.number().int().positive().optional(),
 });
 export type TicketClaims = z.infer<typeof TicketClaims>;
 
@@ -40,6 +46,14 @@ export interface TicketSubject {
   relayId: string;
   offerSdp: string;
   session: unknown;
+}
+
+export interface TicketOptions {
+  nowSeconds?: number;
+  ttlSeconds?: number;
+  nonce?: string;
+  /** The call's deadline, epoch seconds (claims.call_deadline). */
+  callDeadline?: number;
 }
 
 export type TicketErrorCode =
@@ -56,7 +70,7 @@ export type TicketVerification =
 export async function signTicket(
   secret: string,
   subject: TicketSubject,
-  options: { nowSeconds?: number; ttlSeconds?: number; nonce?: string } = {},
+  options: TicketOptions = {},
 ): Promise<string> {
   const iat = options.nowSeconds ?? Math.floor(Date.now() / 1000);
   const claims: TicketClaims = {
@@ -67,6 +81,7 @@ export async function signTicket(
     nonce: options.nonce ?? randomToken(18),
     iat,
     exp: iat + (options.ttlSeconds ?? DEFAULT_TICKET_TTL_SECONDS),
+    ...(options.callDeadline === undefined ? {} : { call_deadline: options.callDeadline }),
   };
   const signed = `${TICKET_VERSION}.${base64url(utf8(JSON.stringify(claims)))}`;
   return `${signed}.${base64url(await hmacSha256(secret, signed))}`;

@@ -125,8 +125,16 @@ export class Relay extends EventEmitter<RelayEvents> {
     }
   }
 
-  /** Sets up a call from the client's offer and returns the answer SDP. */
-  async createCall(callId: string, session: SessionConfig, offerSdp: string): Promise<string> {
+  /**
+   * Sets up a call from the client's offer and returns the answer SDP. `deadlineMs` (epoch ms,
+   * from the ticket) is when the call ends with max_duration whatever the edge says or can say.
+   */
+  async createCall(
+    callId: string,
+    session: SessionConfig,
+    offerSdp: string,
+    options: { deadlineMs?: number } = {},
+  ): Promise<string> {
     if (this.calls.has(callId)) throw new CallRefused("call_exists", "A call with this id exists.");
     this.checkAdmission();
     this.#pending++;
@@ -145,6 +153,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       metrics: this.metrics,
       log: this.#log,
       connectTimeoutMs: this.#config.connectTimeoutSeconds * 1000,
+      ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
     });
     let answerSdp: string;
     try {

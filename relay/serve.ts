@@ -31,6 +31,11 @@ export async function serveRelay(options: {
     log: log.child({ component: "edge-client" }),
     heartbeatSeconds: config.heartbeatSeconds,
     heartbeat: () => relay.heartbeat(),
+    // The edge ended a call this relay still runs: end it here too.
+    onCallEnded: (callId) => {
+      const call = relay.calls.get(callId);
+      if (call) void call.end("edge_ended", "The edge had already ended the call.");
+    },
   });
   relay.on("callEvent", (event) => edge.event(event));
   // The heartbeat that tells the edge this relay is draining; close() lets it arrive.

@@ -67,7 +67,18 @@ interface CallRecord {
   endReason: EndReason | undefined;
   endMessage: string | undefined;
   stats: CallStats | undefined;
+  /** The relay has not confirmed that it dropped the ended call: retried from the alarm. */
+  relayDrop?: { attempts: number; nextAtMs: number };
 }
+
+/** Retries of a DELETE the relay did not confirm: 1 s doubling to 30 s. */
+const DROP_RETRY_BASE_MS = 1000;
+const DROP_RETRY_MAX_MS = 30_000;
+/**
+ * Past the call's deadline (plus this) the relay has ended it by itself (the ticket carries the
+ * deadline), so a relay that still cannot be reached is not asked again.
+ */
+const DROP_RETRY_AFTER_DEADLINE_MS = 60_000;
 
 const NEXT: Record<CallState, readonly CallState[]> = {
   created: ["offered", "ended", "failed"],
@@ -167,6 +178,7 @@ export class CallSession extends DurableObject<Env> {
             { call_id: call.callId, offer_sdp: init.offerSdp, session: init.session },
             config.relaySecret,
             config.relayTimeoutMs,
+            this.#deadlineMs(call),
           ),
         );
         call.offerSha256 = await offerSha256;
@@ -268,7 +280,11 @@ export class CallSession extends DurableObject<Env> {
   async hangup(actor: CallOwner): Promise<Outcome<CallView>> {
     const call = this.#call;
     if (!call || !mayAccess(call, actor)) return notFound();
-    if (isTerminal(call.state)) return { ok: true, value: view(call) };
+    if (isTerminal(call.state)) {
+      // Ended here, but its relay never confirmed: ask it again now.
+      if (call.relayDrop) await this.#dropOnRelay(call);
+      return { ok: true, value: view(call) };
+    }
     const hadRelayCall = call.state !== "created";
     this.#end(call, "hangup");
     if (hadRelayCall) await this.#dropOnRelay(call);
@@ -283,12 +299,19 @@ export class CallSession extends DurableObject<Env> {
       return fail(new ApiError(403, "wrong_relay", "This call belongs to another relay."));
     }
     if (isTerminal(call.state)) {
-      // Late reports of an ended call are expected (at-least-once delivery); only a claim that
-      // it connected contradicts what we know.
-      if (event.type === "connected") {
-        return fail(new ApiError(409, "illegal_transition", `The call is already ${call.state}.`));
+      // The relay confirming the end is what we want to hear. Anything else means the relay
+      // still runs a call the edge has ended (it could not be told, or its reports were cut
+      // off): 410 tells it to end the call too, so the two records converge.
+      if (event.type === "ended") {
+        if (call.relayDrop) {
+          call.relayDrop = undefined;
+          this.#save();
+        }
+        return { ok: true, value: view(call) };
       }
-      return { ok: true, value: view(call) };
+      return fail(
+        new ApiError(410, "call_ended", `The call is ${call.state} (${call.endReason ?? "ended"}); end it.`),
+      );
     }
     const now = Date.now();
     call.timestamps.last_relay_report = now;
@@ -330,6 +353,7 @@ export class CallSession extends DurableObject<Env> {
     const now = Date.now();
     const created = call.timestamps.created ?? now;
     if (isTerminal(call.state)) {
+      if (call.relayDrop && now >= call.relayDrop.nextAtMs) await this.#dropOnRelay(call);
       if (now >= (call.timestamps.ended ?? now) + config.callRetentionSeconds * 1000) {
         this.#call = undefined;
         await this.ctx.storage.deleteAll();
@@ -413,6 +437,7 @@ export class CallSession extends DurableObject<Env> {
       case "ended":
       case "failed":
         at = (call.timestamps.ended ?? Date.now()) + config.callRetentionSeconds * 1000;
+        if (call.relayDrop) at = Math.min(at, call.relayDrop.nextAtMs);
         break;
       default:
         assertNever(call.state, "call state");
@@ -420,16 +445,41 @@ export class CallSession extends DurableObject<Env> {
     void this.ctx.storage.setAlarm(at);
   }
 
+  /** When the call must end at the latest, epoch ms (its ticket tells the relay too). */
+  #deadlineMs(call: CallRecord): number {
+    return (call.timestamps.created ?? Date.now()) + this.#config.maxCallSeconds * 1000;
+  }
+
+  /**
+   * Tells the relay to drop the ended call, until it confirms: a failed DELETE is retried from
+   * the alarm with backoff, up to a minute past the call's deadline, by which time the relay
+   * has ended the call by itself.
+   */
   async #dropOnRelay(call: CallRecord): Promise<void> {
     const config = this.#config;
     const result = await deleteRelayCall(call.relay, call.callId, config.relaySecret, config.relayTimeoutMs);
-    if (!result.ok) {
-      log.warn("relay did not drop an ended call", {
+    if (result.ok) {
+      if (call.relayDrop) {
+        call.relayDrop = undefined;
+        this.#save();
+        this.#schedule();
+      }
+      return;
+    }
+    const attempts = (call.relayDrop?.attempts ?? 0) + 1;
+    const nextAtMs = Date.now() + Math.min(DROP_RETRY_MAX_MS, DROP_RETRY_BASE_MS * 2 ** (attempts - 1));
+    const giveUp = nextAtMs > this.#deadlineMs(call) + DROP_RETRY_AFTER_DEADLINE_MS;
+    if (attempts === 1 || giveUp) {
+      log.warn(giveUp ? "relay never confirmed dropping an ended call" : "relay did not drop an ended call", {
         call_id: call.callId,
         relay_id: call.relay.id,
         failure: result.kind,
+        attempts,
       });
     }
+    call.relayDrop = giveUp ? undefined : { attempts, nextAtMs };
+    this.#save();
+    this.#schedule();
   }
 
   /** The call no longer holds one of its client secret's unconnected slots. */

@@ -49,13 +49,18 @@ export async function createRelayCall(
   request: CreateCallRequest,
   secret: string,
   timeoutMs: number,
+  callDeadlineMs?: number,
 ): Promise<RelayResult<CreateCallResponse>> {
-  const ticket = await signTicket(secret, {
-    callId: request.call_id,
-    relayId: relay.id,
-    offerSdp: request.offer_sdp,
-    session: request.session,
-  });
+  const ticket = await signTicket(
+    secret,
+    {
+      callId: request.call_id,
+      relayId: relay.id,
+      offerSdp: request.offer_sdp,
+      session: request.session,
+    },
+    callDeadlineMs === undefined ? {} : { callDeadline: Math.ceil(callDeadlineMs / 1000) },
+  );
   const deadline = AbortSignal.timeout(timeoutMs);
   const sent = await send(
     relayUrl(relay, "/calls"),

@@ -45,6 +45,8 @@ import { onOversizeMessage, udpGuardStats, type UdpGuardStats } from "./udp-guar
 export const EVENTS_CHANNEL_LABEL = "oai-events";
 /** A call whose ICE stays disconnected this long has lost its client. */
 const DISCONNECTED_GRACE_MS = 10_000;
+/** setTimeout's longest delay (about 24.8 days); a longer one would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Packets past a gap before it counts as lost: 3 × 20 ms of reorder tolerance. */
 const REORDER_DEPTH = 3;
 
@@ -59,6 +61,8 @@ export interface CallOptions {
   metrics: RelayMetrics;
   log: Logger;
   connectTimeoutMs: number;
+  /** When the call ends (max_duration) whatever happens, epoch ms; from the edge's ticket. */
+  deadlineMs?: number;
 }
 
 export type CallState = "new" | "connecting" | "connected" | "ended";
@@ -190,6 +194,14 @@ export class Call extends EventEmitter<CallEvents> {
     this.#timer(() => {
       if (this.#state === "connecting") this.end("never_connected", "ICE/DTLS did not complete in time.");
     }, this.#options.connectTimeoutMs);
+    const deadline = this.#options.deadlineMs;
+    if (deadline !== undefined) {
+      // The relay's own clock: the edge may be unreachable when the call must end.
+      this.#timer(
+        () => void this.end("max_duration", "The call reached its maximum duration."),
+        Math.min(MAX_TIMER_MS, Math.max(0, deadline - Date.now())),
+      );
+    }
     this.#log.info({ codec: codec.mimeType }, "call answered");
     return sdp;
   }

@@ -14,6 +14,11 @@ export interface EdgeClientOptions {
   heartbeat: () => Heartbeat;
   requestTimeoutMs?: number;
   maxQueuedEvents?: number;
+  /**
+   * The edge answered a call's report with 410: it has ended the call (the relay could not be
+   * told, or its reports were cut off), and the relay should end it too.
+   */
+  onCallEnded?: (callId: string) => void;
 }
 
 export interface EdgeClientStats {
@@ -93,7 +98,7 @@ export class EdgeClient {
     const deadline = Date.now() + flushWithinMs;
     while (this.#queue.length > 0 && Date.now() < deadline) {
       const event = this.#queue[0]!;
-      if (!(await this.#post(`/internal/calls/${event.call_id}/events`, JSON.stringify(event)))) break;
+      if (!(await this.#postEvent(event))) break;
       this.#queue.shift();
       this.stats.eventsSent++;
     }
@@ -111,7 +116,7 @@ export class EdgeClient {
   async #drain(): Promise<void> {
     while (this.#queue.length > 0 && !this.#closed) {
       const event = this.#queue[0]!;
-      const ok = await this.#post(`/internal/calls/${event.call_id}/events`, JSON.stringify(event));
+      const ok = await this.#postEvent(event);
       if (!ok) {
         // Keep the order; try again later (the next heartbeat that succeeds also retries).
         this.#retry = setTimeout(() => {
@@ -125,7 +130,14 @@ export class EdgeClient {
     }
   }
 
-  async #post(path: string, body: string): Promise<boolean> {
+  async #postEvent(event: RelayCallEvent): Promise<boolean> {
+    return this.#post(`/internal/calls/${event.call_id}/events`, JSON.stringify(event), () => {
+      if (event.type !== "ended") this.#options.onCallEnded?.(event.call_id);
+    });
+  }
+
+  /** POSTs a signed body; true when delivered (or refused for good). `onGone`: the edge said 410. */
+  async #post(path: string, body: string, onGone?: () => void): Promise<boolean> {
     const base = this.#options.edgeUrl!;
     try {
       const signature = await signRequest(this.#options.secret, "POST", path, body);
@@ -146,6 +158,11 @@ export class EdgeClient {
       // since a refused heartbeat means the edge is not routing calls here (a wrong secret,
       // an http URL outside dev, a value out of range).
       const permanent = response.status >= 400 && response.status < 500 && response.status !== 429;
+      if (response.status === 410 && onGone) {
+        await response.body?.cancel();
+        onGone();
+        return true;
+      }
       if (permanent) {
         const detail = (await response.text().catch(() => "")).slice(0, 300);
         this.stats.rejected++;

@@ -166,7 +166,10 @@ export class RelayHttpApi {
       });
     }
     if (remembered === "full") throw unavailable("relay_busy", "Too many tickets in flight; retry shortly.");
-    const answerSdp = await this.#relay.createCall(body.call_id, body.session, body.offer_sdp);
+    const deadline = verdict.claims.call_deadline;
+    const answerSdp = await this.#relay.createCall(body.call_id, body.session, body.offer_sdp, {
+      ...(deadline === undefined ? {} : { deadlineMs: deadline * 1000 }),
+    });
     const response: CreateCallResponse = { call_id: body.call_id, answer_sdp: answerSdp };
     sendJson(res, 201, response, { location: `/calls/${body.call_id}` });
   }

@@ -10,6 +10,7 @@
 //   hang   never answers POST /calls (the edge's relay timeout must fire)
 //   full   answers POST /calls with 503 relay_at_capacity, as a full relay does
 //   badoffer answers POST /calls with 400 invalid_offer, as a relay that cannot answer the SDP does
+//   dropfail answers POST /calls like ok, but every DELETE with 500 (the edge must retry ends)
 // Every request is recorded under the relay's name; `GET /records/{name}` returns them.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -17,7 +18,7 @@ import { CreateCallRequest, TICKET_HEADER } from "../../protocol/relay-api.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
 import { verifyTicket } from "../../protocol/ticket.ts";
 
-export type StubMode = "ok" | "error" | "hang" | "full" | "badoffer";
+export type StubMode = "ok" | "error" | "hang" | "full" | "badoffer" | "dropfail";
 
 export interface StubRecord {
   method: string;
@@ -79,7 +80,7 @@ export async function startRelayStub(secret: string): Promise<RelayStub> {
       return json(res, 200, records.get(recordsMatch[1]!) ?? []);
     }
 
-    const match = /^\/relays\/([\w.-]+)\/(ok|error|hang|full|badoffer)(\/.*)$/.exec(url.pathname);
+    const match = /^\/relays\/([\w.-]+)\/(ok|error|hang|full|badoffer|dropfail)(\/.*)$/.exec(url.pathname);
     if (!match) return json(res, 404, envelope("not_found", "No such stub route."));
     const [, name, mode, path] = match as unknown as [string, string, StubMode, string];
     const record: StubRecord = {
@@ -149,7 +150,7 @@ export async function startRelayStub(secret: string): Promise<RelayStub> {
         record.authError = verified.message;
         return json(res, 401, envelope("bad_signature", verified.message));
       }
-      if (mode === "error")
+      if (mode === "error" || (mode === "dropfail" && req.method === "DELETE"))
         return json(res, 500, envelope("relay_failed", "The stub relay failed on purpose."));
       if (req.method === "DELETE") return void res.writeHead(204).end();
       res.writeHead(200, { "content-type": "application/trickle-ice-sdpfrag" });

@@ -83,14 +83,35 @@ describe("relay events", () => {
       end_reason: "ice_failed",
       end_message: "ICE failed after 8 s",
     });
-    // Late reports are harmless; claiming the ended call connected is a conflict.
+    // A late `ended` is harmless. Any other report of the ended call means the relay still runs
+    // it: 410 tells the relay to end it too (issue 13.2).
     expect(
       (await relayEvent(b.callId, { type: "ended", relay_id: b.relayId, at: at(), reason: "relay_lost" }))
         .status,
     ).toBe(204);
     expect((await callView(b.callId)).end_reason).toBe("ice_failed");
     const late = await relayEvent(b.callId, { type: "connected", relay_id: b.relayId, at: at() });
-    expect(late.status).toBe(409);
+    expect(late.status).toBe(410);
+    expect(await errorOf(late)).toMatchObject({ code: "call_ended" });
+    const stats = { packets_in: 1, packets_out: 1, packets_lost: 0, jitter_ms: 1, late_frames: 0 };
+    expect((await relayEvent(b.callId, { type: "stats", relay_id: b.relayId, at: at(), stats })).status).toBe(
+      410,
+    );
+  });
+
+  it("ticket the relay with the call's deadline (EARSHOT_MAX_CALL_SECONDS after its creation)", async () => {
+    const { relayId, query } = await soloRelay();
+    const callId = await placeCall(query);
+    const [post] = await stubRecords(relayId);
+    const claims = JSON.parse(
+      new TextDecoder().decode(
+        Uint8Array.from(atob(post!.ticket!.split(".")[1]!.replace(/-/g, "+").replace(/_/g, "/")), (c) =>
+          c.charCodeAt(0),
+        ),
+      ),
+    ) as { call_deadline: number };
+    const created = (await callView(callId)).timestamps.created!;
+    expect(claims.call_deadline).toBe(Math.ceil((created + 3600 * 1000) / 1000));
   });
 
   it("refuse an illegal transition with 409: connected before the relay answered", async () => {
@@ -152,6 +173,33 @@ describe("alarms", () => {
     await runDurableObjectAlarm(stubFor(callId));
     expect(await callView(callId)).toMatchObject({ state: "failed", end_reason: "never_connected" });
     expect((await stubRecords(relayId)).filter((r) => r.method === "DELETE")).toHaveLength(1);
+  });
+
+  it("retry an end the relay did not confirm, from the alarm with backoff and on the next hang-up", async () => {
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() });
+    const { relayId, query } = await soloRelay("dropfail");
+    const callId = await placeCall(query);
+    const deletes = async () => (await stubRecords(relayId)).filter((r) => r.method === "DELETE").length;
+    expect((await edge(`/v1/realtime/calls/${callId}`, { method: "DELETE", apiKey: API_KEY })).status).toBe(
+      200,
+    );
+    expect(await deletes()).toBe(1);
+    // 1 s, then 2 s: each due alarm asks the relay again.
+    advance(1_000);
+    await runDurableObjectAlarm(stubFor(callId));
+    expect(await deletes()).toBe(2);
+    advance(1_000);
+    await runDurableObjectAlarm(stubFor(callId));
+    expect(await deletes()).toBe(2); // not due yet
+    advance(1_000);
+    await runDurableObjectAlarm(stubFor(callId));
+    expect(await deletes()).toBe(3);
+    // A hang-up of the ended call asks at once.
+    expect((await edge(`/v1/realtime/calls/${callId}`, { method: "DELETE", apiKey: API_KEY })).status).toBe(
+      200,
+    );
+    expect(await deletes()).toBe(4);
+    expect(await callView(callId)).toMatchObject({ state: "ended", end_reason: "hangup" });
   });
 
   it("fail a connected call whose relay stops reporting (15 s)", async () => {

@@ -205,7 +205,7 @@ export function callIdOf(response: Response): string {
 // ─── Relays ────────────────────────────────────────────────────────────────────────────────────
 
 /** How a stub relay behaves (test/stubs/relay-stub.ts). */
-export type StubMode = "ok" | "error" | "hang" | "full" | "badoffer";
+export type StubMode = "ok" | "error" | "hang" | "full" | "badoffer" | "dropfail";
 
 export interface RelaySpec extends Partial<Omit<Heartbeat, "relay_id">> {
   relay_id: string;
