@@ -1,8 +1,10 @@
 // Reading request bodies with a hard cap, so an oversized body is refused (413) before it is
 // buffered, whatever Content-Length claims, and a deadline, so a client that trickles its body
 // (or stops sending) gets a 408 instead of holding the request open for as long as it likes:
-// workerd itself puts no limit on how slowly a body may arrive.
-import { ApiError } from "./errors.ts";
+// workerd itself puts no limit on how slowly a body may arrive. JSON bodies are then parsed and
+// validated against their schema, each failure a 400 naming what was wrong.
+import type { z } from "zod";
+import { ApiError, badRequest, zodBadRequest } from "./errors.ts";
 
 /** The whole body must arrive within this long of the first read. */
 export const BODY_DEADLINE_MS = 10_000;
@@ -80,4 +82,52 @@ export function mediaType(request: Request): string {
 
 export function unsupportedMediaType(expected: string): ApiError {
   return new ApiError(415, "unsupported_media_type", `The Content-Type must be ${expected}.`);
+}
+
+/** JSON text as a value: 400 `invalid_json` for text that is not JSON. */
+export function parseJson(text: string, what = "body", param?: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    if (error instanceof SyntaxError)
+      throw badRequest("invalid_json", `The ${what} is not valid JSON.`, param);
+    throw error;
+  }
+}
+
+export interface JsonBodyOptions {
+  /** What an empty body stands for; such a body needs no Content-Type. Unset: an empty body is not JSON. */
+  ifEmpty?: unknown;
+  /** Runs on the body's text before it is parsed, e.g. to check a signature over exactly those bytes. */
+  verify?: (text: string) => Promise<void>;
+}
+
+/**
+ * A JSON request body of at most `limit` bytes, as a value `schema` accepts: 415 for another
+ * Content-Type, 413 past the limit, 400 for text that is not JSON or a value the schema refuses.
+ */
+export async function readJson<S extends z.ZodType>(
+  request: Request,
+  schema: S,
+  limit: number,
+  options: JsonBodyOptions = {},
+): Promise<z.output<S>> {
+  const mayBeEmpty = "ifEmpty" in options;
+  const requireJson = () => {
+    if (mediaType(request) !== "application/json") throw unsupportedMediaType("application/json");
+  };
+  if (!mayBeEmpty) requireJson();
+  const bytes = await readCapped(request, limit);
+  let value: unknown;
+  if (mayBeEmpty && bytes.byteLength === 0) {
+    value = options.ifEmpty;
+  } else {
+    if (mayBeEmpty) requireJson();
+    const text = decodeText(bytes, "body");
+    await options.verify?.(text);
+    value = parseJson(text);
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw zodBadRequest(parsed.error);
+  return parsed.data;
 }

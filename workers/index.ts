@@ -21,6 +21,8 @@ export { RelayRegistry } from "./relay-registry.ts";
 /** A browser fetches ICE servers with its client secret, as it places calls: same CORS rules. */
 const corsApplies = (pathname: string) => isCorsPath(pathname) || pathname === ICE_SERVERS_PATH;
 
+const answerPreflight = (request: IRequest, env: Env) => preflight(edgeConfig(env), request);
+
 /** Public routes are limited per client IP; origin-checked where CORS applies. Internal ones are signed instead. */
 async function guard(request: IRequest, env: Env): Promise<void> {
   const { pathname } = new URL(request.url);
@@ -58,10 +60,10 @@ router
   .get("/healthz", () => Response.json({ status: "ok" }))
   .post("/v1/realtime/client_secrets", createClientSecret)
   .post("/dev/client_secret", createDevClientSecret)
-  .options(ICE_SERVERS_PATH, (request: IRequest, env: Env) => preflight(edgeConfig(env), request))
+  .options(ICE_SERVERS_PATH, answerPreflight)
   .get(ICE_SERVERS_PATH, getIceServers)
-  .options("/v1/realtime/calls", (request: IRequest, env: Env) => preflight(edgeConfig(env), request))
-  .options("/v1/realtime/calls/*", (request: IRequest, env: Env) => preflight(edgeConfig(env), request))
+  .options("/v1/realtime/calls", answerPreflight)
+  .options("/v1/realtime/calls/*", answerPreflight)
   .post("/v1/realtime/calls", createCall)
   .get("/v1/realtime/calls/:id", getCall)
   .patch("/v1/realtime/calls/:id", patchCall)

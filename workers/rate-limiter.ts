@@ -8,7 +8,7 @@
 // object is only evicted after it has been idle for longer than any sensible period, by which
 // time its bucket has refilled anyway.
 import { DurableObject } from "cloudflare:workers";
-import type { RateLimit } from "./config.ts";
+import type { EdgeConfig, RateLimit } from "./config.ts";
 import { ApiError } from "./errors.ts";
 
 export interface RateDecision {
@@ -59,6 +59,11 @@ export async function enforceRateLimit(env: Env, identity: string, limit: RateLi
       },
     );
   }
+}
+
+/** An API key's own limit (EARSHOT_RATE_LIMIT_API_KEY), from whatever address it is used. */
+export function limitApiKey(env: Env, config: EdgeConfig, keyId: string): Promise<void> {
+  return enforceRateLimit(env, `key:${keyId}`, config.apiKeyRateLimit);
 }
 
 /** The client's address as Cloudflare saw it; `unknown` only off Cloudflare (tests, curl without wrangler). */

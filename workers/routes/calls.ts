@@ -3,13 +3,13 @@
 import type { IRequest } from "itty-router";
 import { CallId } from "../../protocol/relay-api.ts";
 import { requireCaller } from "../auth.ts";
-import { decodeText, mediaType, readCapped, tooLarge, unsupportedMediaType } from "../body.ts";
+import { decodeText, mediaType, parseJson, readCapped, tooLarge, unsupportedMediaType } from "../body.ts";
 import type { CallOwner, Outcome, StartedCall } from "../call-session.ts";
 import type { CallClaim } from "../client-secret-ledger.ts";
 import { edgeConfig, type EdgeConfig } from "../config.ts";
 import { ApiError, badRequest, forbidden, notFound, unauthorized } from "../errors.ts";
 import { callSession, newCallSession, secretLedger } from "../object-ids.ts";
-import { enforceRateLimit } from "../rate-limiter.ts";
+import { limitApiKey } from "../rate-limiter.ts";
 import { cachedRelays } from "../relay-cache.ts";
 import { callerLocation, chooseRelay } from "../relay-choice.ts";
 import { checkOffer, checkSdpFragment, MAX_OFFER_BYTES } from "../sdp.ts";
@@ -33,7 +33,7 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
   );
   const caller = await timing.time("auth", () => requireCaller(config, request));
   if (caller.kind === "api_key") {
-    await timing.time("limit", () => enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit));
+    await timing.time("limit", () => limitApiKey(env, config, caller.keyId));
   }
 
   let offerText: string;
@@ -45,10 +45,13 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
   }
   const offer = checkOffer(offerText);
 
-  let bound: BoundSession | undefined;
-  if (caller.kind === "api_key") {
-    bound = await bindSession(parseSessionField(sessionField));
-  } else if (sessionField !== undefined) {
+  // An API key's call brings its session config, checked before a relay is chosen; a client
+  // secret's runs under the secret's, claimed from its ledger once there is a relay to call.
+  const placedBy =
+    caller.kind === "api_key"
+      ? { ...caller, bound: await bindSession(parseSessionField(sessionField)) }
+      : caller;
+  if (placedBy.kind === "client_secret" && sessionField !== undefined) {
     throw badRequest(
       "session_fixed",
       "A client secret's call runs under the secret's session config.",
@@ -75,13 +78,15 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
     );
   }
 
+  let bound: BoundSession;
   let owner: CallOwner;
-  if (caller.kind === "client_secret") {
+  if (placedBy.kind === "client_secret") {
+    const { claims } = placedBy;
     // RPC retypes the loose session object; it is the same plain data.
-    const ledger = secretLedger(env, caller.claims.id);
+    const ledger = secretLedger(env, claims.id);
     if (!ledger) throw unauthorized("invalid_client_secret", "The client secret is not valid.");
     const claim = (await timing.time("ledger", () =>
-      ledger.claimCall(caller.claims.sessionSha256, config.maxCallsPerSecret),
+      ledger.claimCall(claims.sessionSha256, config.maxCallsPerSecret),
     )) as CallClaim;
     if (!claim.ok) {
       if (claim.reason === "call_limit_reached") {
@@ -92,10 +97,11 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
       }
       throw unauthorized("invalid_client_secret", "The client secret is not valid.");
     }
-    bound = { session: claim.session, sha256: caller.claims.sessionSha256 };
-    owner = { kind: "client_secret", secretId: caller.claims.id };
+    bound = { session: claim.session, sha256: claims.sessionSha256 };
+    owner = { kind: "client_secret", secretId: claims.id };
   } else {
-    owner = { kind: "api_key", keyId: caller.keyId };
+    bound = placedBy.bound;
+    owner = { kind: "api_key", keyId: placedBy.keyId };
   }
 
   const { callId, stub: session } = newCallSession(env);
@@ -106,7 +112,7 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
       owner,
       relay: { id: relay.relay_id, region: relay.region, publicUrl: relay.public_url },
       offerSdp: offer.sdp,
-      session: bound!.session,
+      session: bound.session,
     }),
   )) as Outcome<StartedCall>;
   const started = unwrap(outcome);
@@ -152,7 +158,7 @@ async function resolveCall(request: IRequest, env: Env) {
 async function callActor(config: EdgeConfig, env: Env, request: Request): Promise<CallOwner> {
   const caller = await requireCaller(config, request, { allowExpired: true });
   if (caller.kind === "api_key") {
-    await enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit);
+    await limitApiKey(env, config, caller.keyId);
     return { kind: "api_key", keyId: caller.keyId };
   }
   return { kind: "client_secret", secretId: caller.claims.id };
@@ -190,12 +196,7 @@ async function readMultipart(request: Request, body: Uint8Array<ArrayBuffer>) {
 }
 
 function parseSessionField(field: string | undefined): unknown {
-  if (field === undefined) return undefined;
-  try {
-    return JSON.parse(field);
-  } catch {
-    throw badRequest("invalid_json", "The session field is not valid JSON.", "session");
-  }
+  return field === undefined ? undefined : parseJson(field, "session field", "session");
 }
 
 function regionParam(request: IRequest): string | undefined {
