@@ -84,8 +84,58 @@ export function unsupportedMediaType(expected: string): ApiError {
   return new ApiError(415, "unsupported_media_type", `The Content-Type must be ${expected}.`);
 }
 
-/** JSON text as a value: 400 `invalid_json` for text that is not JSON. */
+/**
+ * How deeply JSON from a client may nest arrays and objects. The deepest legitimate part of a
+ * request is a session's tool schema (parameters → properties → field → items → …), a handful of
+ * levels; 64 leaves room for far deeper ones. Somewhere between 1000 and 3000 levels the recursive
+ * steps after parsing (canonical JSON, structured clone over RPC) ran out of stack and the client
+ * saw a 500, with a stack trace logged per request.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+
+/**
+ * Whether `text` has more than `max` arrays and objects open at once, counting brackets outside
+ * strings. A loop, not a recursion, so the check cannot run out of stack itself; text that is not
+ * JSON may be counted wrongly, and JSON.parse then refuses it anyway.
+ */
+function nestsDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === BACKSLASH) i++;
+      else if (c === QUOTE) inString = false;
+    } else if (c === QUOTE) {
+      inString = true;
+    } else if (c === OPEN_BRACKET || c === OPEN_BRACE) {
+      if (++depth > max) return true;
+    } else if (c === CLOSE_BRACKET || c === CLOSE_BRACE) {
+      depth--;
+    }
+  }
+  return false;
+}
+
+/**
+ * JSON text as a value: 400 `json_too_deep` for text nested past MAX_JSON_DEPTH (checked before
+ * parsing), 400 `invalid_json` for text that is not JSON.
+ */
 export function parseJson(text: string, what = "body", param?: string): unknown {
+  if (nestsDeeperThan(text, MAX_JSON_DEPTH)) {
+    throw badRequest(
+      "json_too_deep",
+      `The ${what} nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep.`,
+      param,
+    );
+  }
   try {
     return JSON.parse(text);
   } catch (error) {
@@ -104,7 +154,8 @@ export interface JsonBodyOptions {
 
 /**
  * A JSON request body of at most `limit` bytes, as a value `schema` accepts: 415 for another
- * Content-Type, 413 past the limit, 400 for text that is not JSON or a value the schema refuses.
+ * Content-Type, 413 past the limit, 400 for text that is not JSON (or nests too deep) or a value
+ * the schema refuses.
  */
 export async function readJson<S extends z.ZodType>(
   request: Request,

@@ -1,9 +1,10 @@
-// Hostile HTTP at the edge (issue 7): bodies at and past every cap, bodies that trickle or stall,
-// wrong methods and content types, and CORS preflights from origins outside the allowlist.
-// Everything goes through the Worker's front door in workerd, as a client's request would.
-import { describe, expect, it } from "vitest";
+// Hostile HTTP at the edge (issues 7 and 13): bodies at and past every cap, JSON nested past the
+// depth cap, bodies that trickle or stall, wrong methods and content types, and CORS preflights
+// from origins outside the allowlist. Everything goes through the Worker's front door in workerd,
+// as a client's request would.
+import { describe, expect, it, vi } from "vitest";
 import { MAX_OFFER_BYTES } from "../../protocol/relay-api.ts";
-import { BODY_DEADLINE_MS, readCapped } from "../../workers/body.ts";
+import { BODY_DEADLINE_MS, MAX_JSON_DEPTH, readCapped } from "../../workers/body.ts";
 import { MAX_SESSION_BYTES } from "../../workers/session-config.ts";
 import {
   API_KEY,
@@ -145,6 +146,85 @@ describe("body size caps: accepted at the limit, 413 one byte past it", () => {
     expect((await patch(atLimit)).status).toBe(200);
     const over = await patch(pad(MAX_OFFER_BYTES + 1));
     expect(over.status).toBe(413);
+  });
+});
+
+describe(`JSON nesting: ${MAX_JSON_DEPTH} levels deep are read, one more is 400 before parsing`, () => {
+  /** JSON whose arrays (or objects) are open `depth` deep at the deepest point. */
+  const nested = (depth: number, shape: "arrays" | "objects") =>
+    shape === "arrays"
+      ? "[".repeat(depth) + "]".repeat(depth)
+      : '{"a":'.repeat(depth - 1) + "{}" + "}".repeat(depth - 1);
+  /** A client_secrets body `depth` deep: the body and its session are two of the levels. */
+  const mintBody = (depth: number, shape: "arrays" | "objects") =>
+    `{"session":{"x":${nested(depth - 2, shape)}}}`;
+  const post = (path: string, body: string) =>
+    edge(path, {
+      method: "POST",
+      ...(path.startsWith("/v1/") ? { apiKey: API_KEY } : {}),
+      headers: { "content-type": "application/json" },
+      body,
+    });
+  const paths = ["/v1/realtime/client_secrets", "/dev/client_secret"];
+
+  it.each(paths)(
+    "%s: a session at the cap is minted, one level past it is 400 json_too_deep",
+    async (path) => {
+      for (const shape of ["arrays", "objects"] as const) {
+        const atLimit = await post(path, mintBody(MAX_JSON_DEPTH, shape));
+        expect(atLimit.status, shape).toBe(200);
+        const over = await post(path, mintBody(MAX_JSON_DEPTH + 1, shape));
+        expect(over.status, shape).toBe(400);
+        expect(await errorOf(over)).toEqual({
+          type: "invalid_request_error",
+          code: "json_too_deep",
+          message: `The body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep.`,
+          param: null,
+        });
+      }
+    },
+  );
+
+  it.each(paths)(
+    "%s: 10 KB of brackets, once a 500 with a stack trace logged, is a 400 and logs nothing",
+    async (path) => {
+      const logged = vi.spyOn(console, "error");
+      try {
+        for (const body of [mintBody(5000, "arrays"), mintBody(1700, "objects")]) {
+          expect(body.length).toBeGreaterThan(10_000);
+          const response = await post(path, body);
+          expect(response.status).toBe(400);
+          expect((await errorOf(response)).code).toBe("json_too_deep");
+        }
+        expect(logged).not.toHaveBeenCalled();
+      } finally {
+        logged.mockRestore();
+      }
+    },
+  );
+
+  it("brackets inside strings, escaped quotes included, are not nesting", async () => {
+    const instructions = `\\"${"[{".repeat(2000)}\\" \\\\`;
+    const response = await post("/v1/realtime/client_secrets", JSON.stringify({ session: { instructions } }));
+    expect(response.status).toBe(200);
+    expect(((await response.json()) as { session: { instructions: string } }).session.instructions).toBe(
+      instructions,
+    );
+  });
+
+  it("a call's multipart session field: at the cap the call is placed, one past it is 400 naming the field", async () => {
+    const { query } = await soloRelay();
+    const place = (depth: number) => {
+      const form = new FormData();
+      form.set("sdp", offerSdp());
+      // The session object is one of the levels.
+      form.set("session", `{"x":${nested(depth - 1, "arrays")}}`);
+      return edge(`/v1/realtime/calls${query}`, { method: "POST", apiKey: API_KEY, body: form });
+    };
+    expect((await place(MAX_JSON_DEPTH)).status).toBe(201);
+    const over = await place(MAX_JSON_DEPTH + 1);
+    expect(over.status).toBe(400);
+    expect(await errorOf(over)).toMatchObject({ code: "json_too_deep", param: "session" });
   });
 });
 
