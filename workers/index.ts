@@ -4,6 +4,7 @@ import { AutoRouter } from "itty-router/AutoRouter";
 import type { IRequest } from "itty-router";
 import { edgeConfig } from "./config.ts";
 import { checkOrigin, isCorsPath, preflight, withCors } from "./cors.ts";
+import { checkDevHost } from "./dev-host.ts";
 import { unrouted } from "./allowed-methods.ts";
 import { errorResponse } from "./errors.ts";
 import { clientIp, enforceRateLimit } from "./rate-limiter.ts";
@@ -23,13 +24,23 @@ const corsApplies = (pathname: string) => isCorsPath(pathname) || pathname === I
 
 const answerPreflight = (request: IRequest, env: Env) => preflight(edgeConfig(env), request);
 
-/** Public routes are limited per client IP; origin-checked where CORS applies. Internal ones are signed instead. */
+/** The API's paths; the rest is `/`, `/healthz` and 404s. */
+const API_PATHS = ["/v1/", "/dev/", "/admin/", "/internal/"];
+/** Public paths, limited per client IP; /internal/ is signed by relays instead. */
+const PUBLIC_PATHS = ["/v1/", "/dev/"];
+
+/**
+ * A dev edge's API answers only its own host names. Public routes are limited per client IP and
+ * origin-checked where CORS applies.
+ */
 async function guard(request: IRequest, env: Env): Promise<void> {
   const { pathname } = new URL(request.url);
-  if (!pathname.startsWith("/v1/") && !pathname.startsWith("/dev/")) return;
-  if (request.method === "OPTIONS") return;
-  const timing = timingOf(request);
+  const under = (prefixes: string[]) => prefixes.some((prefix) => pathname.startsWith(prefix));
+  if (!under(API_PATHS)) return;
   const config = edgeConfig(env);
+  checkDevHost(config, request);
+  if (!under(PUBLIC_PATHS) || request.method === "OPTIONS") return;
+  const timing = timingOf(request);
   if (corsApplies(pathname)) checkOrigin(config, request);
   await timing.time("ip", () => enforceRateLimit(env, `ip:${clientIp(request)}`, config.ipRateLimit));
 }

@@ -1,10 +1,11 @@
 // Hostile HTTP at the edge (issues 7 and 13): bodies at and past every cap, JSON nested past the
-// depth cap, bodies that trickle or stall, wrong methods and content types, and CORS preflights
-// from origins outside the allowlist. Everything goes through the Worker's front door in workerd,
+// depth cap, bodies that trickle or stall, wrong methods and content types, CORS preflights from
+// origins outside the allowlist, and DNS rebinding against a dev edge. Everything goes through the Worker's front door in workerd,
 // as a client's request would.
 import { describe, expect, it, vi } from "vitest";
 import { MAX_OFFER_BYTES } from "../../protocol/relay-api.ts";
 import { BODY_DEADLINE_MS, MAX_JSON_DEPTH, readCapped } from "../../workers/body.ts";
+import { resolveConfig } from "../../workers/config.ts";
 import { MAX_SESSION_BYTES } from "../../workers/session-config.ts";
 import {
   API_KEY,
@@ -228,12 +229,111 @@ describe(`JSON nesting: ${MAX_JSON_DEPTH} levels deep are read, one more is 400 
   });
 });
 
+describe("DNS rebinding: a dev edge (EARSHOT_DEV=1) answers only its own host names", () => {
+  const JSON_BODY = { headers: { "content-type": "application/json" }, body: "{}" };
+  const mintDev = (host: string, overrides: Partial<Record<keyof Env, string>> = {}) =>
+    edgeWith(overrides, "/dev/client_secret", { method: "POST", host, ...JSON_BODY });
+  const LOOPBACK = [
+    "localhost",
+    "localhost:8787",
+    "127.0.0.1",
+    "127.0.0.1:8787",
+    "[::1]",
+    "[::1]:8787",
+    "edge.localhost",
+    "a.b.localhost:9000",
+  ];
+  // A rebinding page's own name, and names that only look like loopback ones.
+  const STRANGERS = [
+    "evil.example",
+    "evil.example:8787",
+    "localhost.evil.example",
+    "evillocalhost",
+    "localhost.localhost.evil.example:8787",
+    "127.0.0.1.nip.io",
+    "192.168.1.20",
+  ];
+
+  it("mints for loopback names, with any port", async () => {
+    for (const host of LOOPBACK) expect((await mintDev(host)).status, host).toBe(200);
+  });
+
+  it("refuses any other name with 403 host_not_allowed, on every API path, before anything else", async () => {
+    for (const host of STRANGERS) {
+      const response = await mintDev(host);
+      expect(response.status, host).toBe(403);
+      const error = await errorOf(response);
+      expect(error).toMatchObject({ type: "permission_error", code: "host_not_allowed", param: null });
+      expect(error.message).toContain(`not "${host.replace(/:\d+$/, "")}"`);
+      expect(error.message).toContain("EARSHOT_ALLOWED_HOSTS");
+    }
+    const host = "evil.example:8787";
+    const refused = [
+      await edge("/v1/realtime/client_secrets", { method: "POST", apiKey: API_KEY, host, ...JSON_BODY }),
+      await edge("/v1/realtime/calls", {
+        method: "OPTIONS",
+        host,
+        headers: { origin: `http://${host}`, "access-control-request-method": "POST" },
+      }),
+      await edge("/admin/relays", { apiKey: API_KEY, host }),
+      await exports.default.fetch(
+        new Request(
+          `http://${host}/internal/relays/heartbeat`,
+          await signedPost(
+            "/internal/relays/heartbeat",
+            JSON.stringify(heartbeatOf({ relay_id: unique("relay") })),
+          ),
+        ),
+      ),
+    ];
+    expect(refused.map((r) => r.status)).toEqual([403, 403, 403, 403]);
+    // What is not the API stays as it was.
+    expect((await edge("/healthz", { host })).status).toBe(200);
+  });
+
+  it("EARSHOT_ALLOWED_HOSTS adds exactly the names it lists", async () => {
+    const allowed = { EARSHOT_ALLOWED_HOSTS: "devbox.lan, 192.168.1.20" };
+    for (const host of ["devbox.lan", "devbox.lan:8787", "192.168.1.20:8787", "localhost"]) {
+      expect((await mintDev(host, allowed)).status, host).toBe(200);
+    }
+    for (const host of ["devbox.lan.evil.example", "other.lan", "192.168.1.21"]) {
+      expect((await mintDev(host, allowed)).status, host).toBe(403);
+    }
+  });
+
+  it("a list entry that is not a bare host name stops the edge, naming the variable", () => {
+    const vars = {
+      EARSHOT_API_KEYS: API_KEY,
+      EARSHOT_SIGNING_KEYS: "k1:0123456789abcdef",
+      EARSHOT_RELAY_SECRET: "0123456789abcdef",
+    };
+    expect([
+      ...resolveConfig({ ...vars, EARSHOT_ALLOWED_HOSTS: " devbox.lan,[fd00::1] " }).allowedHosts,
+    ]).toEqual(["devbox.lan", "[fd00::1]"]);
+    for (const entry of ["http://devbox.lan", "devbox.lan:8787", "DevBox.lan", "devbox.lan/x", "fd00::1"]) {
+      expect(() => resolveConfig({ ...vars, EARSHOT_ALLOWED_HOSTS: entry }), entry).toThrow(
+        /^EARSHOT_ALLOWED_HOSTS: /,
+      );
+    }
+  });
+
+  it("deployed (EARSHOT_DEV=0) the Worker does not check: Cloudflare routes by hostname", async () => {
+    const response = await edgeWith({ EARSHOT_DEV: "0" }, "/v1/realtime/client_secrets", {
+      method: "POST",
+      apiKey: API_KEY,
+      host: "earshot.example.com",
+      ...JSON_BODY,
+    });
+    expect(response.status).toBe(200);
+  });
+});
+
 describe("slow bodies: bounded, never held open for ever", () => {
   const text = "v=0\r\n";
 
   it("readCapped takes a body that trickles in before the deadline and refuses one that stalls, at the deadline", async () => {
     const request = (body: ReadableStream<Uint8Array>) =>
-      new Request("https://edge.test/", { method: "POST", body });
+      new Request("https://edge.localhost/", { method: "POST", body });
     const arrived = await readCapped(request(trickle(offerSdp(), 5, 40)), MAX_OFFER_BYTES, "SDP offer", 400);
     expect(new TextDecoder().decode(arrived)).toBe(offerSdp());
 
