@@ -24,7 +24,8 @@ export interface SigningKey {
 export interface EdgeConfig {
   /**
    * EARSHOT_DEV=1: dev-only routes, the geo override header, plain-http relay URLs, and only
-   * loopback Host names (plus allowedHosts). It also means "not on Cloudflare".
+   * loopback Host names (plus allowedHosts). It also means "not on Cloudflare", so
+   * CF-Connecting-IP is not trusted (client-ip.ts).
    */
   dev: boolean;
   /** EARSHOT_ALLOWED_HOSTS, default none: host names a dev edge answers besides loopback ones. */

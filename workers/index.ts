@@ -7,7 +7,8 @@ import { checkOrigin, isCorsPath, preflight, withCors } from "./cors.ts";
 import { checkDevHost } from "./dev-host.ts";
 import { unrouted } from "./allowed-methods.ts";
 import { errorResponse } from "./errors.ts";
-import { clientIp, enforceRateLimit } from "./rate-limiter.ts";
+import { ipBucket } from "./client-ip.ts";
+import { enforceRateLimit } from "./rate-limiter.ts";
 import { createCall, getCall, hangupCall, patchCall } from "./routes/calls.ts";
 import { createClientSecret, createDevClientSecret } from "./routes/client-secrets.ts";
 import { getIceServers, ICE_SERVERS_PATH } from "./routes/ice-servers.ts";
@@ -42,7 +43,7 @@ async function guard(request: IRequest, env: Env): Promise<void> {
   if (!under(PUBLIC_PATHS) || request.method === "OPTIONS") return;
   const timing = timingOf(request);
   if (corsApplies(pathname)) checkOrigin(config, request);
-  await timing.time("ip", () => enforceRateLimit(env, `ip:${clientIp(request)}`, config.ipRateLimit));
+  await timing.time("ip", () => enforceRateLimit(env, ipBucket(config, request), config.ipRateLimit));
 }
 
 const router = AutoRouter({

@@ -29,7 +29,11 @@ export const PLACES = {
 
 export interface EdgeInit extends Omit<RequestInit, "cf"> {
   cf?: Geo;
-  /** CF-Connecting-IP; a fresh documentation address per request unless given. */
+  /**
+   * CF-Connecting-IP; a fresh documentation address per request unless given. The per-IP limit
+   * reads it only with EARSHOT_DEV=0 (on Cloudflare); a dev edge, as here by default, counts every
+   * request against one local bucket (120 a minute; each test file has its own workerd).
+   */
   ip?: string;
   apiKey?: string;
   bearer?: string;
@@ -37,10 +41,10 @@ export interface EdgeInit extends Omit<RequestInit, "cf"> {
   host?: string;
 }
 
-/** A unique address per call, so per-IP rate limits never couple unrelated tests. */
+/** An address in a /64 of its own, so per-IP rate limits on Cloudflare never couple unrelated tests. */
 export function freshIp(): string {
-  const bytes = crypto.getRandomValues(new Uint16Array(4));
-  return `2001:db8:${[...bytes].map((b) => b.toString(16)).join(":")}`;
+  const groups = crypto.getRandomValues(new Uint16Array(4));
+  return `2001:db8:${[...groups].map((g) => g.toString(16)).join(":")}::1`;
 }
 
 export function unique(prefix: string): string {
