@@ -27,8 +27,11 @@ const answerPreflight = (request: IRequest, env: Env) => preflight(edgeConfig(en
 
 /** The API's paths; the rest is `/`, `/healthz` and 404s. */
 const API_PATHS = ["/v1/", "/dev/", "/admin/", "/internal/"];
-/** Public paths, limited per client IP; /internal/ is signed by relays instead. */
-const PUBLIC_PATHS = ["/v1/", "/dev/"];
+/**
+ * Public paths, limited per client IP (/admin/ too, or its API key could be guessed at full
+ * speed); /internal/ is signed by relays instead.
+ */
+const PUBLIC_PATHS = ["/v1/", "/dev/", "/admin/"];
 
 /**
  * A dev edge's API answers only its own host names. Public routes are limited per client IP and

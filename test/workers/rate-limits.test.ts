@@ -71,6 +71,23 @@ describe("rate limits", () => {
     expect((await edgeWith(limits, NO_CALL, { ip, apiKey: API_KEY })).status).toBe(429);
   });
 
+  it("cover /admin/relays: guessing its API key from one address gets 429 with Retry-After", async () => {
+    const ip = freshIp();
+    const guess = (key: string, from = ip) =>
+      edgeWith(ON_CLOUDFLARE, "/admin/relays", { ip: from, apiKey: key });
+    for (let i = 0; i < 10; i++) {
+      const wrong = await guess(`sk_guess_${i.toString().padStart(8, "0")}`);
+      expect(wrong.status, `guess ${i + 1}`).toBe(401);
+    }
+    const limited = await guess("sk_guess_00000010");
+    expect(limited.status).toBe(429);
+    expect(Number(limited.headers.get("retry-after"))).toBeGreaterThan(340);
+    expect(await errorOf(limited)).toMatchObject({ type: "rate_limit_error", code: "rate_limit_exceeded" });
+    // Refused before the key is looked at, so a right guess learns nothing either.
+    expect((await guess(API_KEY)).status).toBe(429);
+    expect((await guess(API_KEY, freshIp())).status).toBe(200);
+  });
+
   it("off Cloudflare (EARSHOT_DEV=1) count every request against one bucket, however CF-Connecting-IP rotates", async () => {
     // A fresh local bucket: this file's earlier tests run in the same workerd.
     await abortAllDurableObjects();
