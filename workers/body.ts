@@ -1,8 +1,10 @@
 // Reading request bodies with a hard cap, so an oversized body is refused (413) before it is
 // buffered, whatever Content-Length claims, and a deadline, so a client that trickles its body
 // (or stops sending) gets a 408 instead of holding the request open for as long as it likes:
-// workerd itself puts no limit on how slowly a body may arrive.
-import { ApiError } from "./errors.ts";
+// workerd itself puts no limit on how slowly a body may arrive. JSON bodies are then parsed and
+// validated against their schema, each failure a 400 naming what was wrong.
+import type { z } from "zod";
+import { ApiError, badRequest, zodBadRequest } from "./errors.ts";
 
 /** The whole body must arrive within this long of the first read. */
 export const BODY_DEADLINE_MS = 10_000;
@@ -80,4 +82,103 @@ export function mediaType(request: Request): string {
 
 export function unsupportedMediaType(expected: string): ApiError {
   return new ApiError(415, "unsupported_media_type", `The Content-Type must be ${expected}.`);
+}
+
+/**
+ * How deeply JSON from a client may nest arrays and objects. The deepest legitimate part of a
+ * request is a session's tool schema (parameters → properties → field → items → …), a handful of
+ * levels; 64 leaves room for far deeper ones. Somewhere between 1000 and 3000 levels the recursive
+ * steps after parsing (canonical JSON, structured clone over RPC) ran out of stack and the client
+ * saw a 500, with a stack trace logged per request.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OPEN_BRACKET = 0x5b;
+const CLOSE_BRACKET = 0x5d;
+const OPEN_BRACE = 0x7b;
+const CLOSE_BRACE = 0x7d;
+
+/**
+ * Whether `text` has more than `max` arrays and objects open at once, counting brackets outside
+ * strings. A loop, not a recursion, so the check cannot run out of stack itself; text that is not
+ * JSON may be counted wrongly, and JSON.parse then refuses it anyway.
+ */
+function nestsDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === BACKSLASH) i++;
+      else if (c === QUOTE) inString = false;
+    } else if (c === QUOTE) {
+      inString = true;
+    } else if (c === OPEN_BRACKET || c === OPEN_BRACE) {
+      if (++depth > max) return true;
+    } else if (c === CLOSE_BRACKET || c === CLOSE_BRACE) {
+      depth--;
+    }
+  }
+  return false;
+}
+
+/**
+ * JSON text as a value: 400 `json_too_deep` for text nested past MAX_JSON_DEPTH (checked before
+ * parsing), 400 `invalid_json` for text that is not JSON.
+ */
+export function parseJson(text: string, what = "body", param?: string): unknown {
+  if (nestsDeeperThan(text, MAX_JSON_DEPTH)) {
+    throw badRequest(
+      "json_too_deep",
+      `The ${what} nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep.`,
+      param,
+    );
+  }
+  try {
+    return JSON.parse(text);
+  } catch (error) {
+    if (error instanceof SyntaxError)
+      throw badRequest("invalid_json", `The ${what} is not valid JSON.`, param);
+    throw error;
+  }
+}
+
+export interface JsonBodyOptions {
+  /** What an empty body stands for; such a body needs no Content-Type. Unset: an empty body is not JSON. */
+  ifEmpty?: unknown;
+  /** Runs on the body's text before it is parsed, e.g. to check a signature over exactly those bytes. */
+  verify?: (text: string) => Promise<void>;
+}
+
+/**
+ * A JSON request body of at most `limit` bytes, as a value `schema` accepts: 415 for another
+ * Content-Type, 413 past the limit, 400 for text that is not JSON (or nests too deep) or a value
+ * the schema refuses.
+ */
+export async function readJson<S extends z.ZodType>(
+  request: Request,
+  schema: S,
+  limit: number,
+  options: JsonBodyOptions = {},
+): Promise<z.output<S>> {
+  const mayBeEmpty = "ifEmpty" in options;
+  const requireJson = () => {
+    if (mediaType(request) !== "application/json") throw unsupportedMediaType("application/json");
+  };
+  if (!mayBeEmpty) requireJson();
+  const bytes = await readCapped(request, limit);
+  let value: unknown;
+  if (mayBeEmpty && bytes.byteLength === 0) {
+    value = options.ifEmpty;
+  } else {
+    if (mayBeEmpty) requireJson();
+    const text = decodeText(bytes, "body");
+    await options.verify?.(text);
+    value = parseJson(text);
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw zodBadRequest(parsed.error);
+  return parsed.data;
 }

@@ -1,5 +1,6 @@
-// CallSession: one Durable Object per call (its id carried in the call id, `newUniqueId()`). It owns the call's state
-// machine, its relay, and the alarms that end it:
+// CallSession: one Durable Object per call, whose id the call id carries (`rtc_<object id>`, from
+// `newUniqueId()`; see object-ids.ts). It owns the call's state machine, its relay, and the alarms
+// that end it:
 //
 //   created → offered → answered → connected → ended | failed
 //

@@ -1,7 +1,8 @@
-// ClientSecretLedger: one Durable Object per client secret (`idFromName(secret id)`). It keeps
-// the session config the secret was minted with (the secret itself carries only its hash) and
-// counts the calls the secret starts, so EARSHOT_MAX_CALLS_PER_SECRET holds even when two
-// offers race: `claimCall` runs without an await, so no two claims interleave.
+// ClientSecretLedger: one Durable Object per client secret, whose id the secret's id carries
+// (`cs_<object id>`, from `newUniqueId()`; see object-ids.ts). It keeps the session config the
+// secret was minted with (the secret itself carries only its hash) and counts the calls it starts,
+// so EARSHOT_MAX_CALLS_PER_SECRET holds even when two offers race: `claimCall` runs without an
+// await, so no two claims interleave.
 import { DurableObject } from "cloudflare:workers";
 import type { SessionConfig } from "../protocol/session.ts";
 

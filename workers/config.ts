@@ -22,8 +22,14 @@ export interface SigningKey {
 }
 
 export interface EdgeConfig {
-  /** EARSHOT_DEV=1: dev-only routes, the geo override header, plain-http relay URLs. */
+  /**
+   * EARSHOT_DEV=1: dev-only routes, the geo override header, plain-http relay URLs, and only
+   * loopback Host names (plus allowedHosts). It also means "not on Cloudflare", so
+   * CF-Connecting-IP is not trusted (client-ip.ts).
+   */
   dev: boolean;
+  /** EARSHOT_ALLOWED_HOSTS, default none: host names a dev edge answers besides loopback ones. */
+  allowedHosts: ReadonlySet<string>;
   /** EARSHOT_API_KEYS (secret): server API keys. Never logged. */
   apiKeys: readonly string[];
   /** EARSHOT_SIGNING_KEYS (secret): the first signs client secrets, all verify. */
@@ -181,6 +187,7 @@ export function resolveConfig(vars: Record<string, unknown>): EdgeConfig {
 
   return {
     dev: flag("EARSHOT_DEV"),
+    allowedHosts: hostList(text("EARSHOT_ALLOWED_HOSTS")),
     apiKeys,
     signingKeys,
     relaySecret,
@@ -199,6 +206,29 @@ export function resolveConfig(vars: Record<string, unknown>): EdgeConfig {
     ipRateLimit: rate("EARSHOT_RATE_LIMIT_IP", { requests: 120, periodSeconds: 60 }),
     turn: turnConfig(text, int),
   };
+}
+
+/** Bare host names, as `URL.hostname` spells them (lower case, IPv6 in brackets), no port. */
+function hostList(value: string | undefined): ReadonlySet<string> {
+  const hosts = (value ?? "")
+    .split(",")
+    .map((host) => host.trim())
+    .filter((host) => host !== "");
+  for (const host of hosts) {
+    let hostname: string | undefined;
+    try {
+      hostname = new URL(`http://${host}/`).hostname;
+    } catch {
+      hostname = undefined;
+    }
+    if (hostname !== host) {
+      throw new ConfigError(
+        "EARSHOT_ALLOWED_HOSTS",
+        `"${host}" is not a lower-case host name without a port, such as devbox.lan or 192.168.1.20`,
+      );
+    }
+  }
+  return new Set(hosts);
 }
 
 /** TURN is optional, but half of it (URLs without a secret, or the reverse) is a mistake. */

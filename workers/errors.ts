@@ -1,6 +1,7 @@
 // Expected failures are thrown as ApiError (itty-router's StatusError shape: an Error with a
 // `status`) and turned into OpenAI's error envelope in one place, `errorResponse`. Anything
 // else is a bug: it is logged here and the client gets a generic 500, never a stack.
+import type { z } from "zod";
 import type { ErrorBody } from "../protocol/relay-api.ts";
 import { ConfigError } from "./config.ts";
 import { log } from "./log.ts";
@@ -79,6 +80,17 @@ export const unauthorized = (code: string, message: string) =>
 export const forbidden = (code: string, message: string) => new ApiError(403, code, message);
 export const notFound = (message = "Not found.") => new ApiError(404, "not_found", message);
 export const conflict = (code: string, message: string) => new ApiError(409, code, message);
+
+/** The first problem zod found, as a 400 naming the offending field. */
+export function zodBadRequest(error: z.ZodError, prefix?: string): ApiError {
+  const issue = error.issues[0];
+  const path = [...(prefix ? [prefix] : []), ...(issue?.path ?? []).map(String)].join(".");
+  return badRequest(
+    "invalid_value",
+    issue ? `${path || "body"}: ${issue.message}` : "Invalid body.",
+    path || undefined,
+  );
+}
 
 export function errorEnvelope(error: ApiError): ErrorBody {
   return { error: { type: error.type, code: error.code, message: error.message, param: error.param } };

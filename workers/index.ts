@@ -4,9 +4,11 @@ import { AutoRouter } from "itty-router/AutoRouter";
 import type { IRequest } from "itty-router";
 import { edgeConfig } from "./config.ts";
 import { checkOrigin, isCorsPath, preflight, withCors } from "./cors.ts";
+import { checkDevHost } from "./dev-host.ts";
 import { unrouted } from "./allowed-methods.ts";
 import { errorResponse } from "./errors.ts";
-import { clientIp, enforceRateLimit } from "./rate-limiter.ts";
+import { ipBucket } from "./client-ip.ts";
+import { enforceRateLimit } from "./rate-limiter.ts";
 import { createCall, getCall, hangupCall, patchCall } from "./routes/calls.ts";
 import { createClientSecret, createDevClientSecret } from "./routes/client-secrets.ts";
 import { getIceServers, ICE_SERVERS_PATH } from "./routes/ice-servers.ts";
@@ -21,15 +23,30 @@ export { RelayRegistry } from "./relay-registry.ts";
 /** A browser fetches ICE servers with its client secret, as it places calls: same CORS rules. */
 const corsApplies = (pathname: string) => isCorsPath(pathname) || pathname === ICE_SERVERS_PATH;
 
-/** Public routes are limited per client IP; origin-checked where CORS applies. Internal ones are signed instead. */
+const answerPreflight = (request: IRequest, env: Env) => preflight(edgeConfig(env), request);
+
+/** The API's paths; the rest is `/`, `/healthz` and 404s. */
+const API_PATHS = ["/v1/", "/dev/", "/admin/", "/internal/"];
+/**
+ * Public paths, limited per client IP (/admin/ too, or its API key could be guessed at full
+ * speed); /internal/ is signed by relays instead.
+ */
+const PUBLIC_PATHS = ["/v1/", "/dev/", "/admin/"];
+
+/**
+ * A dev edge's API answers only its own host names. Public routes are limited per client IP and
+ * origin-checked where CORS applies.
+ */
 async function guard(request: IRequest, env: Env): Promise<void> {
   const { pathname } = new URL(request.url);
-  if (!pathname.startsWith("/v1/") && !pathname.startsWith("/dev/")) return;
-  if (request.method === "OPTIONS") return;
-  const timing = timingOf(request);
+  const under = (prefixes: string[]) => prefixes.some((prefix) => pathname.startsWith(prefix));
+  if (!under(API_PATHS)) return;
   const config = edgeConfig(env);
+  checkDevHost(config, request);
+  if (!under(PUBLIC_PATHS) || request.method === "OPTIONS") return;
+  const timing = timingOf(request);
   if (corsApplies(pathname)) checkOrigin(config, request);
-  await timing.time("ip", () => enforceRateLimit(env, `ip:${clientIp(request)}`, config.ipRateLimit));
+  await timing.time("ip", () => enforceRateLimit(env, ipBucket(config, request), config.ipRateLimit));
 }
 
 const router = AutoRouter({
@@ -58,10 +75,10 @@ router
   .get("/healthz", () => Response.json({ status: "ok" }))
   .post("/v1/realtime/client_secrets", createClientSecret)
   .post("/dev/client_secret", createDevClientSecret)
-  .options(ICE_SERVERS_PATH, (request: IRequest, env: Env) => preflight(edgeConfig(env), request))
+  .options(ICE_SERVERS_PATH, answerPreflight)
   .get(ICE_SERVERS_PATH, getIceServers)
-  .options("/v1/realtime/calls", (request: IRequest, env: Env) => preflight(edgeConfig(env), request))
-  .options("/v1/realtime/calls/*", (request: IRequest, env: Env) => preflight(edgeConfig(env), request))
+  .options("/v1/realtime/calls", answerPreflight)
+  .options("/v1/realtime/calls/*", answerPreflight)
   .post("/v1/realtime/calls", createCall)
   .get("/v1/realtime/calls/:id", getCall)
   .patch("/v1/realtime/calls/:id", patchCall)

@@ -7,6 +7,7 @@
 // Ids made before this (a random name, never 64 hex digits) still find their object by name.
 import type { CallSession } from "./call-session.ts";
 import type { ClientSecretLedger } from "./client-secret-ledger.ts";
+import { REGISTRY_NAME, type RelayRegistry } from "./relay-registry.ts";
 
 const OBJECT_ID = /^[0-9a-f]{64}$/;
 
@@ -48,3 +49,7 @@ export const newSecretLedger = (env: Env) => {
 
 export const secretLedger = (env: Env, secretId: string): DurableObjectStub<ClientSecretLedger> | undefined =>
   objectFor(env.CLIENT_SECRET_LEDGER, "cs_", secretId);
+
+/** The deployment's one relay registry, found by its name (REGISTRY_NAME) from every Worker. */
+export const registry = (env: Env): DurableObjectStub<RelayRegistry> =>
+  env.RELAY_REGISTRY.getByName(REGISTRY_NAME);

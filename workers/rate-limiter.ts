@@ -1,4 +1,4 @@
-// RateLimiter: one Durable Object per limited identity (`ip:<addr>`, `key:<key id>`), running
+// RateLimiter: one Durable Object per limited identity (`ip:…`, see client-ip.ts; `key:<key id>`), running
 // GCRA (a token bucket kept as one timestamp): a burst of `requests` passes, then one more each
 // `periodSeconds / requests`, and a refused request learns exactly when to retry.
 //
@@ -8,7 +8,7 @@
 // object is only evicted after it has been idle for longer than any sensible period, by which
 // time its bucket has refilled anyway.
 import { DurableObject } from "cloudflare:workers";
-import type { RateLimit } from "./config.ts";
+import type { EdgeConfig, RateLimit } from "./config.ts";
 import { ApiError } from "./errors.ts";
 
 export interface RateDecision {
@@ -61,7 +61,7 @@ export async function enforceRateLimit(env: Env, identity: string, limit: RateLi
   }
 }
 
-/** The client's address as Cloudflare saw it; `unknown` only off Cloudflare (tests, curl without wrangler). */
-export function clientIp(request: Request): string {
-  return request.headers.get("cf-connecting-ip")?.trim() || "unknown";
+/** An API key's own limit (EARSHOT_RATE_LIMIT_API_KEY), from whatever address it is used. */
+export function limitApiKey(env: Env, config: EdgeConfig, keyId: string): Promise<void> {
+  return enforceRateLimit(env, `key:${keyId}`, config.apiKeyRateLimit);
 }

@@ -3,7 +3,8 @@
 // the background, so a call waits on the registry only when the isolate has none at all.
 import type { EdgeConfig } from "./config.ts";
 import type { RelayRecord } from "./relay-choice.ts";
-import { REGISTRY_NAME, type RelaySnapshot } from "./relay-registry.ts";
+import { registry } from "./object-ids.ts";
+import type { RelaySnapshot } from "./relay-registry.ts";
 
 /** Past this many refresh periods a snapshot is too old to serve even once more. */
 const MAX_STALE_PERIODS = 10;
@@ -14,8 +15,7 @@ let inflight: Promise<RelayRecord[]> | undefined;
 function refresh(env: Env): Promise<RelayRecord[]> {
   inflight ??= (async () => {
     try {
-      const stub = env.RELAY_REGISTRY.get(env.RELAY_REGISTRY.idFromName(REGISTRY_NAME));
-      const fresh = await stub.snapshot();
+      const fresh = await registry(env).snapshot();
       remember(fresh);
       return fresh.relays;
     } finally {

@@ -1,9 +1,8 @@
 // The session config a secret or a call runs under: validated with the shared schema, given
 // its defaults, size-capped, and hashed in canonical form (the hash binds secrets and tickets).
-import type { z } from "zod";
 import { canonicalJson, sha256Hex } from "../protocol/encoding.ts";
 import { DEFAULT_MODEL, SessionConfig } from "../protocol/session.ts";
-import { ApiError, badRequest } from "./errors.ts";
+import { ApiError, zodBadRequest } from "./errors.ts";
 
 export const MAX_SESSION_BYTES = 48 * 1024;
 
@@ -32,15 +31,4 @@ export async function bindSession(input: unknown, param = "session"): Promise<Bo
     );
   }
   return { session, sha256: await sha256Hex(canonical) };
-}
-
-/** The first problem zod found, as a 400 naming the offending field. */
-export function zodBadRequest(error: z.ZodError, prefix?: string): ApiError {
-  const issue = error.issues[0];
-  const path = [...(prefix ? [prefix] : []), ...(issue?.path ?? []).map(String)].join(".");
-  return badRequest(
-    "invalid_value",
-    issue ? `${path || "body"}: ${issue.message}` : "Invalid body.",
-    path || undefined,
-  );
 }

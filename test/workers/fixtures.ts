@@ -14,7 +14,8 @@ export const OTHER_API_KEY = "sk_test_secondary";
 export const RELAY_SECRET = "test-relay-secret";
 export const SIGNING_KEYS = { k2: "test-signing-secret-two", k1: "test-signing-secret-one" } as const;
 export const STUB_URL = inject("relayStubUrl");
-const BASE = "https://edge.test";
+/** A loopback name: the tests' edge runs with EARSHOT_DEV=1, which answers no other (dev-host.ts). */
+const BASE = "https://edge.localhost";
 
 export type Geo = { latitude: string; longitude: string };
 export const PLACES = {
@@ -28,16 +29,22 @@ export const PLACES = {
 
 export interface EdgeInit extends Omit<RequestInit, "cf"> {
   cf?: Geo;
-  /** CF-Connecting-IP; a fresh documentation address per request unless given. */
+  /**
+   * CF-Connecting-IP; a fresh documentation address per request unless given. The per-IP limit
+   * reads it only with EARSHOT_DEV=0 (on Cloudflare); a dev edge, as here by default, counts every
+   * request against one local bucket (120 a minute; each test file has its own workerd).
+   */
   ip?: string;
   apiKey?: string;
   bearer?: string;
+  /** The Host the request is addressed to (`name[:port]`, over http); the tests' base unless given. */
+  host?: string;
 }
 
-/** A unique address per call, so per-IP rate limits never couple unrelated tests. */
+/** An address in a /64 of its own, so per-IP rate limits on Cloudflare never couple unrelated tests. */
 export function freshIp(): string {
-  const bytes = crypto.getRandomValues(new Uint16Array(4));
-  return `2001:db8:${[...bytes].map((b) => b.toString(16)).join(":")}`;
+  const groups = crypto.getRandomValues(new Uint16Array(4));
+  return `2001:db8:${[...groups].map((g) => g.toString(16)).join(":")}::1`;
 }
 
 export function unique(prefix: string): string {
@@ -47,12 +54,13 @@ export function unique(prefix: string): string {
 }
 
 function buildRequest(path: string, init: EdgeInit = {}): Request {
-  const { cf, ip, apiKey, bearer, ...rest } = init;
+  const { cf, ip, apiKey, bearer, host, ...rest } = init;
   const headers = new Headers(rest.headers);
   if (!headers.has("cf-connecting-ip")) headers.set("cf-connecting-ip", ip ?? freshIp());
   const token = apiKey ?? bearer;
   if (token !== undefined) headers.set("authorization", `Bearer ${token}`);
-  return new Request(`${BASE}${path}`, { ...rest, headers, ...(cf ? { cf } : {}) } as RequestInit);
+  const base = host === undefined ? BASE : `http://${host}`;
+  return new Request(`${base}${path}`, { ...rest, headers, ...(cf ? { cf } : {}) } as RequestInit);
 }
 
 /** Through the runtime's front door, exactly as a client's request arrives. */

@@ -1,9 +1,11 @@
-// Hostile HTTP at the edge (issue 7): bodies at and past every cap, bodies that trickle or stall,
-// wrong methods and content types, and CORS preflights from origins outside the allowlist.
-// Everything goes through the Worker's front door in workerd, as a client's request would.
-import { describe, expect, it } from "vitest";
+// Hostile HTTP at the edge (issues 7 and 13): bodies at and past every cap, JSON nested past the
+// depth cap, bodies that trickle or stall, wrong methods and content types, CORS preflights from
+// origins outside the allowlist, and DNS rebinding against a dev edge. Everything goes through the Worker's front door in workerd,
+// as a client's request would.
+import { describe, expect, it, vi } from "vitest";
 import { MAX_OFFER_BYTES } from "../../protocol/relay-api.ts";
-import { BODY_DEADLINE_MS, readCapped } from "../../workers/body.ts";
+import { BODY_DEADLINE_MS, MAX_JSON_DEPTH, readCapped } from "../../workers/body.ts";
+import { resolveConfig } from "../../workers/config.ts";
 import { MAX_SESSION_BYTES } from "../../workers/session-config.ts";
 import {
   API_KEY,
@@ -148,12 +150,190 @@ describe("body size caps: accepted at the limit, 413 one byte past it", () => {
   });
 });
 
+describe(`JSON nesting: ${MAX_JSON_DEPTH} levels deep are read, one more is 400 before parsing`, () => {
+  /** JSON whose arrays (or objects) are open `depth` deep at the deepest point. */
+  const nested = (depth: number, shape: "arrays" | "objects") =>
+    shape === "arrays"
+      ? "[".repeat(depth) + "]".repeat(depth)
+      : '{"a":'.repeat(depth - 1) + "{}" + "}".repeat(depth - 1);
+  /** A client_secrets body `depth` deep: the body and its session are two of the levels. */
+  const mintBody = (depth: number, shape: "arrays" | "objects") =>
+    `{"session":{"x":${nested(depth - 2, shape)}}}`;
+  const post = (path: string, body: string) =>
+    edge(path, {
+      method: "POST",
+      ...(path.startsWith("/v1/") ? { apiKey: API_KEY } : {}),
+      headers: { "content-type": "application/json" },
+      body,
+    });
+  const paths = ["/v1/realtime/client_secrets", "/dev/client_secret"];
+
+  it.each(paths)(
+    "%s: a session at the cap is minted, one level past it is 400 json_too_deep",
+    async (path) => {
+      for (const shape of ["arrays", "objects"] as const) {
+        const atLimit = await post(path, mintBody(MAX_JSON_DEPTH, shape));
+        expect(atLimit.status, shape).toBe(200);
+        const over = await post(path, mintBody(MAX_JSON_DEPTH + 1, shape));
+        expect(over.status, shape).toBe(400);
+        expect(await errorOf(over)).toEqual({
+          type: "invalid_request_error",
+          code: "json_too_deep",
+          message: `The body nests arrays and objects more than ${MAX_JSON_DEPTH} levels deep.`,
+          param: null,
+        });
+      }
+    },
+  );
+
+  it.each(paths)(
+    "%s: 10 KB of brackets, once a 500 with a stack trace logged, is a 400 and logs nothing",
+    async (path) => {
+      const logged = vi.spyOn(console, "error");
+      try {
+        for (const body of [mintBody(5000, "arrays"), mintBody(1700, "objects")]) {
+          expect(body.length).toBeGreaterThan(10_000);
+          const response = await post(path, body);
+          expect(response.status).toBe(400);
+          expect((await errorOf(response)).code).toBe("json_too_deep");
+        }
+        expect(logged).not.toHaveBeenCalled();
+      } finally {
+        logged.mockRestore();
+      }
+    },
+  );
+
+  it("brackets inside strings, escaped quotes included, are not nesting", async () => {
+    const instructions = `\\"${"[{".repeat(2000)}\\" \\\\`;
+    const response = await post("/v1/realtime/client_secrets", JSON.stringify({ session: { instructions } }));
+    expect(response.status).toBe(200);
+    expect(((await response.json()) as { session: { instructions: string } }).session.instructions).toBe(
+      instructions,
+    );
+  });
+
+  it("a call's multipart session field: at the cap the call is placed, one past it is 400 naming the field", async () => {
+    const { query } = await soloRelay();
+    const place = (depth: number) => {
+      const form = new FormData();
+      form.set("sdp", offerSdp());
+      // The session object is one of the levels.
+      form.set("session", `{"x":${nested(depth - 1, "arrays")}}`);
+      return edge(`/v1/realtime/calls${query}`, { method: "POST", apiKey: API_KEY, body: form });
+    };
+    expect((await place(MAX_JSON_DEPTH)).status).toBe(201);
+    const over = await place(MAX_JSON_DEPTH + 1);
+    expect(over.status).toBe(400);
+    expect(await errorOf(over)).toMatchObject({ code: "json_too_deep", param: "session" });
+  });
+});
+
+describe("DNS rebinding: a dev edge (EARSHOT_DEV=1) answers only its own host names", () => {
+  const JSON_BODY = { headers: { "content-type": "application/json" }, body: "{}" };
+  const mintDev = (host: string, overrides: Partial<Record<keyof Env, string>> = {}) =>
+    edgeWith(overrides, "/dev/client_secret", { method: "POST", host, ...JSON_BODY });
+  const LOOPBACK = [
+    "localhost",
+    "localhost:8787",
+    "127.0.0.1",
+    "127.0.0.1:8787",
+    "[::1]",
+    "[::1]:8787",
+    "edge.localhost",
+    "a.b.localhost:9000",
+  ];
+  // A rebinding page's own name, and names that only look like loopback ones.
+  const STRANGERS = [
+    "evil.example",
+    "evil.example:8787",
+    "localhost.evil.example",
+    "evillocalhost",
+    "localhost.localhost.evil.example:8787",
+    "127.0.0.1.nip.io",
+    "192.168.1.20",
+  ];
+
+  it("mints for loopback names, with any port", async () => {
+    for (const host of LOOPBACK) expect((await mintDev(host)).status, host).toBe(200);
+  });
+
+  it("refuses any other name with 403 host_not_allowed, on every API path, before anything else", async () => {
+    for (const host of STRANGERS) {
+      const response = await mintDev(host);
+      expect(response.status, host).toBe(403);
+      const error = await errorOf(response);
+      expect(error).toMatchObject({ type: "permission_error", code: "host_not_allowed", param: null });
+      expect(error.message).toContain(`not "${host.replace(/:\d+$/, "")}"`);
+      expect(error.message).toContain("EARSHOT_ALLOWED_HOSTS");
+    }
+    const host = "evil.example:8787";
+    const refused = [
+      await edge("/v1/realtime/client_secrets", { method: "POST", apiKey: API_KEY, host, ...JSON_BODY }),
+      await edge("/v1/realtime/calls", {
+        method: "OPTIONS",
+        host,
+        headers: { origin: `http://${host}`, "access-control-request-method": "POST" },
+      }),
+      await edge("/admin/relays", { apiKey: API_KEY, host }),
+      await exports.default.fetch(
+        new Request(
+          `http://${host}/internal/relays/heartbeat`,
+          await signedPost(
+            "/internal/relays/heartbeat",
+            JSON.stringify(heartbeatOf({ relay_id: unique("relay") })),
+          ),
+        ),
+      ),
+    ];
+    expect(refused.map((r) => r.status)).toEqual([403, 403, 403, 403]);
+    // What is not the API stays as it was.
+    expect((await edge("/healthz", { host })).status).toBe(200);
+  });
+
+  it("EARSHOT_ALLOWED_HOSTS adds exactly the names it lists", async () => {
+    const allowed = { EARSHOT_ALLOWED_HOSTS: "devbox.lan, 192.168.1.20" };
+    for (const host of ["devbox.lan", "devbox.lan:8787", "192.168.1.20:8787", "localhost"]) {
+      expect((await mintDev(host, allowed)).status, host).toBe(200);
+    }
+    for (const host of ["devbox.lan.evil.example", "other.lan", "192.168.1.21"]) {
+      expect((await mintDev(host, allowed)).status, host).toBe(403);
+    }
+  });
+
+  it("a list entry that is not a bare host name stops the edge, naming the variable", () => {
+    const vars = {
+      EARSHOT_API_KEYS: API_KEY,
+      EARSHOT_SIGNING_KEYS: "k1:0123456789abcdef",
+      EARSHOT_RELAY_SECRET: "0123456789abcdef",
+    };
+    expect([
+      ...resolveConfig({ ...vars, EARSHOT_ALLOWED_HOSTS: " devbox.lan,[fd00::1] " }).allowedHosts,
+    ]).toEqual(["devbox.lan", "[fd00::1]"]);
+    for (const entry of ["http://devbox.lan", "devbox.lan:8787", "DevBox.lan", "devbox.lan/x", "fd00::1"]) {
+      expect(() => resolveConfig({ ...vars, EARSHOT_ALLOWED_HOSTS: entry }), entry).toThrow(
+        /^EARSHOT_ALLOWED_HOSTS: /,
+      );
+    }
+  });
+
+  it("deployed (EARSHOT_DEV=0) the Worker does not check: Cloudflare routes by hostname", async () => {
+    const response = await edgeWith({ EARSHOT_DEV: "0" }, "/v1/realtime/client_secrets", {
+      method: "POST",
+      apiKey: API_KEY,
+      host: "earshot.example.com",
+      ...JSON_BODY,
+    });
+    expect(response.status).toBe(200);
+  });
+});
+
 describe("slow bodies: bounded, never held open for ever", () => {
   const text = "v=0\r\n";
 
   it("readCapped takes a body that trickles in before the deadline and refuses one that stalls, at the deadline", async () => {
     const request = (body: ReadableStream<Uint8Array>) =>
-      new Request("https://edge.test/", { method: "POST", body });
+      new Request("https://edge.localhost/", { method: "POST", body });
     const arrived = await readCapped(request(trickle(offerSdp(), 5, 40)), MAX_OFFER_BYTES, "SDP offer", 400);
     expect(new TextDecoder().decode(arrived)).toBe(offerSdp());
 

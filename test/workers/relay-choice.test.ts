@@ -1,6 +1,7 @@
 import { reset } from "cloudflare:test";
 import { env, exports } from "cloudflare:workers";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { registry } from "../../workers/object-ids.ts";
 import { chooseRelay, greatCircleKm, type RelayRecord } from "../../workers/relay-choice.ts";
 import {
   API_KEY,
@@ -151,7 +152,7 @@ describe("choosing a relay", () => {
     await registerRelays(far);
     // A relay the isolate has not heard about: it reported to the registry through another isolate.
     const near = frankfurt();
-    await env.RELAY_REGISTRY.getByName("global").heartbeat(heartbeatOf(near));
+    await registry(env).heartbeat(heartbeatOf(near));
     const call = () =>
       edgeWith({}, "/v1/realtime/calls", {
         method: "POST",

@@ -3,13 +3,14 @@
 import type { IRequest } from "itty-router";
 import { CallId } from "../../protocol/relay-api.ts";
 import { requireCaller } from "../auth.ts";
-import { decodeText, mediaType, readCapped, tooLarge, unsupportedMediaType } from "../body.ts";
+import { decodeText, mediaType, parseJson, readCapped, tooLarge, unsupportedMediaType } from "../body.ts";
 import type { CallOwner, Outcome, StartedCall } from "../call-session.ts";
 import type { CallClaim } from "../client-secret-ledger.ts";
 import { edgeConfig, type EdgeConfig } from "../config.ts";
 import { ApiError, badRequest, forbidden, notFound, unauthorized } from "../errors.ts";
 import { callSession, newCallSession, secretLedger } from "../object-ids.ts";
-import { clientIp, enforceRateLimit } from "../rate-limiter.ts";
+import { ipBucket } from "../client-ip.ts";
+import { enforceRateLimit, limitApiKey } from "../rate-limiter.ts";
 import { cachedRelays } from "../relay-cache.ts";
 import { callerLocation, rankRelays } from "../relay-choice.ts";
 import { checkOffer, checkSdpFragment, MAX_OFFER_BYTES } from "../sdp.ts";
@@ -37,7 +38,7 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
   );
   const caller = await timing.time("auth", () => requireCaller(config, request));
   if (caller.kind === "api_key") {
-    await timing.time("limit", () => enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit));
+    await timing.time("limit", () => limitApiKey(env, config, caller.keyId));
   }
 
   let offerText: string;
@@ -49,10 +50,13 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
   }
   const offer = checkOffer(offerText);
 
-  let bound: BoundSession | undefined;
-  if (caller.kind === "api_key") {
-    bound = await bindSession(parseSessionField(sessionField));
-  } else if (sessionField !== undefined) {
+  // An API key's call brings its session config, checked before a relay is chosen; a client
+  // secret's runs under the secret's, claimed from its ledger once there is a relay to call.
+  const placedBy =
+    caller.kind === "api_key"
+      ? { ...caller, bound: await bindSession(parseSessionField(sessionField)) }
+      : caller;
+  if (placedBy.kind === "client_secret" && sessionField !== undefined) {
     throw badRequest(
       "session_fixed",
       "A client secret's call runs under the secret's session config.",
@@ -81,17 +85,20 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
 
   // An offer that never connects holds a relay slot until the connect timeout: bounded per IP
   // (offers per connect timeout) and, below, per client secret (calls not yet connected).
-  if (config.maxUnconnectedPerIp > 0) {
-    await enforceRateLimit(env, `offers:${clientIp(request)}`, {
+  // Not under EARSHOT_DEV, where every request is one local client (client-ip.ts).
+  if (config.maxUnconnectedPerIp > 0 && !config.dev) {
+    await enforceRateLimit(env, `offers:${ipBucket(config, request)}`, {
       requests: config.maxUnconnectedPerIp,
       periodSeconds: config.connectTimeoutSeconds,
     });
   }
   const { callId, stub: session } = newCallSession(env);
+  let bound: BoundSession;
   let owner: CallOwner;
   let ledger: ReturnType<typeof secretLedger>;
-  if (caller.kind === "client_secret") {
-    const secret = secretLedger(env, caller.claims.id);
+  if (placedBy.kind === "client_secret") {
+    const { claims } = placedBy;
+    const secret = secretLedger(env, claims.id);
     if (!secret) throw unauthorized("invalid_client_secret", "The client secret is not valid.");
     ledger = secret;
     const hold = {
@@ -101,7 +108,7 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
     };
     // RPC retypes the loose session object; it is the same plain data.
     const claim = (await timing.time("ledger", () =>
-      secret.claimCall(caller.claims.sessionSha256, config.maxCallsPerSecret, hold),
+      secret.claimCall(claims.sessionSha256, config.maxCallsPerSecret, hold),
     )) as CallClaim;
     if (!claim.ok) {
       if (claim.reason === "call_limit_reached") {
@@ -121,10 +128,11 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
       }
       throw unauthorized("invalid_client_secret", "The client secret is not valid.");
     }
-    bound = { session: claim.session, sha256: caller.claims.sessionSha256 };
-    owner = { kind: "client_secret", secretId: caller.claims.id };
+    bound = { session: claim.session, sha256: claims.sessionSha256 };
+    owner = { kind: "client_secret", secretId: claims.id };
   } else {
-    owner = { kind: "api_key", keyId: caller.keyId };
+    bound = placedBy.bound;
+    owner = { kind: "api_key", keyId: placedBy.keyId };
   }
 
   // RPC retypes the result (tuples become arrays); it is the same plain data.
@@ -134,7 +142,7 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
       owner,
       relays: candidates.map((r) => ({ id: r.relay_id, region: r.region, publicUrl: r.public_url })),
       offerSdp: offer.sdp,
-      session: bound!.session,
+      session: bound.session,
     }),
   )) as Outcome<StartedCall>;
   if (!outcome.ok && ledger) {
@@ -185,7 +193,7 @@ async function resolveCall(request: IRequest, env: Env) {
 async function callActor(config: EdgeConfig, env: Env, request: Request): Promise<CallOwner> {
   const caller = await requireCaller(config, request, { allowExpired: true });
   if (caller.kind === "api_key") {
-    await enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit);
+    await limitApiKey(env, config, caller.keyId);
     return { kind: "api_key", keyId: caller.keyId };
   }
   return { kind: "client_secret", secretId: caller.claims.id };
@@ -223,12 +231,7 @@ async function readMultipart(request: Request, body: Uint8Array<ArrayBuffer>) {
 }
 
 function parseSessionField(field: string | undefined): unknown {
-  if (field === undefined) return undefined;
-  try {
-    return JSON.parse(field);
-  } catch {
-    throw badRequest("invalid_json", "The session field is not valid JSON.", "session");
-  }
+  return field === undefined ? undefined : parseJson(field, "session field", "session");
 }
 
 function regionParam(request: IRequest): string | undefined {

@@ -3,13 +3,13 @@
 import type { IRequest } from "itty-router";
 import { z } from "zod";
 import { requireApiKey } from "../auth.ts";
-import { decodeText, mediaType, readCapped, unsupportedMediaType } from "../body.ts";
+import { readJson } from "../body.ts";
 import { DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS, mintClientSecret } from "../client-secret.ts";
 import { edgeConfig, type EdgeConfig } from "../config.ts";
-import { badRequest, notFound } from "../errors.ts";
+import { notFound } from "../errors.ts";
 import { newSecretLedger } from "../object-ids.ts";
-import { enforceRateLimit } from "../rate-limiter.ts";
-import { bindSession, MAX_SESSION_BYTES, zodBadRequest } from "../session-config.ts";
+import { limitApiKey } from "../rate-limiter.ts";
+import { bindSession, MAX_SESSION_BYTES } from "../session-config.ts";
 import { timingOf, type ServerTiming } from "../server-timing.ts";
 import { iceServersFor } from "../turn.ts";
 
@@ -30,9 +30,7 @@ export async function createClientSecret(request: IRequest, env: Env): Promise<R
   const config = edgeConfig(env);
   const timing = timingOf(request);
   const caller = await timing.time("auth", () => requireApiKey(config, request));
-  const admitted = timing.time("limit", () =>
-    enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit),
-  );
+  const admitted = timing.time("limit", () => limitApiKey(env, config, caller.keyId));
   return mint(request, env, config, admitted);
 }
 
@@ -86,19 +84,10 @@ async function mint(
 
 /** The body, checked, and its session config bound. */
 async function readRequest(request: Request, timing: ServerTiming) {
-  const bytes = await timing.time("body", () => readCapped(request, MAX_BODY_BYTES));
-  let input: unknown = {};
-  if (bytes.byteLength > 0) {
-    if (mediaType(request) !== "application/json") throw unsupportedMediaType("application/json");
-    try {
-      input = JSON.parse(decodeText(bytes, "body"));
-    } catch (error) {
-      if (error instanceof SyntaxError) throw badRequest("invalid_json", "The body is not valid JSON.");
-      throw error;
-    }
-  }
-  const parsed = ClientSecretRequest.safeParse(input);
-  if (!parsed.success) throw zodBadRequest(parsed.error);
-  const bound = await timing.time("session", () => bindSession(parsed.data.session));
-  return { bound, ttlSeconds: parsed.data.expires_after?.seconds ?? DEFAULT_TTL_SECONDS };
+  // An empty body asks for the defaults.
+  const body = await timing.time("body", () =>
+    readJson(request, ClientSecretRequest, MAX_BODY_BYTES, { ifEmpty: {} }),
+  );
+  const bound = await timing.time("session", () => bindSession(body.session));
+  return { bound, ttlSeconds: body.expires_after?.seconds ?? DEFAULT_TTL_SECONDS };
 }

@@ -4,7 +4,7 @@
 import type { IRequest } from "itty-router";
 import { requireCaller } from "../auth.ts";
 import { edgeConfig } from "../config.ts";
-import { enforceRateLimit } from "../rate-limiter.ts";
+import { limitApiKey } from "../rate-limiter.ts";
 import { iceServersFor } from "../turn.ts";
 
 export const ICE_SERVERS_PATH = "/v1/realtime/ice_servers";
@@ -12,7 +12,7 @@ export const ICE_SERVERS_PATH = "/v1/realtime/ice_servers";
 export async function getIceServers(request: IRequest, env: Env): Promise<Response> {
   const config = edgeConfig(env);
   const caller = await requireCaller(config, request);
-  if (caller.kind === "api_key") await enforceRateLimit(env, `key:${caller.keyId}`, config.apiKeyRateLimit);
+  if (caller.kind === "api_key") await limitApiKey(env, config, caller.keyId);
   const { iceServers, expiresAt } = await iceServersFor(
     config.turn,
     caller.kind === "client_secret"

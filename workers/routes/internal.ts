@@ -4,40 +4,30 @@ import type { IRequest } from "itty-router";
 import type { z } from "zod";
 import { CallId, Heartbeat, RelayCallEvent } from "../../protocol/relay-api.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
-import { decodeText, mediaType, readCapped, unsupportedMediaType } from "../body.ts";
+import { readJson } from "../body.ts";
 import { edgeConfig } from "../config.ts";
 import { requireApiKey } from "../auth.ts";
 import { ApiError, badRequest, notFound, unauthorized } from "../errors.ts";
-import { callSession } from "../object-ids.ts";
+import { callSession, registry } from "../object-ids.ts";
 import { remember } from "../relay-cache.ts";
 import { whyUnusable } from "../relay-choice.ts";
-import { REGISTRY_NAME } from "../relay-registry.ts";
-import { zodBadRequest } from "../session-config.ts";
 
 const MAX_BODY_BYTES = 16 * 1024;
 
-async function signedJson<S extends z.ZodType>(request: Request, env: Env, schema: S): Promise<z.infer<S>> {
-  const config = edgeConfig(env);
-  if (mediaType(request) !== "application/json") throw unsupportedMediaType("application/json");
-  const text = decodeText(await readCapped(request, MAX_BODY_BYTES), "body");
-  const path = new URL(request.url).pathname;
-  const verified = await verifyRequest(
-    config.relaySecret,
-    request.headers.get(SIGNATURE_HEADER),
-    "POST",
-    path,
-    text,
-  );
-  if (!verified.ok) throw unauthorized("invalid_signature", verified.message);
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw badRequest("invalid_json", "The body is not valid JSON.");
-  }
-  const parsed = schema.safeParse(json);
-  if (!parsed.success) throw zodBadRequest(parsed.error);
-  return parsed.data;
+/** The body, once its signature is verified (before it is parsed), as a value `schema` accepts. */
+function signedJson<S extends z.ZodType>(request: Request, env: Env, schema: S): Promise<z.output<S>> {
+  return readJson(request, schema, MAX_BODY_BYTES, {
+    verify: async (text) => {
+      const verified = await verifyRequest(
+        edgeConfig(env).relaySecret,
+        request.headers.get(SIGNATURE_HEADER),
+        "POST",
+        new URL(request.url).pathname,
+        text,
+      );
+      if (!verified.ok) throw unauthorized("invalid_signature", verified.message);
+    },
+  });
 }
 
 export async function relayHeartbeat(request: IRequest, env: Env): Promise<Response> {
@@ -49,7 +39,7 @@ export async function relayHeartbeat(request: IRequest, env: Env): Promise<Respo
       "public_url",
     );
   }
-  remember(await env.RELAY_REGISTRY.getByName(REGISTRY_NAME).heartbeat(beat));
+  remember(await registry(env).heartbeat(beat));
   return new Response(null, { status: 204 });
 }
 
@@ -72,7 +62,7 @@ export async function relayCallEvent(request: IRequest, env: Env): Promise<Respo
  */
 export async function listRelays(request: IRequest, env: Env): Promise<Response> {
   await requireApiKey(edgeConfig(env), request);
-  const { relays, at } = await env.RELAY_REGISTRY.getByName(REGISTRY_NAME).snapshot();
+  const { relays, at } = await registry(env).snapshot();
   return Response.json({
     object: "list",
     data: relays
