@@ -13,7 +13,7 @@ import {
 } from "../../../relay/inference/inference-bridge.ts";
 import type { InferenceConfig } from "../../../relay/inference/inference-config.ts";
 import { inferenceConfigFromEnv } from "../../../relay/inference/inference-config.ts";
-import { concat, dbfs, dominantFrequency, sine } from "../agent/audio-analysis.ts";
+import { concat, dbfs, dominantFrequency, sine } from "../../agent/audio-analysis.ts";
 import { speakInto, testCall, type TestCall, waitUntil } from "./bridge-fixtures.ts";
 
 let agent: AgentServer;

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SpeechSynthesizer } from "../../../relay/agent/tts.ts";
 import { Resampler } from "../../../relay/vad/resampler.ts";
 import { SILERO_CHUNK, SileroModel, sileroModelPath } from "../../../relay/vad/silero-vad.ts";
-import { sine } from "../agent/audio-analysis.ts";
+import { sine } from "../../agent/audio-analysis.ts";
 
 let model: SileroModel;
 beforeAll(async () => {

@@ -11,7 +11,7 @@ import {
   waitFor,
   withTimeout,
   type InProcessRelay,
-} from "./fixtures.ts";
+} from "../fixtures.ts";
 
 let relay: InProcessRelay;
 const peers: { close(): Promise<void> }[] = [];

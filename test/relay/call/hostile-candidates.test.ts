@@ -1,10 +1,10 @@
 // Remote ICE candidates are capped per call (MAX_REMOTE_CANDIDATES), in the offer and through
 // PATCH, and `.local` (mDNS) names are refused without being resolved.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { CreateCallResponse } from "../../protocol/relay-api.ts";
-import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
-import type { Call } from "../../relay/call.ts";
-import { MAX_REMOTE_CANDIDATES } from "../../relay/peer-config.ts";
+import type { CreateCallResponse } from "../../../protocol/relay-api.ts";
+import { SIGNATURE_HEADER, signRequest } from "../../../protocol/signed-request.ts";
+import type { Call } from "../../../relay/call.ts";
+import { MAX_REMOTE_CANDIDATES } from "../../../relay/peer-config.ts";
 import {
   RecordingBridge,
   TEST_SECRET,
@@ -14,7 +14,7 @@ import {
   ticketFor,
   waitFor,
   type InProcessRelay,
-} from "./fixtures.ts";
+} from "../fixtures.ts";
 
 let relay: InProcessRelay;
 const clients: TestClient[] = [];

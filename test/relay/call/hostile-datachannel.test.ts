@@ -3,8 +3,8 @@
 // dropped and counted, and floods are absorbed; the call lives on through all of it.
 import { performance } from "node:perf_hooks";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { Call } from "../../relay/call.ts";
-import { MAX_CLIENT_MESSAGE_BYTES } from "../../relay/peer-config.ts";
+import type { Call } from "../../../relay/call.ts";
+import { MAX_CLIENT_MESSAGE_BYTES } from "../../../relay/peer-config.ts";
 import {
   RecordingBridge,
   TestClient,
@@ -12,7 +12,7 @@ import {
   startRelay,
   waitFor,
   type InProcessRelay,
-} from "./fixtures.ts";
+} from "../fixtures.ts";
 
 let relay: InProcessRelay;
 const clients: TestClient[] = [];

@@ -9,8 +9,8 @@ import { inferenceConfigFromEnv } from "../../../relay/inference/inference-confi
 import { FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
 import { SileroModel } from "../../../relay/vad/silero-vad.ts";
 import { relayUplinkMonitor } from "../../../relay/vad/uplink-monitor.ts";
-import { concat } from "../agent/audio-analysis.ts";
-import { testCall, type TestCall, waitUntil } from "./bridge-fixtures.ts";
+import { concat } from "../../agent/audio-analysis.ts";
+import { testCall, type TestCall, waitUntil } from "../inference/bridge-fixtures.ts";
 
 let agent: AgentServer;
 let silero: SileroModel;

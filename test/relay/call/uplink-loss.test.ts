@@ -11,7 +11,7 @@ import {
   startRelay,
   waitFor,
   type InProcessRelay,
-} from "./fixtures.ts";
+} from "../fixtures.ts";
 
 let relay: InProcessRelay;
 beforeAll(async () => {

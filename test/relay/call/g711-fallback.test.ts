@@ -20,7 +20,7 @@ import {
   ticketFor,
   waitFor,
   type InProcessRelay,
-} from "./fixtures.ts";
+} from "../fixtures.ts";
 
 // G.711 µ-law written out here from the standard, independently of relay/media/g711.ts.
 function muLawEncode(sample: number): number {

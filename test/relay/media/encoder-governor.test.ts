@@ -2,8 +2,8 @@
 // the policy at its thresholds, and a real relay whose encoders change complexity mid-call
 // while the client keeps hearing the same tone.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../../relay/config.ts";
-import { EncoderGovernor } from "../../relay/media/encoder-governor.ts";
+import { loadConfig } from "../../../relay/config.ts";
+import { EncoderGovernor } from "../../../relay/media/encoder-governor.ts";
 import {
   RecordingBridge,
   connectRecorded,
@@ -14,7 +14,7 @@ import {
   testEnv,
   waitFor,
   type InProcessRelay,
-} from "./fixtures.ts";
+} from "../fixtures.ts";
 
 describe("EncoderGovernor policy", () => {
   it("steps down after two samples at 85 % busy, not after one or at 84.9 %", () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AgentServer } from "../../../relay/agent/agent-server.ts";
+import { AgentServer } from "../../relay/agent/agent-server.ts";
 import { concat, dbfs, dominantFrequency, sine, voicedMs } from "./audio-analysis.ts";
 import { RealtimeTestClient } from "./realtime-client.ts";
 

@@ -6,7 +6,7 @@ import { createSocket, type Socket } from "node:dgram";
 import { performance } from "node:perf_hooks";
 import { Message, parseMessage } from "werift";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { Call } from "../../relay/call.ts";
+import type { Call } from "../../../relay/call.ts";
 import {
   RecordingBridge,
   TestClient,
@@ -17,7 +17,7 @@ import {
   startRelay,
   waitFor,
   type InProcessRelay,
-} from "./fixtures.ts";
+} from "../fixtures.ts";
 
 let relay: InProcessRelay;
 const clients: TestClient[] = [];

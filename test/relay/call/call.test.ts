@@ -1,6 +1,6 @@
 // A werift client calls the relay through its HTTP API and audio flows both ways.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { answerDirection, answerSetup } from "../../relay/sdp.ts";
+import { answerDirection, answerSetup } from "../../../relay/sdp.ts";
 import {
   RecordingBridge,
   TestClient,
@@ -12,7 +12,7 @@ import {
   startRelay,
   waitFor,
   type InProcessRelay,
-} from "./fixtures.ts";
+} from "../fixtures.ts";
 
 let relay: InProcessRelay;
 const clients: TestClient[] = [];
@@ -64,7 +64,7 @@ describe("a call through the HTTP API", () => {
   it("drops data channel messages over the size cap and passes one at the cap", async () => {
     const { client, bridge } = await connect();
     await client.channelOpen();
-    const { MAX_CLIENT_MESSAGE_BYTES } = await import("../../relay/peer-config.ts");
+    const { MAX_CLIENT_MESSAGE_BYTES } = await import("../../../relay/peer-config.ts");
     // Play a client that ignores the advertised a=max-message-size.
     client.pc.sctpTransport!.remoteMaxMessageSize = 0;
     const atCap = `"${"a".repeat(MAX_CLIENT_MESSAGE_BYTES - 2)}"`;

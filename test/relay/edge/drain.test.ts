@@ -2,8 +2,8 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, expect, it } from "vitest";
-import { Heartbeat, RelayCallEvent } from "../../protocol/relay-api.ts";
-import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
+import { Heartbeat, RelayCallEvent } from "../../../protocol/relay-api.ts";
+import { SIGNATURE_HEADER, verifyRequest } from "../../../protocol/signed-request.ts";
 import {
   TEST_SECRET,
   TestClient,
@@ -11,7 +11,7 @@ import {
   waitFor,
   withTimeout,
   type ChildRelay,
-} from "./fixtures.ts";
+} from "../fixtures.ts";
 
 /** A stand-in for the edge's internal routes: verifies signatures and records what arrives. */
 class FakeEdge {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { Resampler, resamplePcm16 } from "../../../relay/vad/resampler.ts";
-import { toneAmplitude } from "../agent/audio-analysis.ts";
+import { toneAmplitude } from "../../agent/audio-analysis.ts";
 
 function floatSine(frequency: number, rate: number, seconds: number, amplitude = 10_000): Float32Array {
   const out = new Float32Array(Math.round(rate * seconds));

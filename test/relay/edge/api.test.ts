@@ -1,7 +1,7 @@
 // The relay's HTTP API refuses what it must, allocates nothing for it, and leaves nothing behind.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
-import { MAX_CREATE_BODY_BYTES } from "../../relay/server.ts";
+import { SIGNATURE_HEADER, signRequest } from "../../../protocol/signed-request.ts";
+import { MAX_CREATE_BODY_BYTES } from "../../../relay/server.ts";
 import {
   RecordingBridge,
   TEST_SECRET,
@@ -12,7 +12,7 @@ import {
   ticketFor,
   waitFor,
   type InProcessRelay,
-} from "./fixtures.ts";
+} from "../fixtures.ts";
 
 let relay: InProcessRelay;
 beforeAll(async () => {

@@ -7,8 +7,8 @@ import { performance } from "node:perf_hooks";
 import fc from "fast-check";
 import { parseMessage } from "werift";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
-import { answerDirection, answerSetup, rewriteCandidateAddress } from "../../relay/sdp.ts";
+import { SIGNATURE_HEADER, signRequest } from "../../../protocol/signed-request.ts";
+import { answerDirection, answerSetup, rewriteCandidateAddress } from "../../../relay/sdp.ts";
 import {
   RecordingBridge,
   TEST_SECRET,
@@ -19,7 +19,7 @@ import {
   ticketFor,
   waitFor,
   type InProcessRelay,
-} from "./fixtures.ts";
+} from "../fixtures.ts";
 
 /** Per-input bound for a parser; generous (a parse takes microseconds) but catches ReDoS. */
 const PARSE_BOUND_MS = 50;

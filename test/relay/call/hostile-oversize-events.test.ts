@@ -7,15 +7,15 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
-import { AgentServer } from "../../relay/agent/agent-server.ts";
-import { TEST_SECRET, postCall, ticketFor } from "./fixtures.ts";
+import { AgentServer } from "../../../relay/agent/agent-server.ts";
+import { TEST_SECRET, postCall, ticketFor } from "../fixtures.ts";
 import {
   EventClient,
   callRelay,
   expectEchoOf,
   startRelayProc,
   type RelayProcess,
-} from "../faults/fixtures.ts";
+} from "../../faults/fixtures.ts";
 
 /** A pass-through WebSocket proxy to the agent that can also send events of its own to the relay. */
 class InjectingUpstream {
