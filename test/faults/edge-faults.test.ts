@@ -10,7 +10,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentServer } from "../../relay/agent/agent-server.ts";
 import { startRestartedIce } from "../../relay/call.ts";
-import { waitFor } from "../relay/fixtures.ts";
 import {
   EventClient,
   expectEchoOf,
@@ -21,6 +20,7 @@ import {
   type EdgeProcess,
   type RelayProcess,
 } from "./fixtures.ts";
+import { waitFor } from "../support/loopback.ts";
 
 const SILENCE_SECONDS = 3;
 const EDGE_VARS = {

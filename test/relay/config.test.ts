@@ -2,7 +2,7 @@
 import { availableParallelism } from "node:os";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../relay/config.ts";
-import { TEST_SECRET } from "./fixtures.ts";
+import { TEST_SECRET } from "../support/relay-api.ts";
 
 describe("config", () => {
   const base = { EARSHOT_RELAY_SECRET: TEST_SECRET };
