@@ -5,7 +5,7 @@ import type { Call } from "../../relay/call.ts";
 import { concat, FRAME } from "../support/audio.ts";
 import { waitFor } from "../support/loopback.ts";
 import { TestPeer } from "../support/peer.ts";
-import type { InProcessRelay, UsedRelay } from "../support/relays.ts";
+import type { UsedRelay } from "../support/relays.ts";
 
 /** Records uplink frames (copied) and exposes the call context. */
 export class RecordingBridge implements CallBridge {
@@ -55,13 +55,12 @@ export class RecordingBridge implements CallBridge {
 
 /**
  * Places a TestPeer's call on an in-process relay started with RecordingBridge.factory and
- * waits until both ends are connected. A relay from useRelay() closes the peer after the test.
+ * waits until both ends are connected; the peer is closed after the test.
  */
 export async function connectRecorded(
-  relay: InProcessRelay | UsedRelay,
+  relay: UsedRelay,
 ): Promise<{ client: TestPeer; call: Call; bridge: RecordingBridge }> {
-  const client = new TestPeer();
-  if ("track" in relay) relay.track(client);
+  const client = relay.track(new TestPeer());
   const response = await client.call(relay.url);
   if (response.status !== 201) throw new Error(`call refused: ${response.status} ${await response.text()}`);
   await client.connected();

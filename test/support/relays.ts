@@ -140,6 +140,7 @@ export function useRelay(options: InProcessRelayOptions = {}): UsedRelay {
       if (!relay) throw new Error("the relay starts in beforeAll");
       return Reflect.get(relay, key);
     },
+    has: (_target, key) => key === "track" || (relay !== undefined && key in relay),
   });
 }
 
