@@ -36,7 +36,10 @@ export default defineConfig({
       {
         test: {
           name: "node",
-          include: ["test/{protocol,relay,e2e,web,faults,soak}/**/*.test.ts", "test/deploy/**/*.test.ts"],
+          include: [
+            "test/{protocol,relay,agent,e2e,web,faults,soak}/**/*.test.ts",
+            "test/deploy/**/*.test.ts",
+          ],
           environment: "node",
           testTimeout: 30_000,
           hookTimeout: 30_000,

@@ -171,7 +171,7 @@ export async function runCapacity(
     load: "",
   };
   try {
-    const url = JSON.parse((await upstream.waitFor(/^\{"url".*$/m))[0]) as { url: string };
+    const url = JSON.parse((await upstream.waitForOutput(/^\{"url".*$/m))[0]) as { url: string };
     relay = await startBenchRelay({
       inferenceUrl: url.url,
       cpu: "0",

@@ -8,7 +8,7 @@ import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import { RTCPeerConnection } from "werift";
-import { startEdge } from "../test/e2e/stack.ts";
+import { startEdge } from "../test/support/relays.ts";
 import { EdgeClient } from "../relay/edge/edge-client.ts";
 import { createLogger } from "../relay/log.ts";
 import { loadAverage } from "./lib/procs.ts";

@@ -5,7 +5,7 @@
 // Through the edge under `wrangler dev` when it works (--edge), else relay-direct with a ticket
 // signed here; the result says which.
 //   npx node bench/setup.ts [--calls=50] [--edge]
-import { startEdge, startRelay as startStackRelay } from "../test/e2e/stack.ts";
+import { startEdge, startRelayProcess } from "../test/support/relays.ts";
 import { BenchClient, type EdgeTarget, type RelayTarget } from "./lib/bench-client.ts";
 import { BenchUpstream } from "./lib/bench-upstream.ts";
 import { loadAverage, startBenchRelay } from "./lib/procs.ts";
@@ -33,7 +33,7 @@ export async function runSetup(options: { calls?: number; edge?: boolean } = {})
     if (options.edge) {
       const edge = await startEdge();
       stops.unshift(() => edge.stop());
-      const relay = await startStackRelay({ edge, inferenceUrl: upstream.url });
+      const relay = await startRelayProcess({ edge, inferenceUrl: upstream.url });
       stops.unshift(() => relay.stop());
       target = { kind: "edge", url: edge.url, apiKey: edge.apiKey };
       path = "edge";

@@ -1,15 +1,11 @@
-// A werift client for benchmarks: offers, gets an answer (from the relay directly with a ticket
+// A werift client for benchmarks, on the test harness's peer (test/support/peer.ts): offers, gets an answer (from the relay directly with a ticket
 // signed here, or through the edge), and timestamps every setup step on performance.now().
 // Sending reuses pre-encoded Opus packets so the load generator spends its CPU on WebRTC, not
 // on encoding; receiving counts packets and sequence gaps (loss) without decoding.
-import { createRequire } from "node:module";
-import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { RTCPeerConnection, RtpHeader, RtpPacket, type RTCDataChannel, type RTCRtpTransceiver } from "werift";
-import { TICKET_HEADER } from "../../protocol/relay-api.ts";
-import { signTicket } from "../../protocol/ticket.ts";
-
-const opus = createRequire(import.meta.url)("@discordjs/opus") as typeof import("@discordjs/opus");
+import { opus } from "../../test/support/audio.ts";
+import { TestPeer } from "../../test/support/peer.ts";
+import { postCall, postEdgeCall, ticketFor } from "../../test/support/relay-api.ts";
 
 export interface SetupTimes {
   /** Start: client secret minted (edge) or the offer about to be POSTed (relay-direct). */
@@ -50,15 +46,10 @@ export function tonePackets(): Buffer[] {
 }
 
 export class BenchClient {
-  readonly pc = new RTCPeerConnection({
-    iceServers: [],
-    iceUseIpv6: false,
-    iceInterfaceAddresses: { udp4: "127.0.0.1" },
-    iceAdditionalHostAddresses: ["127.0.0.1"],
-  });
-  readonly transceiver: RTCRtpTransceiver;
-  readonly channel: RTCDataChannel;
-  readonly callId = `rtc_${randomBytes(12).toString("base64url")}`;
+  /** Records nothing itself: the bench counts packets here instead of keeping them. */
+  readonly peer = new TestPeer({ record: false });
+  readonly pc = this.peer.pc;
+  readonly callId = this.peer.callId;
   times: SetupTimes = { start: 0 };
   packetsIn = 0;
   packetsOut = 0;
@@ -68,14 +59,10 @@ export class BenchClient {
   readonly messages: { at: number; type: string; event: Record<string, unknown> }[] = [];
   keepMessages = false;
   #lastSeq = -1;
-  #seq = Math.floor(Math.random() * 0xffff);
-  #ts = Math.floor(Math.random() * 0xffffffff);
   #frame = 0;
 
   constructor() {
-    this.transceiver = this.pc.addTransceiver("audio", { direction: "sendrecv" });
-    this.channel = this.pc.createDataChannel("oai-events");
-    this.channel.onMessage.subscribe((m) => {
+    this.peer.channel.onMessage.subscribe((m) => {
       if (!this.keepMessages) return;
       const event = JSON.parse(String(m)) as Record<string, unknown>;
       this.messages.push({ at: performance.now(), type: String(event.type), event });
@@ -83,7 +70,7 @@ export class BenchClient {
     this.pc.iceConnectionStateChange.subscribe((s) => {
       if (s === "connected") this.times.iceConnected ??= performance.now();
     });
-    this.transceiver.onTrack.subscribe((track) => {
+    this.peer.transceiver.onTrack.subscribe((track) => {
       track.onReceiveRtp.subscribe((rtp) => {
         const now = performance.now();
         this.times.firstAudio ??= now;
@@ -101,8 +88,7 @@ export class BenchClient {
 
   /** Offers, obtains the answer from the target, applies it; resolves once DTLS is connected. */
   async connect(target: RelayTarget | EdgeTarget, timeoutMs = 10_000): Promise<SetupTimes> {
-    await this.pc.setLocalDescription(await this.pc.createOffer());
-    const offer = this.pc.localDescription!.sdp;
+    const offer = await this.peer.offer();
     const answer =
       target.kind === "relay" ? await this.#viaRelay(target, offer) : await this.#viaEdge(target, offer);
     this.times.answered = performance.now();
@@ -128,18 +114,12 @@ export class BenchClient {
 
   async #viaRelay(target: RelayTarget, offer: string): Promise<string> {
     const session = {};
-    const ticket = await signTicket(target.secret, {
-      callId: this.callId,
+    const ticket = await ticketFor(this.callId, offer, session, {
+      secret: target.secret,
       relayId: target.relayId,
-      offerSdp: offer,
-      session,
     });
     this.times.start = performance.now();
-    const res = await fetch(`${target.url}/calls`, {
-      method: "POST",
-      headers: { "content-type": "application/json", [TICKET_HEADER]: ticket },
-      body: JSON.stringify({ call_id: this.callId, offer_sdp: offer, session }),
-    });
+    const res = await postCall(target.url, { call_id: this.callId, offer_sdp: offer, session }, ticket);
     const body = (await res.json()) as { answer_sdp?: string };
     if (res.status !== 201 || !body.answer_sdp)
       throw new Error(`relay POST /calls: ${res.status} ${JSON.stringify(body)}`);
@@ -156,11 +136,7 @@ export class BenchClient {
     if (!secretRes.ok || !secret.value)
       throw new Error(`client_secrets: ${secretRes.status} ${JSON.stringify(secret)}`);
     this.times.start = performance.now();
-    const res = await fetch(`${target.url}/v1/realtime/calls`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${secret.value}`, "content-type": "application/sdp" },
-      body: offer,
-    });
+    const res = await postEdgeCall(target.url, secret.value, offer);
     const text = await res.text();
     if (res.status !== 201) throw new Error(`POST /v1/realtime/calls: ${res.status} ${text}`);
     return text;
@@ -195,20 +171,11 @@ export class BenchClient {
       const packets = tonePackets();
       payload = packets[this.#frame++ % packets.length]!;
     }
-    this.#seq = (this.#seq + 1) & 0xffff;
-    this.#ts = (this.#ts + 960) >>> 0;
     this.packetsOut++;
-    this.transceiver.sender
-      .sendRtp(
-        new RtpPacket(
-          new RtpHeader({ sequenceNumber: this.#seq, timestamp: this.#ts, payloadType: 111 }),
-          payload,
-        ),
-      )
-      .catch(() => {});
+    this.peer.transceiver.sender.sendRtp(this.peer.rtpPacket(payload)).catch(() => {});
   }
 
-  async close(): Promise<void> {
-    await this.pc.close();
+  close(): Promise<void> {
+    return this.peer.close();
   }
 }

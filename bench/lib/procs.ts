@@ -1,30 +1,19 @@
 // Child processes for benchmarks: the relay (optionally pinned to a core with taskset), the bench
-// upstream, load generators. Each is owned by the bench and stopped by pid (process group).
-import { spawn, type ChildProcess } from "node:child_process";
-import { appendFileSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
+// upstream, load generators. Started by the test harness (test/support/), owned by the bench and
+// stopped by pid (process group).
+import { readFileSync } from "node:fs";
 import { basename, join } from "node:path";
+import { root, startProcess, type ManagedProcess } from "../../test/support/loopback.ts";
+import { startRelayProcess } from "../../test/support/relays.ts";
 
-export const root = join(import.meta.dirname, "../..");
+export { root };
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
+export type Child = ManagedProcess;
 
-export interface Child {
-  proc: ChildProcess;
-  pid: number;
-  output: () => string;
-  /** Resolves with the first stdout line matching `pattern`. */
-  waitFor(pattern: RegExp, timeoutMs?: number): Promise<RegExpExecArray>;
-  stop(): Promise<void>;
+/** Keeps each child's whole output in BENCH_LOG_DIR (the relay's logs, --trace-gc) for reading later. */
+function logFile(name: string): ((pid: number) => string) | undefined {
+  const dir = process.env.BENCH_LOG_DIR;
+  return dir ? (pid) => join(dir, `${basename(name, ".ts")}-${pid}.log`) : undefined;
 }
 
 /** Spawns Node (this one) on `args`; `cpu` pins it with `taskset -c`. */
@@ -32,73 +21,14 @@ export function startNode(
   args: string[],
   options: { env?: Record<string, string>; cpu?: string; ipc?: boolean; nodeArgs?: string[] } = {},
 ): Child {
-  const node = [process.execPath, ...(options.nodeArgs ?? []), ...args];
-  const [cmd, ...rest] = options.cpu ? ["taskset", "-c", options.cpu, ...node] : node;
-  const proc = spawn(cmd!, rest, {
-    cwd: root,
-    env: { ...process.env, FORCE_COLOR: "0", ...options.env },
-    detached: true,
-    stdio: options.ipc ? ["ignore", "pipe", "pipe", "ipc"] : ["ignore", "pipe", "pipe"],
+  return startProcess(args[0] ?? "node", args, options.env ?? {}, {
+    cpu: options.cpu,
+    ipc: options.ipc,
+    nodeArgs: options.nodeArgs,
+    logFile: logFile(args[0] ?? "node"),
+    keepChars: 200_000,
+    killAfterMs: 3000,
   });
-  let output = "";
-  const listeners = new Set<() => void>();
-  // BENCH_LOG_DIR keeps each child's whole output (the relay's logs, --trace-gc) for reading later.
-  const logFile = process.env.BENCH_LOG_DIR
-    ? join(process.env.BENCH_LOG_DIR, `${basename(args[0] ?? "node", ".ts")}-${proc.pid}.log`)
-    : undefined;
-  const append = (chunk: Buffer) => {
-    if (logFile) appendFileSync(logFile, chunk);
-    output += chunk.toString();
-    if (output.length > 200_000) output = output.slice(-100_000);
-    for (const l of listeners) l();
-  };
-  proc.stdout!.on("data", append);
-  proc.stderr!.on("data", append);
-  const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
-  return {
-    proc,
-    pid: proc.pid!,
-    output: () => output,
-    waitFor(pattern, timeoutMs = 30_000) {
-      return new Promise((resolve, reject) => {
-        const check = () => {
-          const match = pattern.exec(output);
-          if (match) {
-            clearTimeout(timer);
-            listeners.delete(check);
-            resolve(match);
-          }
-        };
-        const timer = setTimeout(() => {
-          listeners.delete(check);
-          reject(new Error(`timed out waiting for ${pattern}:\n${output.slice(-2000)}`));
-        }, timeoutMs);
-        listeners.add(check);
-        void exited.then(() => {
-          clearTimeout(timer);
-          reject(new Error(`process exited waiting for ${pattern}:\n${output.slice(-2000)}`));
-        });
-        check();
-      });
-    },
-    async stop() {
-      if (proc.exitCode !== null || proc.signalCode !== null) return;
-      try {
-        process.kill(-proc.pid!, "SIGTERM");
-      } catch {
-        return;
-      }
-      const timer = setTimeout(() => {
-        try {
-          process.kill(-proc.pid!, "SIGKILL");
-        } catch {
-          // already gone
-        }
-      }, 3000);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
 }
 
 export const BENCH_SECRET = "bench-relay-secret-0123456789";
@@ -115,41 +45,28 @@ export async function startBenchRelay(
     inferenceUrl: "",
   },
 ): Promise<BenchRelay> {
-  const port = await freePort();
   const relayId = "relay-bench";
-  const child = startNode(["relay/main.ts"], {
-    cpu: options.cpu,
-    nodeArgs: options.nodeArgs,
+  const relay = await startRelayProcess({
+    id: relayId,
+    secret: BENCH_SECRET,
+    inferenceUrl: options.inferenceUrl,
     env: {
-      RELAY_ID: relayId,
-      RELAY_HTTP_PORT: String(port),
-      RELAY_MEDIA_IP: "127.0.0.1",
       RELAY_UDP_PORTS: "41000-41999",
       RELAY_CAPACITY: "2000",
-      EARSHOT_RELAY_SECRET: BENCH_SECRET,
-      INFERENCE_URL: options.inferenceUrl,
       LOG_LEVEL: "warn",
       // SIGTERM ends the calls at once, so a --cpu-prof profile is written promptly.
       RELAY_DRAIN_SECONDS: "0",
       ...options.env,
     },
+    process: {
+      cpu: options.cpu,
+      nodeArgs: options.nodeArgs,
+      logFile: logFile("relay/main.ts"),
+      keepChars: 200_000,
+      killAfterMs: 3000,
+    },
   });
-  const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    try {
-      const res = await fetch(`${url}/healthz`);
-      if (res.ok) break;
-    } catch {
-      // not up yet
-    }
-    if (Date.now() > deadline || child.proc.exitCode !== null) {
-      await child.stop();
-      throw new Error(`relay did not start:\n${child.output()}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { ...child, url, relayId, secret: BENCH_SECRET };
+  return { ...relay, relayId, secret: BENCH_SECRET };
 }
 
 const CLOCK_TICKS = 100; // getconf CLK_TCK on Linux

@@ -1,15 +1,12 @@
 // Arrange helpers for the deployment tests: coturn as a real process, a raw STUN/TURN Allocate
 // (to see exactly what coturn answers a credential), and a werift caller that places calls
-// through the edge the way a browser does (client secret or API key, SDP POST, answer).
+// through the edge the way a browser does (client secret or API key, SDP POST, answer), built on test/support/peer.ts.
 import { spawn } from "node:child_process";
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import { createSocket } from "node:dgram";
-import { RTCPeerConnection, RtpHeader, RtpPacket, type RTCDataChannel, type RTCRtpTransceiver } from "werift";
-import { startEdge, type Edge } from "../e2e/stack.ts";
-import { concat, createOpusEncoder, RATE, waitFor, withTimeout } from "../relay/fixtures.ts";
-import { createRequire } from "node:module";
-
-const opus = createRequire(import.meta.url)("@discordjs/opus") as typeof import("@discordjs/opus");
+import { waitFor, withTimeout } from "../support/loopback.ts";
+import { TestPeer, type IceServer } from "../support/peer.ts";
+import { startEdge, type Edge } from "../support/relays.ts";
 
 // ─── coturn ──────────────────────────────────────────────────────────────────────────────────
 
@@ -248,112 +245,29 @@ export function restCredential(secret: string, username: string): string {
 
 // ─── a caller through the edge ───────────────────────────────────────────────────────────────
 
-export interface IceServer {
-  urls: string | string[];
-  username?: string;
-  credential?: string;
-}
-
 /** A werift peer on loopback playing the browser: offers, POSTs to the edge, plays and hears audio. */
-export class Caller {
-  readonly pc: RTCPeerConnection;
-  readonly transceiver: RTCRtpTransceiver;
-  readonly channel: RTCDataChannel;
-  readonly received: Buffer[] = [];
-  answerSdp = "";
-  callPath = "";
-  #sequence = Math.floor(Math.random() * 0xffff);
-  #timestamp = Math.floor(Math.random() * 0xffffffff);
-  #encoder = createOpusEncoder();
-
+export class Caller extends TestPeer {
   constructor(options: { iceServers?: IceServer[]; relayOnly?: boolean } = {}) {
-    this.pc = new RTCPeerConnection({
-      iceServers: options.iceServers ?? [],
-      iceTransportPolicy: options.relayOnly ? "relay" : "all",
-      iceUseIpv6: false,
-      iceInterfaceAddresses: { udp4: "127.0.0.1" },
-      iceAdditionalHostAddresses: ["127.0.0.1"],
-    });
-    this.transceiver = this.pc.addTransceiver("audio", { direction: "sendrecv" });
-    this.channel = this.pc.createDataChannel("oai-events");
-    this.transceiver.onTrack.subscribe((track) => {
-      track.onReceiveRtp.subscribe((rtp) => {
-        this.received.push(rtp.payload);
-      });
-    });
-  }
-
-  /** Creates the offer and waits for ICE gathering (werift gathers in setLocalDescription). */
-  async offer(): Promise<string> {
-    await this.pc.setLocalDescription(await this.pc.createOffer());
-    return this.pc.localDescription!.sdp;
+    super(options);
   }
 
   /** POSTs the offer to the edge; on 201 applies the answer. */
-  async place(edge: Edge, bearer: string, headers: Record<string, string> = {}): Promise<Response> {
-    const offer = this.pc.localDescription?.sdp ?? (await this.offer());
-    const response = await fetch(`${edge.url}/v1/realtime/calls`, {
-      method: "POST",
-      headers: { Authorization: `Bearer ${bearer}`, "Content-Type": "application/sdp", ...headers },
-      body: offer,
-    });
-    if (response.status === 201) {
-      this.answerSdp = await response.clone().text();
-      this.callPath = response.headers.get("location") ?? "";
-      await this.pc.setRemoteDescription({ type: "answer", sdp: this.answerSdp });
-    }
-    return response;
+  place(edge: Edge, bearer: string, headers: Record<string, string> = {}): Promise<Response> {
+    return this.callViaEdge(edge.url, bearer, headers);
   }
 
-  connected(timeoutMs = 15_000): Promise<void> {
-    if (this.pc.connectionState === "connected") return Promise.resolve();
-    return withTimeout(
-      new Promise<void>((resolve) =>
-        this.pc.connectionStateChange.subscribe((state) => state === "connected" && resolve()),
-      ),
-      timeoutMs,
-      "the call to connect",
-    );
-  }
-
-  /** The candidate types ICE selected: local (this side) and remote (the relay). */
-  selectedPair(): { local: string; remote: string; remoteAddress: string } | undefined {
-    const pair = this.pc.iceTransports[0]?.connection.nominated;
-    if (!pair) return undefined;
-    return {
-      local: pair.localCandidate.type,
-      remote: pair.remoteCandidate.type,
-      remoteAddress: `${pair.remoteCandidate.host}:${pair.remoteCandidate.port}`,
-    };
+  override connected(timeoutMs = 15_000): Promise<void> {
+    return super.connected(timeoutMs);
   }
 
   /** Sends 24 kHz PCM as 20 ms Opus RTP frames, in real time. */
-  async send(pcm: Int16Array): Promise<void> {
-    const start = performance.now();
-    for (let offset = 0, i = 0; offset + 480 <= pcm.length; offset += 480, i++) {
-      const wait = start + i * 20 - performance.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      const payload = this.#encoder.encode(Buffer.from(pcm.buffer, pcm.byteOffset + offset * 2, 960));
-      this.#sequence = (this.#sequence + 1) & 0xffff;
-      this.#timestamp = (this.#timestamp + 960) >>> 0;
-      await this.transceiver.sender.sendRtp(
-        new RtpPacket(
-          new RtpHeader({ sequenceNumber: this.#sequence, timestamp: this.#timestamp, payloadType: 111 }),
-          payload,
-        ),
-      );
-    }
+  send(pcm: Int16Array): Promise<void> {
+    return this.say(pcm);
   }
 
   /** Everything heard so far, decoded to 24 kHz PCM. */
   heard(): Int16Array {
-    const decoder = new opus.OpusEncoder(RATE, 1);
-    return concat(
-      this.received.map((payload) => {
-        const pcm = decoder.decode(payload);
-        return new Int16Array(pcm.buffer, pcm.byteOffset, pcm.length / 2);
-      }),
-    );
+    return this.decodeReceived();
   }
 
   async hangUp(edge: Edge, bearer: string): Promise<void> {

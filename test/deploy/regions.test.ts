@@ -5,9 +5,10 @@
 // that drains gets no new calls, and one that starts registers itself and takes them again.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentServer } from "../../agent/agent-server.ts";
-import { startEdge, startRelay, type Edge, type Relay } from "../e2e/stack.ts";
-import { concat, dominantFrequency, rms, sine, waitFor } from "../relay/fixtures.ts";
 import { Caller, candidatePorts, waitForRegion } from "./fixtures.ts";
+import { waitFor } from "../support/loopback.ts";
+import { concat, dominantFrequency, rms, sine } from "../support/audio.ts";
+import { type Edge, type RelayProcess, startEdge, startRelayProcess } from "../support/relays.ts";
 
 interface Site {
   region: string;
@@ -36,11 +37,11 @@ interface CallView {
 describe("three regional relays, one edge", { timeout: 180_000 }, () => {
   let agent: AgentServer;
   let edge: Edge;
-  const relays = new Map<string, Relay>();
+  const relays = new Map<string, RelayProcess>();
   const callers: Caller[] = [];
 
   const startSite = (site: Site, id = `relay-${site.region}`) =>
-    startRelay({
+    startRelayProcess({
       edge,
       id,
       region: site.region,

@@ -8,7 +8,7 @@ import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } fr
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { freePort, root, waitUntil } from "../e2e/stack.ts";
+import { freePort, root, waitUntil } from "../support/loopback.ts";
 
 const dockerfile = readFileSync(join(root, "deploy/relay/Dockerfile"), "utf8");
 /** Node 24 first on PATH, so npm, npx and node-gyp all run on (and build for) it. */

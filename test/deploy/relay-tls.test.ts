@@ -8,14 +8,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { TICKET_HEADER } from "../../protocol/relay-api.ts";
 import { ConfigError } from "../../relay/config.ts";
-import {
-  newCallId,
-  startRelay,
-  testConfig,
-  TestClient,
-  ticketFor,
-  type InProcessRelay,
-} from "../relay/fixtures.ts";
+import { TestPeer } from "../support/peer.ts";
+import { newCallId, ticketFor } from "../support/relay-api.ts";
+import { type InProcessRelay, startRelay, testConfig } from "../support/relays.ts";
 
 const hasOpenssl = (() => {
   try {
@@ -49,7 +44,7 @@ describe.skipIf(!hasOpenssl)("relay HTTPS", () => {
   let certPath: string;
   let keyPath: string;
   let relay: InProcessRelay;
-  const clients: TestClient[] = [];
+  const clients: TestPeer[] = [];
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "earshot-tls-"));
@@ -93,11 +88,11 @@ describe.skipIf(!hasOpenssl)("relay HTTPS", () => {
     const health = await httpsRequest(`${url}/healthz`, cert);
     expect(health.status).toBe(200);
     expect(JSON.parse(health.body)).toMatchObject({ status: "ok", relay_id: "relay-test" });
-    expect(relay.server.heartbeat().public_url).toMatch(/^https:\/\/127\.0\.0\.1:/);
+    expect(relay.heartbeat().public_url).toMatch(/^https:\/\/127\.0\.0\.1:/);
   });
 
   it("takes a call (offer + ticket) over HTTPS", async () => {
-    const client = new TestClient();
+    const client = new TestPeer();
     clients.push(client);
     const offer = await client.offer();
     const callId = newCallId();

@@ -9,8 +9,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentServer } from "../../agent/agent-server.ts";
-import { freePort, startRelay, type Edge, type Relay } from "../e2e/stack.ts";
-import { concat, dominantFrequency, rms, sine, waitFor } from "../relay/fixtures.ts";
 import {
   allocate,
   Caller,
@@ -22,6 +20,9 @@ import {
   waitForRegion,
   type TurnServer,
 } from "./fixtures.ts";
+import { freePort, waitFor } from "../support/loopback.ts";
+import { concat, dominantFrequency, rms, sine } from "../support/audio.ts";
+import { type Edge, type RelayProcess, startRelayProcess } from "../support/relays.ts";
 
 const hasCoturn = (() => {
   try {
@@ -40,7 +41,7 @@ describe.skipIf(!hasCoturn)("TURN through coturn", { timeout: 120_000 }, () => {
   let turn: TurnServer;
   let agent: AgentServer;
   let edge: Edge;
-  let relay: Relay;
+  let relay: RelayProcess;
   const callers: Caller[] = [];
 
   beforeAll(async () => {
@@ -48,7 +49,7 @@ describe.skipIf(!hasCoturn)("TURN through coturn", { timeout: 120_000 }, () => {
     turn = await startTurnServer({ port: await freePort(), secret, relayPorts, pidDir: dir });
     agent = await AgentServer.start({ port: 0, reply: "echo" });
     edge = await startEdgeWithTurn({ urls: turn.url, secret });
-    relay = await startRelay({
+    relay = await startRelayProcess({
       edge,
       region: "local",
       inferenceUrl: agent.url,

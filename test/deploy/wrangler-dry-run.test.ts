@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unstable_readConfig } from "wrangler";
 import { afterAll, describe, expect, it } from "vitest";
-import { root } from "../e2e/stack.ts";
+import { root } from "../support/loopback.ts";
 
 /** [label, --env value]: "" is the top-level environment. */
 const ENVIRONMENTS = [

@@ -10,17 +10,10 @@ import type { InferenceConfig } from "../../relay/config.ts";
 import { SileroModel } from "../../relay/barge-in/silero-vad.ts";
 import { relayUplinkMonitor } from "../../relay/barge-in/uplink-monitor.ts";
 import type { CallBridgeFactory } from "../../relay/bridge.ts";
-import {
-  TestClient,
-  concat,
-  dominantFrequency,
-  rms,
-  sine,
-  startRelay,
-  testConfig,
-  waitFor,
-  type InProcessRelay,
-} from "../relay/fixtures.ts";
+import { waitFor } from "../support/loopback.ts";
+import { concat, dominantFrequency, rms, sine } from "../support/audio.ts";
+import { TestPeer } from "../support/peer.ts";
+import { type InProcessRelay, startRelay, testConfig } from "../support/relays.ts";
 
 const opus = createRequire(import.meta.url)("@discordjs/opus") as typeof import("@discordjs/opus");
 
@@ -31,7 +24,7 @@ let upstreamUrl = "";
 let inference: InferenceConfig;
 /** Off only in the control test that shows the echo test can fail. */
 let echoSuppression = true;
-const clients: TestClient[] = [];
+const clients: TestPeer[] = [];
 
 beforeAll(async () => {
   agent = await AgentServer.start({ port: 0, speed: 4 });
@@ -62,9 +55,9 @@ afterEach(async () => {
 type Event = { type: string; at: number; [key: string]: unknown };
 
 /** A connected client whose oai-events messages are parsed with their arrival time. */
-async function call(url: string): Promise<{ client: TestClient; events: Event[] }> {
+async function call(url: string): Promise<{ client: TestPeer; events: Event[] }> {
   upstreamUrl = url;
-  const client = new TestClient();
+  const client = new TestPeer();
   clients.push(client);
   const events: Event[] = [];
   client.channel.onMessage.subscribe((m) =>
@@ -112,7 +105,7 @@ class Room {
   /** Frames the loudspeaker played from a packet, and packets dropped for coming after their turn. */
   played = 0;
   late = 0;
-  readonly #client: TestClient;
+  readonly #client: TestPeer;
   readonly #gain: number;
   readonly #decoder = new opus.OpusEncoder(24_000, 1);
   readonly #scheduled = new Map<number, Uint8Array>();
@@ -123,7 +116,7 @@ class Room {
   #tick = 0;
   #timer: NodeJS.Timeout | undefined;
 
-  constructor(client: TestClient, gain: number) {
+  constructor(client: TestPeer, gain: number) {
     this.#client = client;
     this.#gain = gain;
     this.#schedule();
@@ -172,7 +165,7 @@ class Room {
 }
 
 /** Plays a reply into the room and returns the call's events once its playout and echo are over. */
-async function replyIntoRoom(): Promise<{ client: TestClient; events: Event[]; room: Room }> {
+async function replyIntoRoom(): Promise<{ client: TestPeer; events: Event[]; room: Room }> {
   const { client, events } = await call(agent.url);
   const room = new Room(client, 0.8);
   try {
@@ -195,7 +188,7 @@ async function replyIntoRoom(): Promise<{ client: TestClient; events: Event[]; r
 }
 
 /** Decodes each received packet in order, with its arrival time. */
-function decodePackets(client: TestClient): { at: number; pcm: Int16Array }[] {
+function decodePackets(client: TestPeer): { at: number; pcm: Int16Array }[] {
   const decoder = new opus.OpusEncoder(24_000, 1);
   return client.received.map((p) => {
     const pcm = decoder.decode(p.payload);
@@ -281,13 +274,13 @@ describe("a call through the relay to the built-in agent", () => {
     client.channel.send(JSON.stringify({ type: "response.create" }));
     await waitEvent(events, "response.created");
     await waitFor(() => client.received.length >= 10, 5000, "reply audio");
-    expect(relay.server.calls.get(client.callId)?.state).toBe("connected");
+    expect(relay.calls.get(client.callId)?.state).toBe("connected");
   });
 
   it("an upstream drop mid-call gives the client an error event and ends the call cleanly", async () => {
     const own = await AgentServer.start({ port: 0 });
     const { client, events } = await call(own.url);
-    const relayCall = relay.server.calls.get(client.callId)!;
+    const relayCall = relay.calls.get(client.callId)!;
     const ended = new Promise<string>((resolve) =>
       relayCall.once("ended", (reason: string) => resolve(reason)),
     );
@@ -295,6 +288,6 @@ describe("a call through the relay to the built-in agent", () => {
     expect(await ended).toBe("inference_lost");
     const error = await waitEvent(events, "error", () => true, 5000);
     expect(error.error).toMatchObject({ type: "server_error", code: "inference_lost" });
-    await waitFor(() => !relay.server.calls.has(client.callId), 5000, "call removed");
+    await waitFor(() => !relay.calls.has(client.callId), 5000, "call removed");
   });
 });

@@ -6,7 +6,7 @@ import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, expect, it } from "vitest";
-import { freePort, root, waitUntil } from "./stack.ts";
+import { freePort, root, waitUntil } from "../support/loopback.ts";
 
 const stateDir = mkdtempSync(join(tmpdir(), "earshot-start-"));
 afterAll(() => rmSync(stateDir, { recursive: true, force: true }));

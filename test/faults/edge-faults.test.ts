@@ -10,7 +10,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentServer } from "../../agent/agent-server.ts";
 import { startRestartedIce } from "../../relay/call/werift-fixes.ts";
-import { waitFor } from "../relay/fixtures.ts";
 import {
   EventClient,
   expectEchoOf,
@@ -21,6 +20,7 @@ import {
   type EdgeProcess,
   type RelayProcess,
 } from "./fixtures.ts";
+import { waitFor } from "../support/loopback.ts";
 
 const SILENCE_SECONDS = 3;
 const EDGE_VARS = {
@@ -124,7 +124,7 @@ describe("faults around the edge", () => {
       .replace(/^a=candidate:.*\r?\n/gm, "")
       .replace(/(^m=audio.*\r?\n)/m, `$1${theirs.candidates.map((c) => `${c}\r\n`).join("")}`);
     await client.pc.setRemoteDescription({ type: "answer", sdp: answer });
-    // The werift client needs the same nudge the relay gives itself (relay/call/werift-fixes.ts): after a
+    // The werift client needs the same nudge the relay gives itself (relay/call.ts): after a
     // restart werift runs no checks while DTLS is up. A browser restarts ICE on its own.
     startRestartedIce(client.pc);
     const ice = client.pc.dtlsTransports[0]!.iceTransport;

@@ -8,8 +8,9 @@ import type { AddressInfo, Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
 import { AgentServer } from "../../agent/agent-server.ts";
-import { TEST_SECRET, waitFor } from "../relay/fixtures.ts";
 import { EventClient, callRelay, expectEchoOf, startRelayProc, type RelayProcess } from "./fixtures.ts";
+import { waitFor } from "../support/loopback.ts";
+import { TEST_SECRET } from "../support/relay-api.ts";
 
 type Mode = "pass" | "refuse" | "stall";
 

@@ -3,17 +3,19 @@
 // ranks the same relay first; a full relay answers 503 and the edge goes on to the next one.
 // Before: 8 parallel offers on one capacity-3 relay got three 201s and five 502 relay_error.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { startRelay, waitForRelayAtEdge, type Edge, type Relay } from "../e2e/stack.ts";
+import { startRelayProcess, waitForRelayAtEdge, type Edge, type RelayProcess } from "../support/relays.ts";
 import { EventClient, startEdgeOn, waitUntil } from "./fixtures.ts";
 
 let edge: Edge;
-const relays: Relay[] = [];
+const relays: RelayProcess[] = [];
 const clients: EventClient[] = [];
 
 beforeAll(async () => {
   edge = await startEdgeOn({ vars: { EARSHOT_MAX_UNCONNECTED_PER_IP: "0" } });
   for (const id of ["cap-a", "cap-b"]) {
-    relays.push(await startRelay({ edge, id, env: { RELAY_CAPACITY: "3", RELAY_HEARTBEAT_SECONDS: "1" } }));
+    relays.push(
+      await startRelayProcess({ edge, id, env: { RELAY_CAPACITY: "3", RELAY_HEARTBEAT_SECONDS: "1" } }),
+    );
     await waitForRelayAtEdge(edge, id);
   }
 }, 120_000);
@@ -23,10 +25,7 @@ afterEach(async () => {
   await waitUntil(
     "the relays to be empty",
     async () => {
-      for (const r of relays) {
-        const health = (await (await fetch(`${r.url}/healthz`)).json()) as { active_calls: number };
-        if (health.active_calls > 0) return undefined;
-      }
+      for (const r of relays) if ((await r.health()).active_calls > 0) return undefined;
       return true;
     },
     20_000,
@@ -53,9 +52,7 @@ describe("offers to full relays, through a real edge and real relays", () => {
       expect(body.error).toMatchObject({ type: "server_error", code: "no_relay_available" });
     }
     // Both relays hold three calls each: the second took what the first could not.
-    const held = await Promise.all(
-      relays.map(async (r) => (await (await fetch(`${r.url}/healthz`)).json()) as { active_calls: number }),
-    );
+    const held = await Promise.all(relays.map((r) => r.health()));
     expect(held.map((h) => h.active_calls)).toEqual([3, 3]);
   }, 60_000);
 

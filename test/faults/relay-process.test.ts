@@ -7,7 +7,6 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { AgentServer } from "../../agent/agent-server.ts";
 import { MAX_CLIENT_MESSAGE_BYTES } from "../../relay/call/peer-config.ts";
-import { TEST_SECRET, postCall, ticketFor, waitFor } from "../relay/fixtures.ts";
 import {
   EventClient,
   callRelay,
@@ -16,6 +15,8 @@ import {
   waitUntil,
   type RelayProcess,
 } from "./fixtures.ts";
+import { waitFor } from "../support/loopback.ts";
+import { postCall, TEST_SECRET, ticketFor } from "../support/relay-api.ts";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {

@@ -18,18 +18,20 @@ import {
   waitUntil,
   type EdgeProcess,
 } from "../faults/fixtures.ts";
-import { relaysAtEdge, waitForRelayAtEdge } from "../e2e/stack.ts";
+import { root, waitFor, withTimeout } from "../support/loopback.ts";
+import { postCall, TEST_RELAY_ID, ticketFor } from "../support/relay-api.ts";
 import {
-  postCall,
+  type RelayProcess,
+  relaysAtEdge,
   startRelayProcess,
   testEnv,
-  ticketFor,
-  waitFor,
-  withTimeout,
-  type ChildRelay,
-} from "./fixtures.ts";
+  waitForRelayAtEdge,
+} from "../support/relays.ts";
 
-const root = new URL("../..", import.meta.url).pathname;
+/** `node relay/main.ts` with `env` (RELAY_PROCESSES: a supervisor), ready once a relay listens. */
+function startHost(env: Record<string, string>): Promise<RelayProcess> {
+  return startRelayProcess({ id: TEST_RELAY_ID, env, readyWhen: "listening" });
+}
 
 /** `count` consecutive free TCP ports on loopback, for relays listening on base + i - 1. */
 async function freePortRun(count: number): Promise<number> {
@@ -59,9 +61,9 @@ function alive(pid: number): boolean {
 }
 
 /** The supervisor's log: the pid each relay process was last started with, and how often. */
-function relayStarts(relays: ChildRelay): Map<number, number[]> {
+function relayStarts(relays: RelayProcess): Map<number, number[]> {
   const starts = new Map<number, number[]>();
-  for (const line of relays.output.join("").split("\n")) {
+  for (const line of relays.output().split("\n")) {
     if (!line.includes('"relay process started"')) continue;
     const { worker, pid } = JSON.parse(line) as { worker: number; pid: number };
     starts.set(worker, [...(starts.get(worker) ?? []), pid]);
@@ -80,15 +82,15 @@ function candidatePorts(sdp: string): number[] {
 }
 
 /** The supervisor's children, whatever state the test left them in. */
-function killAll(relays: ChildRelay | undefined): void {
+function killAll(relays: RelayProcess | undefined): void {
   if (!relays) return;
-  relays.kill();
+  void relays.stop("SIGKILL");
   for (const pids of relayStarts(relays).values())
     for (const pid of pids) if (alive(pid)) process.kill(pid, "SIGKILL");
 }
 
 describe("RELAY_PROCESSES=2 on one host", { timeout: 120_000 }, () => {
-  let relays: ChildRelay;
+  let relays: RelayProcess;
   let base: number;
   let slices: [number, number][];
   let env: Record<string, string>;
@@ -116,7 +118,7 @@ describe("RELAY_PROCESSES=2 on one host", { timeout: 120_000 }, () => {
       RELAY_VAD: "off",
       RELAY_DRAIN_SECONDS: "3",
     };
-    relays = await startRelayProcess(env);
+    relays = await startHost(env);
     urls.push(`http://127.0.0.1:${base}`, `http://127.0.0.1:${base + 1}`);
     for (const url of urls) await waitUntil(`${url} to answer`, () => healthy(url), 15_000);
   });
@@ -168,7 +170,7 @@ describe("RELAY_PROCESSES=2 on one host", { timeout: 120_000 }, () => {
       10_000,
     );
     await waitUntil("relay-test-1 to answer again", () => healthy(urls[0]!), 10_000);
-    expect(relays.output.join("")).toMatch(
+    expect(relays.output()).toMatch(
       /"worker":1,"relay_id":"relay-test-1".*"signal":"SIGKILL".*relay process died; restarting/,
     );
 
@@ -186,12 +188,12 @@ describe("RELAY_PROCESSES=2 on one host", { timeout: 120_000 }, () => {
 
   it("drains every relay on SIGTERM to the supervisor; all exit 0 and free their ports", async () => {
     const pids = [...relayStarts(relays).values()].map((p) => p.at(-1)!);
-    const startsBefore = relays.output.join("").split('"relay process started"').length;
-    relays.child.kill("SIGTERM");
+    const startsBefore = relays.output().split('"relay process started"').length;
+    relays.proc.kill("SIGTERM");
     // RELAY_DRAIN_SECONDS=3: the open calls hold the drain to the deadline, then end.
     expect(await withTimeout(relays.exited, 20_000, "the supervisor to exit")).toBe(0);
     for (const pid of pids) expect(alive(pid), `relay pid ${pid}`).toBe(false);
-    const output = relays.output.join("");
+    const output = relays.output();
     expect(output.split('"relay process started"').length).toBe(startsBefore);
     for (const id of ["relay-test-1", "relay-test-2"])
       expect(output).toMatch(new RegExp(`"relay_id":"${id}".*"reason":"relay_draining".*"call ended"`));
@@ -232,7 +234,7 @@ const hasOpenssl = spawnSync("openssl", ["version"]).status === 0;
 
 describe.skipIf(!hasOpenssl)("a relay that refuses its configuration", { timeout: 60_000 }, () => {
   let dir: string;
-  let relays: ChildRelay | undefined;
+  let relays: RelayProcess | undefined;
   afterAll(() => {
     killAll(relays);
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -257,7 +259,7 @@ describe.skipIf(!hasOpenssl)("a relay that refuses its configuration", { timeout
       ]),
       { stdio: "ignore" },
     );
-    relays = await startRelayProcess({
+    relays = await startHost({
       RELAY_PROCESSES: "2",
       RELAY_HTTP_PORT: String(await freePortRun(2)),
       RELAY_UDP_PORTS: udpRange(),
@@ -265,7 +267,7 @@ describe.skipIf(!hasOpenssl)("a relay that refuses its configuration", { timeout
       RELAY_TLS_KEY: key,
     });
     await waitFor(
-      () => relays!.output.join("").split("relay listening").length === 3,
+      () => relays!.output().split("relay listening").length === 3,
       15_000,
       "both relays listening",
     );
@@ -273,7 +275,7 @@ describe.skipIf(!hasOpenssl)("a relay that refuses its configuration", { timeout
     rmSync(cert);
     process.kill(relayStarts(relays).get(1)![0]!, "SIGKILL");
     expect(await withTimeout(relays.exited, 20_000, "the supervisor to exit")).toBe(78);
-    const output = relays.output.join("");
+    const output = relays.output();
     expect(output).toContain("RELAY_TLS_CERT");
     expect(output).toContain("refused its configuration");
     expect(relayStarts(relays).get(1)).toHaveLength(2);
@@ -282,12 +284,14 @@ describe.skipIf(!hasOpenssl)("a relay that refuses its configuration", { timeout
 });
 
 describe("the supervisor's own life", { timeout: 60_000 }, () => {
-  const started: ChildRelay[] = [];
+  const started: RelayProcess[] = [];
   afterAll(() => started.forEach(killAll));
 
-  async function startTwo(env: Record<string, string> = {}): Promise<{ relays: ChildRelay; urls: string[] }> {
+  async function startTwo(
+    env: Record<string, string> = {},
+  ): Promise<{ relays: RelayProcess; urls: string[] }> {
     const base = await freePortRun(2);
-    const relays = await startRelayProcess({
+    const relays = await startHost({
       RELAY_PROCESSES: "2",
       RELAY_HTTP_PORT: String(base),
       RELAY_UDP_PORTS: udpRange(),
@@ -304,9 +308,9 @@ describe("the supervisor's own life", { timeout: 60_000 }, () => {
     const { relays, urls } = await startTwo({ RELAY_DRAIN_SECONDS: "60" });
     const client = await callRelay(urls[0]!, new EventClient(), "relay-test-1");
     const pids = [...relayStarts(relays).values()].map((p) => p[0]!);
-    relays.child.kill("SIGTERM");
+    relays.proc.kill("SIGTERM");
     await waitUntil("relay-test-1 to drain", async () => (await healthy(urls[0]!))?.status === "draining");
-    relays.child.kill("SIGTERM");
+    relays.proc.kill("SIGTERM");
     // The call would have held the drain for 60 s.
     expect(await withTimeout(relays.exited, 5000, "the supervisor to exit")).toBe(1);
     await waitUntil("every relay to exit", () => pids.every((pid) => !alive(pid)) || undefined, 5000);
@@ -317,14 +321,14 @@ describe("the supervisor's own life", { timeout: 60_000 }, () => {
     const { relays, urls } = await startTwo();
     for (const expected of [1000, 2000]) {
       const pid = relayStarts(relays).get(2)!.at(-1)!;
-      const deaths = relays.output.join("").split("relay process died").length;
+      const deaths = relays.output().split("relay process died").length;
       process.kill(pid, "SIGKILL");
       await waitUntil(
         "the death to be logged",
-        () => relays.output.join("").split("relay process died").length > deaths || undefined,
+        () => relays.output().split("relay process died").length > deaths || undefined,
         5000,
       );
-      expect(relays.output.join("")).toContain(`"restart_in_ms":${expected}`);
+      expect(relays.output()).toContain(`"restart_in_ms":${expected}`);
       await waitUntil(
         "relay-test-2 to be back",
         async () => relayStarts(relays).get(2)!.at(-1) !== pid && (await healthy(urls[1]!)),
@@ -332,7 +336,7 @@ describe("the supervisor's own life", { timeout: 60_000 }, () => {
       );
     }
     const pids = [...relayStarts(relays).values()].map((p) => p.at(-1)!);
-    relays.child.kill("SIGKILL");
+    relays.proc.kill("SIGKILL");
     // Orphaned, each relay notices its supervisor is gone and drains (no calls: at once).
     await waitUntil(
       "the orphaned relays to exit",
@@ -345,7 +349,7 @@ describe("the supervisor's own life", { timeout: 60_000 }, () => {
 
 describe("RELAY_PROCESSES=2 behind a real edge", { timeout: 180_000 }, () => {
   let edge: EdgeProcess;
-  let relays: ChildRelay;
+  let relays: RelayProcess;
   const clients: EventClient[] = [];
   afterAll(async () => {
     await Promise.all(clients.map((c) => c.close()));
@@ -356,7 +360,7 @@ describe("RELAY_PROCESSES=2 behind a real edge", { timeout: 180_000 }, () => {
   it("registers as two relays at one location, and the edge spreads calls between them", async () => {
     edge = await startEdgeOn();
     const base = await freePortRun(2);
-    relays = await startRelayProcess({
+    relays = await startHost({
       RELAY_PROCESSES: "2",
       RELAY_ID: "fra",
       RELAY_HTTP_PORT: String(base),

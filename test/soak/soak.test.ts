@@ -7,8 +7,10 @@
 import { readdirSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { AgentServer } from "../../agent/agent-server.ts";
-import { TEST_SECRET, concat, sine, waitFor } from "../relay/fixtures.ts";
 import { EventClient, callRelay, startRelayProc, type RelayProcess } from "../faults/fixtures.ts";
+import { waitFor } from "../support/loopback.ts";
+import { concat, sine } from "../support/audio.ts";
+import { TEST_SECRET } from "../support/relay-api.ts";
 
 const LONG = process.env.EARSHOT_SOAK === "long";
 const SOAK_MS = LONG ? Number(process.env.SOAK_MINUTES ?? 10) * 60_000 : 0;

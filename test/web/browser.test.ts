@@ -6,18 +6,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  freePort,
-  root,
-  startEdge,
-  startProcess,
-  startRelay,
-  waitForRelayAtEdge,
-  type Edge,
-  type ManagedProcess,
-  type Relay,
-} from "../e2e/stack.ts";
 import { launchChromium, writeSpeechWav } from "./fixtures.ts";
+import { freePort, type ManagedProcess, root, startProcess } from "../support/loopback.ts";
+import {
+  type Edge,
+  type RelayProcess,
+  startEdge,
+  startRelayProcess,
+  waitForRelayAtEdge,
+} from "../support/relays.ts";
 
 const ARTIFACTS = join(root, "test-artifacts");
 
@@ -33,7 +30,7 @@ describe("browser, through the edge and a relay to the built-in agent", { timeou
   let dir: string;
   let agent: ManagedProcess;
   let edge: Edge;
-  let relay: Relay;
+  let relay: RelayProcess;
   let browser: Browser;
 
   beforeAll(async () => {
@@ -49,7 +46,7 @@ describe("browser, through the edge and a relay to the built-in agent", { timeou
       AGENT_REPLY: "speak",
     });
     edge = await startEdge();
-    relay = await startRelay({
+    relay = await startRelayProcess({
       edge,
       inferenceUrl: `ws://127.0.0.1:${agentPort}/v1/realtime`,
       // Frequent heartbeats, so the edge notices quickly when the last test kills the relay.

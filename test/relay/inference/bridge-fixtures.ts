@@ -9,6 +9,7 @@ import { FRAME_MS, FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
 import { PlayoutLedger } from "../../../relay/media/playout-ledger.ts";
 import type { EndReason } from "../../../protocol/relay-api.ts";
 import type { CallBridge } from "../../../relay/bridge.ts";
+import { EventLog } from "../../support/loopback.ts";
 
 interface Queued {
   itemId: string;
@@ -98,18 +99,17 @@ export class RecordingChannel implements EventChannelPort {
   open = false;
   /** The client's a=max-message-size (0: none); a larger message is refused, as Call does. */
   maxMessageBytes = 0;
-  readonly events: (ChannelEvent & { at: number })[] = [];
-  #waiters = new Set<() => void>();
+  readonly #log = new EventLog<ChannelEvent>();
+  readonly events = this.#log.events;
 
   send(text: string): EventSendResult {
     if (this.maxMessageBytes > 0 && Buffer.byteLength(text) > this.maxMessageBytes) return "too_large";
-    this.events.push({ ...(JSON.parse(text) as ChannelEvent), at: performance.now() });
-    for (const wake of this.#waiters) wake();
+    this.#log.push(JSON.parse(text) as ChannelEvent);
     return "sent";
   }
 
   ofType(type: string): ChannelEvent[] {
-    return this.events.filter((e) => e.type === type);
+    return this.#log.ofType(type);
   }
 
   waitFor(
@@ -117,25 +117,7 @@ export class RecordingChannel implements EventChannelPort {
     predicate: (e: ChannelEvent) => boolean = () => true,
     timeoutMs = 10_000,
   ): Promise<ChannelEvent & { at: number }> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const found = this.events.find((e) => e.type === type && predicate(e));
-        if (found) {
-          cleanup();
-          resolve(found);
-        }
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new Error(`timed out waiting for ${type}; got ${this.events.map((e) => e.type).join(", ")}`));
-      }, timeoutMs);
-      const cleanup = () => {
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-      };
-      this.#waiters.add(check);
-      check();
-    });
+    return this.#log.waitFor(type, predicate, { timeoutMs });
   }
 }
 
@@ -186,19 +168,4 @@ export async function speakInto(bridge: CallBridge, pcm: Int16Array, realTime = 
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     }
   }
-}
-
-export function waitUntil(condition: () => boolean, timeoutMs = 10_000, what = "condition"): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const started = performance.now();
-    const poll = setInterval(() => {
-      if (condition()) {
-        clearInterval(poll);
-        resolve();
-      } else if (performance.now() - started > timeoutMs) {
-        clearInterval(poll);
-        reject(new Error(`timed out waiting for ${what}`));
-      }
-    }, 5);
-  });
 }

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { Resampler, resamplePcm16 } from "../../../relay/media/resampler.ts";
-import { toneAmplitude } from "../agent/audio-analysis.ts";
+import { toneAmplitude } from "../../support/audio.ts";
 
 function floatSine(frequency: number, rate: number, seconds: number, amplitude = 10_000): Float32Array {
   const out = new Float32Array(Math.round(rate * seconds));
@@ -26,7 +26,7 @@ describe("Resampler 24 kHz → 16 kHz (before Silero VAD)", () => {
       const out = stream(new Resampler(24_000, 16_000), floatSine(f, 24_000, 0.5), 480);
       expect(Math.abs(out.length - 8000)).toBeLessThanOrEqual(1);
       const steady = out.subarray(800, 7200);
-      expect(Math.abs(db(toneAmplitude(steady, 16_000, f) / 10_000))).toBeLessThan(0.1);
+      expect(Math.abs(db(toneAmplitude(steady, f, 16_000) / 10_000))).toBeLessThan(0.1);
     }
   });
 
@@ -38,7 +38,7 @@ describe("Resampler 24 kHz → 16 kHz (before Silero VAD)", () => {
       [9_000, 7_000],
     ] as const) {
       const out = stream(new Resampler(24_000, 16_000), floatSine(f, 24_000, 0.5), 480).subarray(800, 7200);
-      expect(db(toneAmplitude(out, 16_000, alias) / 10_000)).toBeLessThan(-60);
+      expect(db(toneAmplitude(out, alias, 16_000) / 10_000)).toBeLessThan(-60);
     }
   });
 
@@ -55,15 +55,15 @@ describe("Resampler 22.05 kHz → 24 kHz (agent TTS)", () => {
   it("keeps pitch and level", () => {
     const out = resamplePcm16(Int16Array.from(floatSine(1000, 22_050, 1), Math.round), 22_050, 24_000);
     expect(out.length).toBe(24_000);
-    expect(Math.abs(db(toneAmplitude(out.subarray(2400, 21_600), 24_000, 1000) / 10_000))).toBeLessThan(0.1);
+    expect(Math.abs(db(toneAmplitude(out.subarray(2400, 21_600), 1000, 24_000) / 10_000))).toBeLessThan(0.1);
   });
 
   it("leaves no spectral image of the upsampling (linear interpolation leaves one near -30 dB)", () => {
     // A 5 kHz tone at 22.05 kHz has an image at 17.05 kHz, which folds to 6.95 kHz at 24 kHz.
     const out = resamplePcm16(Int16Array.from(floatSine(5000, 22_050, 1), Math.round), 22_050, 24_000);
     const steady = out.subarray(2400, 21_600);
-    expect(db(toneAmplitude(steady, 24_000, 5000) / 10_000)).toBeGreaterThan(-0.1);
-    expect(db(toneAmplitude(steady, 24_000, 6950) / 10_000)).toBeLessThan(-60);
+    expect(db(toneAmplitude(steady, 5000, 24_000) / 10_000)).toBeGreaterThan(-0.1);
+    expect(db(toneAmplitude(steady, 6950, 24_000) / 10_000)).toBeLessThan(-60);
   });
 
   it("rejects rates that are not positive integers", () => {

@@ -1,31 +1,17 @@
 // Remote ICE candidates are capped per call (MAX_REMOTE_CANDIDATES), in the offer and through
 // PATCH, and `.local` (mDNS) names are refused without being resolved.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { CreateCallResponse } from "../../protocol/relay-api.ts";
-import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
-import type { Call } from "../../relay/call/call.ts";
-import { MAX_REMOTE_CANDIDATES } from "../../relay/call/peer-config.ts";
-import {
-  RecordingBridge,
-  TEST_SECRET,
-  TestClient,
-  postCall,
-  startRelay,
-  ticketFor,
-  waitFor,
-  type InProcessRelay,
-} from "./fixtures.ts";
+import { describe, expect, it } from "vitest";
+import type { CreateCallResponse } from "../../../protocol/relay-api.ts";
+import { SIGNATURE_HEADER, signRequest } from "../../../protocol/signed-request.ts";
+import type { Call } from "../../../relay/call/call.ts";
+import { MAX_REMOTE_CANDIDATES } from "../../../relay/call/peer-config.ts";
+import { RecordingBridge } from "../fixtures.ts";
+import { waitFor } from "../../support/loopback.ts";
+import { TestPeer } from "../../support/peer.ts";
+import { postCall, TEST_SECRET, ticketFor } from "../../support/relay-api.ts";
+import { useRelay } from "../../support/relays.ts";
 
-let relay: InProcessRelay;
-const clients: TestClient[] = [];
-
-beforeAll(async () => {
-  relay = await startRelay({ bridgeFactory: RecordingBridge.factory });
-});
-afterAll(() => relay.close());
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
+const relay = useRelay({ bridgeFactory: RecordingBridge.factory });
 
 /** `count` host candidates on 127.0.0.1 ports nobody listens on, below the real one's priority. */
 function fakeCandidates(count: number, host = (_i: number) => "127.0.0.1"): string[] {
@@ -36,9 +22,9 @@ function fakeCandidates(count: number, host = (_i: number) => "127.0.0.1"): stri
 }
 
 /** Offers with the client's own candidate(s) first, then `extra`, and applies the answer. */
-async function callWith(extra: string[]): Promise<{ client: TestClient; call: Call; offered: number }> {
-  const client = new TestClient();
-  clients.push(client);
+async function callWith(extra: string[]): Promise<{ client: TestPeer; call: Call; offered: number }> {
+  const client = new TestPeer();
+  relay.track(client);
   let offer = await client.offer();
   offer = offer.replace(/((?:^a=candidate:.*\r\n)+)/m, (own) => own + extra.map((l) => `${l}\r\n`).join(""));
   const offered = firstSectionCandidates(offer);
@@ -51,7 +37,7 @@ async function callWith(extra: string[]): Promise<{ client: TestClient; call: Ca
   const body = (await response.json()) as CreateCallResponse;
   client.answerSdp = body.answer_sdp;
   await client.pc.setRemoteDescription({ type: "answer", sdp: body.answer_sdp });
-  return { client, call: relay.server.calls.get(client.callId)!, offered };
+  return { client, call: relay.calls.get(client.callId)!, offered };
 }
 
 /** Candidate lines of the first (audio) m-section: the bundle transport the relay uses. */
@@ -60,13 +46,13 @@ function firstSectionCandidates(sdp: string): number {
   return (audio.match(/^a=candidate:/gm) ?? []).length;
 }
 
-function ownCandidates(client: TestClient): number {
+function ownCandidates(client: TestPeer): number {
   return firstSectionCandidates(client.pc.localDescription!.sdp);
 }
 
 describe("remote candidates in the offer", () => {
   it("are all kept at the cap, and the call connects", async () => {
-    const probe = new TestClient();
+    const probe = new TestPeer();
     await probe.offer();
     const own = ownCandidates(probe);
     await probe.close();

@@ -1,20 +1,13 @@
 // The downlink encoders' complexity follows the relay's load (RELAY_OPUS_COMPLEXITY=auto):
 // the policy at its thresholds, and a real relay whose encoders change complexity mid-call
 // while the client keeps hearing the same tone.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadConfig } from "../../relay/config.ts";
-import { EncoderGovernor } from "../../relay/media/encoder-governor.ts";
-import {
-  RecordingBridge,
-  connectRecorded,
-  dominantFrequency,
-  rms,
-  sine,
-  startRelay,
-  testEnv,
-  waitFor,
-  type InProcessRelay,
-} from "./fixtures.ts";
+import { describe, expect, it } from "vitest";
+import { loadConfig } from "../../../relay/config.ts";
+import { EncoderGovernor } from "../../../relay/media/encoder-governor.ts";
+import { RecordingBridge, connectRecorded } from "../fixtures.ts";
+import { waitFor } from "../../support/loopback.ts";
+import { dominantFrequency, rms, sine } from "../../support/audio.ts";
+import { useRelay, testEnv } from "../../support/relays.ts";
 
 describe("EncoderGovernor policy", () => {
   it("steps down after two samples at 85 % busy, not after one or at 84.9 %", () => {
@@ -76,22 +69,18 @@ describe("EncoderGovernor policy", () => {
 });
 
 describe("a relay under load", () => {
-  let relay: InProcessRelay;
-  beforeAll(async () => {
-    relay = await startRelay({ bridgeFactory: RecordingBridge.factory });
-  });
-  afterAll(() => relay.close());
+  const relay = useRelay({ bridgeFactory: RecordingBridge.factory });
 
   it("changes a live call's encoder complexity and the client hears the tone throughout", async () => {
     const { client, bridge } = await connectRecorded(relay);
-    const governor = relay.server.encoderGovernor;
+    const governor = relay.encoderGovernor;
     expect(governor.encoders).toBe(1);
     bridge.ctx.downlink.push("item_1", 0, sine(660, 1500, 8000));
     await waitFor(() => client.received.length >= 25, 5000, "25 packets");
     // As if the event loop had been over 85 % busy for two seconds, twice: 5 → 4 → 2.
     for (let i = 0; i < 4; i++) governor.observe(0.95);
     expect(governor.complexity).toBe(2);
-    expect(await relay.server.metrics.opusComplexity.get()).toMatchObject({ values: [{ value: 2 }] });
+    expect(await relay.metrics.opusComplexity.get()).toMatchObject({ values: [{ value: 2 }] });
     await waitFor(() => client.received.length >= 75, 5000, "75 packets");
     await new Promise((r) => setTimeout(r, 100));
     expect(client.received.length).toBe(75);
@@ -103,7 +92,7 @@ describe("a relay under load", () => {
     expect(Math.abs(dominantFrequency(pcm.subarray(2400)) - 660)).toBeLessThanOrEqual(10);
     for (let i = 0; i < 10; i++) governor.observe(0.2);
     expect(governor.complexity).toBe(5);
-    await relay.server.calls.get(client.callId)!.end("hangup");
+    await relay.calls.get(client.callId)!.end("hangup");
     expect(governor.encoders).toBe(0);
     await client.close();
   });

@@ -8,9 +8,10 @@ import { InferenceBridge } from "../../../relay/inference/inference-bridge.ts";
 import { FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
 import { SileroModel } from "../../../relay/barge-in/silero-vad.ts";
 import { relayUplinkMonitor } from "../../../relay/barge-in/uplink-monitor.ts";
-import { concat } from "../agent/audio-analysis.ts";
-import { testConfig } from "../fixtures.ts";
-import { testCall, type TestCall, waitUntil } from "./bridge-fixtures.ts";
+import { testCall, type TestCall } from "../inference/bridge-fixtures.ts";
+import { waitFor } from "../../support/loopback.ts";
+import { concat } from "../../support/audio.ts";
+import { testConfig } from "../../support/relays.ts";
 
 let agent: AgentServer;
 let silero: SileroModel;
@@ -93,7 +94,7 @@ describe("relay VAD and echo suppression", () => {
       15_000,
     );
     expect((done.response as { status: string }).status).toBe("completed");
-    await waitUntil(() => call.downlink.queuedMs === 0, 15_000, "the reply to play out");
+    await waitFor(() => call.downlink.queuedMs === 0, 15_000, "the reply to play out");
     // Plus the echo tail: wait for the playout to be reported stopped.
     await call.channel.waitFor("output_audio_buffer.stopped", (e) => e.response_id === responseId, 15_000);
     await new Promise((r) => setTimeout(r, 300));
@@ -114,9 +115,9 @@ describe("relay VAD and echo suppression", () => {
     bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
     const created = await call.channel.waitFor("response.created");
     const responseId = (created.response as { id: string }).id;
-    await waitUntil(() => call.downlink.sent.length >= 30, 10_000, "600 ms of reply");
+    await waitFor(() => call.downlink.sent.length >= 30, 10_000, "600 ms of reply");
     client.userSays(concat([userSpeech, new Int16Array(24_000)]));
-    await waitUntil(() => call.downlink.flushes.length > 0, 5000, "relay barge-in");
+    await waitFor(() => call.downlink.flushes.length > 0, 5000, "relay barge-in");
     const latency = call.downlink.flushes[0]!.at - client.userStartedAt;
     console.log(`relay VAD: user speech onset → downlink flushed in ${latency.toFixed(0)} ms`);
     // A generous bound (latency is what `npm run bench` measures, about 80-140 ms here): it
@@ -144,10 +145,10 @@ describe("relay VAD and echo suppression", () => {
     await call.channel.waitFor("session.updated");
     bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
     await call.channel.waitFor("response.created");
-    await waitUntil(() => call.downlink.sent.length >= 40, 10_000, "800 ms of reply");
+    await waitFor(() => call.downlink.sent.length >= 40, 10_000, "800 ms of reply");
     expect(call.downlink.flushes).toEqual([]);
     client.userSays(concat([userSpeech, new Int16Array(24_000)]));
-    await waitUntil(() => call.downlink.flushes.length > 0, 5000, "relay barge-in");
+    await waitFor(() => call.downlink.flushes.length > 0, 5000, "relay barge-in");
     expect(call.downlink.flushes[0]!.at - client.userStartedAt).toBeLessThan(400);
   });
 });

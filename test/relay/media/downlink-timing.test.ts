@@ -1,19 +1,11 @@
 // Downlink timing at the client: one packet per 20 ms without drift, and flush() within a frame.
-import { afterAll, beforeAll, expect, it } from "vitest";
-import {
-  RecordingBridge,
-  connectRecorded,
-  sine,
-  startRelay,
-  waitFor,
-  type InProcessRelay,
-} from "./fixtures.ts";
+import { expect, it } from "vitest";
+import { RecordingBridge, connectRecorded } from "../fixtures.ts";
+import { waitFor } from "../../support/loopback.ts";
+import { sine } from "../../support/audio.ts";
+import { useRelay } from "../../support/relays.ts";
 
-let relay: InProcessRelay;
-beforeAll(async () => {
-  relay = await startRelay({ bridgeFactory: RecordingBridge.factory });
-});
-afterAll(() => relay.close());
+const relay = useRelay({ bridgeFactory: RecordingBridge.factory });
 
 const connect = () => connectRecorded(relay);
 

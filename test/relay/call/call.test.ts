@@ -1,33 +1,17 @@
 // A werift client calls the relay through its HTTP API and audio flows both ways.
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { answerDirection, answerSetup } from "../../relay/call/sdp.ts";
-import {
-  RecordingBridge,
-  TestClient,
-  dominantFrequency,
-  goertzel,
-  rms,
-  silentWindows,
-  sine,
-  startRelay,
-  waitFor,
-  type InProcessRelay,
-} from "./fixtures.ts";
+import { describe, expect, it } from "vitest";
+import { answerDirection, answerSetup } from "../../../relay/call/sdp.ts";
+import { RecordingBridge } from "../fixtures.ts";
+import { waitFor } from "../../support/loopback.ts";
+import { dominantFrequency, goertzel, rms, silentWindows, sine } from "../../support/audio.ts";
+import { TestPeer } from "../../support/peer.ts";
+import { useRelay } from "../../support/relays.ts";
 
-let relay: InProcessRelay;
-const clients: TestClient[] = [];
+const relay = useRelay({ bridgeFactory: RecordingBridge.factory });
 
-beforeAll(async () => {
-  relay = await startRelay({ bridgeFactory: RecordingBridge.factory });
-});
-afterAll(() => relay.close());
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
-
-async function connect(): Promise<{ client: TestClient; bridge: RecordingBridge }> {
-  const client = new TestClient();
-  clients.push(client);
+async function connect(): Promise<{ client: TestPeer; bridge: RecordingBridge }> {
+  const client = new TestPeer();
+  relay.track(client);
   const response = await client.call(relay.url);
   expect(response.status).toBe(201);
   expect(response.headers.get("location")).toBe(`/calls/${client.callId}`);
@@ -45,11 +29,7 @@ describe("a call through the HTTP API", () => {
     expect(client.answerSdp).toMatch(/^a=rtcp-mux/m);
     expect(client.answerSdp).toMatch(/^a=rtpmap:\d+ opus\/48000\/2/im);
     expect(client.answerSdp).not.toMatch(/ 192\.0\.2\.| 10\.| 172\.(1[6-9]|2\d|3[01])\.| 192\.168\./);
-    await waitFor(
-      () => relay.server.calls.get(client.callId)?.state === "connected",
-      5000,
-      "relay connected",
-    );
+    await waitFor(() => relay.calls.get(client.callId)?.state === "connected", 5000, "relay connected");
 
     await client.channelOpen();
     await waitFor(() => bridge.channelOpened, 5000, "bridge told the channel opened");
@@ -64,7 +44,7 @@ describe("a call through the HTTP API", () => {
   it("drops data channel messages over the size cap and passes one at the cap", async () => {
     const { client, bridge } = await connect();
     await client.channelOpen();
-    const { MAX_CLIENT_MESSAGE_BYTES } = await import("../../relay/call/peer-config.ts");
+    const { MAX_CLIENT_MESSAGE_BYTES } = await import("../../../relay/call/peer-config.ts");
     // Play a client that ignores the advertised a=max-message-size.
     client.pc.sctpTransport!.remoteMaxMessageSize = 0;
     const atCap = `"${"a".repeat(MAX_CLIENT_MESSAGE_BYTES - 2)}"`;
@@ -73,7 +53,7 @@ describe("a call through the HTTP API", () => {
     client.channel.send("after");
     await waitFor(() => bridge.messages.includes("after"), 10_000, "messages at the bridge");
     expect(bridge.messages.map((m) => m.length)).toEqual([MAX_CLIENT_MESSAGE_BYTES, 5]);
-    expect(relay.server.calls.get(client.callId)!.droppedMessages).toBe(1);
+    expect(relay.calls.get(client.callId)!.droppedMessages).toBe(1);
   });
 
   it("delivers a 440 Hz tone from the client to the bridge at the right frequency and level", async () => {

@@ -9,7 +9,7 @@ import { createRequire } from "node:module";
 import { afterEach, describe, expect, it } from "vitest";
 import type * as Werift from "werift";
 import { Message as EsmMessage } from "werift";
-import { waitFor, withTimeout } from "./fixtures.ts";
+import { waitFor, withTimeout } from "../../support/loopback.ts";
 
 const require = createRequire(import.meta.url);
 const werift = require("werift") as typeof Werift;

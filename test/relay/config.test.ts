@@ -1,86 +1,8 @@
-// The pipeline's parts on their own: jitter buffer, downlink queue limit, config, nonce cache.
+// The relay's configuration on its own: defaults, the secret, and RELAY_PROCESSES.
 import { availableParallelism } from "node:os";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../relay/config.ts";
-import { Downlink } from "../../relay/media/downlink.ts";
-import { JitterBuffer } from "../../relay/media/jitter-buffer.ts";
-import { NonceCache } from "../../relay/edge/nonce-cache.ts";
-import { TEST_SECRET } from "./fixtures.ts";
-
-function collect(depth: number) {
-  const out: (number | null)[] = [];
-  const jb = new JitterBuffer(depth, (payload, next) =>
-    out.push(payload ? payload[0]! : next ? -next[0]! : null),
-  );
-  return { jb, out, push: (seq: number) => jb.push(seq & 0xffff, Uint8Array.of(seq & 0xff)) };
-}
-
-describe("JitterBuffer", () => {
-  it("restores order across the 16-bit wrap and declares a gap lost after `depth` later packets", () => {
-    const { jb, out, push } = collect(3);
-    for (const seq of [65533, 65535, 65534, 0, 2, 3, 4, 5]) push(seq);
-    // 65534 came late but within depth; 1 never came: declared lost when 4 arrived, with 2 as FEC source.
-    expect(out).toEqual([65533 & 0xff, 65534 & 0xff, 65535 & 0xff, 0, -2, 2, 3, 4, 5]);
-    expect(jb.stats).toMatchObject({ lost: 1, reordered: 1, late: 0 });
-    push(1); // too late now
-    push(5); // already played: late as well
-    expect(jb.stats).toMatchObject({ late: 2, duplicate: 0 });
-    push(7); // held behind the gap at 6
-    push(7);
-    expect(jb.stats).toMatchObject({ duplicate: 1 });
-    expect(jb.held).toBe(2);
-  });
-
-  it("spans at most RING packets: a gap of RING-1 is concealed, a gap of RING restarts", () => {
-    const a = collect(3);
-    a.push(100);
-    a.push(100 + JitterBuffer.RING); // 63 missing in between
-    // All but the last `depth - 1` are declared at once; those wait for later packets.
-    expect(a.jb.stats).toMatchObject({ lost: JitterBuffer.RING - 1 - 2, resets: 0 });
-    const b = collect(3);
-    b.push(100);
-    b.push(100 + JitterBuffer.RING + 1); // 64 missing
-    expect(b.jb.stats).toMatchObject({ lost: 0, resets: 1 });
-    expect(b.out).toEqual([100, (100 + JitterBuffer.RING + 1) & 0xff]);
-  });
-});
-
-describe("Downlink queue", () => {
-  const make = (maxQueuedMs: number) =>
-    new Downlink({
-      encoder: { timestampStep: 960, encode: () => 1 },
-      send: () => {},
-      observer: { onPlayoutStarted() {}, onPlayoutStopped() {} },
-      maxQueuedMs,
-    });
-
-  it("queues up to maxQueuedMs and refuses the rest, recording only what it kept", () => {
-    const downlink = make(100);
-    downlink.push("a", 0, new Int16Array(2400)); // exactly 100 ms
-    expect(downlink.queuedMs).toBe(100);
-    expect(downlink.stats.overflowSamples).toBe(0);
-    downlink.push("a", 0, new Int16Array(24)); // 1 ms past the cap
-    expect(downlink.queuedMs).toBe(100);
-    expect(downlink.stats.overflowSamples).toBe(24);
-    expect(downlink.ledger.generatedMs("a")).toBe(100);
-  });
-
-  it("pads an item's last partial frame once the next item is queued, and counts only real samples as sent", () => {
-    const sent: number[] = [];
-    const downlink = new Downlink({
-      encoder: { timestampStep: 960, encode: () => 1 },
-      send: (_p, _s, ts) => sent.push(ts),
-      observer: { onPlayoutStarted() {}, onPlayoutStopped() {} },
-      initialTimestamp: 0,
-    });
-    downlink.push("a", 0, new Int16Array(600)); // 25 ms
-    downlink.push("b", 0, new Int16Array(480));
-    for (let i = 0; i < 4; i++) downlink.tick(i);
-    expect(sent).toEqual([0, 960, 1920]);
-    expect(downlink.ledger.sentMs("a")).toBe(25);
-    expect(downlink.ledger.sentMs("b")).toBe(20);
-  });
-});
+import { TEST_SECRET } from "../support/relay-api.ts";
 
 describe("config", () => {
   const base = { EARSHOT_RELAY_SECRET: TEST_SECRET };
@@ -218,17 +140,5 @@ describe("config: RELAY_PROCESSES", () => {
       loadConfig({ ...base, RELAY_PROCESSES: "2", RELAY_ID: "r".repeat(62) }).processes[1]!.relayId,
     ).toHaveLength(64);
     expect(refusal({ RELAY_PROCESSES: "2", RELAY_ID: "r".repeat(63) })).toContain("RELAY_ID");
-  });
-});
-
-describe("NonceCache", () => {
-  it("refuses a replay, forgets after expiry, and refuses new nonces when full of live ones", () => {
-    const cache = new NonceCache(2);
-    expect(cache.remember("n1", 100, 50)).toBe("ok");
-    expect(cache.remember("n1", 100, 50)).toBe("replayed");
-    expect(cache.remember("n2", 100, 50)).toBe("ok");
-    expect(cache.remember("n3", 100, 50)).toBe("full");
-    expect(cache.remember("n3", 200, 101)).toBe("ok"); // n1 and n2 expired
-    expect(cache.size).toBe(1);
   });
 });

@@ -5,35 +5,22 @@
 import { createSocket, type Socket } from "node:dgram";
 import { performance } from "node:perf_hooks";
 import { Message, parseMessage } from "werift";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import type { Call } from "../../relay/call/call.ts";
-import {
-  RecordingBridge,
-  TestClient,
-  connectRecorded,
-  dominantFrequency,
-  rms,
-  sine,
-  startRelay,
-  waitFor,
-  type InProcessRelay,
-} from "./fixtures.ts";
+import { afterEach, describe, expect, it } from "vitest";
+import type { Call } from "../../../relay/call/call.ts";
+import { RecordingBridge, connectRecorded } from "../fixtures.ts";
+import { waitFor } from "../../support/loopback.ts";
+import { dominantFrequency, rms, sine } from "../../support/audio.ts";
+import { TestPeer } from "../../support/peer.ts";
+import { useRelay } from "../../support/relays.ts";
 
-let relay: InProcessRelay;
-const clients: TestClient[] = [];
+const relay = useRelay({ bridgeFactory: RecordingBridge.factory });
 const sockets: Socket[] = [];
-
-beforeAll(async () => {
-  relay = await startRelay({ bridgeFactory: RecordingBridge.factory });
-});
-afterAll(() => relay.close());
-afterEach(async () => {
+afterEach(() => {
   for (const s of sockets.splice(0)) s.close();
-  await Promise.all(clients.splice(0).map((c) => c.close()));
 });
 
 interface Connected {
-  client: TestClient;
+  client: TestPeer;
   call: Call;
   bridge: RecordingBridge;
   relayPort: number;
@@ -44,7 +31,7 @@ interface Connected {
 }
 
 async function connect(): Promise<Connected> {
-  const { client, call, bridge } = await connectRecorded(relay, clients);
+  const { client, call, bridge } = await connectRecorded(relay);
   await client.channelOpen();
   const offer = client.pc.localDescription!.sdp;
   return {
@@ -178,8 +165,8 @@ describe("forged STUN binding requests", () => {
   });
 
   it("sent before the client connects, don't stop the client from connecting", async () => {
-    const client = new TestClient();
-    clients.push(client);
+    const client = new TestPeer();
+    relay.track(client);
     expect((await client.call(relay.url)).status).toBe(201);
     const relayPort = Number(/ 127\.0\.0\.1 (\d+) typ host/.exec(client.answerSdp)![1]);
     const relayUfrag = /^a=ice-ufrag:(\S+)/m.exec(client.answerSdp)![1]!;
@@ -194,7 +181,7 @@ describe("forged STUN binding requests", () => {
     await client.connected();
     await client.channelOpen();
     expect(attacker.received).toEqual([]);
-    const call = relay.server.calls.get(client.callId)!;
+    const call = relay.calls.get(client.callId)!;
     await waitFor(() => call.state === "connected", 5000, "relay connected");
     // Only the client's own address(es): nothing from the attacker's port.
     const pc = (call as unknown as { udpGuard: { remoteCandidates: number } }).udpGuard;

@@ -2,16 +2,12 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, expect, it } from "vitest";
-import { Heartbeat, RelayCallEvent } from "../../protocol/relay-api.ts";
-import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
-import {
-  TEST_SECRET,
-  TestClient,
-  startRelayProcess,
-  waitFor,
-  withTimeout,
-  type ChildRelay,
-} from "./fixtures.ts";
+import { Heartbeat, RelayCallEvent } from "../../../protocol/relay-api.ts";
+import { SIGNATURE_HEADER, verifyRequest } from "../../../protocol/signed-request.ts";
+import { waitFor, withTimeout } from "../../support/loopback.ts";
+import { TestPeer } from "../../support/peer.ts";
+import { TEST_RELAY_ID, TEST_SECRET } from "../../support/relay-api.ts";
+import { type RelayProcess, startRelayProcess } from "../../support/relays.ts";
 
 /** A stand-in for the edge's internal routes: verifies signatures and records what arrives. */
 class FakeEdge {
@@ -61,14 +57,14 @@ async function readAll(req: IncomingMessage): Promise<string> {
 }
 
 let edge: FakeEdge;
-let relay: ChildRelay | undefined;
-const clients: TestClient[] = [];
+let relay: RelayProcess | undefined;
+const clients: TestPeer[] = [];
 
 beforeEach(async () => {
   edge = new FakeEdge();
 });
 afterEach(async () => {
-  relay?.kill();
+  await relay?.stop("SIGKILL");
   await Promise.all(clients.splice(0).map((c) => c.close()));
   await edge.close();
 });
@@ -76,11 +72,14 @@ afterEach(async () => {
 async function startWithCall(drainSeconds: string) {
   const edgeUrl = await edge.listen();
   relay = await startRelayProcess({
-    EARSHOT_EDGE_URL: edgeUrl,
-    RELAY_DRAIN_SECONDS: drainSeconds,
-    RELAY_HEARTBEAT_SECONDS: "1",
+    id: TEST_RELAY_ID,
+    env: {
+      EARSHOT_EDGE_URL: edgeUrl,
+      RELAY_DRAIN_SECONDS: drainSeconds,
+      RELAY_HEARTBEAT_SECONDS: "1",
+    },
   });
-  const client = new TestClient();
+  const client = new TestPeer();
   clients.push(client);
   expect((await client.call(relay.url)).status).toBe(201);
   await client.connected();
@@ -94,11 +93,11 @@ it("reports to the edge, and on SIGTERM stops taking calls, lets calls run to th
   await waitFor(() => edge.heartbeats.some((h) => h.active_calls === 1), 5000, "a heartbeat with the call");
 
   const signalled = performance.now();
-  relay.child.kill("SIGTERM");
+  relay.proc.kill("SIGTERM");
   await waitFor(() => edge.heartbeats.some((h) => h.draining), 3000, "a draining heartbeat");
 
   // No new calls while draining...
-  const late = new TestClient();
+  const late = new TestPeer();
   clients.push(late);
   const refused = await late.call(relay.url);
   expect(refused.status).toBe(503);
@@ -121,10 +120,10 @@ it("reports to the edge, and on SIGTERM stops taking calls, lets calls run to th
 
 it("exits at once on a second SIGTERM", async () => {
   const { relay } = await startWithCall("60");
-  relay.child.kill("SIGTERM");
+  relay.proc.kill("SIGTERM");
   await waitFor(() => edge.heartbeats.some((h) => h.draining), 3000, "a draining heartbeat");
   const second = performance.now();
-  relay.child.kill("SIGTERM");
+  relay.proc.kill("SIGTERM");
   const code = await withTimeout(relay.exited, 3000, "relay exit");
   expect(code).toBe(1);
   expect(performance.now() - second).toBeLessThan(1000);
@@ -132,7 +131,7 @@ it("exits at once on a second SIGTERM", async () => {
 
 it("finishes draining early when the last call ends before the deadline", async () => {
   const { client, relay } = await startWithCall("60");
-  relay.child.kill("SIGTERM");
+  relay.proc.kill("SIGTERM");
   await waitFor(() => edge.heartbeats.some((h) => h.draining), 3000, "a draining heartbeat");
   await client.close();
   const code = await withTimeout(relay.exited, 10_000, "relay exit");

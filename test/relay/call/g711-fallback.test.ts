@@ -7,20 +7,12 @@ import {
   RtpPacket,
   type RtpPacket as Rtp,
 } from "werift";
-import { afterAll, beforeAll, expect, it } from "vitest";
-import {
-  RecordingBridge,
-  concat,
-  dominantFrequency,
-  newCallId,
-  postCall,
-  rms,
-  sine,
-  startRelay,
-  ticketFor,
-  waitFor,
-  type InProcessRelay,
-} from "./fixtures.ts";
+import { expect, it } from "vitest";
+import { RecordingBridge } from "../fixtures.ts";
+import { waitFor } from "../../support/loopback.ts";
+import { concat, dominantFrequency, frequencies, rms, sine } from "../../support/audio.ts";
+import { newCallId, postCall, ticketFor } from "../../support/relay-api.ts";
+import { useRelay } from "../../support/relays.ts";
 
 // G.711 µ-law written out here from the standard, independently of relay/media/g711.ts.
 function muLawEncode(sample: number): number {
@@ -38,11 +30,7 @@ function muLawDecode(byte: number): number {
   return u & 0x80 ? -magnitude : magnitude;
 }
 
-let relay: InProcessRelay;
-beforeAll(async () => {
-  relay = await startRelay({ bridgeFactory: RecordingBridge.factory });
-});
-afterAll(() => relay.close());
+const relay = useRelay({ bridgeFactory: RecordingBridge.factory });
 
 it("answers a PCMU-only offer with PCMU and carries audio both ways", async () => {
   const pc = new RTCPeerConnection({
@@ -94,7 +82,7 @@ it("answers a PCMU-only offer with PCMU and carries audio both ways", async () =
     }
     await waitFor(() => bridge.frames.length >= 45, 5000, "uplink frames at the bridge");
     const up = concat(bridge.frames.slice(5, 45));
-    expect(dominantFrequency(up, 100, 3500)).toBeCloseTo(440, -1);
+    expect(dominantFrequency(up, frequencies(100, 3500))).toBeCloseTo(440, -1);
     // 8000 peak → 5657 RMS, less what the resampler's filters take at the edges.
     expect(rms(up)).toBeGreaterThan(4000);
 
@@ -106,7 +94,7 @@ it("answers a PCMU-only offer with PCMU and carries audio both ways", async () =
     received.slice(0, 50).forEach((p, k) => {
       for (let i = 0; i < 160; i++) down[k * 160 + i] = muLawDecode(p.payload[i]!);
     });
-    expect(dominantFrequency(down.subarray(800), 100, 3500, 10, 8000)).toBeCloseTo(660, -1);
+    expect(dominantFrequency(down.subarray(800), frequencies(100, 3500), 8000)).toBeCloseTo(660, -1);
     expect(rms(down.subarray(800))).toBeGreaterThan(4000);
   } finally {
     await pc.close();

@@ -1,23 +1,13 @@
 // With 5 % loss and reordering on the uplink, the bridge still gets continuous audio of the
 // right length: the jitter buffer restores order and the decoder fills losses (FEC or PLC).
-import { afterAll, beforeAll, expect, it } from "vitest";
-import {
-  RecordingBridge,
-  TestClient,
-  dominantFrequency,
-  goertzel,
-  silentWindows,
-  sine,
-  startRelay,
-  waitFor,
-  type InProcessRelay,
-} from "./fixtures.ts";
+import { expect, it } from "vitest";
+import { RecordingBridge } from "../fixtures.ts";
+import { waitFor } from "../../support/loopback.ts";
+import { dominantFrequency, goertzel, silentWindows, sine } from "../../support/audio.ts";
+import { TestPeer } from "../../support/peer.ts";
+import { useRelay } from "../../support/relays.ts";
 
-let relay: InProcessRelay;
-beforeAll(async () => {
-  relay = await startRelay({ bridgeFactory: RecordingBridge.factory });
-});
-afterAll(() => relay.close());
+const relay = useRelay({ bridgeFactory: RecordingBridge.factory });
 
 /** Deterministic PRNG so a failure reproduces. */
 function mulberry32(seed: number): () => number {
@@ -30,7 +20,7 @@ function mulberry32(seed: number): () => number {
 }
 
 it("keeps 5 % loss plus reordering continuous and of the right length", async () => {
-  const client = new TestClient();
+  const client = new TestPeer();
   expect((await client.call(relay.url)).status).toBe(201);
   await client.connected();
   const bridge = RecordingBridge.instances.find((b) => b.ctx.callId === client.callId)!;
@@ -58,7 +48,7 @@ it("keeps 5 % loss plus reordering continuous and of the right length", async ()
   await new Promise((r) => setTimeout(r, 100));
   const pcm = bridge.pcm();
   expect(pcm.length).toBe(packets.length * 480); // continuous: one frame per packet sent
-  const uplink = relay.server.calls.get(client.callId)!.uplinkStats!;
+  const uplink = relay.calls.get(client.callId)!.uplinkStats!;
   expect(uplink.lost).toBe(dropped.size);
   expect(uplink.recovered + uplink.concealed).toBe(dropped.size);
   expect(uplink.recovered).toBeGreaterThan(0); // FEC from the next packet was used

@@ -3,26 +3,13 @@
 // (a replayed public certificate) is refused, on the relay's side (server: CertificateVerify)
 // and on a werift client's side (ServerKeyExchange); so is a Finished that doesn't match.
 import { CipherContext, RTCPeerConnection, type PeerConfig } from "werift";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import {
-  RecordingBridge,
-  TestClient,
-  startRelay,
-  waitFor,
-  withTimeout,
-  type InProcessRelay,
-} from "./fixtures.ts";
+import { describe, expect, it } from "vitest";
+import { RecordingBridge } from "../fixtures.ts";
+import { waitFor, withTimeout } from "../../support/loopback.ts";
+import { TestPeer } from "../../support/peer.ts";
+import { useRelay } from "../../support/relays.ts";
 
-let relay: InProcessRelay;
-const peers: { close(): Promise<void> }[] = [];
-
-beforeAll(async () => {
-  relay = await startRelay({ bridgeFactory: RecordingBridge.factory });
-});
-afterAll(() => relay.close());
-afterEach(async () => {
-  await Promise.all(peers.splice(0).map((p) => p.close()));
-});
+const relay = useRelay({ bridgeFactory: RecordingBridge.factory });
 
 type DtlsKeys = NonNullable<PeerConfig["dtls"]["keys"]>;
 const ECDSA_SHA256 = { signature: 3, hash: 4 } as const;
@@ -39,11 +26,11 @@ async function stolenCertificate(): Promise<DtlsKeys> {
   return { ...victim, keyPem: attacker.keyPem };
 }
 
-/** TestClient with its DTLS identity replaced. */
-class KeyedClient extends TestClient {
+/** TestPeer with its DTLS identity replaced. */
+class KeyedClient extends TestPeer {
   constructor(keys: DtlsKeys) {
     super();
-    // werift reads `dtls.keys` in its constructor, which TestClient has run; set the identity
+    // werift reads `dtls.keys` in its constructor, which TestPeer has run; set the identity
     // the same way before the first offer creates the DTLS transport.
     (
       this.pc as unknown as { secureManager: { setupCertificate(k: DtlsKeys): void } }
@@ -51,15 +38,15 @@ class KeyedClient extends TestClient {
   }
 }
 
-function callOf(client: TestClient) {
-  return relay.server.calls.get(client.callId);
+function callOf(client: TestPeer) {
+  return relay.calls.get(client.callId);
 }
 
 describe("the relay as DTLS server", () => {
   it("connects a client whose certificate and key match (control)", async () => {
     const keys = await keyPair();
     const client = new KeyedClient(keys);
-    peers.push(client);
+    relay.track(client);
     expect((await client.call(relay.url)).status).toBe(201);
     await client.connected();
     await client.channelOpen();
@@ -68,7 +55,7 @@ describe("the relay as DTLS server", () => {
 
   it("refuses a client that presents a certificate without its private key (CertificateVerify)", async () => {
     const client = new KeyedClient(await stolenCertificate());
-    peers.push(client);
+    relay.track(client);
     expect((await client.call(relay.url)).status).toBe(201);
     const call = callOf(client)!;
     await waitFor(() => call.state === "ended", 10_000, "the relay to end the call");
@@ -80,8 +67,8 @@ describe("the relay as DTLS server", () => {
   });
 
   it("refuses a client whose Finished does not match the handshake", async () => {
-    const client = new TestClient();
-    peers.push(client);
+    const client = new TestPeer();
+    relay.track(client);
     // Corrupt the Finished that werift *clients* compute; the relay (server) computes its own
     // and checks the client's with the PRF directly, so only the client's message is wrong.
     const proto = CipherContext.prototype as unknown as {
@@ -115,7 +102,7 @@ describe("a werift peer as DTLS client", () => {
     };
     const server = new RTCPeerConnection({ ...net, dtls: { keys: await stolenCertificate() } });
     const client = new RTCPeerConnection(net);
-    peers.push(server, client);
+    relay.track(server, client);
     client.createDataChannel("x");
     await client.setLocalDescription(await client.createOffer());
     await server.setRemoteDescription(client.localDescription!);

@@ -1,25 +1,21 @@
 // A Realtime protocol client over a real WebSocket, for tests: records every server event and
 // waits for events with a timeout (no sleeps).
 import WebSocket from "ws";
+import { concat } from "../support/audio.ts";
+import { EventLog } from "../support/loopback.ts";
 
 export type ServerEventRecord = { type: string; [key: string]: unknown };
 
 export class RealtimeTestClient {
-  readonly events: ServerEventRecord[] = [];
+  readonly #log = new EventLog<ServerEventRecord>();
+  readonly events: ServerEventRecord[] = this.#log.events;
   readonly #socket: WebSocket;
-  #waiters = new Set<() => void>();
 
   private constructor(socket: WebSocket) {
     this.#socket = socket;
-    socket.on("message", (data) => {
-      this.events.push(JSON.parse(data.toString()) as ServerEventRecord);
-      for (const wake of this.#waiters) wake();
-    });
-    socket.on("close", () => {
-      for (const wake of this.#waiters) wake();
-    });
+    socket.on("message", (data) => this.#log.push(JSON.parse(data.toString()) as ServerEventRecord));
+    socket.on("close", () => this.#log.wake());
   }
-
   static async connect(url: string): Promise<RealtimeTestClient> {
     const socket = new WebSocket(url);
     // Listen before `open`: the server's first event can arrive in the same read as the upgrade.
@@ -49,35 +45,17 @@ export class RealtimeTestClient {
     }
   }
 
-  /** Waits for the `nth` (1-based, counted from `from`) event matching; rejects after `timeoutMs`. */
+  /** Waits for the first event matching, counted from index `from`; rejects after `timeoutMs`. */
   waitFor(
     type: string,
     predicate: (e: ServerEventRecord) => boolean = () => true,
-    { timeoutMs = 10_000, from = 0 }: { timeoutMs?: number; from?: number } = {},
+    options: { timeoutMs?: number; from?: number } = {},
   ): Promise<ServerEventRecord> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const found = this.events.slice(from).find((e) => e.type === type && predicate(e));
-        if (found) {
-          cleanup();
-          resolve(found);
-        }
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new Error(`timed out waiting for ${type}; got ${this.events.map((e) => e.type).join(", ")}`));
-      }, timeoutMs);
-      const cleanup = () => {
-        clearTimeout(timer);
-        this.#waiters.delete(check);
-      };
-      this.#waiters.add(check);
-      check();
-    });
+    return this.#log.waitFor(type, predicate, options);
   }
 
   ofType(type: string): ServerEventRecord[] {
-    return this.events.filter((e) => e.type === type);
+    return this.#log.ofType(type);
   }
 
   /** PCM of every audio delta of a response, concatenated. */
@@ -88,13 +66,7 @@ export class RealtimeTestClient {
         const bytes = Buffer.from(e.delta as string, "base64");
         return new Int16Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length));
       });
-    const out = new Int16Array(parts.reduce((n, p) => n + p.length, 0));
-    let at = 0;
-    for (const p of parts) {
-      out.set(p, at);
-      at += p.length;
-    }
-    return out;
+    return concat(parts);
   }
 
   close(): Promise<void> {

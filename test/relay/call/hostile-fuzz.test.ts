@@ -7,40 +7,30 @@ import { performance } from "node:perf_hooks";
 import fc from "fast-check";
 import { parseMessage } from "werift";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
-import { answerDirection, answerSetup, rewriteCandidateAddress } from "../../relay/call/sdp.ts";
-import {
-  RecordingBridge,
-  TEST_SECRET,
-  TestClient,
-  newCallId,
-  postCall,
-  startRelay,
-  ticketFor,
-  waitFor,
-  type InProcessRelay,
-} from "./fixtures.ts";
+import { SIGNATURE_HEADER, signRequest } from "../../../protocol/signed-request.ts";
+import { answerDirection, answerSetup, rewriteCandidateAddress } from "../../../relay/call/sdp.ts";
+import { RecordingBridge } from "../fixtures.ts";
+import { waitFor } from "../../support/loopback.ts";
+import { TestPeer } from "../../support/peer.ts";
+import { newCallId, postCall, TEST_SECRET, ticketFor } from "../../support/relay-api.ts";
+import { useRelay } from "../../support/relays.ts";
 
 /** Per-input bound for a parser; generous (a parse takes microseconds) but catches ReDoS. */
 const PARSE_BOUND_MS = 50;
 /** Per-request bound through HTTP, werift's SDP parser and an ICE restart included. */
 const REQUEST_BOUND_MS = 1000;
 
-let relay: InProcessRelay;
-let client: TestClient;
+const relay = useRelay({ bridgeFactory: RecordingBridge.factory });
+let client: TestPeer;
 let offer = "";
 
 beforeAll(async () => {
-  relay = await startRelay({ bridgeFactory: RecordingBridge.factory });
-  client = new TestClient();
+  client = new TestPeer();
   expect((await client.call(relay.url)).status).toBe(201);
   await client.connected();
   offer = client.pc.localDescription!.sdp;
 });
-afterAll(async () => {
-  await client.close();
-  await relay.close();
-});
+afterAll(() => client.close());
 
 const sdpLine = fc.oneof(
   fc.constantFrom(
@@ -196,7 +186,7 @@ describe("STUN parsing (werift parseMessage, patched)", () => {
       socket.close();
     }
     expect(answers).toEqual([]);
-    const call = relay.server.calls.get(client.callId)!;
+    const call = relay.calls.get(client.callId)!;
     expect(call.state).toBe("connected");
     client.channel.send('{"type":"after.fuzz"}');
     const bridge = RecordingBridge.instances.find((b) => b.ctx.callId === client.callId)!;
@@ -238,7 +228,7 @@ describe("offers and sdpfrags through the HTTP API", () => {
         statuses.set(response.status, (statuses.get(response.status) ?? 0) + 1);
         const body = (await response.json()) as { error?: { type: string; code: string; message: string } };
         if (response.status === 201) {
-          await relay.server.calls.get(callId)?.end("hangup");
+          await relay.calls.get(callId)?.end("hangup");
         } else {
           expect(response.status).toBeGreaterThanOrEqual(400);
           expect(response.status).toBeLessThan(500);
@@ -255,7 +245,7 @@ describe("offers and sdpfrags through the HTTP API", () => {
   });
 
   it("PATCH sdpfrag answers 200 or a 4xx error envelope, never 5xx, and the relay lives on", async () => {
-    const target = new TestClient();
+    const target = new TestPeer();
     expect((await target.call(relay.url)).status).toBe(201);
     await target.connected();
     const path = `/calls/${target.callId}`;

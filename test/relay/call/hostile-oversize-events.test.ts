@@ -5,17 +5,18 @@
 // a second call on the same relay must keep its audio through all of it.
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
-import { AgentServer } from "../../agent/agent-server.ts";
-import { TEST_SECRET, postCall, ticketFor } from "./fixtures.ts";
+import { AgentServer } from "../../../agent/agent-server.ts";
 import {
   EventClient,
   callRelay,
   expectEchoOf,
   startRelayProc,
   type RelayProcess,
-} from "../faults/fixtures.ts";
+} from "../../faults/fixtures.ts";
+import { TEST_SECRET } from "../../support/relay-api.ts";
+import { closeAfterEach } from "../../support/relays.ts";
 
 /** A pass-through WebSocket proxy to the agent that can also send events of its own to the relay. */
 class InjectingUpstream {
@@ -92,7 +93,7 @@ let agent: AgentServer;
 let upstream: InjectingUpstream;
 let relay: RelayProcess;
 let bystander: EventClient;
-const clients: EventClient[] = [];
+const track = closeAfterEach();
 
 beforeAll(async () => {
   agent = await AgentServer.start({ port: 0, reply: "echo" });
@@ -109,9 +110,6 @@ afterAll(async () => {
   await upstream?.close();
   await agent?.close();
 });
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
 
 async function expectRelayAlive(): Promise<void> {
   expect((await relay.health()).status).toBe("ok");
@@ -120,8 +118,7 @@ async function expectRelayAlive(): Promise<void> {
 
 describe("server events larger than the client's max-message-size", () => {
   it("a 300 KB pass-through event from the model: not sent, the client told which and why, the relay and its other call live on", async () => {
-    const client = await callRelay(relay.url, new EventClient());
-    clients.push(client);
+    const client = await callRelay(relay.url, track(new EventClient()));
     const before = await relay.metric("earshot_relay_datachannel_unsent_events_total", {
       reason: "too_large",
     });
@@ -152,9 +149,7 @@ describe("server events larger than the client's max-message-size", () => {
   }, 60_000);
 
   it("at the limit the event is sent; one byte past it is refused", async () => {
-    const client = new LimitedClient(4096);
-    clients.push(client);
-    await callRelay(relay.url, client);
+    const client = await callRelay(relay.url, track(new LimitedClient(4096)));
     upstream.inject(paddedEvent("vendor.at_limit", 4096));
     await client.waitEvent("vendor.at_limit");
     upstream.inject(paddedEvent("vendor.past_limit", 4097));
@@ -165,19 +160,8 @@ describe("server events larger than the client's max-message-size", () => {
   }, 30_000);
 
   it("a client advertising a=max-message-size:16: response.create gets nothing down the channel, and nothing breaks", async () => {
-    const client = new LimitedClient(16);
-    clients.push(client);
-    const offer = await client.offer();
-    const response = await postCall(
-      relay.url,
-      { call_id: client.callId, offer_sdp: offer, session: {} },
-      await ticketFor(client.callId, offer, {}),
-    );
-    expect(response.status).toBe(201);
-    await client.pc.setRemoteDescription({
-      type: "answer",
-      sdp: ((await response.json()) as { answer_sdp: string }).answer_sdp,
-    });
+    const client = track(new LimitedClient(16));
+    expect((await client.call(relay.url)).status).toBe(201);
     await client.connected();
     await client.channelOpen();
     const before = await relay.metric("earshot_relay_datachannel_unsent_events_total", {
@@ -200,9 +184,7 @@ describe("server events larger than the client's max-message-size", () => {
 
   it("a client's 262,063-byte conversation.item.create comes back larger than 256 KiB: refused with an error, the call goes on", async () => {
     // Chrome's limit, as the browser test sees it for real (test/web/browser.test.ts).
-    const client = new LimitedClient(262_144);
-    clients.push(client);
-    await callRelay(relay.url, client);
+    const client = await callRelay(relay.url, track(new LimitedClient(262_144)));
     const create = (text: string) =>
       JSON.stringify({
         type: "conversation.item.create",

@@ -4,7 +4,7 @@ import { createServer, type Server } from "node:http";
 import { Writable } from "node:stream";
 import pino from "pino";
 import { afterEach, expect, it } from "vitest";
-import { EdgeClient } from "../../relay/edge/edge-client.ts";
+import { EdgeClient } from "../../../relay/edge/edge-client.ts";
 
 let server: Server | undefined;
 afterEach(() => server?.close());

@@ -1,31 +1,16 @@
 // RELAY_ICE_LITE=1: the relay answers as an ICE-lite agent (RFC 8445 §2.5), as servers on a
 // public address do; the full-ICE client does the checks and nominates, and audio flows both
 // ways as it does with full ICE.
-import { afterAll, afterEach, beforeAll, expect, it } from "vitest";
-import {
-  RecordingBridge,
-  TestClient,
-  connectRecorded,
-  dominantFrequency,
-  sine,
-  startRelay,
-  waitFor,
-  type InProcessRelay,
-} from "./fixtures.ts";
+import { expect, it } from "vitest";
+import { RecordingBridge, connectRecorded } from "../fixtures.ts";
+import { waitFor } from "../../support/loopback.ts";
+import { dominantFrequency, sine } from "../../support/audio.ts";
+import { useRelay } from "../../support/relays.ts";
 
-let relay: InProcessRelay;
-const clients: TestClient[] = [];
-
-beforeAll(async () => {
-  relay = await startRelay({ bridgeFactory: RecordingBridge.factory, env: { RELAY_ICE_LITE: "1" } });
-});
-afterAll(() => relay.close());
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-});
+const relay = useRelay({ bridgeFactory: RecordingBridge.factory, env: { RELAY_ICE_LITE: "1" } });
 
 it("answers a=ice-lite, connects, and carries audio both ways", async () => {
-  const { client, bridge } = await connectRecorded(relay, clients);
+  const { client, bridge } = await connectRecorded(relay);
   expect(client.answerSdp).toMatch(/^a=ice-lite\r?$/m);
 
   await client.sendPackets(client.encodeFrames(sine(440, 600, 8000)));

@@ -1,24 +1,14 @@
 // The relay's HTTP API refuses what it must, allocates nothing for it, and leaves nothing behind.
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
-import { MAX_CREATE_BODY_BYTES } from "../../relay/edge/http-api.ts";
-import {
-  RecordingBridge,
-  TEST_SECRET,
-  TestClient,
-  newCallId,
-  postCall,
-  startRelay,
-  ticketFor,
-  waitFor,
-  type InProcessRelay,
-} from "./fixtures.ts";
+import { describe, expect, it } from "vitest";
+import { SIGNATURE_HEADER, signRequest } from "../../../protocol/signed-request.ts";
+import { MAX_CREATE_BODY_BYTES } from "../../../relay/edge/http-api.ts";
+import { RecordingBridge } from "../fixtures.ts";
+import { waitFor } from "../../support/loopback.ts";
+import { TestPeer } from "../../support/peer.ts";
+import { newCallId, postCall, TEST_SECRET, ticketFor } from "../../support/relay-api.ts";
+import { useRelay } from "../../support/relays.ts";
 
-let relay: InProcessRelay;
-beforeAll(async () => {
-  relay = await startRelay({ bridgeFactory: RecordingBridge.factory, env: { RELAY_CAPACITY: "2" } });
-});
-afterAll(() => relay.close());
+const relay = useRelay({ bridgeFactory: RecordingBridge.factory, env: { RELAY_CAPACITY: "2" } });
 
 /** Sockets and timers of this process, by kind. */
 function resources(): Record<string, number> {
@@ -39,8 +29,8 @@ async function expectError(response: Response, status: number, code: string): Pr
   expect(JSON.stringify(body)).not.toMatch(/at .*\.ts:\d+/); // no stack trace
 }
 
-async function offer(): Promise<{ client: TestClient; sdp: string }> {
-  const client = new TestClient();
+async function offer(): Promise<{ client: TestPeer; sdp: string }> {
+  const client = new TestPeer();
   return { client, sdp: await client.offer() };
 }
 
@@ -49,36 +39,19 @@ describe("tickets", () => {
     const { client, sdp } = await offer();
     const before = resources();
     const callId = newCallId();
-    await expectError(
-      await postCall(relay.url, { call_id: callId, offer_sdp: sdp }, undefined),
-      401,
-      "ticket_missing",
-    );
-    const forged = await ticketFor(callId, sdp, {}, { secret: "not-the-relay-secret-at-all" });
-    await expectError(
-      await postCall(relay.url, { call_id: callId, offer_sdp: sdp }, forged),
+    const refused = async (ticket: string | undefined, status: number, code: string) =>
+      expectError(await postCall(relay.url, { call_id: callId, offer_sdp: sdp }, ticket), status, code);
+    await refused(undefined, 401, "ticket_missing");
+    await refused(
+      await ticketFor(callId, sdp, {}, { secret: "not-the-relay-secret-at-all" }),
       403,
       "ticket_bad_signature",
     );
-    const otherOffer = await ticketFor(callId, `${sdp}a=x\r\n`);
-    await expectError(
-      await postCall(relay.url, { call_id: callId, offer_sdp: sdp }, otherOffer),
-      403,
-      "ticket_mismatch",
-    );
-    const otherRelay = await ticketFor(callId, sdp, {}, { relayId: "relay-elsewhere" });
-    await expectError(
-      await postCall(relay.url, { call_id: callId, offer_sdp: sdp }, otherRelay),
-      403,
-      "ticket_mismatch",
-    );
+    await refused(await ticketFor(callId, `${sdp}a=x\r\n`), 403, "ticket_mismatch");
+    await refused(await ticketFor(callId, sdp, {}, { relayId: "relay-elsewhere" }), 403, "ticket_mismatch");
     const expired = await ticketFor(callId, sdp, {}, { nowSeconds: Math.floor(Date.now() / 1000) - 120 });
-    await expectError(
-      await postCall(relay.url, { call_id: callId, offer_sdp: sdp }, expired),
-      403,
-      "ticket_expired",
-    );
-    expect(relay.server.calls.size).toBe(0);
+    await refused(expired, 403, "ticket_expired");
+    expect(relay.calls.size).toBe(0);
     expect(resources().UDPWRAP ?? 0).toBe(before.UDPWRAP ?? 0);
     await client.close();
   });
@@ -95,9 +68,9 @@ describe("tickets", () => {
       403,
       "ticket_replayed",
     );
-    expect(relay.server.calls.size).toBe(1);
+    expect(relay.calls.size).toBe(1);
     expect(resources().UDPWRAP ?? 0).toBe(udp);
-    await relay.server.calls.get(callId)!.end("hangup");
+    await relay.calls.get(callId)!.end("hangup");
     await client.close();
   });
 });
@@ -156,13 +129,13 @@ describe("bad requests", () => {
 describe("capacity and clean-up", () => {
   it("takes calls up to RELAY_CAPACITY, refuses the next with 503, and a finished call leaves nothing behind", async () => {
     const before = resources();
-    const clients = [new TestClient(), new TestClient()];
+    const clients = [new TestPeer(), new TestPeer()];
     for (const c of clients) expect((await c.call(relay.url)).status).toBe(201);
     await Promise.all(clients.map((c) => c.connected()));
-    expect(relay.server.calls.size).toBe(2);
-    expect(relay.server.pacer.running).toBe(true);
+    expect(relay.calls.size).toBe(2);
+    expect(relay.pacer.running).toBe(true);
 
-    const extra = new TestClient();
+    const extra = new TestPeer();
     const refused = await extra.call(relay.url);
     await expectError(refused, 503, "relay_at_capacity");
     expect(refused.headers.get("retry-after")).toBe("1");
@@ -175,9 +148,9 @@ describe("capacity and clean-up", () => {
       headers: { [SIGNATURE_HEADER]: signature },
     });
     expect(deleted.status).toBe(204);
-    const second = relay.server.calls.get(clients[1]!.callId)!;
+    const second = relay.calls.get(clients[1]!.callId)!;
     await clients[1]!.close();
-    await waitFor(() => relay.server.calls.size === 0, 10_000, "both calls ended");
+    await waitFor(() => relay.calls.size === 0, 10_000, "both calls ended");
     expect(second.endReason).toBe("client_hangup");
     await Promise.all(clients.map((c) => c.close()));
     await extra.close();
@@ -185,7 +158,7 @@ describe("capacity and clean-up", () => {
 
     const bridges = RecordingBridge.instances.filter((b) => clients.some((c) => c.callId === b.ctx.callId));
     expect(bridges.map((b) => b.closed)).toEqual([1, 1]);
-    expect(relay.server.pacer.running).toBe(false);
+    expect(relay.pacer.running).toBe(false);
     await waitFor(() => (resources().UDPWRAP ?? 0) <= (before.UDPWRAP ?? 0), 5000, "UDP sockets closed");
     await waitFor(() => (resources().Timeout ?? 0) <= (before.Timeout ?? 0), 5000, "timers cleared");
     const metrics = await (await fetch(`${relay.url}/metrics`)).text();

@@ -1,0 +1,60 @@
+// Speaking the relay's HTTP API and the edge's call API as a client does: call ids, tickets
+// signed with the relay's secret, and the POSTs that place a call.
+import { randomBytes } from "node:crypto";
+import { TICKET_HEADER } from "../../protocol/relay-api.ts";
+import { signTicket } from "../../protocol/ticket.ts";
+
+/** The relay secret of relays the tests start unless told otherwise. */
+export const TEST_SECRET = "test-relay-secret-0123456789";
+/** The RELAY_ID of in-process relays, and the relay tickets are for unless told otherwise. */
+export const TEST_RELAY_ID = "relay-test";
+
+export function newCallId(): string {
+  return `rtc_${randomBytes(12).toString("base64url")}`;
+}
+
+export async function ticketFor(
+  callId: string,
+  offerSdp: string,
+  session: unknown = {},
+  options: {
+    secret?: string;
+    relayId?: string;
+    nonce?: string;
+    nowSeconds?: number;
+    ttlSeconds?: number;
+  } = {},
+): Promise<string> {
+  return signTicket(
+    options.secret ?? TEST_SECRET,
+    { callId, relayId: options.relayId ?? TEST_RELAY_ID, offerSdp, session },
+    options,
+  );
+}
+
+/** POST /calls on a relay, as the edge does. */
+export async function postCall(
+  url: string,
+  body: { call_id: string; offer_sdp: string; session?: unknown },
+  ticket: string | undefined,
+): Promise<Response> {
+  return fetch(`${url}/calls`, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...(ticket ? { [TICKET_HEADER]: ticket } : {}) },
+    body: JSON.stringify({ session: {}, ...body }),
+  });
+}
+
+/** POST /v1/realtime/calls on the edge with an SDP offer, as a browser does. */
+export async function postEdgeCall(
+  edgeUrl: string,
+  bearer: string,
+  offerSdp: string,
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return fetch(`${edgeUrl}/v1/realtime/calls`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${bearer}`, "content-type": "application/sdp", ...headers },
+    body: offerSdp,
+  });
+}
