@@ -1,7 +1,7 @@
 // A userland HTTP proxy between a relay and the edge that adds a round trip to every request
 // (half on the way in, half on the way back: this kernel has no netem), can refuse connections
-// for a while (an edge outage as the relay sees it), and records when each call event the edge
-// accepted got back to the relay. It reads both the per-call endpoint and the batch endpoint,
+// for a while (an edge outage as the relay sees it), and records when the edge's final answer to
+// each call event (accepted, or refused for good) got back to the relay. It reads both the per-call endpoint and the batch endpoint,
 // so it measures any version of the relay's EdgeClient the same way.
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
@@ -11,14 +11,16 @@ export interface Delivery {
   type: string;
   /** When the relay made the event (its `at`, epoch ms). */
   at: number;
-  /** When the edge's acceptance reached the relay again (epoch ms). */
+  /** When the edge's answer reached the relay again (epoch ms). */
   deliveredAt: number;
+  /** The edge's answer for this event: 204, or a refusal (e.g. 409 for a call it already ended). */
+  status: number;
 }
 
 export interface DelayProxy {
   url: string;
   port: number;
-  /** Every event the edge accepted, in the order the acknowledgements came back. */
+  /** Every event the edge answered for good (not 429 or 5xx), in the order the answers came back. */
   deliveries: Delivery[];
   /** Requests forwarded (heartbeats and events). */
   requests: number;
@@ -35,13 +37,22 @@ const CALL_EVENT_PATH = /^\/internal\/calls\/[^/]+\/events$/;
 
 type Event = { call_id: string; type: string; at: number };
 
-function accepted(path: string, requestBody: string, status: number, responseBody: string): Event[] {
+const final = (status: number) => status < 500 && status !== 429;
+
+function answered(
+  path: string,
+  requestBody: string,
+  status: number,
+  responseBody: string,
+): [Event, number][] {
   try {
-    if (CALL_EVENT_PATH.test(path)) return status >= 200 && status < 300 ? [JSON.parse(requestBody)] : [];
+    if (CALL_EVENT_PATH.test(path)) return final(status) ? [[JSON.parse(requestBody) as Event, status]] : [];
     if (BATCH_PATH.test(path) && status === 200) {
       const { events } = JSON.parse(requestBody) as { events: Event[] };
       const { results } = JSON.parse(responseBody) as { results: { status: number }[] };
-      return events.filter((_, i) => results[i]!.status >= 200 && results[i]!.status < 300);
+      return events.flatMap((e, i): [Event, number][] =>
+        final(results[i]!.status) ? [[e, results[i]!.status]] : [],
+      );
     }
   } catch {
     // not an event request we can read
@@ -80,8 +91,13 @@ export async function startDelayProxy(options: {
     await sleep(half);
     if (res.destroyed) return;
     const now = Date.now();
-    for (const e of accepted(new URL(req.url!, "http://x").pathname, body, upstream.status, answer)) {
-      deliveries.push({ call_id: e.call_id, type: e.type, at: e.at, deliveredAt: now });
+    for (const [e, status] of answered(
+      new URL(req.url!, "http://x").pathname,
+      body,
+      upstream.status,
+      answer,
+    )) {
+      deliveries.push({ call_id: e.call_id, type: e.type, at: e.at, deliveredAt: now, status });
     }
     res.writeHead(upstream.status, { "content-type": upstream.headers.get("content-type") ?? "text/plain" });
     res.end(answer);

@@ -3,7 +3,7 @@
 import { exports } from "cloudflare:workers";
 import { describe, expect, it } from "vitest";
 import { MAX_EVENT_BATCH, MAX_EVENT_BATCH_BYTES } from "../../protocol/relay-api.ts";
-import { callView, errorOf, placeCall, relayEvent, signedPost, soloRelay } from "./fixtures.ts";
+import { callView, edge, errorOf, placeCall, relayEvent, signedPost, soloRelay } from "./fixtures.ts";
 
 const stats = { packets_in: 500, packets_out: 480, packets_lost: 2, jitter_ms: 4.5, late_frames: 0 };
 
@@ -91,6 +91,9 @@ describe("relay event batches", () => {
     const big = [{ ...event, pad: "x".repeat(MAX_EVENT_BATCH_BYTES) }];
     expect((await postBatch(relay.relayId, big)).status).toBe(413);
     expect((await postBatch("bad relay", [event])).status).toBe(404);
+    const get = await edge(`/internal/relays/${relay.relayId}/events`, { method: "GET" });
+    expect(get.status).toBe(405);
+    expect(get.headers.get("allow")).toBe("POST");
     expect((await callView(call)).state).toBe("answered");
   });
 });
