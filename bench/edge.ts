@@ -71,7 +71,7 @@ const timingCell = (parts: Record<string, PartSummary>) =>
     .map(([name, { p50, mean }]) => `${name} ${p50} (${mean})`)
     .join(", ");
 
-async function cannedOfferAnswer(): Promise<{ offer: string; answer: string }> {
+export async function cannedOfferAnswer(): Promise<{ offer: string; answer: string }> {
   const config = { iceServers: [], iceUseIpv6: false, iceInterfaceAddresses: { udp4: "127.0.0.1" } };
   const a = new RTCPeerConnection(config);
   const b = new RTCPeerConnection(config);

@@ -1,6 +1,7 @@
 // `npm run bench`: every benchmark in turn, one table, bench/results/latest.json.
 //   npm run bench [-- --quick] [-- --edge]
-// Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/capacity.ts.
+// Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/capacity.ts,
+// bench/edge.ts, bench/edge-events.ts.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -8,6 +9,7 @@ import { join } from "node:path";
 import { bargeInTable, runBargeIn, type BargeInResult } from "./barge-in.ts";
 import { capacityTable, runCapacity, type CapacityResult } from "./capacity.ts";
 import { edgeTable, runEdge, type EdgeResult } from "./edge.ts";
+import { edgeEventsTable, runEdgeEvents, type EdgeEventsResult } from "./edge-events.ts";
 import { loadAverage, root } from "./lib/procs.ts";
 import { table } from "./lib/stats.ts";
 import { runSetup, setupTable, type SetupResult } from "./setup.ts";
@@ -53,6 +55,12 @@ const edgeLoaded: EdgeResult = await runEdge({ seconds: quick ? 3 : 5, concurren
 log(edgeTable(edgeLoaded));
 const edgeAlone: EdgeResult = await runEdge({ seconds: quick ? 3 : 5, concurrency: 1 });
 log(edgeTable(edgeAlone));
+
+// Relay → edge call events: 100 calls' events through the relay's EdgeClient and a 100 ms
+// delay proxy to a real edge (~30 s with its own wrangler dev).
+log("bench: relay → edge events (wrangler dev, 100 ms delay proxy)…");
+const edgeEvents: EdgeEventsResult = await runEdgeEvents({ calls: 100, roundTripMs: 100, log });
+log(edgeEventsTable(edgeEvents));
 
 const light = capacity.steps[0];
 const at = capacity.atCapacity;
@@ -114,6 +122,16 @@ const summary = table([
     `${edgeAlone.callLatencyMs.p50} / ${edgeAlone.callLatencyMs.p99}`,
     "< 20 (with the relay's answer)",
   ],
+  [
+    `relay → edge connected delay p50/p99/max ms (${edgeEvents.calls} calls, ${edgeEvents.roundTripMs} ms RTT)`,
+    `${edgeEvents.connectedDelayMs.p50} / ${edgeEvents.connectedDelayMs.p99} / ${edgeEvents.connectedDelayMs.max}`,
+    "< 1000",
+  ],
+  [
+    `relay → edge ended delay p50/p99/max ms (${edgeEvents.undelivered.ended} not delivered)`,
+    `${edgeEvents.endedDelayMs.p50} / ${edgeEvents.endedDelayMs.p99} / ${edgeEvents.endedDelayMs.max}`,
+    "< 1000, none lost",
+  ],
 ]);
 process.stdout.write(`\n${summary}\n`);
 
@@ -131,6 +149,7 @@ const result = {
   bargeIn,
   capacity,
   edge: { loaded: edgeLoaded, alone: edgeAlone },
+  edgeEvents,
 };
 mkdirSync(join(root, "bench/results"), { recursive: true });
 writeFileSync(join(root, "bench/results/latest.json"), `${JSON.stringify(result, null, 2)}\n`);

@@ -73,7 +73,10 @@ export type CallStats = z.infer<typeof CallStats>;
 
 const eventBase = { call_id: CallId, relay_id: RelayId, at: z.number().int().positive() };
 
-/** Relay → edge `POST /internal/calls/{id}/events`. `at` is epoch milliseconds. */
+/**
+ * Relay → edge, in batches (`RelayEventBatch`) or one at a time on `POST /internal/calls/{id}/events`.
+ * `at` is epoch milliseconds.
+ */
 export const RelayCallEvent = z.discriminatedUnion("type", [
   z.strictObject({ ...eventBase, type: z.literal("connected") }),
   z.strictObject({ ...eventBase, type: z.literal("first_audio") }),
@@ -86,6 +89,31 @@ export const RelayCallEvent = z.discriminatedUnion("type", [
   }),
 ]);
 export type RelayCallEvent = z.infer<typeof RelayCallEvent>;
+
+/** Relay → edge `POST /internal/relays/{relay_id}/events`: at most this many events… */
+export const MAX_EVENT_BATCH = 100;
+/** …in at most this many bytes of JSON. A stats event is ~250 bytes, an ended one at most ~800. */
+export const MAX_EVENT_BATCH_BYTES = 128 * 1024;
+
+/**
+ * Many calls' events in one signed request. Each event is checked on its own (`RelayCallEvent`),
+ * so one bad event cannot sink the `ended` of another call beside it.
+ */
+export const RelayEventBatch = z.strictObject({
+  events: z.array(z.unknown()).min(1).max(MAX_EVENT_BATCH),
+});
+
+/**
+ * The edge's answer to a batch: one result per event, in order, with the status the per-call
+ * endpoint would have answered (204 done; 4xx but 429 refused for good; 429, 5xx try again).
+ */
+export const RelayEventResult = z.strictObject({
+  status: z.number().int().min(100).max(599),
+  code: z.string().max(64).optional(),
+});
+export type RelayEventResult = z.infer<typeof RelayEventResult>;
+export const RelayEventBatchResponse = z.strictObject({ results: z.array(RelayEventResult) });
+export type RelayEventBatchResponse = z.infer<typeof RelayEventBatchResponse>;
 
 /** The error envelope every Earshot HTTP surface answers with (OpenAI's shape). */
 export const ErrorBody = z.object({

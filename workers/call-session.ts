@@ -346,6 +346,20 @@ export class CallSession extends DurableObject<Env> {
     return { ok: true, value: view(call) };
   }
 
+  /**
+   * Several events of this call, in the order the relay sent them (a batch from
+   * `POST /internal/relays/{id}/events`): one outcome each. One call of the object instead of
+   * one per event, and nothing interleaves between them.
+   */
+  async relayEvents(events: RelayCallEvent[]): Promise<Outcome<null>[]> {
+    const outcomes: Outcome<null>[] = [];
+    for (const event of events) {
+      const outcome = await this.relayEvent(event);
+      outcomes.push(outcome.ok ? { ok: true, value: null } : outcome);
+    }
+    return outcomes;
+  }
+
   /** Ends calls that never connected, whose relay went silent, or that ran too long; later, forgets them. */
   override async alarm(): Promise<void> {
     const call = this.#call;

@@ -12,7 +12,7 @@ import { enforceRateLimit } from "./rate-limiter.ts";
 import { createCall, getCall, hangupCall, patchCall } from "./routes/calls.ts";
 import { createClientSecret, createDevClientSecret } from "./routes/client-secrets.ts";
 import { getIceServers, ICE_SERVERS_PATH } from "./routes/ice-servers.ts";
-import { listRelays, relayCallEvent, relayHeartbeat } from "./routes/internal.ts";
+import { listRelays, relayCallEvent, relayEventBatch, relayHeartbeat } from "./routes/internal.ts";
 import { timingOf, withServerTiming } from "./server-timing.ts";
 
 export { CallSession } from "./call-session.ts";
@@ -86,6 +86,7 @@ router
   .post("/v1/realtime/calls/:id/hangup", hangupCall)
   .get("/admin/relays", listRelays)
   .post("/internal/relays/heartbeat", relayHeartbeat)
+  .post("/internal/relays/:relay_id/events", relayEventBatch)
   .post("/internal/calls/:id/events", relayCallEvent);
 
 export default {

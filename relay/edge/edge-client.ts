@@ -1,7 +1,22 @@
 // Reports to the edge: heartbeats with load, and per-call events. The relay keeps serving its
-// calls whether or not the edge answers: events wait in a bounded queue (oldest dropped first),
-// every request has a timeout, and no failure escapes as an unhandled rejection.
-import type { Heartbeat, RelayCallEvent } from "../../protocol/relay-api.ts";
+// calls whether or not the edge answers: every request has a timeout, and no failure escapes as
+// an unhandled rejection.
+//
+// Events go in batches (`POST /internal/relays/{id}/events`), several batches in flight, so a
+// round trip to the edge costs a batch, not an event. The queue is kept per call:
+// - a call's events keep their order, and a call is in at most one batch in flight at a time;
+// - only the latest stats of a call waits (stats replace stats), and a repeated `connected` or
+//   `first_audio` that has not gone yet is not queued twice, so a call holds at most four events;
+// - state events (connected, first_audio, ended) are never dropped to make room: memory is
+//   bounded by the number of calls waiting, and only beyond `maxQueuedCalls` (an edge outage of
+//   hours) is the oldest call's queue given up, counted and logged.
+import {
+  MAX_EVENT_BATCH,
+  MAX_EVENT_BATCH_BYTES,
+  RelayEventBatchResponse,
+  type Heartbeat,
+  type RelayCallEvent,
+} from "../../protocol/relay-api.ts";
 import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
 import type { Logger } from "../log.ts";
 
@@ -13,7 +28,12 @@ export interface EdgeClientOptions {
   /** The current heartbeat body (load, draining) at send time. */
   heartbeat: () => Heartbeat;
   requestTimeoutMs?: number;
-  maxQueuedEvents?: number;
+  /** Calls whose events may wait for the edge at once (each holds at most four events). */
+  maxQueuedCalls?: number;
+  /** Event batches in flight at once. */
+  maxBatchesInFlight?: number;
+  /** Wait after a failed request before the next try (a heartbeat that gets through ends it early). */
+  retryMs?: number;
   /**
    * The edge answered a call's report with 410: it has ended the call (the relay could not be
    * told, or its reports were cut off), and the relay should end it too.
@@ -25,35 +45,59 @@ export interface EdgeClientStats {
   heartbeatsSent: number;
   heartbeatsFailed: number;
   eventsSent: number;
+  /** Events given up: only when more than `maxQueuedCalls` calls wait for an edge that is gone. */
   eventsDropped: number;
+  /** Stats replaced by a newer stats of the same call before they went. */
+  statsCoalesced: number;
+  batchesSent: number;
   /** Requests the edge refused for good (4xx but 429): each is logged with the edge's reason. */
   rejected: number;
 }
 
+/** One call's events: `sending` is in a batch in flight, `waiting` came after it. */
+interface CallQueue {
+  waiting: RelayCallEvent[];
+  sending: RelayCallEvent[] | undefined;
+}
+
+type PostResult =
+  { kind: "ok"; body: string } | { kind: "refused"; status: number; body: string } | { kind: "failed" };
+
+/** Batch framing: `{"events":[` … `]}`, and a comma between events. */
+const BATCH_OVERHEAD = 16;
+
 export class EdgeClient {
-  static readonly DEFAULT_MAX_QUEUED_EVENTS = 1000;
+  static readonly DEFAULT_MAX_QUEUED_CALLS = 10_000;
+  static readonly DEFAULT_BATCHES_IN_FLIGHT = 4;
   readonly stats: EdgeClientStats = {
     heartbeatsSent: 0,
     heartbeatsFailed: 0,
     eventsSent: 0,
     eventsDropped: 0,
+    statsCoalesced: 0,
+    batchesSent: 0,
     rejected: 0,
   };
   #options: EdgeClientOptions;
-  #queue: RelayCallEvent[] = [];
-  #sending = false;
+  /** By call id, oldest first: a call goes to the back when its queue empties and refills. */
+  #calls = new Map<string, CallQueue>();
+  #inFlight = new Set<Promise<void>>();
   #timer: NodeJS.Timeout | undefined;
   #retry: NodeJS.Timeout | undefined;
   #abort = new AbortController();
   #closed = false;
   #edgeReachable = true;
+  /** The edge answered 404 to a batch: it predates batches, so events go one by one until the next heartbeat. */
+  #oneByOne = false;
 
   constructor(options: EdgeClientOptions) {
     this.#options = options;
   }
 
   get queuedEvents(): number {
-    return this.#queue.length;
+    let n = 0;
+    for (const call of this.#calls.values()) n += call.waiting.length + (call.sending?.length ?? 0);
+    return n;
   }
 
   start(): void {
@@ -65,7 +109,11 @@ export class EdgeClient {
   /** Sends one heartbeat now (also used when draining starts, so the edge knows at once). */
   async sendHeartbeat(): Promise<boolean> {
     if (!this.#options.edgeUrl || this.#closed) return false;
-    const ok = await this.#post("/internal/relays/heartbeat", JSON.stringify(this.#options.heartbeat()));
+    const path = "/internal/relays/heartbeat";
+    const result = await this.#post(path, JSON.stringify(this.#options.heartbeat()));
+    // A refused heartbeat is not retried (retrying cannot help), but it means no calls will come.
+    if (result.kind === "refused") this.#refused(path, result.status, result.body);
+    const ok = result.kind !== "failed";
     if (ok) this.stats.heartbeatsSent++;
     else this.stats.heartbeatsFailed++;
     if (ok !== this.#edgeReachable) {
@@ -73,18 +121,25 @@ export class EdgeClient {
       if (ok) this.#options.log.info("edge reachable again");
       else this.#options.log.warn({ edge: this.#options.edgeUrl }, "edge unreachable; calls continue");
     }
-    if (ok) this.#pump();
+    if (ok) {
+      this.#oneByOne = false;
+      // The edge is back: no need to wait out the retry delay.
+      if (this.#retry) clearTimeout(this.#retry);
+      this.#retry = undefined;
+      this.#pump();
+    }
     return ok;
   }
 
   event(event: RelayCallEvent): void {
     if (!this.#options.edgeUrl || this.#closed) return;
-    const max = this.#options.maxQueuedEvents ?? EdgeClient.DEFAULT_MAX_QUEUED_EVENTS;
-    if (this.#queue.length >= max) {
-      this.#queue.shift();
-      this.stats.eventsDropped++;
+    let call = this.#calls.get(event.call_id);
+    if (!call) {
+      this.#makeRoom();
+      call = { waiting: [], sending: undefined };
+      this.#calls.set(event.call_id, call);
     }
-    this.#queue.push(event);
+    call.waiting = this.#enqueue(call.waiting, event);
     this.#pump();
   }
 
@@ -96,48 +151,226 @@ export class EdgeClient {
     if (this.#retry) clearTimeout(this.#retry);
     this.#retry = undefined;
     const deadline = Date.now() + flushWithinMs;
-    while (this.#queue.length > 0 && Date.now() < deadline) {
-      const event = this.#queue[0]!;
-      if (!(await this.#postEvent(event))) break;
-      this.#queue.shift();
-      this.stats.eventsSent++;
+    while (this.#calls.size > 0 && Date.now() < deadline) {
+      this.#pump();
+      if (this.#inFlight.size === 0) break;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        ...this.#inFlight,
+        new Promise((resolve) => (timer = setTimeout(resolve, deadline - Date.now()))),
+      ]);
+      clearTimeout(timer);
+      // A failed batch sets a retry; when closing there is no later.
+      if (this.#retry) break;
     }
+    if (this.#retry) clearTimeout(this.#retry);
+    this.#retry = undefined;
     this.#closed = true;
     this.#abort.abort();
-    this.#queue.length = 0;
+    this.#calls.clear();
+  }
+
+  /** `queue` with `event` appended: stats replace stats, a repeated connected or first_audio is not added. */
+  #enqueue(queue: RelayCallEvent[], event: RelayCallEvent): RelayCallEvent[] {
+    switch (event.type) {
+      case "stats": {
+        const kept: RelayCallEvent[] = queue.filter((e) => e.type !== "stats");
+        this.stats.statsCoalesced += queue.length - kept.length;
+        kept.push(event);
+        return kept;
+      }
+      case "connected":
+      case "first_audio":
+        if (!queue.some((e) => e.type === event.type)) queue.push(event);
+        return queue;
+      case "ended":
+        queue.push(event);
+        return queue;
+    }
+  }
+
+  /** Before a new call joins a full queue: give up the oldest call with only stats waiting, else the oldest call. */
+  #makeRoom(): void {
+    const max = this.#options.maxQueuedCalls ?? EdgeClient.DEFAULT_MAX_QUEUED_CALLS;
+    if (this.#calls.size < max) return;
+    let victim: string | undefined;
+    let fallback: string | undefined;
+    for (const [id, call] of this.#calls) {
+      if (call.sending) continue;
+      fallback ??= id;
+      if (call.waiting.every((e) => e.type === "stats")) {
+        victim = id;
+        break;
+      }
+    }
+    victim ??= fallback;
+    if (victim === undefined) return;
+    const lost = this.#calls.get(victim)!.waiting;
+    this.#calls.delete(victim);
+    this.stats.eventsDropped += lost.length;
+    if (lost.some((e) => e.type !== "stats")) {
+      this.#options.log.error(
+        { call_id: victim, events: lost.map((e) => e.type), queued_calls: this.#calls.size },
+        "too many calls wait for the edge; gave up the oldest call's events",
+      );
+    }
   }
 
   #pump(): void {
-    if (this.#sending || this.#retry || this.#closed) return;
-    this.#sending = true;
-    void this.#drain().finally(() => (this.#sending = false));
-  }
-
-  async #drain(): Promise<void> {
-    while (this.#queue.length > 0 && !this.#closed) {
-      const event = this.#queue[0]!;
-      const ok = await this.#postEvent(event);
-      if (!ok) {
-        // Keep the order; try again later (the next heartbeat that succeeds also retries).
-        this.#retry = setTimeout(() => {
-          this.#retry = undefined;
-          this.#pump();
-        }, 1000);
-        return;
-      }
-      this.#queue.shift();
-      this.stats.eventsSent++;
+    if (this.#retry || this.#closed) return;
+    const max = this.#options.maxBatchesInFlight ?? EdgeClient.DEFAULT_BATCHES_IN_FLIGHT;
+    while (this.#inFlight.size < max) {
+      const batch = this.#nextBatch();
+      if (batch.length === 0) return;
+      const sent = this.#send(batch).finally(() => {
+        this.#inFlight.delete(sent);
+        this.#pump();
+      });
+      this.#inFlight.add(sent);
     }
   }
 
-  async #postEvent(event: RelayCallEvent): Promise<boolean> {
-    return this.#post(`/internal/calls/${event.call_id}/events`, JSON.stringify(event), () => {
-      if (event.type !== "ended") this.#options.onCallEnded?.(event.call_id);
-    });
+  /** Calls with state events first, then stats-only ones; each call's waiting events whole. */
+  #nextBatch(): [string, RelayCallEvent[]][] {
+    const batch: [string, RelayCallEvent[]][] = [];
+    let count = 0;
+    let bytes = BATCH_OVERHEAD;
+    for (const statsOnly of [false, true]) {
+      for (const [id, call] of this.#calls) {
+        if (call.sending || call.waiting.length === 0) continue;
+        if (call.waiting.every((e) => e.type === "stats") !== statsOnly) continue;
+        const size = call.waiting.reduce((n, e) => n + JSON.stringify(e).length + 1, 0);
+        if (
+          count > 0 &&
+          (count + call.waiting.length > MAX_EVENT_BATCH || bytes + size > MAX_EVENT_BATCH_BYTES)
+        )
+          return batch;
+        call.sending = call.waiting;
+        call.waiting = [];
+        batch.push([id, call.sending]);
+        count += call.sending.length;
+        bytes += size;
+      }
+    }
+    return batch;
   }
 
-  /** POSTs a signed body; true when delivered (or refused for good). `onGone`: the edge said 410. */
-  async #post(path: string, body: string, onGone?: () => void): Promise<boolean> {
+  async #send(batch: [string, RelayCallEvent[]][]): Promise<void> {
+    const events = batch.flatMap(([, e]) => e);
+    const outcome = this.#oneByOne ? await this.#sendOneByOne(batch) : await this.#sendBatch(events, batch);
+    let retry = false;
+    let i = 0;
+    for (const [id, sent] of batch) {
+      const call = this.#calls.get(id);
+      const statuses = outcome.slice(i, i + sent.length);
+      i += sent.length;
+      if (!call) continue;
+      // A call's events after the first that must be tried again go again with it, in order.
+      const firstRetry = statuses.findIndex((s) => s === "retry");
+      const done = firstRetry === -1 ? sent.length : firstRetry;
+      this.stats.eventsSent += statuses.slice(0, done).filter((s) => s === "sent").length;
+      let waiting = sent.slice(done);
+      if (waiting.length > 0) retry = true;
+      for (const event of call.waiting) waiting = this.#enqueue(waiting, event);
+      call.sending = undefined;
+      call.waiting = waiting;
+      if (waiting.length === 0) this.#calls.delete(id);
+    }
+    if (retry && !this.#closed) {
+      this.#retry ??= setTimeout(() => {
+        this.#retry = undefined;
+        this.#pump();
+      }, this.#options.retryMs ?? 1000);
+    }
+  }
+
+  /** One status per event: sent, refused for good (counted, not retried), or retry. */
+  async #sendBatch(
+    events: RelayCallEvent[],
+    batch: [string, RelayCallEvent[]][],
+  ): Promise<("sent" | "refused" | "retry")[]> {
+    const relayId = events[0]!.relay_id;
+    const result = await this.#post(
+      `/internal/relays/${encodeURIComponent(relayId)}/events`,
+      JSON.stringify({ events }),
+    );
+    if (result.kind === "failed") return events.map(() => "retry");
+    if (result.kind === "refused") {
+      if (result.status === 404) {
+        // An edge from before batches: this batch and the next go one by one.
+        this.#oneByOne = true;
+        return this.#sendOneByOne(batch);
+      }
+      this.#refused(`/internal/relays/${relayId}/events`, result.status, result.body);
+      return events.map(() => "refused");
+    }
+    this.stats.batchesSent++;
+    let parsed: RelayEventBatchResponse;
+    try {
+      parsed = RelayEventBatchResponse.parse(JSON.parse(result.body));
+    } catch {
+      return events.map(() => "retry");
+    }
+    if (parsed.results.length !== events.length) return events.map(() => "retry");
+    const refusals = new Map<string, number>();
+    const statuses = parsed.results.map(({ status, code }, i) => {
+      if (status >= 200 && status < 300) return "sent";
+      if (status === 410) return this.#gone(events[i]!);
+      if (status >= 400 && status < 500 && status !== 429) {
+        const key = `${status} ${code ?? ""}`.trim();
+        refusals.set(key, (refusals.get(key) ?? 0) + 1);
+        return "refused";
+      }
+      return "retry";
+    });
+    if (refusals.size > 0) {
+      this.stats.rejected += [...refusals.values()].reduce((a, b) => a + b, 0);
+      this.#options.log.warn({ refused: Object.fromEntries(refusals) }, "the edge refused some call events");
+    }
+    return statuses;
+  }
+
+  /** The per-call endpoint: calls side by side, each call's events in turn, stopping at the first to retry. */
+  async #sendOneByOne(batch: [string, RelayCallEvent[]][]): Promise<("sent" | "refused" | "retry")[]> {
+    const perCall = await Promise.all(
+      batch.map(async ([id, events]) => {
+        const statuses: ("sent" | "refused" | "retry")[] = [];
+        for (const event of events) {
+          if (statuses.at(-1) === "retry") {
+            statuses.push("retry");
+            continue;
+          }
+          const path = `/internal/calls/${encodeURIComponent(id)}/events`;
+          const result = await this.#post(path, JSON.stringify(event));
+          if (result.kind === "refused" && result.status === 410) {
+            statuses.push(this.#gone(event));
+            continue;
+          }
+          if (result.kind === "refused") this.#refused(path, result.status, result.body);
+          statuses.push(result.kind === "ok" ? "sent" : result.kind === "refused" ? "refused" : "retry");
+        }
+        return statuses;
+      }),
+    );
+    return perCall.flat();
+  }
+
+  /** 410: the edge has ended the event's call; the relay ends it too. The event is delivered. */
+  #gone(event: RelayCallEvent): "sent" {
+    if (event.type !== "ended") this.#options.onCallEnded?.(event.call_id);
+    return "sent";
+  }
+
+  #refused(path: string, status: number, body: string): void {
+    this.stats.rejected++;
+    this.#options.log.warn({ path, status, detail: body.slice(0, 300) }, "the edge refused a relay request");
+  }
+
+  /**
+   * 2xx is ok; 4xx other than 429 will not get better by retrying ("refused": a wrong secret, an
+   * http URL outside dev, a value out of range); anything else, or no answer, failed.
+   */
+  async #post(path: string, body: string): Promise<PostResult> {
     const base = this.#options.edgeUrl!;
     try {
       const signature = await signRequest(this.#options.secret, "POST", path, body);
@@ -150,29 +383,14 @@ export class EdgeClient {
           AbortSignal.timeout(this.#options.requestTimeoutMs ?? 2000),
         ]),
       });
-      if (response.ok) {
-        await response.body?.cancel();
-        return true;
+      if (response.ok) return { kind: "ok", body: await response.text() };
+      if (response.status >= 400 && response.status < 500 && response.status !== 429) {
+        return { kind: "refused", status: response.status, body: await response.text().catch(() => "") };
       }
-      // 4xx other than 429 will not get better by retrying: count it as delivered, but say so,
-      // since a refused heartbeat means the edge is not routing calls here (a wrong secret,
-      // an http URL outside dev, a value out of range).
-      const permanent = response.status >= 400 && response.status < 500 && response.status !== 429;
-      if (response.status === 410 && onGone) {
-        await response.body?.cancel();
-        onGone();
-        return true;
-      }
-      if (permanent) {
-        const detail = (await response.text().catch(() => "")).slice(0, 300);
-        this.stats.rejected++;
-        this.#options.log.warn({ path, status: response.status, detail }, "the edge refused a relay request");
-      } else {
-        await response.body?.cancel();
-      }
-      return permanent;
+      await response.body?.cancel();
+      return { kind: "failed" };
     } catch {
-      return false;
+      return { kind: "failed" };
     }
   }
 }

@@ -2,7 +2,7 @@
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, expect, it } from "vitest";
-import { Heartbeat, RelayCallEvent } from "../../../protocol/relay-api.ts";
+import { Heartbeat, RelayCallEvent, RelayEventBatch } from "../../../protocol/relay-api.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../../../protocol/signed-request.ts";
 import { waitFor, withTimeout } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
@@ -35,6 +35,13 @@ class FakeEdge {
       if (path === "/internal/relays/heartbeat") this.heartbeats.push(Heartbeat.parse(JSON.parse(body)));
       else if (/^\/internal\/calls\/[^/]+\/events$/.test(path))
         this.events.push(RelayCallEvent.parse(JSON.parse(body)));
+      else if (/^\/internal\/relays\/[^/]+\/events$/.test(path)) {
+        const { events } = RelayEventBatch.parse(JSON.parse(body));
+        this.events.push(...events.map((e) => RelayCallEvent.parse(e)));
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(JSON.stringify({ results: events.map(() => ({ status: 204 })) }));
+        return;
+      }
       res.writeHead(204).end();
     });
   }
