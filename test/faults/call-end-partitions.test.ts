@@ -84,6 +84,7 @@ beforeAll(async () => {
       EARSHOT_RELAY_SILENCE_SECONDS: String(SILENCE_SECONDS),
       EARSHOT_MAX_CALL_SECONDS: String(MAX_CALL_SECONDS),
       EARSHOT_RELAY_TIMEOUT_MS: "2000",
+      EARSHOT_RATE_LIMIT_IP: "10000/60",
     },
   });
   let relayUrl = "";

@@ -11,7 +11,7 @@ const relays: RelayProcess[] = [];
 const clients: EventClient[] = [];
 
 beforeAll(async () => {
-  edge = await startEdgeOn({ vars: { EARSHOT_MAX_UNCONNECTED_PER_IP: "0" } });
+  edge = await startEdgeOn({ vars: { EARSHOT_RATE_LIMIT_IP: "10000/60" } });
   for (const id of ["cap-a", "cap-b"]) {
     relays.push(
       await startRelayProcess({ edge, id, env: { RELAY_CAPACITY: "3", RELAY_HEARTBEAT_SECONDS: "1" } }),
@@ -30,6 +30,10 @@ afterEach(async () => {
     },
     20_000,
   );
+  // …and until the edge's registry has heard so (heartbeats every second), and each isolate's
+  // cached copy of it has expired (EARSHOT_REGISTRY_CACHE_SECONDS=1).
+  for (const r of relays) await waitForRelayAtEdge(edge, r.id);
+  await new Promise((resolve) => setTimeout(resolve, 1200));
 });
 afterAll(async () => {
   await Promise.all(relays.map((r) => r.stop()));
