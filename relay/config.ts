@@ -71,6 +71,11 @@ export const RelayEnv = z.object({
   RELAY_TLS_KEY: z.string().min(1).optional(),
   /** Address the HTTP API listens on. */
   RELAY_HTTP_HOST: z.string().min(1).default("127.0.0.1"),
+  /**
+   * Most open connections to the HTTP API. The edge sends a few short requests per call, so
+   * 256 is far above its need; at the cap a new connection replaces the oldest idle one.
+   */
+  RELAY_HTTP_MAX_CONNECTIONS: number(z.number().int().min(1).max(100_000)).default(256),
   /** Address advertised in ICE candidates (host candidates carry it). Unset: the bound address. */
   RELAY_PUBLIC_IP: ipv4.optional(),
   /** Local IPv4 address the media sockets bind to. */
@@ -129,6 +134,7 @@ export interface RelayConfig {
   publicUrl: string;
   httpPort: number;
   httpHost: string;
+  httpMaxConnections: number;
   /** PEM contents read at start-up; set when the API is served over HTTPS. */
   tls: { cert: Buffer; key: Buffer } | undefined;
   publicIp: string | undefined;
@@ -211,6 +217,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     publicUrl: e.RELAY_PUBLIC_URL ?? `${tls ? "https" : "http"}://127.0.0.1:${e.RELAY_HTTP_PORT}`,
     httpPort: e.RELAY_HTTP_PORT,
     httpHost: e.RELAY_HTTP_HOST,
+    httpMaxConnections: e.RELAY_HTTP_MAX_CONNECTIONS,
     tls,
     publicIp: e.RELAY_PUBLIC_IP,
     mediaIp: e.RELAY_MEDIA_IP,

@@ -35,6 +35,11 @@ export class RelayMetrics {
     labelNames: ["code"] as const,
     registers: [this.registry],
   });
+  readonly httpConnectionsShed = new Counter({
+    name: "earshot_relay_http_connections_shed_total",
+    help: "HTTP API connections closed at RELAY_HTTP_MAX_CONNECTIONS (the oldest idle one, or the newcomer)",
+    registers: [this.registry],
+  });
   readonly framesUplink = new Counter({
     name: "earshot_relay_uplink_frames_total",
     help: "20 ms frames decoded from clients",
