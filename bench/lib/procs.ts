@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { appendFileSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { basename, join } from "node:path";
+import { BENCH_METRICS_TOKEN } from "./relay-metrics.ts";
 
 export const root = join(import.meta.dirname, "../..");
 
@@ -129,6 +130,9 @@ export async function startBenchRelay(
       EARSHOT_RELAY_SECRET: BENCH_SECRET,
       INFERENCE_URL: options.inferenceUrl,
       LOG_LEVEL: "warn",
+      // Every scrape rendered afresh: the bench reads counters at step boundaries.
+      RELAY_METRICS_TOKEN: BENCH_METRICS_TOKEN,
+      RELAY_METRICS_MAX_AGE_SECONDS: "0",
       // SIGTERM ends the calls at once, so a --cpu-prof profile is written promptly.
       RELAY_DRAIN_SECONDS: "0",
       ...options.env,

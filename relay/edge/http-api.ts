@@ -1,5 +1,6 @@
 // The relay's HTTP API for the edge (node:http): create a call from an offer and a ticket,
-// ICE-restart it, end it; health and Prometheus metrics. Requests are authenticated here
+// ICE-restart it, end it; health, and Prometheus metrics for a bearer of RELAY_METRICS_TOKEN
+// (edge/metrics-endpoint.ts). Requests are authenticated here
 // (tickets, signatures, nonces); what a call is and whether it may start is the Relay's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createTlsServer } from "node:https";
@@ -18,24 +19,13 @@ import type { Logger } from "../log.ts";
 import { CallRefused, type Relay } from "../relay.ts";
 import { ConnectionCap } from "./connection-cap.ts";
 import { HttpError } from "./http-error.ts";
+import { HTTP_LIMITS } from "./http-limits.ts";
+import { MetricsEndpoint } from "./metrics-endpoint.ts";
 import { NonceCache } from "./nonce-cache.ts";
 
 /** Body caps: an offer plus a session config; an sdpfrag. */
 export const MAX_CREATE_BODY_BYTES = MAX_OFFER_BYTES + 96 * 1024;
 export const MAX_PATCH_BODY_BYTES = 8 * 1024;
-
-/**
- * Timeouts for a server API whose one client is the edge, which sends each request whole: the
- * headers within 5 s, the whole request within 10 s, 5 s idle between keep-alive requests.
- * Node checks the first two only every `connectionsCheckingInterval` (30 s by default, so a slow
- * header held its connection 20-40 s); every second here.
- */
-export const HTTP_LIMITS = {
-  headersTimeout: 5_000,
-  requestTimeout: 10_000,
-  keepAliveTimeout: 5_000,
-  connectionsCheckingInterval: 1_000,
-} as const;
 
 /** A request whose client went away before its body was read: nothing to answer, nothing broken. */
 class RequestAborted extends Error {}
@@ -46,12 +36,14 @@ export class RelayHttpApi {
   readonly #log: Logger;
   readonly #http: Server;
   readonly #connections: ConnectionCap;
+  readonly #metrics: MetricsEndpoint;
   readonly #nonces = new NonceCache();
 
-  constructor(relay: Relay, options: { config: RelayConfig; log: Logger }) {
+  constructor(relay: Relay, options: { config: RelayConfig; log: Logger; metrics: MetricsEndpoint }) {
     this.#relay = relay;
     this.#config = options.config;
     this.#log = options.log;
+    this.#metrics = options.metrics;
     const { keepAliveTimeout, ...limits } = HTTP_LIMITS;
     const handler = (req: IncomingMessage, res: ServerResponse) => {
       this.#connections.track(req, res);
@@ -121,13 +113,7 @@ export class RelayHttpApi {
           capacity: this.#config.capacity,
         });
       }
-      if (path === "/metrics") {
-        if (req.method !== "GET") throw methodNotAllowed("GET");
-        relay.metrics.activeCalls.set(relay.calls.size);
-        res.writeHead(200, { "content-type": relay.metrics.registry.contentType });
-        res.end(await relay.metrics.render());
-        return;
-      }
+      if (path === "/metrics") return await this.#metrics.serve(req, res, "api");
       throw new HttpError(404, "not_found", `No route for ${req.method} ${path}.`);
     } catch (error) {
       if (error instanceof RequestAborted) {

@@ -16,8 +16,10 @@ import {
   TestClient,
   concat,
   dominantFrequency,
+  metricsAuth,
   postCall,
   rms,
+  TEST_METRICS_TOKEN,
   sine,
   ticketFor,
   waitFor,
@@ -76,6 +78,8 @@ export async function startRelayProc(options: {
     INFERENCE_URL: options.inferenceUrl,
     RELAY_VAD: "off",
     LOG_LEVEL: "info",
+    RELAY_METRICS_TOKEN: TEST_METRICS_TOKEN,
+    RELAY_METRICS_MAX_AGE_SECONDS: "0",
     ...(options.edgeUrl ? { EARSHOT_EDGE_URL: options.edgeUrl } : {}),
     ...options.env,
   });
@@ -101,7 +105,7 @@ export async function startRelayProc(options: {
     health: async () =>
       (await (await fetch(`${url}/healthz`)).json()) as { status: string; active_calls: number },
     metric: async (name, labels = {}) =>
-      metricValue(await (await fetch(`${url}/metrics`)).text(), name, labels),
+      metricValue(await (await fetch(`${url}/metrics`, { headers: metricsAuth })).text(), name, labels),
   };
 }
 

@@ -4,6 +4,7 @@ import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts"
 import { MAX_CREATE_BODY_BYTES } from "../../relay/edge/http-api.ts";
 import {
   RecordingBridge,
+  metricsAuth,
   TEST_SECRET,
   TestClient,
   newCallId,
@@ -188,7 +189,7 @@ describe("capacity and clean-up", () => {
     expect(relay.server.pacer.running).toBe(false);
     await waitFor(() => (resources().UDPWRAP ?? 0) <= (before.UDPWRAP ?? 0), 5000, "UDP sockets closed");
     await waitFor(() => (resources().Timeout ?? 0) <= (before.Timeout ?? 0), 5000, "timers cleared");
-    const metrics = await (await fetch(`${relay.url}/metrics`)).text();
+    const metrics = await (await fetch(`${relay.url}/metrics`, { headers: metricsAuth })).text();
     expect(metrics).toMatch(/earshot_relay_active_calls 0/);
     expect(Number(/earshot_relay_calls_ended_total\{reason="client_hangup"\} (\d+)/.exec(metrics)?.[1])).toBe(
       1,

@@ -17,6 +17,9 @@ import { serveRelay } from "../../relay/serve.ts";
 import { AgentServer } from "../../agent/agent-server.ts";
 
 export const TEST_SECRET = "test-relay-secret-0123456789";
+/** The test relays' RELAY_METRICS_TOKEN; `metricsAuth` is the header that carries it. */
+export const TEST_METRICS_TOKEN = "test-metrics-token-0123456789";
+export const metricsAuth = { authorization: `Bearer ${TEST_METRICS_TOKEN}` };
 export const RATE = 24_000;
 
 const opus = createRequire(import.meta.url)("@discordjs/opus") as typeof import("@discordjs/opus");
@@ -35,6 +38,9 @@ export function testEnv(overrides: Record<string, string> = {}): Record<string, 
     RELAY_MEDIA_IP: "127.0.0.1",
     RELAY_UDP_PORTS: udpPorts(),
     EARSHOT_RELAY_SECRET: TEST_SECRET,
+    RELAY_METRICS_TOKEN: TEST_METRICS_TOKEN,
+    // Tests read a counter right after what moves it: every scrape is rendered afresh.
+    RELAY_METRICS_MAX_AGE_SECONDS: "0",
     LOG_LEVEL: "silent",
     ...overrides,
   };

@@ -5,7 +5,7 @@
 import { connect, type Socket } from "node:net";
 import { performance } from "node:perf_hooks";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { HTTP_LIMITS } from "../../../relay/edge/http-api.ts";
+import { HTTP_LIMITS } from "../../../relay/edge/http-limits.ts";
 import { startRelayProcess, waitFor, withTimeout, type ChildRelay } from "../fixtures.ts";
 
 const MAX_CONNECTIONS = 20;
