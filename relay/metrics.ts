@@ -74,6 +74,11 @@ export class RelayMetrics {
     help: "Data channel messages dropped (too large or not text)",
     registers: [this.registry],
   });
+  readonly refusedControlMessages = new Counter({
+    name: "earshot_relay_datachannel_control_refused_total",
+    help: "Data channel control messages dropped: DCEP for no channel, unknown payload protocol ids, malformed DCEP",
+    registers: [this.registry],
+  });
   readonly unsentEvents = new Counter({
     name: "earshot_relay_datachannel_unsent_events_total",
     help: "Server events not sent to the client: too_large (over its a=max-message-size) or failed",
