@@ -77,7 +77,12 @@ describe("slow connections", () => {
       const health = await fetch(`${relay.url}/healthz`, { signal: AbortSignal.timeout(2000) });
       expect(health.status).toBe(200);
       expect(performance.now() - asked).toBeLessThan(1000);
-      expect(held.filter((h) => !h.closed).length).toBeLessThanOrEqual(MAX_CONNECTIONS - 1);
+      // Its connection took the place of one more slow one (whose close may arrive just after).
+      await waitFor(
+        () => held.filter((h) => !h.closed).length <= MAX_CONNECTIONS - 1,
+        1000,
+        "a slow connection to make room for /healthz",
+      );
       // Shed connections got no answer: they never finished a request.
       expect(held.filter((h) => h.closed).every((h) => h.received === "")).toBe(true);
     } finally {
