@@ -66,11 +66,26 @@ export const RelayEnv = z.object({
   /** The relay's HTTP API as the edge reaches it. Default: http://127.0.0.1:<RELAY_HTTP_PORT>. */
   RELAY_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
   RELAY_HTTP_PORT: number(z.number().int().min(0).max(65535)).default(8790),
+  /**
+   * Bearer token for GET /metrics (`Authorization: Bearer …`), wherever it is served. Unset: the
+   * API port does not serve /metrics at all; only RELAY_METRICS_PORT does, with no credentials.
+   */
+  RELAY_METRICS_TOKEN: z.string().min(16, "must be at least 16 characters").optional(),
+  /** A listener of its own for /metrics (and nothing else), on RELAY_METRICS_HOST. Unset: none. */
+  RELAY_METRICS_PORT: number(z.number().int().min(0).max(65535)).optional(),
+  RELAY_METRICS_HOST: z.string().min(1).default("127.0.0.1"),
+  /** A scrape this soon after the last rendering gets the same text: rendering costs the media thread ms. */
+  RELAY_METRICS_MAX_AGE_SECONDS: number(z.number().min(0).max(300)).default(5),
   /** PEM certificate chain and key files: with both, the HTTP API is served over HTTPS. */
   RELAY_TLS_CERT: z.string().min(1).optional(),
   RELAY_TLS_KEY: z.string().min(1).optional(),
   /** Address the HTTP API listens on. */
   RELAY_HTTP_HOST: z.string().min(1).default("127.0.0.1"),
+  /**
+   * Most open connections to the HTTP API. The edge sends a few short requests per call, so
+   * 256 is far above its need; at the cap a new connection replaces the oldest idle one.
+   */
+  RELAY_HTTP_MAX_CONNECTIONS: number(z.number().int().min(1).max(100_000)).default(256),
   /** Address advertised in ICE candidates (host candidates carry it). Unset: the bound address. */
   RELAY_PUBLIC_IP: ipv4.optional(),
   /** Local IPv4 address the media sockets bind to. */
@@ -129,6 +144,8 @@ export interface RelayConfig {
   publicUrl: string;
   httpPort: number;
   httpHost: string;
+  httpMaxConnections: number;
+  metrics: MetricsConfig;
   /** PEM contents read at start-up; set when the API is served over HTTPS. */
   tls: { cert: Buffer; key: Buffer } | undefined;
   publicIp: string | undefined;
@@ -150,6 +167,16 @@ export interface RelayConfig {
   logLevel: string;
   /** With RELAY_PROCESSES > 1, what each relay process is given; empty when the relay runs in-process. */
   processes: RelayProcessSlot[];
+}
+
+/** Where and to whom GET /metrics is served. */
+export interface MetricsConfig {
+  /** Required as `Authorization: Bearer …` when set; unset, the API port refuses /metrics. */
+  token: string | undefined;
+  /** The metrics-only listener, if any. */
+  port: number | undefined;
+  host: string;
+  maxAgeSeconds: number;
 }
 
 /** The Realtime upstream each call's bridge connects to. */
@@ -176,6 +203,8 @@ export interface RelayProcessSlot {
   index: number;
   relayId: string;
   httpPort: number;
+  /** RELAY_METRICS_PORT + index - 1, if a metrics port was given. */
+  metricsPort: number | undefined;
   /** RELAY_PUBLIC_URL with this process's port, if one was given (else the default follows the port). */
   publicUrl: string | undefined;
   udpPorts: [number, number];
@@ -211,6 +240,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     publicUrl: e.RELAY_PUBLIC_URL ?? `${tls ? "https" : "http"}://127.0.0.1:${e.RELAY_HTTP_PORT}`,
     httpPort: e.RELAY_HTTP_PORT,
     httpHost: e.RELAY_HTTP_HOST,
+    httpMaxConnections: e.RELAY_HTTP_MAX_CONNECTIONS,
+    metrics: {
+      token: e.RELAY_METRICS_TOKEN,
+      port: e.RELAY_METRICS_PORT,
+      host: e.RELAY_METRICS_HOST,
+      maxAgeSeconds: e.RELAY_METRICS_MAX_AGE_SECONDS,
+    },
     tls,
     publicIp: e.RELAY_PUBLIC_IP,
     mediaIp: e.RELAY_MEDIA_IP,
@@ -242,6 +278,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
         ? relayProcesses(e.RELAY_PROCESSES, {
             relayId: e.RELAY_ID,
             httpPort: e.RELAY_HTTP_PORT,
+            metricsPort: e.RELAY_METRICS_PORT,
             publicUrl: e.RELAY_PUBLIC_URL,
             udpPorts: e.RELAY_UDP_PORTS,
             capacity: e.RELAY_CAPACITY,
@@ -261,6 +298,7 @@ export function relayProcesses(
   host: {
     relayId: string;
     httpPort: number;
+    metricsPort?: number | undefined;
     publicUrl: string | undefined;
     udpPorts: [number, number];
     capacity: number;
@@ -279,6 +317,24 @@ export function relayProcesses(
     );
   if (host.httpPort + count - 1 > 65535)
     throw new ConfigError("RELAY_HTTP_PORT", `${host.httpPort} + RELAY_PROCESSES=${count} - 1 is past 65535`);
+  const metricsPort = host.metricsPort;
+  if (metricsPort !== undefined) {
+    if (metricsPort === 0)
+      throw new ConfigError(
+        "RELAY_METRICS_PORT",
+        "must be a fixed port with RELAY_PROCESSES > 1 (process i listens on it + i - 1)",
+      );
+    if (metricsPort + count - 1 > 65535)
+      throw new ConfigError(
+        "RELAY_METRICS_PORT",
+        `${metricsPort} + RELAY_PROCESSES=${count} - 1 is past 65535`,
+      );
+    if (metricsPort < host.httpPort + count && host.httpPort < metricsPort + count)
+      throw new ConfigError(
+        "RELAY_METRICS_PORT",
+        `${metricsPort}-${metricsPort + count - 1} overlaps the HTTP ports ${host.httpPort}-${host.httpPort + count - 1}`,
+      );
+  }
   const publicPort = host.publicUrl === undefined ? undefined : explicitPort(host.publicUrl);
   if (host.publicUrl !== undefined && publicPort === undefined)
     throw new ConfigError(
@@ -306,6 +362,7 @@ export function relayProcesses(
       index: i + 1,
       relayId: `${host.relayId}-${i + 1}`,
       httpPort: host.httpPort + i,
+      metricsPort: metricsPort === undefined ? undefined : metricsPort + i,
       publicUrl: publicPort && `${publicPort.before}${publicPort.port + i}${publicPort.after}`,
       udpPorts: [first, first + perProcess - 1],
     };

@@ -1,8 +1,12 @@
 // Prometheus metrics for one relay: one registry per relay (so in-process tests can run several),
 // handed down to each call and its bridge. Media-path updates are counter increments and
-// histogram observations only.
+// histogram observations only. Rendering the exposition text costs a few ms of the one thread
+// that also paces every call's audio, so scrapes share a cached rendering (scrape()).
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { monitorEventLoopDelay } from "node:perf_hooks";
+import { monitorEventLoopDelay, performance } from "node:perf_hooks";
+
+/** The event-loop-lag gauge covers a fixed window, so how often anyone scrapes does not change it. */
+export const LOOP_LAG_WINDOW_MS = 10_000;
 
 // Per-frame work is tens of µs normally; the budget is 1 ms p99. Fine buckets below 1 ms so
 // `npm run bench` can read p50/p99 from them to within a few µs.
@@ -35,6 +39,11 @@ export class RelayMetrics {
     labelNames: ["code"] as const,
     registers: [this.registry],
   });
+  readonly httpConnectionsShed = new Counter({
+    name: "earshot_relay_http_connections_shed_total",
+    help: "HTTP API connections closed at RELAY_HTTP_MAX_CONNECTIONS (the oldest idle one, or the newcomer)",
+    registers: [this.registry],
+  });
   readonly framesUplink = new Counter({
     name: "earshot_relay_uplink_frames_total",
     help: "20 ms frames decoded from clients",
@@ -63,6 +72,11 @@ export class RelayMetrics {
   readonly droppedMessages = new Counter({
     name: "earshot_relay_datachannel_dropped_total",
     help: "Data channel messages dropped (too large or not text)",
+    registers: [this.registry],
+  });
+  readonly refusedControlMessages = new Counter({
+    name: "earshot_relay_datachannel_control_refused_total",
+    help: "Data channel control messages dropped: DCEP for no channel, unknown payload protocol ids, malformed DCEP",
     registers: [this.registry],
   });
   readonly unsentEvents = new Counter({
@@ -131,23 +145,48 @@ export class RelayMetrics {
   });
   readonly loopLag = new Gauge({
     name: "earshot_relay_event_loop_lag_p99_seconds",
-    help: "Event loop delay p99 since the last scrape",
+    help: `Event loop delay p99 over the last complete ${LOOP_LAG_WINDOW_MS / 1000} s window`,
     registers: [this.registry],
   });
-  #loop: ReturnType<typeof monitorEventLoopDelay> = monitorEventLoopDelay({ resolution: 10 });
+  readonly #loop = monitorEventLoopDelay({ resolution: 10 });
+  readonly #loopWindow: NodeJS.Timeout;
+  readonly #maxAgeMs: number;
+  #text: Buffer | undefined;
+  #renderedAt = 0;
+  #rendering: Promise<Buffer> | undefined;
 
-  constructor() {
+  /** `maxAgeMs`: a scrape this soon after the last rendering gets the same text (RELAY_METRICS_MAX_AGE_SECONDS). */
+  constructor(options: { maxAgeMs?: number } = {}) {
+    this.#maxAgeMs = options.maxAgeMs ?? 0;
     collectDefaultMetrics({ register: this.registry, prefix: "earshot_relay_" });
     this.#loop.enable();
+    this.#loopWindow = setInterval(() => {
+      this.loopLag.set(this.#loop.percentile(99) / 1e9);
+      this.#loop.reset();
+    }, LOOP_LAG_WINDOW_MS).unref();
   }
 
-  async render(): Promise<string> {
-    this.loopLag.set(this.#loop.percentile(99) / 1e9);
-    this.#loop.reset();
-    return this.registry.metrics();
+  /**
+   * The exposition text, rendered at most once per `maxAgeMs` however often it is asked for:
+   * a flood of scrapes costs a write of the same bytes each, not a rendering each. Concurrent
+   * scrapes share one.
+   */
+  scrape(): Promise<Buffer> {
+    if (this.#text !== undefined && performance.now() - this.#renderedAt < this.#maxAgeMs)
+      return Promise.resolve(this.#text);
+    return (this.#rendering ??= this.registry
+      .metrics()
+      .then((rendered) => {
+        const text = Buffer.from(rendered);
+        this.#text = text;
+        this.#renderedAt = performance.now();
+        return text;
+      })
+      .finally(() => (this.#rendering = undefined)));
   }
 
   close(): void {
+    clearInterval(this.#loopWindow);
     this.#loop.disable();
     this.registry.clear();
   }

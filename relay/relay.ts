@@ -52,7 +52,7 @@ export interface RelayEvents {
 }
 
 export class Relay extends EventEmitter<RelayEvents> {
-  readonly metrics = new RelayMetrics();
+  readonly metrics: RelayMetrics;
   readonly pacer: Pacer;
   readonly encoderGovernor: EncoderGovernor;
   readonly calls = new Map<string, Call>();
@@ -71,6 +71,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     super();
     this.#config = options.config;
     this.#log = options.log;
+    this.metrics = new RelayMetrics({ maxAgeMs: this.#config.metrics.maxAgeSeconds * 1000 });
     this.#bridgeFactory = options.bridgeFactory ?? discardingBridge;
     const complexity = this.#config.opusComplexity;
     this.encoderGovernor = new EncoderGovernor({

@@ -4,6 +4,7 @@ import type { CallBridgeFactory } from "./bridge.ts";
 import type { RelayConfig } from "./config.ts";
 import { EdgeClient } from "./edge/edge-client.ts";
 import { RelayHttpApi } from "./edge/http-api.ts";
+import { MetricsEndpoint, MetricsListener } from "./edge/metrics-endpoint.ts";
 import type { Logger } from "./log.ts";
 import { Relay } from "./relay.ts";
 
@@ -13,6 +14,8 @@ export interface ServedRelay {
   edge: EdgeClient;
   /** The HTTP API's port (RELAY_HTTP_PORT, or the one the OS chose for 0). */
   port: number;
+  /** The metrics-only listener's port, with RELAY_METRICS_PORT. */
+  metricsPort: number | undefined;
   /** Ends every call, tells the edge, stops the API and all timers. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -24,7 +27,12 @@ export async function serveRelay(options: {
 }): Promise<ServedRelay> {
   const { config, log } = options;
   const relay = new Relay(options);
-  const api = new RelayHttpApi(relay, { config, log });
+  const metrics = new MetricsEndpoint(relay.metrics, config.metrics);
+  const api = new RelayHttpApi(relay, { config, log, metrics });
+  const metricsListener =
+    config.metrics.port === undefined
+      ? undefined
+      : new MetricsListener(metrics, { config: config.metrics, log });
   const edge = new EdgeClient({
     edgeUrl: config.edgeUrl,
     secret: config.relaySecret,
@@ -42,6 +50,7 @@ export async function serveRelay(options: {
   let drainNotice: Promise<unknown> = Promise.resolve();
   relay.on("draining", () => (drainNotice = edge.sendHeartbeat()));
   const port = await api.listen();
+  const metricsPort = await metricsListener?.listen();
   relay.start();
   edge.start();
   let closing: Promise<void> | undefined;
@@ -50,6 +59,7 @@ export async function serveRelay(options: {
     api,
     edge,
     port,
+    metricsPort,
     close: () =>
       (closing ??= (async () => {
         await relay.close();
@@ -58,6 +68,7 @@ export async function serveRelay(options: {
         await drainNotice;
         await edge.close(1000);
         await api.close();
+        await metricsListener?.close();
         relay.metrics.close();
         log.info("relay closed");
       })()),

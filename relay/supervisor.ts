@@ -44,6 +44,7 @@ export function slotEnv(slot: RelayProcessSlot): Record<string, string> {
     RELAY_ID: slot.relayId,
     RELAY_HTTP_PORT: String(slot.httpPort),
     RELAY_UDP_PORTS: `${slot.udpPorts[0]}-${slot.udpPorts[1]}`,
+    ...(slot.metricsPort === undefined ? {} : { RELAY_METRICS_PORT: String(slot.metricsPort) }),
     ...(slot.publicUrl === undefined ? {} : { RELAY_PUBLIC_URL: slot.publicUrl }),
   };
 }

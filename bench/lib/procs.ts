@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { root, startProcess, type ManagedProcess } from "../../test/support/loopback.ts";
 import { startRelayProcess } from "../../test/support/relays.ts";
+import { BENCH_METRICS_TOKEN } from "./relay-metrics.ts";
 
 export { root };
 
@@ -56,6 +57,9 @@ export async function startBenchRelay(
       LOG_LEVEL: "warn",
       // SIGTERM ends the calls at once, so a --cpu-prof profile is written promptly.
       RELAY_DRAIN_SECONDS: "0",
+      // bench/lib/relay-metrics.ts scrapes with this token, every scrape rendered afresh.
+      RELAY_METRICS_TOKEN: BENCH_METRICS_TOKEN,
+      RELAY_METRICS_MAX_AGE_SECONDS: "0",
       ...options.env,
     },
     process: {

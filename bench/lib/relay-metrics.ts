@@ -7,8 +7,13 @@ export interface Scrape {
   buckets: Map<string, [number, number][]>;
 }
 
+/** The bench relays' RELAY_METRICS_TOKEN (the API port serves /metrics only with one). */
+export const BENCH_METRICS_TOKEN = "bench-metrics-token-0123456789";
+
 export async function scrape(relayUrl: string): Promise<Scrape> {
-  const res = await fetch(`${relayUrl}/metrics`);
+  const res = await fetch(`${relayUrl}/metrics`, {
+    headers: { authorization: `Bearer ${BENCH_METRICS_TOKEN}` },
+  });
   if (!res.ok) throw new Error(`GET ${relayUrl}/metrics: ${res.status}`);
   return parse(await res.text());
 }

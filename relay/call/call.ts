@@ -20,7 +20,7 @@ import type {
   EventChannelPort,
   EventSendResult,
 } from "../bridge.ts";
-import type { Logger } from "../log.ts";
+import { ProblemLog, type Logger } from "../log.ts";
 import { RTP_TIMESTAMP_STEP } from "../media/audio-format.ts";
 import type { DownlinkEncoder } from "../media/codec.ts";
 import { Downlink } from "../media/downlink.ts";
@@ -40,7 +40,12 @@ import {
   withoutEndOfCandidates,
 } from "./sdp.ts";
 import { startRestartedIce } from "./werift-fixes.ts";
-import { onOversizeMessage, udpGuardStats, type UdpGuardStats } from "./udp-guard.ts";
+import {
+  onOversizeMessage,
+  onRefusedControlMessage,
+  udpGuardStats,
+  type UdpGuardStats,
+} from "./udp-guard.ts";
 
 export const EVENTS_CHANNEL_LABEL = "oai-events";
 /** A call whose ICE stays disconnected this long has lost its client. */
@@ -99,6 +104,8 @@ export class Call extends EventEmitter<CallEvents> {
   #state: CallState = "new";
   #options: CallOptions;
   #log: Logger;
+  /** What a client or werift got wrong, logged once per problem per call (counted at the end). */
+  #problems: ProblemLog;
   #pc: RTCPeerConnection;
   #channel: RTCDataChannel | undefined;
   #uplink: Uplink | undefined;
@@ -121,6 +128,7 @@ export class Call extends EventEmitter<CallEvents> {
     this.id = options.callId;
     this.#options = options;
     this.#log = options.log.child({ call_id: options.callId });
+    this.#problems = new ProblemLog(this.#log);
     this.#pc = new RTCPeerConnection(peerConfig(options.network));
   }
 
@@ -158,6 +166,10 @@ export class Call extends EventEmitter<CallEvents> {
     onOversizeMessage(pc, () => {
       this.#droppedMessages++;
       this.#options.metrics.droppedMessages.inc();
+    });
+    onRefusedControlMessage(pc, (reason) => {
+      this.#options.metrics.refusedControlMessages.inc();
+      this.#problems.warn("data channel control message refused", { reason });
     });
     const audio = pc.getTransceivers().filter((t) => t.kind === "audio");
     if (audio.length !== 1) {
@@ -282,6 +294,7 @@ export class Call extends EventEmitter<CallEvents> {
     } catch (error) {
       this.#log.warn({ err: error }, "peer connection close failed");
     }
+    this.#problems.flush();
     this.#options.metrics.callsEnded.inc({ reason });
     this.#log.info({ reason, stats: this.stats() }, "call ended");
     this.emit("ended", reason, message);

@@ -1,8 +1,9 @@
 // What a call's UDP surface refused. The refusing happens inside werift, patched
 // (patches/werift+0.25.2+009 to +015, described in patches/README.md): unauthenticated STUN gets
 // no answer, DTLS/SRTP from outside the selected pair is dropped, SRTP has a replay window, remote
-// candidates are capped, and SCTP stops reassembling a message over a=max-message-size. This
-// module only reads the patches' counters, and hooks the one event the call turns into a metric.
+// candidates are capped, SCTP stops reassembling a message over a=max-message-size, and forged
+// data channel control messages are dropped (+021). This module only reads the patches'
+// counters, and hooks the events the call turns into metrics and log lines.
 import type { RTCPeerConnection } from "werift";
 
 export interface UdpGuardStats {
@@ -18,6 +19,8 @@ export interface UdpGuardStats {
   oversizeMessages: number;
   /** Bytes SCTP holds for reassembly right now (received, not yet delivered). */
   sctpBufferedBytes: number;
+  /** Data channel control messages dropped: DCEP for no channel, unknown PPIDs, malformed. */
+  refusedControlMessages: number;
 }
 
 // The patches' fields are not in werift's typings; they are read here and nowhere else.
@@ -28,6 +31,10 @@ interface GuardedConnection {
 }
 interface GuardedSrtp {
   remoteContext?: { replayedPackets?: number };
+}
+interface GuardedSctpTransport {
+  refusedControlMessages?: number;
+  onControlMessageRefused?: { subscribe(fn: (reason: string) => void): unknown };
 }
 interface GuardedSctp {
   droppedInboundMessages?: number;
@@ -50,6 +57,7 @@ export function udpGuardStats(pc: RTCPeerConnection): UdpGuardStats {
     replayedSrtp: 0,
     oversizeMessages: 0,
     sctpBufferedBytes: 0,
+    refusedControlMessages: 0,
   };
   for (const transport of pc.iceTransports) {
     const connection = transport.connection as unknown as GuardedConnection;
@@ -63,6 +71,8 @@ export function udpGuardStats(pc: RTCPeerConnection): UdpGuardStats {
   }
   const sctp = pc.sctpTransport?.sctp as unknown as GuardedSctp | undefined;
   stats.oversizeMessages += sctp?.droppedInboundMessages ?? 0;
+  stats.refusedControlMessages +=
+    (pc.sctpTransport as unknown as GuardedSctpTransport | undefined)?.refusedControlMessages ?? 0;
   for (const stream of Object.values(sctp?.inboundStreams ?? {})) {
     for (const chunk of stream.reassembly) stats.sctpBufferedBytes += chunk.userData.length;
   }
@@ -78,4 +88,18 @@ export function onOversizeMessage(pc: RTCPeerConnection, onDrop: (bytes: number)
     assertPatched(transport.connection as unknown as GuardedConnection);
   const sctp = pc.sctpTransport?.sctp as unknown as GuardedSctp | undefined;
   sctp?.onInboundMessageDropped?.subscribe((_streamId, bytes) => onDrop(bytes));
+}
+
+/**
+ * Calls `onRefuse` for each data channel control message werift dropped (a DCEP ACK for no
+ * channel, an unknown payload protocol id, a malformed DCEP message). Call after the offer is
+ * applied. A client can send these at line rate: log them through a ProblemLog, not per message.
+ */
+export function onRefusedControlMessage(pc: RTCPeerConnection, onRefuse: (reason: string) => void): void {
+  const transport = pc.sctpTransport as unknown as GuardedSctpTransport | undefined;
+  if (transport && transport.onControlMessageRefused === undefined)
+    throw new Error(
+      "werift is not patched (run `npx patch-package`): forged DCEP would be unhandled rejections",
+    );
+  transport?.onControlMessageRefused?.subscribe(onRefuse);
 }

@@ -1,5 +1,6 @@
 // The relay's HTTP API for the edge (node:http): create a call from an offer and a ticket,
-// ICE-restart it, end it; health and Prometheus metrics. Requests are authenticated here
+// ICE-restart it, end it; health, and Prometheus metrics for a bearer of RELAY_METRICS_TOKEN
+// (edge/metrics-endpoint.ts). Requests are authenticated here
 // (tickets, signatures, nonces); what a call is and whether it may start is the Relay's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createTlsServer } from "node:https";
@@ -16,32 +17,47 @@ import {
 import type { RelayConfig } from "../config.ts";
 import type { Logger } from "../log.ts";
 import { CallRefused, type Relay } from "../relay.ts";
+import { ConnectionCap } from "./connection-cap.ts";
 import { HttpError } from "./http-error.ts";
+import { HTTP_LIMITS } from "./http-limits.ts";
+import { MetricsEndpoint } from "./metrics-endpoint.ts";
 import { NonceCache } from "./nonce-cache.ts";
 
 /** Body caps: an offer plus a session config; an sdpfrag. */
 export const MAX_CREATE_BODY_BYTES = MAX_OFFER_BYTES + 96 * 1024;
 export const MAX_PATCH_BODY_BYTES = 8 * 1024;
 
+/** A request whose client went away before its body was read: nothing to answer, nothing broken. */
+class RequestAborted extends Error {}
+
 export class RelayHttpApi {
   readonly #relay: Relay;
   readonly #config: RelayConfig;
   readonly #log: Logger;
   readonly #http: Server;
+  readonly #connections: ConnectionCap;
+  readonly #metrics: MetricsEndpoint;
   readonly #nonces = new NonceCache();
 
-  constructor(relay: Relay, options: { config: RelayConfig; log: Logger }) {
+  constructor(relay: Relay, options: { config: RelayConfig; log: Logger; metrics: MetricsEndpoint }) {
     this.#relay = relay;
     this.#config = options.config;
     this.#log = options.log;
-    const limits = { requestTimeout: 10_000, headersTimeout: 5_000 };
-    const handler = (req: IncomingMessage, res: ServerResponse) => void this.#handle(req, res);
+    this.#metrics = options.metrics;
+    const { keepAliveTimeout, ...limits } = HTTP_LIMITS;
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
+      this.#connections.track(req, res);
+      void this.#handle(req, res);
+    };
     // RELAY_TLS_CERT/KEY: the edge reaches relays over the internet, so production serves HTTPS.
     const tls = this.#config.tls;
     this.#http = tls
       ? createTlsServer({ ...limits, cert: tls.cert, key: tls.key }, handler)
       : createServer(limits, handler);
-    this.#http.keepAliveTimeout = 5_000;
+    this.#http.keepAliveTimeout = keepAliveTimeout;
+    this.#connections = new ConnectionCap(this.#http, this.#config.httpMaxConnections, () =>
+      relay.metrics.httpConnectionsShed.inc(),
+    );
   }
 
   get port(): number {
@@ -84,10 +100,8 @@ export class RelayHttpApi {
       }
       const match = /^\/calls\/([^/]+)$/.exec(path);
       if (match) {
-        if (req.method === "PATCH")
-          return await this.#patchCall(req, res, decodeURIComponent(match[1]!), path);
-        if (req.method === "DELETE")
-          return await this.#deleteCall(req, res, decodeURIComponent(match[1]!), path);
+        if (req.method === "PATCH") return await this.#patchCall(req, res, callIdOf(match[1]!), path);
+        if (req.method === "DELETE") return await this.#deleteCall(req, res, callIdOf(match[1]!), path);
         throw methodNotAllowed("PATCH, DELETE");
       }
       if (path === "/healthz") {
@@ -99,15 +113,14 @@ export class RelayHttpApi {
           capacity: this.#config.capacity,
         });
       }
-      if (path === "/metrics") {
-        if (req.method !== "GET") throw methodNotAllowed("GET");
-        relay.metrics.activeCalls.set(relay.calls.size);
-        res.writeHead(200, { "content-type": relay.metrics.registry.contentType });
-        res.end(await relay.metrics.render());
-        return;
-      }
+      if (path === "/metrics") return await this.#metrics.serve(req, res, "api");
       throw new HttpError(404, "not_found", `No route for ${req.method} ${path}.`);
     } catch (error) {
+      if (error instanceof RequestAborted) {
+        this.#log.debug({ method: req.method, path: req.url }, "request aborted by the client");
+        res.destroy();
+        return;
+      }
       const known = error instanceof CallRefused ? refusal(error) : error;
       if (known instanceof HttpError) {
         if (known.code) relay.metrics.callsRefused.inc({ code: known.code });
@@ -195,7 +208,7 @@ export class RelayHttpApi {
     requireContentType(req, "application/trickle-ice-sdpfrag");
     const body = await readBody(req, MAX_PATCH_BODY_BYTES);
     await this.#verifySigned(req, path, body);
-    const fragment = await this.#relay.restartIce(callIdOf(id), body);
+    const fragment = await this.#relay.restartIce(id, body);
     res.writeHead(200, { "content-type": "application/trickle-ice-sdpfrag" });
     res.end(fragment);
   }
@@ -203,12 +216,19 @@ export class RelayHttpApi {
   async #deleteCall(req: IncomingMessage, res: ServerResponse, id: string, path: string): Promise<void> {
     const body = await readBody(req, 1024);
     await this.#verifySigned(req, path, body);
-    await this.#relay.endCall(callIdOf(id));
+    await this.#relay.endCall(id);
     res.writeHead(204).end();
   }
 }
 
-function callIdOf(id: string): string {
+/** The call id in a path segment; a malformed id or percent-escape is the client's error. */
+function callIdOf(segment: string): string {
+  let id: string;
+  try {
+    id = decodeURIComponent(segment);
+  } catch {
+    id = "";
+  }
   if (!CallId.safeParse(id).success)
     throw new HttpError(400, "invalid_call_id", "The call id is malformed.", { param: "call_id" });
   return id;
@@ -257,13 +277,19 @@ async function readBody(req: IncomingMessage, limit: number): Promise<string> {
   }
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.length;
-    if (size > limit) {
-      req.resume();
-      throw new HttpError(413, "body_too_large", `The body is larger than ${limit} bytes.`);
+  try {
+    for await (const chunk of req as AsyncIterable<Buffer>) {
+      size += chunk.length;
+      if (size > limit) {
+        req.resume();
+        throw new HttpError(413, "body_too_large", `The body is larger than ${limit} bytes.`);
+      }
+      chunks.push(chunk);
     }
-    chunks.push(chunk);
+  } catch (error) {
+    if (req.readableAborted || (error as NodeJS.ErrnoException).code === "ECONNRESET")
+      throw new RequestAborted();
+    throw error;
   }
   return Buffer.concat(chunks).toString("utf8");
 }

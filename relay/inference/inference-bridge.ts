@@ -92,6 +92,8 @@ export class InferenceBridge implements CallBridge {
     this.#upstream = new UpstreamConnection(options.config, {
       onOpen: (reconnected) => this.#onUpstreamOpen(reconnected),
       onMessage: (text) => this.#onUpstreamMessage(text),
+      // Not the client's fault and nothing to forward: counted, logged once per call.
+      onBinaryMessage: (bytes) => this.#problems.warn("binary upstream frame", { bytes }),
       onDrop: (failure) => {
         metrics.upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
         ctx.log.warn({ retryable: failure.retryable }, `upstream dropped: ${failure.message}`);

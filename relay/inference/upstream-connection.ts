@@ -20,6 +20,8 @@ export interface UpstreamHandlers {
   /** The socket is open; `reconnected` after a drop (the model session is new). */
   onOpen(reconnected: boolean): void;
   onMessage(text: string): void;
+  /** A binary frame: the Realtime protocol has none, so it is the upstream's error. */
+  onBinaryMessage?(bytes: number): void;
   /** A live connection dropped; the loop will retry (or give up). */
   onDrop?(failure: UpstreamFailure): void;
   /** No more attempts: the call should end. Called at most once. */
@@ -128,6 +130,7 @@ export class UpstreamConnection {
           socket.on("message", (data, isBinary) => {
             alive = true;
             if (!isBinary) this.#handlers.onMessage(data.toString());
+            else this.#handlers.onBinaryMessage?.(byteLength(data));
           });
           const liveness = setInterval(() => {
             if (socket.readyState !== WebSocket.OPEN) {
@@ -244,4 +247,8 @@ export class UpstreamConnection {
       );
     });
   }
+}
+
+function byteLength(data: WebSocket.RawData): number {
+  return Array.isArray(data) ? data.reduce((sum, part) => sum + part.length, 0) : data.byteLength;
 }

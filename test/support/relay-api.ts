@@ -8,6 +8,9 @@ import { signTicket } from "../../protocol/ticket.ts";
 export const TEST_SECRET = "test-relay-secret-0123456789";
 /** The RELAY_ID of in-process relays, and the relay tickets are for unless told otherwise. */
 export const TEST_RELAY_ID = "relay-test";
+/** The test relays' RELAY_METRICS_TOKEN; `metricsAuth` is the header that carries it. */
+export const TEST_METRICS_TOKEN = "test-metrics-token-0123456789";
+export const metricsAuth = { authorization: `Bearer ${TEST_METRICS_TOKEN}` };
 
 export function newCallId(): string {
   return `rtc_${randomBytes(12).toString("base64url")}`;

@@ -25,7 +25,7 @@ import {
   type ManagedProcess,
   type ProcessOptions,
 } from "./loopback.ts";
-import { TEST_RELAY_ID, TEST_SECRET } from "./relay-api.ts";
+import { metricsAuth, TEST_METRICS_TOKEN, TEST_RELAY_ID, TEST_SECRET } from "./relay-api.ts";
 
 let udpBlock = 0;
 /** A UDP port range of its own for each relay, so parallel relays never contend for ports. */
@@ -42,6 +42,9 @@ export function testEnv(overrides: Record<string, string> = {}): Record<string, 
     RELAY_MEDIA_IP: "127.0.0.1",
     RELAY_UDP_PORTS: udpRange(),
     EARSHOT_RELAY_SECRET: TEST_SECRET,
+    RELAY_METRICS_TOKEN: TEST_METRICS_TOKEN,
+    // Tests read a counter right after what moves it: every scrape is rendered afresh.
+    RELAY_METRICS_MAX_AGE_SECONDS: "0",
     LOG_LEVEL: "silent",
     ...overrides,
   };
@@ -191,6 +194,8 @@ export async function startRelayProcess(options: RelayProcessOptions = {}): Prom
     RELAY_UDP_PORTS: udpRange(),
     EARSHOT_RELAY_SECRET: options.edge?.relaySecret ?? options.secret ?? TEST_SECRET,
     INFERENCE_URL: options.inferenceUrl ?? agent!.url,
+    RELAY_METRICS_TOKEN: TEST_METRICS_TOKEN,
+    RELAY_METRICS_MAX_AGE_SECONDS: "0",
     LOG_LEVEL: "info",
     ...(options.edge ? { EARSHOT_EDGE_URL: options.edge.url } : {}),
     ...options.env,
@@ -228,7 +233,7 @@ export async function startRelayProcess(options: RelayProcessOptions = {}): Prom
     health: async () =>
       (await (await fetch(`${url}/healthz`)).json()) as { status: string; active_calls: number },
     metric: async (name, labels = {}) =>
-      metricValue(await (await fetch(`${url}/metrics`)).text(), name, labels),
+      metricValue(await (await fetch(`${url}/metrics`, { headers: metricsAuth })).text(), name, labels),
   };
 }
 

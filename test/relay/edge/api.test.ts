@@ -5,7 +5,7 @@ import { MAX_CREATE_BODY_BYTES } from "../../../relay/edge/http-api.ts";
 import { RecordingBridge } from "../fixtures.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
-import { newCallId, postCall, TEST_SECRET, ticketFor } from "../../support/relay-api.ts";
+import { metricsAuth, newCallId, postCall, TEST_SECRET, ticketFor } from "../../support/relay-api.ts";
 import { useRelay } from "../../support/relays.ts";
 
 const relay = useRelay({ bridgeFactory: RecordingBridge.factory, env: { RELAY_CAPACITY: "2" } });
@@ -161,7 +161,7 @@ describe("capacity and clean-up", () => {
     expect(relay.pacer.running).toBe(false);
     await waitFor(() => (resources().UDPWRAP ?? 0) <= (before.UDPWRAP ?? 0), 5000, "UDP sockets closed");
     await waitFor(() => (resources().Timeout ?? 0) <= (before.Timeout ?? 0), 5000, "timers cleared");
-    const metrics = await (await fetch(`${relay.url}/metrics`)).text();
+    const metrics = await (await fetch(`${relay.url}/metrics`, { headers: metricsAuth })).text();
     expect(metrics).toMatch(/earshot_relay_active_calls 0/);
     expect(Number(/earshot_relay_calls_ended_total\{reason="client_hangup"\} (\d+)/.exec(metrics)?.[1])).toBe(
       1,
