@@ -14,6 +14,7 @@ import { startDelayProxy, type DelayProxy } from "../support/delay-proxy.ts";
 import { waitForRelayAtEdge } from "../support/relays.ts";
 import {
   EventClient,
+  connectViaEdge,
   getCallView,
   startEdgeOn,
   startRelayProc,
@@ -64,16 +65,7 @@ afterAll(async () => {
 });
 
 /** A call through the edge, connected at the relay (ICE, data channel, model session). */
-async function placeCall(): Promise<EventClient> {
-  const client = new EventClient();
-  clients.push(client);
-  const response = await client.callViaEdge(edge.url, edge.apiKey);
-  expect(response.status, await response.clone().text()).toBe(201);
-  await client.connected();
-  await client.channelOpen();
-  await client.waitEvent("session.updated");
-  return client;
-}
+const placeCall = () => connectViaEdge(edge, clients);
 
 /** Polls the edge until the call's view satisfies `ok`; resolves with the time it took. */
 async function edgeSees(

@@ -70,6 +70,18 @@ export class EventClient extends TestPeer {
   }
 }
 
+/** A call through the edge with its API key, connected at the relay (ICE, data channel, model session). */
+export async function connectViaEdge(edge: Edge, clients?: EventClient[]): Promise<EventClient> {
+  const client = new EventClient();
+  clients?.push(client);
+  const response = await client.callViaEdge(edge.url, edge.apiKey);
+  expect(response.status, await response.clone().text()).toBe(201);
+  await client.connected();
+  await client.channelOpen();
+  await client.waitEvent("session.updated");
+  return client;
+}
+
 export async function getCallView(
   edgeUrl: string,
   apiKey: string,

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   EventClient,
+  connectViaEdge,
   callRelay,
   expectEchoOf,
   freePort,
@@ -378,12 +379,7 @@ describe("RELAY_PROCESSES=2 behind a real edge", { timeout: 180_000 }, () => {
     // The same distance to both: the first call goes to one, its load sends the second to the other.
     const chosen: string[] = [];
     for (let i = 0; i < 2; i++) {
-      const client = new EventClient();
-      clients.push(client);
-      const response = await client.callViaEdge(edge.url, edge.apiKey);
-      expect(response.status, await response.clone().text()).toBe(201);
-      await client.connected();
-      await client.channelOpen();
+      const client = await connectViaEdge(edge, clients);
       const relayId = (await getCallView(edge.url, edge.apiKey, client.edgeCallId)).relay.id;
       chosen.push(relayId);
       // A heartbeat carries the call to the registry (and the edge's cached copy) before the next one.

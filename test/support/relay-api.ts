@@ -1,7 +1,7 @@
 // Speaking the relay's HTTP API and the edge's call API as a client does: call ids, tickets
 // signed with the relay's secret, and the POSTs that place a call.
 import { randomBytes } from "node:crypto";
-import { TICKET_HEADER } from "../../protocol/relay-api.ts";
+import { TICKET_HEADER, type Heartbeat } from "../../protocol/relay-api.ts";
 import { signTicket } from "../../protocol/ticket.ts";
 
 /** The relay secret of relays the tests start unless told otherwise. */
@@ -60,4 +60,19 @@ export async function postEdgeCall(
     headers: { authorization: `Bearer ${bearer}`, "content-type": "application/sdp", ...headers },
     body: offerSdp,
   });
+}
+
+/** A heartbeat of a small standalone test relay. */
+export function testHeartbeat(relayId: string): Heartbeat {
+  return {
+    relay_id: relayId,
+    region: "local",
+    lat: 0,
+    lon: 0,
+    public_url: "http://127.0.0.1:1",
+    capacity: 10,
+    active_calls: 0,
+    draining: false,
+    interval_seconds: 60,
+  };
 }

@@ -237,6 +237,22 @@ export async function startRelayProcess(options: RelayProcessOptions = {}): Prom
   };
 }
 
+/** A relay process's JSON log lines (pino), parsed. */
+export interface LogLine {
+  level: number;
+  msg: string;
+  call_id?: string;
+  count?: number;
+}
+
+export function logLines(relay: { output(): string }): LogLine[] {
+  return relay
+    .output()
+    .split("\n")
+    .filter((line) => line.startsWith("{"))
+    .map((line) => JSON.parse(line) as LogLine);
+}
+
 /** The sum of a Prometheus sample over all series whose labels include `labels`. */
 export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number {
   let sum = 0;

@@ -5,7 +5,7 @@ import { TEST_RELAY_ID } from "../../support/relay-api.ts";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
-import { startRelayProcess, type RelayProcess } from "../../support/relays.ts";
+import { startRelayProcess, type RelayProcess, logLines } from "../../support/relays.ts";
 
 /** RFC 8831/8832 payload protocol ids and DCEP message types. */
 const PPID_DCEP = 50;
@@ -22,13 +22,7 @@ afterAll(async () => {
   await relay.stop("SIGKILL");
 });
 
-function lines(): { level: number; msg: string; call_id?: string; count?: number }[] {
-  return relay
-    .output()
-    .split("\n")
-    .filter((line) => line.startsWith("{"))
-    .map((line) => JSON.parse(line) as { level: number; msg: string });
-}
+const lines = () => logLines(relay);
 
 /** Sends raw SCTP user messages on the client's association, bypassing its data channel API. */
 function forge(client: TestPeer, streamId: number, ppid: number, data: Buffer): Promise<void> {

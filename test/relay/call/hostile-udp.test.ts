@@ -2,7 +2,6 @@
 // holds a call: forged STUN gets no answer and no candidate, DTLS/SRTP from another address is
 // dropped without harm, and SRTP captured from the call and replayed from the call's own
 // address is refused by the replay window.
-import { createSocket, type Socket } from "node:dgram";
 import { performance } from "node:perf_hooks";
 import { Message, parseMessage } from "werift";
 import { afterEach, describe, expect, it } from "vitest";
@@ -12,11 +11,11 @@ import { waitFor } from "../../support/loopback.ts";
 import { dominantFrequency, rms, sine } from "../../support/audio.ts";
 import { TestPeer } from "../../support/peer.ts";
 import { useRelay } from "../../support/relays.ts";
+import { closeRawSockets, rawSocket, sendUdp } from "../../support/udp.ts";
 
 const relay = useRelay({ bridgeFactory: RecordingBridge.factory });
-const sockets: Socket[] = [];
 afterEach(() => {
-  for (const s of sockets.splice(0)) s.close();
+  closeRawSockets();
 });
 
 interface Connected {
@@ -44,22 +43,6 @@ async function connect(): Promise<Connected> {
     clientUfrag: /^a=ice-ufrag:(\S+)/m.exec(offer)![1]!,
     clientPwd: /^a=ice-pwd:(\S+)/m.exec(offer)![1]!,
   };
-}
-
-/** A raw UDP socket on 127.0.0.1 that records every datagram it receives. */
-async function rawSocket(): Promise<{ socket: Socket; port: number; received: Buffer[] }> {
-  const socket = createSocket("udp4");
-  sockets.push(socket);
-  const received: Buffer[] = [];
-  socket.on("message", (msg) => received.push(msg));
-  await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
-  return { socket, port: socket.address().port, received };
-}
-
-function send(socket: Socket, data: Buffer, port: number): Promise<void> {
-  return new Promise((resolve, reject) =>
-    socket.send(data, port, "127.0.0.1", (error) => (error ? reject(error) : resolve())),
-  );
 }
 
 const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -139,7 +122,7 @@ describe("forged STUN binding requests", () => {
     expect(before).toBeGreaterThan(0);
     const attacker = await rawSocket();
     const cases = forgeries(c);
-    for (const f of cases) for (let i = 0; i < 3; i++) await send(attacker.socket, f.bytes, c.relayPort);
+    for (const f of cases) for (let i = 0; i < 3; i++) await sendUdp(attacker.socket, f.bytes, c.relayPort);
     await settle(400);
     // Name what answered, if anything did.
     expect(attacker.received.map((r) => parseMessage(r)?.messageClass)).toEqual([]);
@@ -153,7 +136,7 @@ describe("forged STUN binding requests", () => {
     // Control: the same socket with the relay's real credentials is answered, and is now a
     // (peer-reflexive) candidate. This is what the forgeries lacked.
     const valid = request({ username: `${c.relayUfrag}:${c.clientUfrag}`, key: c.relayPwd });
-    await send(attacker.socket, valid, c.relayPort);
+    await sendUdp(attacker.socket, valid, c.relayPort);
     const key = Buffer.from(c.relayPwd, "utf8");
     const isAnswer = (r: Buffer) => parseMessage(r, key)?.messageClass === 0x100;
     // The relay answers, then (triggered check) sends its own requests to the new candidate.
@@ -172,7 +155,7 @@ describe("forged STUN binding requests", () => {
     const relayUfrag = /^a=ice-ufrag:(\S+)/m.exec(client.answerSdp)![1]!;
     const attacker = await rawSocket();
     for (let i = 0; i < 20; i++) {
-      await send(
+      await sendUdp(
         attacker.socket,
         request({ username: `${relayUfrag}:evil`, key: "guess", useCandidate: true }),
         relayPort,
@@ -227,7 +210,7 @@ describe("DTLS and SRTP from an address other than the selected pair", () => {
     const attacker = await rawSocket();
     const cases = foreignPackets();
     const foreignBefore = c.call.udpGuard.foreignPackets;
-    for (const f of cases) for (let i = 0; i < 5; i++) await send(attacker.socket, f.bytes, c.relayPort);
+    for (const f of cases) for (let i = 0; i < 5; i++) await sendUdp(attacker.socket, f.bytes, c.relayPort);
     await waitFor(
       () => c.call.udpGuard.foreignPackets - foreignBefore === cases.length * 5,
       2000,

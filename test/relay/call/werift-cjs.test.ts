@@ -4,12 +4,12 @@
 // forged STUN gets no answer, DTLS from another address is dropped, a certificate without its
 // key is refused, replayed SRTP is refused and remote candidates are capped.
 import { randomBytes } from "node:crypto";
-import { createSocket, type Socket } from "node:dgram";
 import { createRequire } from "node:module";
 import { afterEach, describe, expect, it } from "vitest";
 import type * as Werift from "werift";
 import { Message as EsmMessage } from "werift";
 import { waitFor, withTimeout } from "../../support/loopback.ts";
+import { closeRawSockets, rawSocket, sendUdp } from "../../support/udp.ts";
 
 const require = createRequire(import.meta.url);
 const werift = require("werift") as typeof Werift;
@@ -32,10 +32,9 @@ const LOOPBACK = {
 } satisfies Partial<Werift.PeerConfig>;
 
 const peers: Werift.RTCPeerConnection[] = [];
-const sockets: Socket[] = [];
 
 afterEach(async () => {
-  for (const s of sockets.splice(0)) s.close();
+  closeRawSockets();
   await Promise.all(peers.splice(0).map((p) => p.close()));
 });
 
@@ -52,22 +51,6 @@ function sdpField(sdp: string, pattern: RegExp): string {
 }
 
 const hostPort = (sdp: string) => Number(sdpField(sdp, / 127\.0\.0\.1 (\d+) typ host/));
-
-/** A raw UDP socket on 127.0.0.1 that records every datagram it receives. */
-async function rawSocket(): Promise<{ socket: Socket; port: number; received: Buffer[] }> {
-  const socket = createSocket("udp4");
-  sockets.push(socket);
-  const received: Buffer[] = [];
-  socket.on("message", (msg) => received.push(msg));
-  await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
-  return { socket, port: socket.address().port, received };
-}
-
-function send(socket: Socket, data: Buffer, port: number): Promise<void> {
-  return new Promise((resolve, reject) =>
-    socket.send(data, port, "127.0.0.1", (error) => (error ? reject(error) : resolve())),
-  );
-}
 
 const settle = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -168,12 +151,12 @@ describe("STUN Binding requests to a CJS peer's host candidate", () => {
       binding(username, ""),
     ];
     const attacker = await rawSocket();
-    for (const bytes of forgeries) for (let i = 0; i < 3; i++) await send(attacker.socket, bytes, port);
+    for (const bytes of forgeries) for (let i = 0; i < 3; i++) await sendUdp(attacker.socket, bytes, port);
     await settle(400);
     expect(attacker.received.map((r) => werift.parseMessage(r)?.messageClass)).toEqual([]);
 
     // Control: the same socket, signed with the peer's password, is answered (integrity verified).
-    await send(attacker.socket, binding(username, pwd), port);
+    await sendUdp(attacker.socket, binding(username, pwd), port);
     const key = Buffer.from(pwd, "utf8");
     const isAnswer = (r: Buffer) => werift.parseMessage(r, key)?.messageClass === SUCCESS;
     await waitFor(() => attacker.received.some(isAnswer), 2000, "answer to the signed request");
@@ -195,8 +178,8 @@ describe("DTLS from an address other than the selected pair", () => {
     const attacker = await rawSocket();
     const port = hostPort(answerer.localDescription!.sdp);
     for (let i = 0; i < 5; i++) {
-      await send(attacker.socket, alert(2, 40), port);
-      await send(attacker.socket, alert(1, 0), port);
+      await sendUdp(attacker.socket, alert(2, 40), port);
+      await sendUdp(attacker.socket, alert(1, 0), port);
     }
     await settle(300);
     expect(answerer.dtlsTransports[0]!.state).toBe("connected");

@@ -5,6 +5,7 @@ import { Writable } from "node:stream";
 import pino from "pino";
 import { afterEach, expect, it } from "vitest";
 import { EdgeClient } from "../../../relay/edge/edge-client.ts";
+import { testHeartbeat } from "../../support/relay-api.ts";
 
 let server: Server | undefined;
 afterEach(() => server?.close());
@@ -28,17 +29,7 @@ function client(edgeUrl: string, lines: string[]) {
     secret: "test-relay-secret-0123456789",
     log,
     heartbeatSeconds: 60,
-    heartbeat: () => ({
-      relay_id: "relay-a",
-      region: "local",
-      lat: 0,
-      lon: 0,
-      public_url: "http://127.0.0.1:1",
-      capacity: 10,
-      active_calls: 0,
-      draining: false,
-      interval_seconds: 60,
-    }),
+    heartbeat: () => testHeartbeat("relay-a"),
   });
 }
 

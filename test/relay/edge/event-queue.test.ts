@@ -12,6 +12,7 @@ import { SIGNATURE_HEADER, verifyRequest } from "../../../protocol/signed-reques
 import { EdgeClient } from "../../../relay/edge/edge-client.ts";
 import { createLogger } from "../../../relay/log.ts";
 import { waitFor } from "../../support/loopback.ts";
+import { testHeartbeat } from "../../support/relay-api.ts";
 
 const SECRET = "test-relay-secret-0123456789";
 const RELAY_ID = "relay-q";
@@ -115,17 +116,7 @@ function client(edgeUrl: string, options: { maxQueuedCalls?: number; retryMs?: n
     log: createLogger("silent"),
     heartbeatSeconds: 60,
     retryMs: 50,
-    heartbeat: () => ({
-      relay_id: RELAY_ID,
-      region: "local",
-      lat: 0,
-      lon: 0,
-      public_url: "http://127.0.0.1:1",
-      capacity: 10,
-      active_calls: 0,
-      draining: false,
-      interval_seconds: 60,
-    }),
+    heartbeat: () => testHeartbeat(RELAY_ID),
     ...options,
   });
   clients.push(edge);

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { WebSocketServer } from "ws";
 import { waitFor } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
-import { startRelayProcess, type RelayProcess } from "../../support/relays.ts";
+import { startRelayProcess, type RelayProcess, logLines } from "../../support/relays.ts";
 
 const GARBAGE_TEXT = 1500;
 const GARBAGE_BINARY = 1500;
@@ -38,13 +38,7 @@ afterAll(async () => {
   await new Promise((resolve) => upstream.close(resolve));
 });
 
-function lines(): { level: number; msg: string; call_id?: string; count?: number }[] {
-  return relay
-    .output()
-    .split("\n")
-    .filter((line) => line.startsWith("{"))
-    .map((line) => JSON.parse(line) as { level: number; msg: string });
-}
+const lines = () => logLines(relay);
 
 describe("a garbage upstream", () => {
   it(`${GARBAGE_TEXT + GARBAGE_BINARY} non-JSON and binary frames: one warning per kind for the call, counted at its end`, async () => {
