@@ -5,15 +5,13 @@
 // a 100 ms round trip to each request (test/e2e/delay-proxy.ts). No media flows: this measures
 // the event path alone. A delay is the event's `at` to the edge's answer being back at the relay.
 //   npx node bench/edge-events.ts [--calls=100] [--rtt=100] [--stats-seconds=5]
-import { createServer } from "node:http";
-import type { AddressInfo } from "node:net";
 import type { RelayCallEvent } from "../protocol/relay-api.ts";
 import { EdgeClient } from "../relay/edge/edge-client.ts";
 import { createLogger } from "../relay/log.ts";
 import { startDelayProxy } from "../test/support/delay-proxy.ts";
 import { startEdge } from "../test/support/relays.ts";
 import { waitUntil } from "../test/support/loopback.ts";
-import { cannedOfferAnswer } from "./edge.ts";
+import { cannedOfferAnswer, startStubRelay } from "./edge.ts";
 import { summarize, table, type Summary } from "./lib/stats.ts";
 
 export interface EdgeEventsResult {
@@ -53,21 +51,7 @@ export async function runEdgeEvents(
       EARSHOT_RELAY_SILENCE_SECONDS: "600",
     },
   });
-  const stub = createServer((req, res) => {
-    let body = "";
-    req.on("data", (c: Buffer) => (body += String(c)));
-    req.on("end", () => {
-      if (req.method === "POST" && req.url === "/calls") {
-        const { call_id } = JSON.parse(body) as { call_id: string };
-        res.writeHead(201, { "content-type": "application/json" });
-        res.end(JSON.stringify({ call_id, answer_sdp: answer }));
-      } else {
-        res.writeHead(204).end();
-      }
-    });
-  });
-  await new Promise<void>((r) => stub.listen(0, "127.0.0.1", r));
-  const stubUrl = `http://127.0.0.1:${(stub.address() as AddressInfo).port}`;
+  const { server: stub, url: stubUrl } = await startStubRelay(answer);
   const proxy = await startDelayProxy({ target: edge.url, roundTripMs });
   const client = new EdgeClient({
     edgeUrl: proxy.url,

@@ -4,7 +4,7 @@
 // its share of setup time (the stub relay's own work is ~0). Where that time goes comes from the
 // edge's own Server-Timing header: the median of each part over all answered requests.
 //   npx node bench/edge.ts [--seconds=5] [--concurrency=8]
-import { createServer } from "node:http";
+import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
 import { RTCPeerConnection } from "werift";
@@ -71,6 +71,28 @@ const timingCell = (parts: Record<string, PartSummary>) =>
     .map(([name, { p50, mean }]) => `${name} ${p50} (${mean})`)
     .join(", ");
 
+/**
+ * A stand-in relay whose own work is nil: it answers every POST /calls at once with `answer`
+ * (a real werift answer, so the edge's checks pass) and everything else with 204.
+ */
+export async function startStubRelay(answer: string): Promise<{ server: Server; url: string }> {
+  const server = createServer((req, res) => {
+    let body = "";
+    req.on("data", (c: Buffer) => (body += String(c)));
+    req.on("end", () => {
+      if (req.method === "POST" && req.url === "/calls") {
+        const { call_id } = JSON.parse(body) as { call_id: string };
+        res.writeHead(201, { "content-type": "application/json" });
+        res.end(JSON.stringify({ call_id, answer_sdp: answer }));
+      } else {
+        res.writeHead(204).end();
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return { server, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
+}
+
 export async function cannedOfferAnswer(): Promise<{ offer: string; answer: string }> {
   const config = { iceServers: [], iceUseIpv6: false, iceInterfaceAddresses: { udp4: "127.0.0.1" } };
   const a = new RTCPeerConnection(config);
@@ -93,21 +115,7 @@ export async function runEdge(options: { seconds?: number; concurrency?: number 
   const edge = await startEdge({
     vars: { EARSHOT_RATE_LIMIT_API_KEY: `${lots}/60`, EARSHOT_RATE_LIMIT_IP: `${lots}/60` },
   });
-  const stub = createServer((req, res) => {
-    let body = "";
-    req.on("data", (c: Buffer) => (body += String(c)));
-    req.on("end", () => {
-      if (req.method === "POST" && req.url === "/calls") {
-        const { call_id } = JSON.parse(body) as { call_id: string };
-        res.writeHead(201, { "content-type": "application/json" });
-        res.end(JSON.stringify({ call_id, answer_sdp: answer }));
-      } else {
-        res.writeHead(204).end();
-      }
-    });
-  });
-  await new Promise<void>((r) => stub.listen(0, "127.0.0.1", r));
-  const stubUrl = `http://127.0.0.1:${(stub.address() as AddressInfo).port}`;
+  const { server: stub, url: stubUrl } = await startStubRelay(answer);
   const client = new EdgeClient({
     edgeUrl: edge.url,
     secret: edge.relaySecret,

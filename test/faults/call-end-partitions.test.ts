@@ -6,7 +6,6 @@
 import { createServer, request as httpRequest, type Server } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { AgentServer } from "../../agent/agent-server.ts";
 import {
   EventClient,
   expectEchoOf,
@@ -69,7 +68,6 @@ class CuttableProxy {
 const SILENCE_SECONDS = 3;
 const MAX_CALL_SECONDS = 10;
 
-let agent: AgentServer;
 let edge: EdgeProcess;
 let relay: RelayProcess;
 /** The edge's way to the relay, and the relay's way to the edge. */
@@ -78,7 +76,6 @@ let toEdge: CuttableProxy;
 const clients: EventClient[] = [];
 
 beforeAll(async () => {
-  agent = await AgentServer.start({ port: 0, reply: "echo" });
   edge = await startEdgeOn({
     vars: {
       EARSHOT_RELAY_SILENCE_SECONDS: String(SILENCE_SECONDS),
@@ -95,7 +92,6 @@ beforeAll(async () => {
     id: "relay-partition",
     edgeUrl: toEdge.url,
     secret: edge.relaySecret,
-    inferenceUrl: `${agent.url}?reply=echo`,
     env: { RELAY_PUBLIC_URL: toRelay.url, RELAY_HEARTBEAT_SECONDS: "1", RELAY_STATS_SECONDS: "1" },
   });
   relayUrl = relay.url;
@@ -112,7 +108,6 @@ afterAll(async () => {
   await relay?.stop("SIGKILL");
   await edge?.stop();
   await Promise.all([toRelay?.close(), toEdge?.close()]);
-  await agent?.close();
 });
 
 /** A live call through the edge, with audio both ways. */

@@ -9,7 +9,6 @@
 //      a call that hung up during it still reaches the edge, with its reason.
 // The tests run in order and share the processes.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AgentServer } from "../../agent/agent-server.ts";
 import { startDelayProxy, type DelayProxy } from "../support/delay-proxy.ts";
 import { waitForRelayAtEdge } from "../support/relays.ts";
 import {
@@ -36,21 +35,18 @@ const EDGE_VARS = {
   EARSHOT_RATE_LIMIT_IP: "10000/60",
 };
 
-let agent: AgentServer;
 let edge: EdgeProcess;
 let proxy: DelayProxy;
 let relay: RelayProcess;
 const clients: EventClient[] = [];
 
 beforeAll(async () => {
-  agent = await AgentServer.start({ port: 0, reply: "echo" });
   edge = await startEdgeOn({ vars: EDGE_VARS });
   proxy = await startDelayProxy({ target: edge.url, roundTripMs: ROUND_TRIP_MS });
   relay = await startRelayProc({
     id: "relay-events",
     edgeUrl: proxy.url,
     secret: edge.relaySecret,
-    inferenceUrl: `${agent.url}?reply=echo`,
     env: { RELAY_HEARTBEAT_SECONDS: "1", RELAY_STATS_SECONDS: "0.02" },
   });
   await waitForRelayAtEdge(edge, relay.id);
@@ -61,7 +57,6 @@ afterAll(async () => {
   await relay?.stop("SIGKILL");
   await proxy?.close();
   await edge?.stop();
-  await agent?.close();
 });
 
 /** A call through the edge, connected at the relay (ICE, data channel, model session). */

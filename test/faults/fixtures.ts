@@ -21,12 +21,15 @@ export function startEdgeOn(options: { port?: number; vars?: Record<string, stri
 
 // ─── Relays ───────────────────────────────────────────────────────────────────────────────────
 
-/** A relay process for the fault tests: its own VAD off, logging at info, registered if `edgeUrl`. */
+/**
+ * A relay process for the fault tests: its own VAD off, logging at info, registered if `edgeUrl`;
+ * bridged to `inferenceUrl`, or to an echoing built-in agent of its own.
+ */
 export function startRelayProc(options: {
   id?: string;
   edgeUrl?: string;
   secret: string;
-  inferenceUrl: string;
+  inferenceUrl?: string;
   env?: Record<string, string>;
 }): Promise<RelayProcess> {
   return startRelayProcess({
