@@ -18,21 +18,9 @@ import { CreateCallRequest, TICKET_HEADER } from "../../protocol/relay-api.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
 import { verifyTicket } from "../../protocol/ticket.ts";
 
-export type StubMode = "ok" | "error" | "hang" | "full" | "badoffer" | "dropfail";
+import type { StubMode, StubRecord } from "./stub-types.ts";
 
-export interface StubRecord {
-  method: string;
-  /** Path below the relay's public URL, e.g. `/calls/rtc_…`. */
-  path: string;
-  contentType: string | null;
-  body: string;
-  /** The ticket (POST /calls) or the signature (PATCH, DELETE) verified against the secret. */
-  authenticated: boolean;
-  authError?: string;
-  callId?: string;
-  /** The Earshot-Ticket header of a POST /calls, as received. */
-  ticket?: string;
-}
+export type { StubMode, StubRecord } from "./stub-types.ts";
 
 export const STUB_ANSWER_SDP = [
   "v=0",

@@ -212,8 +212,9 @@ export function callIdOf(response: Response): string {
 
 // ─── Relays ────────────────────────────────────────────────────────────────────────────────────
 
-/** How a stub relay behaves (test/stubs/relay-stub.ts). */
-export type StubMode = "ok" | "error" | "hang" | "full" | "badoffer" | "dropfail";
+import type { StubMode, StubRecord } from "../stubs/stub-types.ts";
+
+export type { StubMode, StubRecord };
 
 export interface RelaySpec extends Partial<Omit<Heartbeat, "relay_id">> {
   relay_id: string;
@@ -269,17 +270,6 @@ export async function soloRelay(
   const region = unique("r");
   await registerRelays({ relay_id: relayId, region, mode });
   return { relayId, region, query: `?region=${region}` };
-}
-
-export interface StubRecord {
-  method: string;
-  path: string;
-  contentType: string | null;
-  body: string;
-  authenticated: boolean;
-  authError?: string;
-  callId?: string;
-  ticket?: string;
 }
 
 /** A body as text without workerd's warning about non-text types (application/sdp). */
