@@ -25,11 +25,13 @@ function client(edgeUrl: string, lines: string[]) {
   );
   return new EdgeClient({
     edgeUrl,
-    secret: "test-relay-secret-0123456789",
+    relayId: "relay-a",
+    key: "test-relay-key",
     log,
     heartbeatSeconds: 60,
     heartbeat: () => ({
       relay_id: "relay-a",
+      boot_id: "test-boot",
       region: "local",
       lat: 0,
       lon: 0,

@@ -111,12 +111,14 @@ async function standIn(): Promise<StandIn> {
 function client(edgeUrl: string, options: { maxQueuedCalls?: number; retryMs?: number } = {}): EdgeClient {
   const edge = new EdgeClient({
     edgeUrl,
-    secret: SECRET,
+    relayId: RELAY_ID,
+    key: SECRET,
     log: createLogger("silent"),
     heartbeatSeconds: 60,
     retryMs: 50,
     heartbeat: () => ({
       relay_id: RELAY_ID,
+      boot_id: "test-boot",
       region: "local",
       lat: 0,
       lon: 0,
