@@ -45,16 +45,17 @@ export const Heartbeat = z.strictObject({
 });
 export type Heartbeat = z.infer<typeof Heartbeat>;
 
-/** `url`'s origin if `url` is nothing more than one (a trailing `/` allowed), else undefined. */
+/**
+ * `url`'s origin if `url` is nothing more than one (scheme, host, optional port, at most a
+ * trailing `/`), else undefined: no path, query, fragment or credentials, not even empty ones.
+ */
 export function bareOrigin(url: string): string | undefined {
-  let parsed: URL;
+  if (!/^https?:\/\/[^/?#@\\]+\/?$/i.test(url)) return undefined;
   try {
-    parsed = new URL(url);
+    return new URL(url).origin;
   } catch {
     return undefined;
   }
-  if (parsed.origin === "null") return undefined;
-  return url === parsed.origin || url === `${parsed.origin}/` ? parsed.origin : undefined;
 }
 
 export const EndReason = z.enum([

@@ -57,10 +57,11 @@ describe("tickets", () => {
       "ticket_bad_signature",
     );
     await refused(await ticketFor(callId, `${sdp}a=x\r\n`, {}, boot()), 403, "ticket_mismatch");
+    // A ticket for another relay is signed with that relay's key.
     await refused(
       await ticketFor(callId, sdp, {}, { ...boot(), relayId: "relay-elsewhere" }),
       403,
-      "ticket_mismatch",
+      "ticket_bad_signature",
     );
     const expired = await ticketFor(
       callId,
@@ -135,11 +136,24 @@ describe("bad requests", () => {
       401,
       "bad_signature",
     );
+    // The shared secret is not this relay's key.
+    const shared = await signRequest(TEST_SECRET, "DELETE", path);
+    await expectError(
+      await fetch(`${relay.url}${path}`, { method: "DELETE", headers: { [SIGNATURE_HEADER]: shared } }),
+      401,
+      "bad_signature",
+    );
     const right = await signRequest(await relayKeyOf(), "DELETE", path);
     await expectError(
       await fetch(`${relay.url}${path}`, { method: "DELETE", headers: { [SIGNATURE_HEADER]: right } }),
       404,
       "call_not_found",
+    );
+    // The same signature again is a replay.
+    await expectError(
+      await fetch(`${relay.url}${path}`, { method: "DELETE", headers: { [SIGNATURE_HEADER]: right } }),
+      401,
+      "signature_replayed",
     );
   });
 });
