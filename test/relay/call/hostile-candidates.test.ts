@@ -8,7 +8,7 @@ import { MAX_REMOTE_CANDIDATES } from "../../../relay/call/peer-config.ts";
 import { RecordingBridge } from "../fixtures.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
-import { bootIdOf, postCall, relayKeyOf, TEST_SECRET, ticketFor } from "../../support/relay-api.ts";
+import { bootIdOf, postCall, relayKeyOf, ticketFor } from "../../support/relay-api.ts";
 import { useRelay } from "../../support/relays.ts";
 
 const relay = useRelay({ bridgeFactory: RecordingBridge.factory });

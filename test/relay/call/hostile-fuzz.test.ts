@@ -12,14 +12,7 @@ import { answerDirection, answerSetup, rewriteCandidateAddress } from "../../../
 import { RecordingBridge } from "../fixtures.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
-import {
-  bootIdOf,
-  newCallId,
-  postCall,
-  relayKeyOf,
-  TEST_SECRET,
-  ticketFor,
-} from "../../support/relay-api.ts";
+import { bootIdOf, newCallId, postCall, relayKeyOf, ticketFor } from "../../support/relay-api.ts";
 import { useRelay } from "../../support/relays.ts";
 
 /** Per-input bound for a parser; generous (a parse takes microseconds) but catches ReDoS. */

@@ -5,14 +5,7 @@ import { MAX_CREATE_BODY_BYTES } from "../../../relay/edge/http-api.ts";
 import { RecordingBridge } from "../fixtures.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
-import {
-  bootIdOf,
-  newCallId,
-  postCall,
-  relayKeyOf,
-  TEST_SECRET,
-  ticketFor,
-} from "../../support/relay-api.ts";
+import { newCallId, postCall, relayKeyOf, TEST_SECRET, ticketFor } from "../../support/relay-api.ts";
 import { useRelay } from "../../support/relays.ts";
 
 const relay = useRelay({ bridgeFactory: RecordingBridge.factory, env: { RELAY_CAPACITY: "2" } });
