@@ -1,6 +1,7 @@
 import { cloudflareTest } from "@cloudflare/vitest-plugin";
 import { defineConfig } from "vitest/config";
-import { TEST_RELAY_SECRET } from "./test/stubs/relay-stub.setup.ts";
+import { stubRoute } from "./test/stubs/stub-relays.ts";
+import { RELAY_STUB_URL_VARIABLE, TEST_RELAY_SECRET } from "./test/stubs/relay-stub.setup.ts";
 
 export default defineConfig({
   test: {
@@ -10,6 +11,17 @@ export default defineConfig({
           cloudflareTest({
             wrangler: { configPath: "./wrangler.toml" },
             miniflare: {
+              // Stub relays' origins (test/stubs/relay-stub.ts) go to the stub; the rest out as asked.
+              outboundService: (request: Request) => {
+                const url = new URL(request.url);
+                const route = stubRoute(process.env[RELAY_STUB_URL_VARIABLE] ?? "", url) ?? url.href;
+                return fetch(route, {
+                  method: request.method,
+                  headers: request.headers,
+                  body: request.method === "GET" || request.method === "HEAD" ? undefined : request.body,
+                  duplex: "half",
+                } as RequestInit);
+              },
               // Test-only secrets; real ones come from `wrangler secret put` or .dev.vars.
               bindings: {
                 // sk_test_ratelimit is used only by the rate-limit tests, so its bucket is their own.

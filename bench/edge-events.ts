@@ -5,6 +5,7 @@
 // a 100 ms round trip to each request (test/e2e/delay-proxy.ts). No media flows: this measures
 // the event path alone. A delay is the event's `at` to the edge's answer being back at the relay.
 //   npx node bench/edge-events.ts [--calls=100] [--rtt=100] [--stats-seconds=5]
+import { deriveRelayKey } from "../protocol/relay-key.ts";
 import type { RelayCallEvent } from "../protocol/relay-api.ts";
 import { EdgeClient } from "../relay/edge/edge-client.ts";
 import { createLogger } from "../relay/log.ts";
@@ -55,11 +56,13 @@ export async function runEdgeEvents(
   const proxy = await startDelayProxy({ target: edge.url, roundTripMs });
   const client = new EdgeClient({
     edgeUrl: proxy.url,
-    secret: edge.relaySecret,
+    relayId: RELAY_ID,
+    key: await deriveRelayKey(edge.relaySecret, RELAY_ID),
     log: createLogger("silent"),
     heartbeatSeconds: 5,
     heartbeat: () => ({
       relay_id: RELAY_ID,
+      boot_id: "bench-boot",
       region: "local",
       lat: 0,
       lon: 0,

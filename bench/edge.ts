@@ -4,6 +4,7 @@
 // its share of setup time (the stub relay's own work is ~0). Where that time goes comes from the
 // edge's own Server-Timing header: the median of each part over all answered requests.
 //   npx node bench/edge.ts [--seconds=5] [--concurrency=8]
+import { deriveRelayKey } from "../protocol/relay-key.ts";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { performance } from "node:perf_hooks";
@@ -118,11 +119,13 @@ export async function runEdge(options: { seconds?: number; concurrency?: number 
   const { server: stub, url: stubUrl } = await startStubRelay(answer);
   const client = new EdgeClient({
     edgeUrl: edge.url,
-    secret: edge.relaySecret,
+    relayId: "relay-stub",
+    key: await deriveRelayKey(edge.relaySecret, "relay-stub"),
     log: createLogger("silent"),
     heartbeatSeconds: 5,
     heartbeat: () => ({
       relay_id: "relay-stub",
+      boot_id: "bench-boot",
       region: "local",
       lat: 0,
       lon: 0,

@@ -9,6 +9,8 @@ export const MAX_OFFER_BYTES = 32 * 1024;
 export const TICKET_HEADER = "Earshot-Ticket";
 
 export const RelayId = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/);
+/** A relay process's random id for this run, made at start (see Heartbeat.boot_id). */
+export const BootId = z.string().regex(/^[A-Za-z0-9_-]{8,64}$/);
 export const CallId = z.string().regex(/^rtc_[A-Za-z0-9_-]{8,64}$/);
 
 /** Edge → relay `POST /calls` (ticket in the `Earshot-Ticket` header). */
@@ -28,9 +30,12 @@ export type CreateCallResponse = z.infer<typeof CreateCallResponse>;
 /** Relay → edge `POST /internal/relays/heartbeat`, every few seconds. */
 export const Heartbeat = z.strictObject({
   relay_id: RelayId,
+  /** New at every start of the relay; the edge puts it in tickets, so a restarted relay refuses old ones. */
+  boot_id: BootId,
   region: z.string().regex(/^[a-z0-9-]{1,32}$/),
   lat: z.number().min(-90).max(90),
   lon: z.number().min(-180).max(180),
+  /** A bare origin (`https://host[:port]`): no path, query, fragment or credentials. */
   public_url: z.url({ protocol: /^https?$/ }),
   capacity: z.number().int().min(0).max(100_000),
   active_calls: z.number().int().min(0),
@@ -39,6 +44,19 @@ export const Heartbeat = z.strictObject({
   interval_seconds: z.number().positive().max(60),
 });
 export type Heartbeat = z.infer<typeof Heartbeat>;
+
+/**
+ * `url`'s origin if `url` is nothing more than one (scheme, host, optional port, at most a
+ * trailing `/`), else undefined: no path, query, fragment or credentials, not even empty ones.
+ */
+export function bareOrigin(url: string): string | undefined {
+  if (!/^https?:\/\/[^/?#@\\]+\/?$/i.test(url)) return undefined;
+  try {
+    return new URL(url).origin;
+  } catch {
+    return undefined;
+  }
+}
 
 export const EndReason = z.enum([
   "hangup",

@@ -1,13 +1,14 @@
 // Requests between the edge and relays that carry no ticket (heartbeats, call events, DELETE
-// and PATCH of a call) are signed with the same shared secret:
+// and PATCH of a call) are signed with the relay's own key (protocol/relay-key.ts):
 //
 //   Earshot-Signature: t=<unix seconds>,n=<nonce>,v1=<base64url HMAC-SHA256>
 //
-// over "t \n n \n METHOD \n path \n sha256(body)". A signature older or newer than the skew
-// window is refused; handlers are idempotent, so a replay inside the window changes nothing.
+// over "t \n n \n METHOD \n path \n sha256(body)". A signature older than the skew window, or
+// more than a few seconds in the future, is refused; inside the window the receiver remembers
+// the nonce until `expires` (verifyRequest's answer), so a signature is accepted once.
 import { base64url, fromBase64url, randomToken, sha256Hex } from "./encoding.ts";
 import { hmacSha256, hmacVerify } from "./hmac.ts";
-import { CLOCK_SKEW_SECONDS } from "./ticket.ts";
+import { CLOCK_SKEW_SECONDS, MAX_FUTURE_SECONDS } from "./ticket.ts";
 
 export const SIGNATURE_HEADER = "Earshot-Signature";
 
@@ -27,7 +28,9 @@ export async function signRequest(
   return `t=${nowSeconds},n=${nonce},v1=${base64url(mac)}`;
 }
 
-export type SignatureVerification = { ok: true; nonce: string } | { ok: false; message: string };
+/** `expires`: the epoch second after which the signature no longer verifies (remember the nonce until then). */
+export type SignatureVerification =
+  { ok: true; nonce: string; expires: number } | { ok: false; message: string };
 
 export async function verifyRequest(
   secret: string,
@@ -51,9 +54,11 @@ export async function verifyRequest(
   if (!Number.isInteger(t) || !nonce || !mac || mac.length !== 32) {
     return { ok: false, message: "The signature header is malformed." };
   }
-  if (Math.abs(nowSeconds - t) > CLOCK_SKEW_SECONDS) {
+  if (nowSeconds - t > CLOCK_SKEW_SECONDS || t - nowSeconds > MAX_FUTURE_SECONDS) {
     return { ok: false, message: "The signature is outside the allowed clock skew." };
   }
   const valid = await hmacVerify(secret, await signingString(t, nonce, method, path, body), mac);
-  return valid ? { ok: true, nonce } : { ok: false, message: "The signature does not match." };
+  return valid
+    ? { ok: true, nonce, expires: t + CLOCK_SKEW_SECONDS }
+    : { ok: false, message: "The signature does not match." };
 }

@@ -4,8 +4,12 @@
 //   ticket = "v1." base64url(JSON claims) "." base64url(HMAC-SHA256(secret, "v1." claims))
 //
 // The claims bind the call id, the relay id, the SHA-256 of the offer SDP and of the canonical
-// session config, a nonce (the relay remembers it until expiry, so a ticket is good once) and
-// an expiry. A ticket therefore cannot be replayed, moved to another relay or another offer.
+// session config, the relay's boot id, a nonce (the relay remembers it until expiry, so a ticket
+// is good once) and an expiry. A ticket therefore cannot be replayed, moved to another relay or
+// another offer. The relay keeps its nonces in memory only; the boot id (random at each start,
+// sent in its heartbeats) is what stops a ticket from replaying after the relay restarts.
+// The secret is the relay's own key (protocol/relay-key.ts), so only the edge and that relay can
+// sign or check it.
 import { z } from "zod";
 import {
   base64url,
@@ -22,11 +26,15 @@ export const TICKET_VERSION = "v1";
 export const TICKET_MAX_LENGTH = 2048;
 /** Clock difference tolerated between edge and relay, in seconds. */
 export const CLOCK_SKEW_SECONDS = 30;
+/** How far in the future a signed request's time may be: a clock a little ahead, no more. */
+export const MAX_FUTURE_SECONDS = 5;
 export const DEFAULT_TICKET_TTL_SECONDS = 30;
 
 export const TicketClaims = z.strictObject({
   call_id: z.string().min(1).max(128),
   relay_id: z.string().min(1).max(128),
+  /** The relay process this ticket is for (Heartbeat.boot_id): a restarted relay refuses it. */
+  boot_id: z.string().min(8).max(64),
   offer_sha256: z.string().regex(/^[0-9a-f]{64}$/),
   session_sha256: z.string().regex(/^[0-9a-f]{64}$/),
   nonce: z.string().min(16).max(64),
@@ -44,6 +52,8 @@ export type TicketClaims = z.infer<typeof TicketClaims>;
 export interface TicketSubject {
   callId: string;
   relayId: string;
+  /** The relay's boot id, from its last heartbeat. */
+  bootId: string;
   offerSdp: string;
   session: unknown;
 }
@@ -62,7 +72,8 @@ export type TicketErrorCode =
   | "ticket_bad_signature"
   | "ticket_expired"
   | "ticket_not_yet_valid"
-  | "ticket_mismatch";
+  | "ticket_mismatch"
+  | "ticket_stale_boot";
 
 export type TicketVerification =
   { ok: true; claims: TicketClaims } | { ok: false; code: TicketErrorCode; message: string };
@@ -76,6 +87,7 @@ export async function signTicket(
   const claims: TicketClaims = {
     call_id: subject.callId,
     relay_id: subject.relayId,
+    boot_id: subject.bootId,
     offer_sha256: await sha256Hex(subject.offerSdp),
     session_sha256: await sha256Hex(canonicalJson(subject.session ?? {})),
     nonce: options.nonce ?? randomToken(18),
@@ -128,6 +140,9 @@ export async function verifyTicket(
   }
   if (claims.call_id !== subject.callId) return fail("ticket_mismatch", "The ticket is for another call.");
   if (claims.relay_id !== subject.relayId) return fail("ticket_mismatch", "The ticket is for another relay.");
+  if (claims.boot_id !== subject.bootId) {
+    return fail("ticket_stale_boot", "The ticket is for an earlier run of this relay.");
+  }
   if (claims.offer_sha256 !== (await sha256Hex(subject.offerSdp))) {
     return fail("ticket_mismatch", "The ticket is for another offer.");
   }

@@ -4,6 +4,8 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { z } from "zod";
+import { bareOrigin } from "../protocol/relay-api.ts";
+import { RELAY_KEY_PATTERN } from "../protocol/relay-key.ts";
 
 const PORT_RANGE = /^(\d{1,5})-(\d{1,5})$/;
 
@@ -63,8 +65,14 @@ export const RelayEnv = z.object({
     .default("local"),
   RELAY_LAT: number(z.number().min(-90).max(90)).default(0),
   RELAY_LON: number(z.number().min(-180).max(180)).default(0),
-  /** The relay's HTTP API as the edge reaches it. Default: http://127.0.0.1:<RELAY_HTTP_PORT>. */
-  RELAY_PUBLIC_URL: z.url({ protocol: /^https?$/ }).optional(),
+  /**
+   * The relay's HTTP API as the edge reaches it, a bare origin (no path). Default:
+   * http://127.0.0.1:<RELAY_HTTP_PORT>.
+   */
+  RELAY_PUBLIC_URL: z
+    .url({ protocol: /^https?$/ })
+    .refine((url) => bareOrigin(url) !== undefined, "must be a bare origin: scheme, host and port, no path")
+    .optional(),
   RELAY_HTTP_PORT: number(z.number().int().min(0).max(65535)).default(8790),
   /**
    * Bearer token for GET /metrics (`Authorization: Bearer …`), wherever it is served. Unset: the
@@ -119,7 +127,16 @@ export const RelayEnv = z.object({
     .default("auto"),
   /** Where heartbeats and call events go. Unset: the relay runs standalone and reports nowhere. */
   EARSHOT_EDGE_URL: z.url({ protocol: /^https?$/ }).optional(),
-  EARSHOT_RELAY_SECRET: z.string().min(16, "must be at least 16 characters"),
+  /** The deployment's relay secret: the relay derives its own key from it and RELAY_ID. */
+  EARSHOT_RELAY_SECRET: z.string().min(16, "must be at least 16 characters").optional(),
+  /**
+   * This relay's own key (`npm run relay-key -- <RELAY_ID>`), instead of the secret: a host
+   * holding only it can speak as this relay and no other.
+   */
+  EARSHOT_RELAY_KEY: z
+    .string()
+    .regex(RELAY_KEY_PATTERN, "must be the 43-character key `npm run relay-key` prints")
+    .optional(),
   /** The Realtime upstream. Unset: the built-in agent (npm start runs it on 8791). */
   INFERENCE_URL: z.url({ protocol: /^wss?$/ }).default(DEFAULT_AGENT_URL),
   INFERENCE_API_KEY: z.string().min(1).optional(),
@@ -160,7 +177,8 @@ export interface RelayConfig {
   /** `auto`, or a fixed downlink Opus complexity. */
   opusComplexity: "auto" | number;
   edgeUrl: string | undefined;
-  relaySecret: string;
+  /** What the relay's key comes from: the deployment secret (derived at start) or the key itself. */
+  credential: RelayCredential;
   inference: InferenceConfig;
   relayVad: "silero" | "energy" | "off";
   echoSuppression: boolean;
@@ -178,6 +196,8 @@ export interface MetricsConfig {
   host: string;
   maxAgeSeconds: number;
 }
+
+export type RelayCredential = { kind: "secret"; secret: string } | { kind: "key"; key: string };
 
 /** The Realtime upstream each call's bridge connects to. */
 export interface InferenceConfig {
@@ -231,6 +251,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(String(issue.path[0]), issue.message);
   }
   const e = parsed.data;
+  const credential = relayCredential(e.EARSHOT_RELAY_SECRET, e.EARSHOT_RELAY_KEY, e.RELAY_PROCESSES);
   const tls = loadTls(e.RELAY_TLS_CERT, e.RELAY_TLS_KEY);
   return {
     relayId: e.RELAY_ID,
@@ -259,7 +280,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     iceLite: e.RELAY_ICE_LITE === "1",
     opusComplexity: e.RELAY_OPUS_COMPLEXITY,
     edgeUrl: e.EARSHOT_EDGE_URL,
-    relaySecret: e.EARSHOT_RELAY_SECRET,
+    credential,
     inference: {
       url: e.INFERENCE_URL,
       apiKey: e.INFERENCE_API_KEY,
@@ -373,6 +394,27 @@ export function relayProcesses(
 function explicitPort(url: string): { before: string; port: number; after: string } | undefined {
   const match = /^(https?:\/\/(?:[^@/?#]*@)?(?:\[[^\]]*\]|[^:/?#]*):)(\d+)(.*)$/s.exec(url);
   return match ? { before: match[1]!, port: Number(match[2]), after: match[3]! } : undefined;
+}
+
+/** One of the secret or the relay's own key; the key only for a single relay (it is one id's). */
+function relayCredential(
+  secret: string | undefined,
+  key: string | undefined,
+  processes: number,
+): RelayCredential {
+  if (secret !== undefined && key !== undefined)
+    throw new ConfigError("EARSHOT_RELAY_KEY", "set either it or EARSHOT_RELAY_SECRET, not both");
+  if (key !== undefined) {
+    if (processes > 1)
+      throw new ConfigError(
+        "EARSHOT_RELAY_KEY",
+        "is one relay id's key; with RELAY_PROCESSES > 1 each process is its own relay id (use EARSHOT_RELAY_SECRET, or run each with its own key)",
+      );
+    return { kind: "key", key };
+  }
+  if (secret === undefined)
+    throw new ConfigError("EARSHOT_RELAY_SECRET", "required (or EARSHOT_RELAY_KEY, this relay's own key)");
+  return { kind: "secret", secret };
 }
 
 /** Both files or neither; each must be readable PEM. Read once: rotate a certificate by restarting. */

@@ -11,8 +11,8 @@ export function createLogger(level: string, destination?: pino.DestinationStream
       base: { service: "earshot-relay" },
       redact: {
         paths: [
-          "relaySecret",
-          "*.relaySecret",
+          "credential",
+          "*.credential",
           "apiKey",
           "*.apiKey",
           "inference.apiKey",

@@ -3,6 +3,7 @@
 // HTTP or of the edge: the HTTP API (edge/http-api.ts) drives it, and the edge client
 // (edge/edge-client.ts) listens to its events.
 import { EventEmitter } from "node:events";
+import { randomToken } from "../protocol/encoding.ts";
 import type { CallStats, EndReason, Heartbeat, RelayCallEvent } from "../protocol/relay-api.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import type { CallBridge, CallBridgeFactory } from "./bridge.ts";
@@ -52,6 +53,11 @@ export interface RelayEvents {
 }
 
 export class Relay extends EventEmitter<RelayEvents> {
+  /**
+   * New at every start and sent in each heartbeat; the edge puts it in tickets, so a ticket
+   * issued before a restart is refused after it (the ticket nonces this process kept are gone).
+   */
+  readonly bootId = randomToken(12);
   readonly metrics: RelayMetrics;
   readonly pacer: Pacer;
   readonly encoderGovernor: EncoderGovernor;
@@ -103,6 +109,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const c = this.#config;
     return {
       relay_id: c.relayId,
+      boot_id: this.bootId,
       region: c.region,
       lat: c.lat,
       lon: c.lon,

@@ -1,5 +1,6 @@
 // One relay, wired: the core (relay.ts), its HTTP API for the edge, and the edge client that
 // carries its heartbeats and call events. `npm run relay` runs this (main.ts); in-process tests too.
+import { deriveRelayKey } from "../protocol/relay-key.ts";
 import type { CallBridgeFactory } from "./bridge.ts";
 import type { RelayConfig } from "./config.ts";
 import { EdgeClient } from "./edge/edge-client.ts";
@@ -26,16 +27,22 @@ export async function serveRelay(options: {
   bridgeFactory?: CallBridgeFactory;
 }): Promise<ServedRelay> {
   const { config, log } = options;
+  // The relay's own key signs and checks everything between it and the edge.
+  const key =
+    config.credential.kind === "key"
+      ? config.credential.key
+      : await deriveRelayKey(config.credential.secret, config.relayId);
   const relay = new Relay(options);
   const metrics = new MetricsEndpoint(relay.metrics, config.metrics);
-  const api = new RelayHttpApi(relay, { config, log, metrics });
+  const api = new RelayHttpApi(relay, { config, log, metrics, key });
   const metricsListener =
     config.metrics.port === undefined
       ? undefined
       : new MetricsListener(metrics, { config: config.metrics, log });
   const edge = new EdgeClient({
     edgeUrl: config.edgeUrl,
-    secret: config.relaySecret,
+    relayId: config.relayId,
+    key,
     log: log.child({ component: "edge-client" }),
     heartbeatSeconds: config.heartbeatSeconds,
     heartbeat: () => relay.heartbeat(),

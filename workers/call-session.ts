@@ -17,6 +17,8 @@ import { edgeConfig } from "./config.ts";
 import { ApiError, type ApiErrorData } from "./errors.ts";
 import { log } from "./log.ts";
 import { secretLedger } from "./object-ids.ts";
+import type { SignatureNonce } from "./relay-registry.ts";
+import { SeenNonces } from "./seen-nonces.ts";
 import { createRelayCall, deleteRelayCall, patchRelayCall, type RelayTarget } from "./relay-client.ts";
 import { ServerTiming, type TimingParts } from "./server-timing.ts";
 
@@ -110,11 +112,14 @@ export class CallSession extends DurableObject<Env> {
   #call: CallRecord | undefined;
   /** The offer being forwarded right now, so a repeat of it joins instead of sending again. */
   #pending: { offerSdp: string; relayId: string; result: Promise<Outcome<StartedCall>> } | undefined;
+  /** Signatures of relay events already applied here: a replayed request is refused. */
+  #nonces!: SeenNonces;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     ctx.blockConcurrencyWhile(async () => {
       this.#call = ctx.storage.kv.get<CallRecord>("call");
+      this.#nonces = new SeenNonces(ctx.storage);
     });
   }
 
@@ -211,8 +216,13 @@ export class CallSession extends DurableObject<Env> {
           status: result.status ?? null,
           code: result.code ?? null,
         });
-        // Full, draining or out of reach: another relay can take the call.
-        if (result.status === undefined || result.status === 503) {
+        // Full, draining, out of reach, or restarted since its last heartbeat (the ticket was
+        // for its previous boot): another relay can take the call.
+        if (
+          result.status === undefined ||
+          result.status === 503 ||
+          (result.status === 403 && result.code === "ticket_stale_boot")
+        ) {
           refusals.push(`${relay.id}: ${result.code ?? result.message}`);
           continue;
         }
@@ -292,13 +302,30 @@ export class CallSession extends DurableObject<Env> {
     return { ok: true, value: view(call) };
   }
 
-  /** A signed, validated event from the call's relay. Repeats are harmless. */
-  async relayEvent(event: RelayCallEvent): Promise<Outcome<CallView>> {
+  /**
+   * A signed, validated event from the call's relay. The same event sent again (a retry, under a
+   * new signature) is harmless; the same signature again is refused.
+   */
+  relayEvent(event: RelayCallEvent, signature: SignatureNonce): Outcome<CallView> {
+    const refused = this.#checkRelay(event.relay_id, signature);
+    if (refused) return refused;
+    return this.#applyRelayEvent(this.#call!, event);
+  }
+
+  /** Refuses events for no call, from another relay, or under a signature seen before. */
+  #checkRelay(relayId: string, signature: SignatureNonce): Outcome<never> | undefined {
     const call = this.#call;
     if (!call) return notFound();
-    if (event.relay_id !== call.relay.id) {
+    if (relayId !== call.relay.id) {
       return fail(new ApiError(403, "wrong_relay", "This call belongs to another relay."));
     }
+    if (!this.#nonces.claim(signature.nonce, signature.expires)) {
+      return fail(new ApiError(401, "signature_replayed", "This signature has been used already."));
+    }
+    return undefined;
+  }
+
+  #applyRelayEvent(call: CallRecord, event: RelayCallEvent): Outcome<CallView> {
     if (isTerminal(call.state)) {
       // The relay confirming the end is what we want to hear. Anything else means the relay
       // still runs a call the edge has ended (it could not be told, or its reports were cut
@@ -351,13 +378,14 @@ export class CallSession extends DurableObject<Env> {
    * `POST /internal/relays/{id}/events`): one outcome each. One call of the object instead of
    * one per event, and nothing interleaves between them.
    */
-  async relayEvents(events: RelayCallEvent[]): Promise<Outcome<null>[]> {
-    const outcomes: Outcome<null>[] = [];
-    for (const event of events) {
-      const outcome = await this.relayEvent(event);
-      outcomes.push(outcome.ok ? { ok: true, value: null } : outcome);
-    }
-    return outcomes;
+  relayEvents(events: RelayCallEvent[], signature: SignatureNonce): Outcome<null>[] {
+    // The batch's signature is claimed once here, for all of this call's events in it (the route
+    // passes only events whose relay_id is the signer's).
+    const refused = this.#checkRelay(events[0]!.relay_id, signature);
+    return events.map((event) => {
+      const outcome = refused ?? this.#applyRelayEvent(this.#call!, event);
+      return outcome.ok ? { ok: true, value: null } : outcome;
+    });
   }
 
   /** Ends calls that never connected, whose relay went silent, or that ran too long; later, forgets them. */

@@ -12,7 +12,13 @@ import { enforceRateLimit } from "./rate-limiter.ts";
 import { createCall, getCall, hangupCall, patchCall } from "./routes/calls.ts";
 import { createClientSecret, createDevClientSecret } from "./routes/client-secrets.ts";
 import { getIceServers, ICE_SERVERS_PATH } from "./routes/ice-servers.ts";
-import { listRelays, relayCallEvent, relayEventBatch, relayHeartbeat } from "./routes/internal.ts";
+import {
+  listRelays,
+  relayCallEvent,
+  relayEventBatch,
+  relayHeartbeat,
+  removeRelay,
+} from "./routes/internal.ts";
 import { timingOf, withServerTiming } from "./server-timing.ts";
 
 export { CallSession } from "./call-session.ts";
@@ -85,6 +91,7 @@ router
   .delete("/v1/realtime/calls/:id", hangupCall)
   .post("/v1/realtime/calls/:id/hangup", hangupCall)
   .get("/admin/relays", listRelays)
+  .delete("/admin/relays/:relay_id", removeRelay)
   .post("/internal/relays/heartbeat", relayHeartbeat)
   .post("/internal/relays/:relay_id/events", relayEventBatch)
   .post("/internal/calls/:id/events", relayCallEvent);

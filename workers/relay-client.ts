@@ -1,7 +1,9 @@
 // The edge's side of the relay HTTP API: POST /calls with a ticket, PATCH and DELETE
-// /calls/{id} with a signed request. Every call has a deadline; results are data, not throws,
+// /calls/{id} with a signed request, all with the relay's own key (derived from
+// EARSHOT_RELAY_SECRET and its id, protocol/relay-key.ts). Every call has a deadline; results are data, not throws,
 // so the CallSession can record exactly how a relay failed.
 import { CreateCallResponse, TICKET_HEADER, type CreateCallRequest } from "../protocol/relay-api.ts";
+import { deriveRelayKey } from "../protocol/relay-key.ts";
 import { SIGNATURE_HEADER, signRequest } from "../protocol/signed-request.ts";
 import { signTicket } from "../protocol/ticket.ts";
 
@@ -9,6 +11,8 @@ export interface RelayTarget {
   id: string;
   region: string;
   publicUrl: string;
+  /** The relay's boot id from its last heartbeat; tickets carry it. */
+  bootId: string;
 }
 
 export type RelayFailure =
@@ -52,10 +56,11 @@ export async function createRelayCall(
   callDeadlineMs?: number,
 ): Promise<RelayResult<CreateCallResponse>> {
   const ticket = await signTicket(
-    secret,
+    await deriveRelayKey(secret, relay.id),
     {
       callId: request.call_id,
       relayId: relay.id,
+      bootId: relay.bootId,
       offerSdp: request.offer_sdp,
       session: request.session,
     },
@@ -110,7 +115,12 @@ export async function patchRelayCall(
       method: "PATCH",
       headers: {
         "content-type": "application/trickle-ice-sdpfrag",
-        [SIGNATURE_HEADER]: await signRequest(secret, "PATCH", url.pathname, sdpfrag),
+        [SIGNATURE_HEADER]: await signRequest(
+          await deriveRelayKey(secret, relay.id),
+          "PATCH",
+          url.pathname,
+          sdpfrag,
+        ),
       },
       body: sdpfrag,
     },
@@ -132,7 +142,12 @@ export async function deleteRelayCall(
   const url = relayUrl(relay, `/calls/${callId}`);
   const sent = await send(
     url,
-    { method: "DELETE", headers: { [SIGNATURE_HEADER]: await signRequest(secret, "DELETE", url.pathname) } },
+    {
+      method: "DELETE",
+      headers: {
+        [SIGNATURE_HEADER]: await signRequest(await deriveRelayKey(secret, relay.id), "DELETE", url.pathname),
+      },
+    },
     AbortSignal.timeout(timeoutMs),
   );
   if (!sent.ok) return sent;

@@ -5,7 +5,7 @@
 import { performance } from "node:perf_hooks";
 import { opus } from "../../test/support/audio.ts";
 import { TestPeer } from "../../test/support/peer.ts";
-import { postCall, postEdgeCall, ticketFor } from "../../test/support/relay-api.ts";
+import { bootIdOf, postCall, postEdgeCall, ticketFor } from "../../test/support/relay-api.ts";
 
 export interface SetupTimes {
   /** Start: client secret minted (edge) or the offer about to be POSTed (relay-direct). */
@@ -117,6 +117,7 @@ export class BenchClient {
     const ticket = await ticketFor(this.callId, offer, session, {
       secret: target.secret,
       relayId: target.relayId,
+      bootId: await bootIdOf(target.url),
     });
     this.times.start = performance.now();
     const res = await postCall(target.url, { call_id: this.callId, offer_sdp: offer, session }, ticket);

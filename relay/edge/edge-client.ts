@@ -17,12 +17,16 @@ import {
   type Heartbeat,
   type RelayCallEvent,
 } from "../../protocol/relay-api.ts";
+import { RELAY_HEADER } from "../../protocol/relay-key.ts";
 import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
 import type { Logger } from "../log.ts";
 
 export interface EdgeClientOptions {
   edgeUrl: string | undefined;
-  secret: string;
+  /** This relay's id, sent in Earshot-Relay so the edge knows whose key to check. */
+  relayId: string;
+  /** This relay's own key (protocol/relay-key.ts): every request is signed with it. */
+  key: string;
   log: Logger;
   heartbeatSeconds: number;
   /** The current heartbeat body (load, draining) at send time. */
@@ -373,10 +377,14 @@ export class EdgeClient {
   async #post(path: string, body: string): Promise<PostResult> {
     const base = this.#options.edgeUrl!;
     try {
-      const signature = await signRequest(this.#options.secret, "POST", path, body);
+      const signature = await signRequest(this.#options.key, "POST", path, body);
       const response = await fetch(new URL(path, base), {
         method: "POST",
-        headers: { "content-type": "application/json", [SIGNATURE_HEADER]: signature },
+        headers: {
+          "content-type": "application/json",
+          [RELAY_HEADER]: this.#options.relayId,
+          [SIGNATURE_HEADER]: signature,
+        },
         body,
         signal: AbortSignal.any([
           this.#abort.signal,

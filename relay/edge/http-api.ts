@@ -1,7 +1,7 @@
 // The relay's HTTP API for the edge (node:http): create a call from an offer and a ticket,
 // ICE-restart it, end it; health, and Prometheus metrics for a bearer of RELAY_METRICS_TOKEN
-// (edge/metrics-endpoint.ts). Requests are authenticated here
-// (tickets, signatures, nonces); what a call is and whether it may start is the Relay's.
+// (edge/metrics-endpoint.ts). Requests are authenticated here (tickets, signatures, nonces) with
+// this relay's own key; what a call is and whether it may start is the Relay's.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createTlsServer } from "node:https";
 import type { AddressInfo } from "node:net";
@@ -37,11 +37,18 @@ export class RelayHttpApi {
   readonly #http: Server;
   readonly #connections: ConnectionCap;
   readonly #metrics: MetricsEndpoint;
+  readonly #key: string;
+  /** Ticket nonces, and the nonces of the edge's signed PATCH and DELETE: each accepted once. */
   readonly #nonces = new NonceCache();
 
-  constructor(relay: Relay, options: { config: RelayConfig; log: Logger; metrics: MetricsEndpoint }) {
+  /** `key`: this relay's own key (protocol/relay-key.ts). */
+  constructor(
+    relay: Relay,
+    options: { config: RelayConfig; log: Logger; metrics: MetricsEndpoint; key: string },
+  ) {
     this.#relay = relay;
     this.#config = options.config;
+    this.#key = options.key;
     this.#log = options.log;
     this.#metrics = options.metrics;
     const { keepAliveTimeout, ...limits } = HTTP_LIMITS;
@@ -109,6 +116,7 @@ export class RelayHttpApi {
         return sendJson(res, 200, {
           status: relay.draining ? "draining" : "ok",
           relay_id: this.#config.relayId,
+          boot_id: relay.bootId,
           active_calls: relay.calls.size,
           capacity: this.#config.capacity,
         });
@@ -154,16 +162,13 @@ export class RelayHttpApi {
     const body = parsed.data;
     // Verify before allocating anything: a refused ticket costs one HMAC and nothing else.
     const ticket = req.headers[TICKET_HEADER.toLowerCase()];
-    const verdict = await verifyTicket(
-      this.#config.relaySecret,
-      typeof ticket === "string" ? ticket : undefined,
-      {
-        callId: body.call_id,
-        relayId: this.#config.relayId,
-        offerSdp: body.offer_sdp,
-        session: body.session,
-      },
-    );
+    const verdict = await verifyTicket(this.#key, typeof ticket === "string" ? ticket : undefined, {
+      callId: body.call_id,
+      relayId: this.#config.relayId,
+      bootId: this.#relay.bootId,
+      offerSdp: body.offer_sdp,
+      session: body.session,
+    });
     if (!verdict.ok) {
       const status = verdict.code === "ticket_missing" ? 401 : 403;
       throw new HttpError(status, verdict.code, verdict.message, {
@@ -171,7 +176,10 @@ export class RelayHttpApi {
         param: TICKET_HEADER,
       });
     }
-    const remembered = this.#nonces.remember(verdict.claims.nonce, verdict.claims.exp + CLOCK_SKEW_SECONDS);
+    const remembered = this.#nonces.remember(
+      `ticket:${verdict.claims.nonce}`,
+      verdict.claims.exp + CLOCK_SKEW_SECONDS,
+    );
     if (remembered === "replayed") {
       throw new HttpError(403, "ticket_replayed", "The ticket has been used already.", {
         type: "authentication_error",
@@ -190,7 +198,7 @@ export class RelayHttpApi {
   async #verifySigned(req: IncomingMessage, path: string, body: string): Promise<void> {
     const header = req.headers[SIGNATURE_HEADER.toLowerCase()];
     const verdict = await verifyRequest(
-      this.#config.relaySecret,
+      this.#key,
       typeof header === "string" ? header : undefined,
       req.method ?? "",
       path,
@@ -202,6 +210,14 @@ export class RelayHttpApi {
         param: SIGNATURE_HEADER,
       });
     }
+    const remembered = this.#nonces.remember(`signature:${verdict.nonce}`, verdict.expires);
+    if (remembered === "replayed") {
+      throw new HttpError(401, "signature_replayed", "The signature has been used already.", {
+        type: "authentication_error",
+        param: SIGNATURE_HEADER,
+      });
+    }
+    if (remembered === "full") throw unavailable("relay_busy", "Too many requests in flight; retry shortly.");
   }
 
   async #patchCall(req: IncomingMessage, res: ServerResponse, id: string, path: string): Promise<void> {

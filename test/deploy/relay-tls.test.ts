@@ -99,7 +99,10 @@ describe.skipIf(!hasOpenssl)("relay HTTPS", () => {
     const body = JSON.stringify({ call_id: callId, offer_sdp: offer, session: {} });
     const response = await httpsRequest(`${relay.url.replace("http:", "https:")}/calls`, cert, {
       method: "POST",
-      headers: { "content-type": "application/json", [TICKET_HEADER]: await ticketFor(callId, offer, {}) },
+      headers: {
+        "content-type": "application/json",
+        [TICKET_HEADER]: await ticketFor(callId, offer, {}, { bootId: relay.heartbeat().boot_id }),
+      },
       body,
     });
     expect(response.status, response.body).toBe(201);

@@ -16,7 +16,7 @@ import {
   type RelayProcess,
 } from "./fixtures.ts";
 import { waitFor } from "../support/loopback.ts";
-import { postCall, TEST_SECRET, ticketFor } from "../support/relay-api.ts";
+import { bootIdOf, postCall, TEST_SECRET, ticketFor } from "../support/relay-api.ts";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -144,7 +144,7 @@ describe("graceful drain with calls in flight", () => {
     const response = await postCall(
       relay.url,
       { call_id: refused.callId, offer_sdp: offer, session: {} },
-      await ticketFor(refused.callId, offer, {}),
+      await ticketFor(refused.callId, offer, {}, { bootId: await bootIdOf(relay.url) }),
     );
     expect(response.status).toBe(503);
     expect(((await response.json()) as { error: { code: string } }).error.code).toBe("relay_draining");

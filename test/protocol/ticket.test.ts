@@ -1,11 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { signTicket, verifyTicket, type TicketSubject } from "../../protocol/ticket.ts";
 import { signRequest, verifyRequest } from "../../protocol/signed-request.ts";
+import { deriveRelayKey, RELAY_KEY_PATTERN } from "../../protocol/relay-key.ts";
 
 const secret = "relay-secret";
 const subject: TicketSubject = {
   callId: "rtc_abcdefgh1234",
   relayId: "relay-eu-1",
+  bootId: "boot-0123456789",
   offerSdp: "v=0\r\n",
   session: { model: "gpt-realtime", instructions: "hi" },
 };
@@ -77,5 +79,36 @@ describe("signed requests", () => {
       false,
     );
     expect((await verifyRequest(secret, null, "POST", "/", "", now)).ok).toBe(false);
+  });
+
+  it("accepts a signature up to 30 s old but at most 5 s in the future, and says until when", async () => {
+    const header = await signRequest(secret, "POST", "/x", "", now);
+    const at = (t: number) => verifyRequest(secret, header, "POST", "/x", "", t);
+    expect(await at(now + 30)).toMatchObject({ ok: true, expires: now + 30 });
+    expect((await at(now + 31)).ok).toBe(false);
+    expect((await at(now - 5)).ok).toBe(true);
+    expect((await at(now - 6)).ok).toBe(false);
+  });
+});
+
+describe("relay keys", () => {
+  it("differ per relay id and per secret, and a ticket for one relay fails with another's key", async () => {
+    const a = await deriveRelayKey(secret, "relay-a");
+    expect(a).toMatch(RELAY_KEY_PATTERN);
+    expect(await deriveRelayKey(secret, "relay-a")).toBe(a);
+    expect(await deriveRelayKey(secret, "relay-b")).not.toBe(a);
+    expect(await deriveRelayKey("another-secret", "relay-a")).not.toBe(a);
+    const ticket = await signTicket(await deriveRelayKey(secret, "relay-b"), subject, { nowSeconds: now });
+    expect(await verifyTicket(a, ticket, subject, now)).toMatchObject({ code: "ticket_bad_signature" });
+  });
+
+  it("refuses a ticket for another boot of the relay", async () => {
+    const ticket = await signTicket(secret, subject, { nowSeconds: now });
+    expect(
+      await verifyTicket(secret, ticket, { ...subject, bootId: "boot-after-restart" }, now),
+    ).toMatchObject({
+      ok: false,
+      code: "ticket_stale_boot",
+    });
   });
 });

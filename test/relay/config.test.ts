@@ -2,7 +2,10 @@
 import { availableParallelism } from "node:os";
 import { describe, expect, it } from "vitest";
 import { ConfigError, loadConfig } from "../../relay/config.ts";
+import { deriveRelayKey } from "../../protocol/relay-key.ts";
 import { TEST_SECRET } from "../support/relay-api.ts";
+
+const KEY = "a".repeat(43);
 
 describe("config", () => {
   const base = { EARSHOT_RELAY_SECRET: TEST_SECRET };
@@ -25,8 +28,35 @@ describe("config", () => {
     expect(() => loadConfig({ ...base, [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, [name]: value })).toThrow(name);
   });
-  it("requires the relay secret", () => {
+  it("requires the relay secret or the relay's own key, not both", () => {
     expect(() => loadConfig({})).toThrow("EARSHOT_RELAY_SECRET");
+    expect(() => loadConfig({ ...base, EARSHOT_RELAY_KEY: KEY })).toThrow("EARSHOT_RELAY_KEY");
+    expect(() => loadConfig({ EARSHOT_RELAY_KEY: "too-short" })).toThrow("EARSHOT_RELAY_KEY");
+  });
+
+  it("takes the relay's own key instead of the secret, for one relay only", async () => {
+    const key = await deriveRelayKey(TEST_SECRET, "fra-1");
+    expect(loadConfig({ RELAY_ID: "fra-1", EARSHOT_RELAY_KEY: key }).credential).toEqual({
+      kind: "key",
+      key,
+    });
+    expect(() =>
+      loadConfig({
+        RELAY_ID: "fra-1",
+        EARSHOT_RELAY_KEY: key,
+        RELAY_PROCESSES: "2",
+        RELAY_HTTP_PORT: "8790",
+      }),
+    ).toThrow(/EARSHOT_RELAY_KEY: is one relay id's key/);
+  });
+
+  it("refuses a RELAY_PUBLIC_URL that is not a bare origin", () => {
+    expect(loadConfig({ ...base, RELAY_PUBLIC_URL: "https://relay.example:8443" }).publicUrl).toBe(
+      "https://relay.example:8443",
+    );
+    for (const url of ["https://relay.example/x", "https://relay.example?a", "https://u:p@relay.example"]) {
+      expect(() => loadConfig({ ...base, RELAY_PUBLIC_URL: url })).toThrow("RELAY_PUBLIC_URL");
+    }
   });
 });
 
@@ -53,13 +83,13 @@ describe("config: RELAY_PROCESSES", () => {
       RELAY_ID: "fra-1",
       RELAY_PROCESSES: "3",
       RELAY_HTTP_PORT: "8790",
-      RELAY_PUBLIC_URL: "https://relay.example:8790/base",
+      RELAY_PUBLIC_URL: "https://relay.example:8790",
       RELAY_UDP_PORTS: "40000-40999",
     });
     expect(config.processes.map((p) => [p.index, p.relayId, p.httpPort, p.publicUrl, p.udpPorts])).toEqual([
-      [1, "fra-1-1", 8790, "https://relay.example:8790/base", [40000, 40332]],
-      [2, "fra-1-2", 8791, "https://relay.example:8791/base", [40333, 40665]],
-      [3, "fra-1-3", 8792, "https://relay.example:8792/base", [40666, 40998]],
+      [1, "fra-1-1", 8790, "https://relay.example:8790", [40000, 40332]],
+      [2, "fra-1-2", 8791, "https://relay.example:8791", [40333, 40665]],
+      [3, "fra-1-3", 8792, "https://relay.example:8792", [40666, 40998]],
     ]);
   });
 

@@ -20,7 +20,7 @@ import {
   type EdgeProcess,
 } from "../faults/fixtures.ts";
 import { root, waitFor, withTimeout } from "../support/loopback.ts";
-import { postCall, TEST_RELAY_ID, ticketFor } from "../support/relay-api.ts";
+import { bootIdOf, postCall, TEST_RELAY_ID, ticketFor } from "../support/relay-api.ts";
 import {
   type RelayProcess,
   relaysAtEdge,
@@ -155,7 +155,7 @@ describe("RELAY_PROCESSES=2 on one host", { timeout: 120_000 }, () => {
     const refused = await postCall(
       urls[1]!,
       { call_id: stray.callId, offer_sdp: offer },
-      await ticketFor(stray.callId, offer, {}, { relayId: "relay-test-1" }),
+      await ticketFor(stray.callId, offer, {}, { relayId: "relay-test-1", bootId: await bootIdOf(urls[1]!) }),
     );
     expect(refused.status).toBe(403);
   });

@@ -2,8 +2,10 @@
 // answers like a relay, verifying the edge's tickets and signatures with the real protocol
 // module, so the tests see what a relay would see.
 //
-// One stub serves any number of relays: a relay's public URL is
-//   http://127.0.0.1:{port}/relays/{name}/{mode}
+// One stub serves any number of relays. A relay's public URL is a bare origin, as the edge
+// demands, `http://{name}.{mode}.relays.test` (stubRelayOrigin); the workerd tests' outbound
+// service (vitest.config.ts) sends it here as
+//   http://127.0.0.1:{port}/relays/{name}/{mode}{path}
 // where mode says how that relay behaves:
 //   ok     answers POST /calls with 201 and an SDP answer, PATCH with an sdpfrag, DELETE with 204
 //   error  answers POST /calls with 500 and an error envelope
@@ -11,16 +13,19 @@
 //   full   answers POST /calls with 503 relay_at_capacity, as a full relay does
 //   badoffer answers POST /calls with 400 invalid_offer, as a relay that cannot answer the SDP does
 //   dropfail answers POST /calls like ok, but every DELETE with 500 (the edge must retry ends)
+//   rebooted answers POST /calls with 403 ticket_stale_boot, as a relay restarted since its last heartbeat
+// Each relay checks the edge's tickets and signatures with its own key (derived from the secret
+// and its name), and tickets against STUB_BOOT_ID.
 // Every request is recorded under the relay's name; `GET /records/{name}` returns them.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { CreateCallRequest, TICKET_HEADER } from "../../protocol/relay-api.ts";
+import { deriveRelayKey } from "../../protocol/relay-key.ts";
+import { STUB_BOOT_ID, type StubMode, type StubRecord } from "./stub-relays.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
 import { verifyTicket } from "../../protocol/ticket.ts";
 
-import type { StubMode, StubRecord } from "./stub-types.ts";
-
-export type { StubMode, StubRecord } from "./stub-types.ts";
+export type { StubMode, StubRecord } from "./stub-relays.ts";
 
 export const STUB_ANSWER_SDP = [
   "v=0",
@@ -68,7 +73,9 @@ export async function startRelayStub(secret: string): Promise<RelayStub> {
       return json(res, 200, records.get(recordsMatch[1]!) ?? []);
     }
 
-    const match = /^\/relays\/([\w.-]+)\/(ok|error|hang|full|badoffer|dropfail)(\/.*)$/.exec(url.pathname);
+    const match = /^\/relays\/([\w.-]+)\/(ok|error|hang|full|badoffer|dropfail|rebooted)(\/.*)$/.exec(
+      url.pathname,
+    );
     if (!match) return json(res, 404, envelope("not_found", "No such stub route."));
     const [, name, mode, path] = match as unknown as [string, string, StubMode, string];
     const record: StubRecord = {
@@ -93,17 +100,22 @@ export async function startRelayStub(secret: string): Promise<RelayStub> {
       if (!parsed) return json(res, 400, envelope("invalid_request", "Not a CreateCallRequest."));
       record.callId = parsed.call_id;
       record.ticket = header(req, TICKET_HEADER);
-      const ticket = await verifyTicket(secret, record.ticket, {
+      const ticket = await verifyTicket(await deriveRelayKey(secret, name), record.ticket, {
         callId: parsed.call_id,
         // The stub relay's id is its name: the edge must have signed for the relay it chose.
         relayId: name,
+        bootId: mode === "rebooted" ? "stub-boot-after-restart" : STUB_BOOT_ID,
         offerSdp: parsed.offer_sdp,
         session: parsed.session,
       });
       record.authenticated = ticket.ok;
       if (!ticket.ok) {
         record.authError = ticket.code;
-        return json(res, 401, envelope(ticket.code, ticket.message));
+        return json(
+          res,
+          ticket.code === "ticket_stale_boot" ? 403 : 401,
+          envelope(ticket.code, ticket.message),
+        );
       }
       if (mode === "hang") {
         hanging.add(res);
@@ -127,10 +139,10 @@ export async function startRelayStub(secret: string): Promise<RelayStub> {
     if (callMatch && (req.method === "PATCH" || req.method === "DELETE")) {
       record.callId = callMatch[1];
       const verified = await verifyRequest(
-        secret,
+        await deriveRelayKey(secret, name),
         header(req, SIGNATURE_HEADER),
         req.method,
-        url.pathname,
+        path,
         body,
       );
       record.authenticated = verified.ok;

@@ -7,7 +7,7 @@ import { RTCPeerConnection, RtpHeader, RtpPacket, type RTCDataChannel, type RTCR
 import type { CreateCallResponse } from "../../protocol/relay-api.ts";
 import { createOpusEncoder, decodeOpus, FRAME } from "./audio.ts";
 import { withTimeout } from "./loopback.ts";
-import { newCallId, postCall, postEdgeCall, ticketFor } from "./relay-api.ts";
+import { bootIdOf, newCallId, postCall, postEdgeCall, ticketFor } from "./relay-api.ts";
 
 /** RTP timestamp units in one 20 ms frame (Opus's clock is 48 kHz). */
 const FRAME_TICKS = 960;
@@ -104,7 +104,7 @@ export class TestPeer {
     const response = await postCall(
       url,
       { call_id: this.callId, offer_sdp: offerSdp, session },
-      await ticketFor(this.callId, offerSdp, session, ticket),
+      await ticketFor(this.callId, offerSdp, session, { bootId: await bootIdOf(url), ...ticket }),
     );
     if (response.status === 201)
       await this.applyAnswer(((await response.clone().json()) as CreateCallResponse).answer_sdp);

@@ -1,7 +1,8 @@
 // Speaking the relay's HTTP API and the edge's call API as a client does: call ids, tickets
-// signed with the relay's secret, and the POSTs that place a call.
+// signed with the relay's key (derived from its secret), and the POSTs that place a call.
 import { randomBytes } from "node:crypto";
 import { TICKET_HEADER, type Heartbeat } from "../../protocol/relay-api.ts";
+import { deriveRelayKey } from "../../protocol/relay-key.ts";
 import { signTicket } from "../../protocol/ticket.ts";
 
 /** The relay secret of relays the tests start unless told otherwise. */
@@ -16,6 +17,19 @@ export function newCallId(): string {
   return `rtc_${randomBytes(12).toString("base64url")}`;
 }
 
+/** A test relay's own key (protocol/relay-key.ts), as the edge derives it to sign PATCH and DELETE. */
+export function relayKeyOf(relayId = TEST_RELAY_ID, secret = TEST_SECRET): Promise<string> {
+  return deriveRelayKey(secret, relayId);
+}
+
+/** The boot id a relay runs with now (its /healthz says), which its tickets must carry. */
+export async function bootIdOf(relayUrl: string): Promise<string> {
+  const response = await fetch(`${relayUrl}/healthz`);
+  const { boot_id } = (await response.json()) as { boot_id: string };
+  return boot_id;
+}
+
+/** A ticket as the edge signs it: with the relay's key, for its current boot (`bootId`). */
 export async function ticketFor(
   callId: string,
   offerSdp: string,
@@ -23,14 +37,16 @@ export async function ticketFor(
   options: {
     secret?: string;
     relayId?: string;
+    bootId: string;
     nonce?: string;
     nowSeconds?: number;
     ttlSeconds?: number;
-  } = {},
+  },
 ): Promise<string> {
+  const relayId = options.relayId ?? TEST_RELAY_ID;
   return signTicket(
-    options.secret ?? TEST_SECRET,
-    { callId, relayId: options.relayId ?? TEST_RELAY_ID, offerSdp, session },
+    await deriveRelayKey(options.secret ?? TEST_SECRET, relayId),
+    { callId, relayId, bootId: options.bootId, offerSdp, session },
     options,
   );
 }
@@ -66,6 +82,7 @@ export async function postEdgeCall(
 export function testHeartbeat(relayId: string): Heartbeat {
   return {
     relay_id: relayId,
+    boot_id: "test-boot",
     region: "local",
     lat: 0,
     lon: 0,

@@ -392,6 +392,8 @@ export async function startEdge(options: EdgeOptions = {}): Promise<Edge> {
 
 export interface RelayAtEdge {
   relay_id: string;
+  boot_id: string;
+  public_url: string;
   region: string;
   usable: boolean;
   unusable_reason: string | null;

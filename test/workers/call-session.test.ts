@@ -13,6 +13,7 @@ import {
   signedPost,
   soloRelay,
   stubRecords,
+  STUB_BOOT_ID,
   stubRelayUrl,
   unique,
   waitFor,
@@ -138,7 +139,9 @@ describe("relay events", () => {
       body,
     });
     expect(unsigned.status).toBe(401);
-    const forged = await exports.default.fetch(await signedPost(path, body, "some-other-relay-secret"));
+    const forged = await exports.default.fetch(
+      await signedPost(path, body, { secret: "some-other-relay-secret" }),
+    );
     expect(forged.status).toBe(401);
     const otherRelay = await relayEvent(callId, { type: "first_audio", relay_id: "another-relay", at: at() });
     expect(otherRelay.status).toBe(403);
@@ -249,7 +252,7 @@ describe("one call, one relay", () => {
     return {
       callId,
       owner: { kind: "api_key", keyId: "key_test" },
-      relays: [{ id: relayId, region: "test", publicUrl: stubRelayUrl(relayId) }],
+      relays: [{ id: relayId, region: "test", publicUrl: stubRelayUrl(relayId), bootId: STUB_BOOT_ID }],
       offerSdp: offer,
       session: { type: "realtime", model: "gpt-realtime" },
     };
@@ -297,7 +300,7 @@ describe("one call, one relay", () => {
     const stub = stubFor(callId);
     const start = {
       ...startFor(callId, relay),
-      relays: [{ id: relay, region: "test", publicUrl: stubRelayUrl(relay, "hang") }],
+      relays: [{ id: relay, region: "test", publicUrl: stubRelayUrl(relay, "hang"), bootId: STUB_BOOT_ID }],
     };
     const pending = stub.start(start);
     await waitFor(async () => (await stubRecords(relay))[0], "the offer at the relay");

@@ -1,4 +1,5 @@
 import { describe, expect, it } from "vitest";
+import { deriveRelayKey } from "../../protocol/relay-key.ts";
 import { verifyTicket } from "../../protocol/ticket.ts";
 import { mintClientSecret } from "../../workers/client-secret.ts";
 import { utf8 } from "../../protocol/encoding.ts";
@@ -15,6 +16,7 @@ import {
   OTHER_API_KEY,
   postOffer,
   RELAY_SECRET,
+  STUB_BOOT_ID,
   SIGNING_KEYS,
   soloRelay,
   stubRecords,
@@ -56,17 +58,23 @@ describe("placing a call", () => {
     const subject = {
       callId: request.call_id,
       relayId,
+      bootId: STUB_BOOT_ID,
       offerSdp: request.offer_sdp,
       session: request.session,
     };
-    expect((await verifyTicket(RELAY_SECRET, post!.ticket, subject)).ok).toBe(true);
+    // Signed with the chosen relay's own key, for the boot its heartbeat named.
+    const key = await deriveRelayKey(RELAY_SECRET, relayId);
+    expect((await verifyTicket(key, post!.ticket, subject)).ok).toBe(true);
+    expect(await verifyTicket(RELAY_SECRET, post!.ticket, subject)).toMatchObject({
+      code: "ticket_bad_signature",
+    });
     for (const moved of [
       { relayId: "another-relay" },
       { callId: "rtc_anothercall1" },
       { offerSdp: request.offer_sdp + "a=x\r\n" },
       { session: { instructions: "different" } },
     ]) {
-      expect(await verifyTicket(RELAY_SECRET, post!.ticket, { ...subject, ...moved })).toMatchObject({
+      expect(await verifyTicket(key, post!.ticket, { ...subject, ...moved })).toMatchObject({
         code: "ticket_mismatch",
       });
     }

@@ -6,7 +6,9 @@ import { env, exports } from "cloudflare:workers";
 import { expect, inject } from "vitest";
 import { randomToken } from "../../protocol/encoding.ts";
 import type { Heartbeat, RelayCallEvent } from "../../protocol/relay-api.ts";
+import { RELAY_HEADER, deriveRelayKey } from "../../protocol/relay-key.ts";
 import { SIGNATURE_HEADER, signRequest } from "../../protocol/signed-request.ts";
+import { STUB_BOOT_ID, stubRelayOrigin, type StubMode, type StubRecord } from "../stubs/stub-relays.ts";
 import worker from "../../workers/index.ts";
 
 export const API_KEY = "sk_test_primary";
@@ -14,6 +16,7 @@ export const OTHER_API_KEY = "sk_test_secondary";
 export const RELAY_SECRET = "test-relay-secret";
 export const SIGNING_KEYS = { k2: "test-signing-secret-two", k1: "test-signing-secret-one" } as const;
 export const STUB_URL = inject("relayStubUrl");
+export { STUB_BOOT_ID, type StubMode };
 /** A loopback name: the tests' edge runs with EARSHOT_DEV=1, which answers no other (dev-host.ts). */
 const BASE = "https://edge.localhost";
 
@@ -212,9 +215,7 @@ export function callIdOf(response: Response): string {
 
 // ─── Relays ────────────────────────────────────────────────────────────────────────────────────
 
-import type { StubMode, StubRecord } from "../stubs/stub-types.ts";
-
-export type { StubMode, StubRecord };
+export type { StubRecord };
 
 export interface RelaySpec extends Partial<Omit<Heartbeat, "relay_id">> {
   relay_id: string;
@@ -222,7 +223,7 @@ export interface RelaySpec extends Partial<Omit<Heartbeat, "relay_id">> {
 }
 
 export function stubRelayUrl(relayId: string, mode: StubMode = "ok"): string {
-  return `${STUB_URL}/relays/${relayId}/${mode}`;
+  return stubRelayOrigin(relayId, mode);
 }
 
 export function heartbeatOf(spec: RelaySpec): Heartbeat {
@@ -231,6 +232,7 @@ export function heartbeatOf(spec: RelaySpec): Heartbeat {
     region: "test",
     lat: 50.11,
     lon: 8.68,
+    boot_id: STUB_BOOT_ID,
     public_url: stubRelayUrl(spec.relay_id, mode),
     capacity: 100,
     active_calls: 0,
@@ -240,15 +242,38 @@ export function heartbeatOf(spec: RelaySpec): Heartbeat {
   };
 }
 
-export async function signedPost(path: string, body: string, secret = RELAY_SECRET): Promise<Request> {
+/**
+ * A relay's signed POST, as its edge client sends it: signed with the key of the relay it names
+ * (the body's relay_id, or the batch path's, unless `relayId` says otherwise) derived from `secret`.
+ */
+export async function signedPost(
+  path: string,
+  body: string,
+  options: { secret?: string; relayId?: string; key?: string; nowSeconds?: number } = {},
+): Promise<Request> {
+  const relayId = options.relayId ?? relayIdOf(path, body);
+  const key = options.key ?? (await deriveRelayKey(options.secret ?? RELAY_SECRET, relayId));
   return buildRequest(path, {
     method: "POST",
     headers: {
       "content-type": "application/json",
-      [SIGNATURE_HEADER]: await signRequest(secret, "POST", path, body),
+      [RELAY_HEADER]: relayId,
+      [SIGNATURE_HEADER]: await signRequest(key, "POST", path, body, options.nowSeconds),
     },
     body,
   });
+}
+
+function relayIdOf(path: string, body: string): string {
+  const batch = /^\/internal\/relays\/([^/]+)\/events$/.exec(path);
+  if (batch) return decodeURIComponent(batch[1]!);
+  try {
+    const parsed = JSON.parse(body) as { relay_id?: unknown };
+    if (typeof parsed.relay_id === "string") return parsed.relay_id;
+  } catch {
+    // not JSON: the tests of malformed bodies sign as some relay
+  }
+  return "relay-unnamed";
 }
 
 export async function heartbeat(spec: RelaySpec): Promise<Response> {

@@ -19,6 +19,7 @@ import {
   relayEvent,
   SIGNING_KEYS,
   soloRelay,
+  STUB_BOOT_ID,
   stubRelayUrl,
   textOf,
   unique,
@@ -88,7 +89,7 @@ describe("object ids", () => {
     const started = await env.CALL_SESSION.getByName(callId).start({
       callId,
       owner: { kind: "api_key", keyId: "key_test" },
-      relays: [{ id: relayId, region: "test", publicUrl: stubRelayUrl(relayId) }],
+      relays: [{ id: relayId, region: "test", publicUrl: stubRelayUrl(relayId), bootId: STUB_BOOT_ID }],
       offerSdp: offerSdp(),
       session: { type: "realtime", model: "gpt-realtime" },
     });

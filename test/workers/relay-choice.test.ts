@@ -152,7 +152,7 @@ describe("choosing a relay", () => {
     await registerRelays(far);
     // A relay the isolate has not heard about: it reported to the registry through another isolate.
     const near = frankfurt();
-    await registry(env).heartbeat(heartbeatOf(near));
+    await registry(env).heartbeat(heartbeatOf(near), { nonce: crypto.randomUUID(), expires: 2 ** 31 });
     const call = () =>
       edgeWith({}, "/v1/realtime/calls", {
         method: "POST",
@@ -227,7 +227,7 @@ describe("heartbeats", () => {
 });
 
 async function fetchSigned(path: string, body: string, secret?: string): Promise<Response> {
-  return exports.default.fetch(await signedPost(path, body, secret));
+  return exports.default.fetch(await signedPost(path, body, { secret }));
 }
 
 describe("geo arithmetic", () => {
@@ -241,6 +241,7 @@ describe("geo arithmetic", () => {
       region: "x",
       lat: 0,
       lon: 0,
+      boot_id: "boot-0001",
       public_url: "https://r",
       capacity: 1,
       active_calls: 0,

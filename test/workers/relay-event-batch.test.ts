@@ -9,7 +9,7 @@ const stats = { packets_in: 500, packets_out: 480, packets_lost: 2, jitter_ms: 4
 
 async function postBatch(relayId: string, events: unknown[], secret?: string): Promise<Response> {
   const path = `/internal/relays/${relayId}/events`;
-  return exports.default.fetch(await signedPost(path, JSON.stringify({ events }), secret));
+  return exports.default.fetch(await signedPost(path, JSON.stringify({ events }), { secret }));
 }
 
 async function resultsOf(response: Response): Promise<{ status: number; code?: string }[]> {

@@ -140,7 +140,12 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
     session.start({
       callId,
       owner,
-      relays: candidates.map((r) => ({ id: r.relay_id, region: r.region, publicUrl: r.public_url })),
+      relays: candidates.map((r) => ({
+        id: r.relay_id,
+        region: r.region,
+        publicUrl: r.public_url,
+        bootId: r.boot_id,
+      })),
       offerSdp: offer.sdp,
       session: bound.session,
     }),

@@ -1,5 +1,8 @@
-// Relay → edge: heartbeats and call events. Both are signed with EARSHOT_RELAY_SECRET over
-// method, path and body (protocol/signed-request.ts) and validated with the shared schemas.
+// Relay → edge: heartbeats and call events. Each is signed over method, path and body
+// (protocol/signed-request.ts) with the sending relay's own key, derived from
+// EARSHOT_RELAY_SECRET and the id in its Earshot-Relay header (protocol/relay-key.ts); the body
+// must speak for that relay only. A signature is accepted once: the object that applies the
+// request remembers its nonce (the RelayRegistry for heartbeats, the CallSession for events).
 import type { IRequest } from "itty-router";
 import type { z } from "zod";
 import {
@@ -9,44 +12,76 @@ import {
   RelayCallEvent,
   RelayEventBatch,
   RelayId,
+  bareOrigin,
   type RelayEventBatchResponse,
   type RelayEventResult,
 } from "../../protocol/relay-api.ts";
+import { RELAY_HEADER, deriveRelayKey } from "../../protocol/relay-key.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
 import { readJson } from "../body.ts";
 import { edgeConfig } from "../config.ts";
 import { requireApiKey } from "../auth.ts";
-import { ApiError, badRequest, notFound, unauthorized } from "../errors.ts";
+import { ApiError, badRequest, forbidden, notFound, unauthorized } from "../errors.ts";
 import { log } from "../log.ts";
 import { callSession, registry } from "../object-ids.ts";
 import { remember } from "../relay-cache.ts";
+import type { SignatureNonce } from "../relay-registry.ts";
 import { whyUnusable } from "../relay-choice.ts";
 
 const MAX_BODY_BYTES = 16 * 1024;
 
-/** The body, once its signature is verified (before it is parsed), as a value `schema` accepts. */
-function signedJson<S extends z.ZodType>(
+interface Signed<T> {
+  /** The relay the request is from (its Earshot-Relay header, whose key verified it). */
+  relayId: string;
+  value: T;
+  signature: SignatureNonce;
+}
+
+/**
+ * The body, once the signature of the relay named in Earshot-Relay is verified (before the body
+ * is parsed), as a value `schema` accepts.
+ */
+async function signedJson<S extends z.ZodType>(
   request: Request,
   env: Env,
   schema: S,
   maxBytes = MAX_BODY_BYTES,
-): Promise<z.output<S>> {
-  return readJson(request, schema, maxBytes, {
+): Promise<Signed<z.output<S>>> {
+  const relayId = RelayId.safeParse(request.headers.get(RELAY_HEADER));
+  if (!relayId.success) {
+    throw unauthorized("invalid_signature", `The ${RELAY_HEADER} header must name the relay.`);
+  }
+  let signature: SignatureNonce | undefined;
+  const value = await readJson(request, schema, maxBytes, {
     verify: async (text) => {
       const verified = await verifyRequest(
-        edgeConfig(env).relaySecret,
+        await deriveRelayKey(edgeConfig(env).relaySecret, relayId.data),
         request.headers.get(SIGNATURE_HEADER),
         "POST",
         new URL(request.url).pathname,
         text,
       );
       if (!verified.ok) throw unauthorized("invalid_signature", verified.message);
+      signature = { nonce: verified.nonce, expires: verified.expires };
     },
   });
+  return { relayId: relayId.data, value, signature: signature! };
 }
 
+const otherRelay = () =>
+  forbidden("relay_id_mismatch", `The body speaks for another relay than ${RELAY_HEADER}.`);
+
 export async function relayHeartbeat(request: IRequest, env: Env): Promise<Response> {
-  const beat = await signedJson(request, env, Heartbeat);
+  const { relayId, value: beat, signature } = await signedJson(request, env, Heartbeat);
+  if (beat.relay_id !== relayId) throw otherRelay();
+  // Calls go to public_url + "/calls": a path there would send them wherever it points.
+  if (bareOrigin(beat.public_url) === undefined) {
+    throw badRequest(
+      "invalid_relay_url",
+      "A relay's public_url must be a bare origin (scheme, host and port: no path, query, fragment or credentials).",
+      "public_url",
+    );
+  }
   if (new URL(beat.public_url).protocol !== "https:" && !edgeConfig(env).dev) {
     throw badRequest(
       "insecure_relay_url",
@@ -54,19 +89,22 @@ export async function relayHeartbeat(request: IRequest, env: Env): Promise<Respo
       "public_url",
     );
   }
-  remember(await registry(env).heartbeat(beat));
+  const outcome = await registry(env).heartbeat(beat, signature);
+  if (!outcome.ok) throw ApiError.from(outcome.error);
+  remember(outcome.value);
   return new Response(null, { status: 204 });
 }
 
 export async function relayCallEvent(request: IRequest, env: Env): Promise<Response> {
   const id = CallId.safeParse(request.params.id);
   if (!id.success) throw notFound("No such call.");
-  const event = await signedJson(request, env, RelayCallEvent);
+  const { relayId, value: event, signature } = await signedJson(request, env, RelayCallEvent);
+  if (event.relay_id !== relayId) throw otherRelay();
   if (event.call_id !== id.data)
     throw badRequest("call_id_mismatch", "The event is for another call.", "call_id");
   const session = callSession(env, id.data);
   if (!session) throw notFound("No such call.");
-  const outcome = await session.relayEvent(event);
+  const outcome = await session.relayEvent(event, signature);
   if (!outcome.ok) throw ApiError.from(outcome.error);
   return new Response(null, { status: 204 });
 }
@@ -80,7 +118,9 @@ export async function relayCallEvent(request: IRequest, env: Env): Promise<Respo
 export async function relayEventBatch(request: IRequest, env: Env): Promise<Response> {
   const relayId = RelayId.safeParse(request.params.relay_id);
   if (!relayId.success) throw notFound("No such relay.");
-  const batch = await signedJson(request, env, RelayEventBatch, MAX_EVENT_BATCH_BYTES);
+  const signed = await signedJson(request, env, RelayEventBatch, MAX_EVENT_BATCH_BYTES);
+  if (signed.relayId !== relayId.data) throw otherRelay();
+  const { value: batch, signature } = signed;
   const results: RelayEventResult[] = Array.from({ length: batch.events.length });
   const byCall = new Map<string, { index: number; event: RelayCallEvent }[]>();
   batch.events.forEach((raw, index) => {
@@ -101,7 +141,10 @@ export async function relayEventBatch(request: IRequest, env: Env): Promise<Resp
         return;
       }
       try {
-        const outcomes = await session.relayEvents(items.map((item) => item.event));
+        const outcomes = await session.relayEvents(
+          items.map((item) => item.event),
+          signature,
+        );
         items.forEach(({ index }, i) => {
           const outcome = outcomes[i]!;
           results[index] = outcome.ok
@@ -137,4 +180,16 @@ export async function listRelays(request: IRequest, env: Env): Promise<Response>
         unusable_reason: whyUnusable(relay, at) ?? null,
       })),
   });
+}
+
+/**
+ * DELETE /admin/relays/{relay_id} (API key): forgets a relay and the origin its id is pinned to,
+ * so the id can register again from a new origin (a relay that moved host). A relay still
+ * running re-registers at its next heartbeat.
+ */
+export async function removeRelay(request: IRequest, env: Env): Promise<Response> {
+  await requireApiKey(edgeConfig(env), request);
+  const relayId = RelayId.safeParse(request.params.relay_id);
+  if (!relayId.success || !(await registry(env).remove(relayId.data))) throw notFound("No such relay.");
+  return new Response(null, { status: 204 });
 }

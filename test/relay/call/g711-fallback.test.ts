@@ -11,7 +11,7 @@ import { expect, it } from "vitest";
 import { RecordingBridge } from "../fixtures.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { concat, dominantFrequency, frequencies, rms, sine } from "../../support/audio.ts";
-import { newCallId, postCall, ticketFor } from "../../support/relay-api.ts";
+import { bootIdOf, newCallId, postCall, ticketFor } from "../../support/relay-api.ts";
 import { useRelay } from "../../support/relays.ts";
 
 // G.711 µ-law written out here from the standard, independently of relay/media/g711.ts.
@@ -56,7 +56,7 @@ it("answers a PCMU-only offer with PCMU and carries audio both ways", async () =
     const res = await postCall(
       relay.url,
       { call_id: callId, offer_sdp: offer, session: {} },
-      await ticketFor(callId, offer),
+      await ticketFor(callId, offer, {}, { bootId: await bootIdOf(relay.url) }),
     );
     expect(res.status).toBe(201);
     const { answer_sdp: answer } = (await res.json()) as { answer_sdp: string };

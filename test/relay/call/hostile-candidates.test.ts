@@ -8,7 +8,7 @@ import { MAX_REMOTE_CANDIDATES } from "../../../relay/call/peer-config.ts";
 import { RecordingBridge } from "../fixtures.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
-import { postCall, TEST_SECRET, ticketFor } from "../../support/relay-api.ts";
+import { bootIdOf, postCall, relayKeyOf, ticketFor } from "../../support/relay-api.ts";
 import { useRelay } from "../../support/relays.ts";
 
 const relay = useRelay({ bridgeFactory: RecordingBridge.factory });
@@ -31,7 +31,7 @@ async function callWith(extra: string[]): Promise<{ client: TestPeer; call: Call
   const response = await postCall(
     relay.url,
     { call_id: client.callId, offer_sdp: offer },
-    await ticketFor(client.callId, offer, {}),
+    await ticketFor(client.callId, offer, {}, { bootId: await bootIdOf(relay.url) }),
   );
   expect(response.status).toBe(201);
   const body = (await response.json()) as CreateCallResponse;
@@ -96,7 +96,7 @@ describe("remote candidates trickled through PATCH (ICE restart sdpfrag)", () =>
       method: "PATCH",
       headers: {
         "content-type": "application/trickle-ice-sdpfrag",
-        [SIGNATURE_HEADER]: await signRequest(TEST_SECRET, "PATCH", path, fragment),
+        [SIGNATURE_HEADER]: await signRequest(await relayKeyOf(), "PATCH", path, fragment),
       },
       body: fragment,
     });

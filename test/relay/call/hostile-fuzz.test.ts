@@ -12,7 +12,7 @@ import { answerDirection, answerSetup, rewriteCandidateAddress } from "../../../
 import { RecordingBridge } from "../fixtures.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
-import { newCallId, postCall, TEST_SECRET, ticketFor } from "../../support/relay-api.ts";
+import { bootIdOf, newCallId, postCall, relayKeyOf, ticketFor } from "../../support/relay-api.ts";
 import { useRelay } from "../../support/relays.ts";
 
 /** Per-input bound for a parser; generous (a parse takes microseconds) but catches ReDoS. */
@@ -221,7 +221,7 @@ describe("offers and sdpfrags through the HTTP API", () => {
         const response = await postCall(
           relay.url,
           { call_id: callId, offer_sdp: sdp },
-          await ticketFor(callId, sdp),
+          await ticketFor(callId, sdp, {}, { bootId: await bootIdOf(relay.url) }),
         );
         const ms = performance.now() - start;
         worst = Math.max(worst, ms);
@@ -268,7 +268,7 @@ describe("offers and sdpfrags through the HTTP API", () => {
             method: "PATCH",
             headers: {
               "content-type": "application/trickle-ice-sdpfrag",
-              [SIGNATURE_HEADER]: await signRequest(TEST_SECRET, "PATCH", path, body),
+              [SIGNATURE_HEADER]: await signRequest(await relayKeyOf(), "PATCH", path, body),
             },
             body,
           });

@@ -5,10 +5,19 @@ import { MAX_CREATE_BODY_BYTES } from "../../../relay/edge/http-api.ts";
 import { RecordingBridge } from "../fixtures.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
-import { metricsAuth, newCallId, postCall, TEST_SECRET, ticketFor } from "../../support/relay-api.ts";
+import {
+  metricsAuth,
+  newCallId,
+  postCall,
+  relayKeyOf,
+  TEST_SECRET,
+  ticketFor,
+} from "../../support/relay-api.ts";
 import { useRelay } from "../../support/relays.ts";
 
 const relay = useRelay({ bridgeFactory: RecordingBridge.factory, env: { RELAY_CAPACITY: "2" } });
+/** Tickets for the relay as it runs now. */
+const boot = () => ({ bootId: relay.heartbeat().boot_id });
 
 /** Sockets and timers of this process, by kind. */
 function resources(): Record<string, number> {
@@ -43,13 +52,23 @@ describe("tickets", () => {
       expectError(await postCall(relay.url, { call_id: callId, offer_sdp: sdp }, ticket), status, code);
     await refused(undefined, 401, "ticket_missing");
     await refused(
-      await ticketFor(callId, sdp, {}, { secret: "not-the-relay-secret-at-all" }),
+      await ticketFor(callId, sdp, {}, { ...boot(), secret: "not-the-relay-secret-at-all" }),
       403,
       "ticket_bad_signature",
     );
-    await refused(await ticketFor(callId, `${sdp}a=x\r\n`), 403, "ticket_mismatch");
-    await refused(await ticketFor(callId, sdp, {}, { relayId: "relay-elsewhere" }), 403, "ticket_mismatch");
-    const expired = await ticketFor(callId, sdp, {}, { nowSeconds: Math.floor(Date.now() / 1000) - 120 });
+    await refused(await ticketFor(callId, `${sdp}a=x\r\n`, {}, boot()), 403, "ticket_mismatch");
+    // A ticket for another relay is signed with that relay's key.
+    await refused(
+      await ticketFor(callId, sdp, {}, { ...boot(), relayId: "relay-elsewhere" }),
+      403,
+      "ticket_bad_signature",
+    );
+    const expired = await ticketFor(
+      callId,
+      sdp,
+      {},
+      { ...boot(), nowSeconds: Math.floor(Date.now() / 1000) - 120 },
+    );
     await refused(expired, 403, "ticket_expired");
     expect(relay.calls.size).toBe(0);
     expect(resources().UDPWRAP ?? 0).toBe(before.UDPWRAP ?? 0);
@@ -59,7 +78,7 @@ describe("tickets", () => {
   it("accepts a ticket once and refuses its replay", async () => {
     const { client, sdp } = await offer();
     const callId = newCallId();
-    const ticket = await ticketFor(callId, sdp);
+    const ticket = await ticketFor(callId, sdp, {}, boot());
     const first = await postCall(relay.url, { call_id: callId, offer_sdp: sdp }, ticket);
     expect(first.status).toBe(201);
     const udp = resources().UDPWRAP ?? 0;
@@ -117,11 +136,24 @@ describe("bad requests", () => {
       401,
       "bad_signature",
     );
-    const right = await signRequest(TEST_SECRET, "DELETE", path);
+    // The shared secret is not this relay's key.
+    const shared = await signRequest(TEST_SECRET, "DELETE", path);
+    await expectError(
+      await fetch(`${relay.url}${path}`, { method: "DELETE", headers: { [SIGNATURE_HEADER]: shared } }),
+      401,
+      "bad_signature",
+    );
+    const right = await signRequest(await relayKeyOf(), "DELETE", path);
     await expectError(
       await fetch(`${relay.url}${path}`, { method: "DELETE", headers: { [SIGNATURE_HEADER]: right } }),
       404,
       "call_not_found",
+    );
+    // The same signature again is a replay.
+    await expectError(
+      await fetch(`${relay.url}${path}`, { method: "DELETE", headers: { [SIGNATURE_HEADER]: right } }),
+      401,
+      "signature_replayed",
     );
   });
 });
@@ -142,7 +174,7 @@ describe("capacity and clean-up", () => {
 
     // One ends by a signed DELETE from the edge, the other by the client hanging up.
     const path = `/calls/${clients[0]!.callId}`;
-    const signature = await signRequest(TEST_SECRET, "DELETE", path);
+    const signature = await signRequest(await relayKeyOf(), "DELETE", path);
     const deleted = await fetch(`${relay.url}${path}`, {
       method: "DELETE",
       headers: { [SIGNATURE_HEADER]: signature },

@@ -3,10 +3,11 @@ import { createServer, type IncomingMessage, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { afterEach, beforeEach, expect, it } from "vitest";
 import { Heartbeat, RelayCallEvent, RelayEventBatch } from "../../../protocol/relay-api.ts";
+import { RELAY_HEADER } from "../../../protocol/relay-key.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../../../protocol/signed-request.ts";
 import { waitFor, withTimeout } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
-import { TEST_RELAY_ID, TEST_SECRET } from "../../support/relay-api.ts";
+import { relayKeyOf, TEST_RELAY_ID } from "../../support/relay-api.ts";
 import { type RelayProcess, startRelayProcess } from "../../support/relays.ts";
 
 /** A stand-in for the edge's internal routes: verifies signatures and records what arrives. */
@@ -20,8 +21,9 @@ class FakeEdge {
     this.server = createServer(async (req, res) => {
       const body = await readAll(req);
       const path = new URL(req.url!, "http://edge").pathname;
+      // Signed with the key of the relay it names.
       const verdict = await verifyRequest(
-        TEST_SECRET,
+        await relayKeyOf(req.headers[RELAY_HEADER.toLowerCase()] as string),
         req.headers[SIGNATURE_HEADER.toLowerCase()] as string,
         "POST",
         path,

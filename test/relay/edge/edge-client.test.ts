@@ -26,7 +26,8 @@ function client(edgeUrl: string, lines: string[]) {
   );
   return new EdgeClient({
     edgeUrl,
-    secret: "test-relay-secret-0123456789",
+    relayId: "relay-a",
+    key: "test-relay-key",
     log,
     heartbeatSeconds: 60,
     heartbeat: () => testHeartbeat("relay-a"),

@@ -112,7 +112,8 @@ async function standIn(): Promise<StandIn> {
 function client(edgeUrl: string, options: { maxQueuedCalls?: number; retryMs?: number } = {}): EdgeClient {
   const edge = new EdgeClient({
     edgeUrl,
-    secret: SECRET,
+    relayId: RELAY_ID,
+    key: SECRET,
     log: createLogger("silent"),
     heartbeatSeconds: 60,
     retryMs: 50,
