@@ -42,8 +42,15 @@ export const Heartbeat = z.strictObject({
   draining: z.boolean(),
   /** Seconds between heartbeats; the edge drops a relay after three missed ones. */
   interval_seconds: z.number().positive().max(60),
+  /**
+   * The relay's live calls (absent from a relay with more than MAX_HEARTBEAT_CALL_IDS): a call
+   * that was listed and no longer is, and that the edge still thinks runs, has ended there.
+   */
+  call_ids: z.array(CallId).max(1000).optional(),
 });
 export type Heartbeat = z.infer<typeof Heartbeat>;
+/** Most call ids a heartbeat lists (about 72 KB). */
+export const MAX_HEARTBEAT_CALL_IDS = 1000;
 
 /**
  * `url`'s origin if `url` is nothing more than one (scheme, host, optional port, at most a

@@ -4,7 +4,13 @@
 // (edge/edge-client.ts) listens to its events.
 import { EventEmitter } from "node:events";
 import { randomToken } from "../protocol/encoding.ts";
-import type { CallStats, EndReason, Heartbeat, RelayCallEvent } from "../protocol/relay-api.ts";
+import {
+  MAX_HEARTBEAT_CALL_IDS,
+  type CallStats,
+  type EndReason,
+  type Heartbeat,
+  type RelayCallEvent,
+} from "../protocol/relay-api.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import type { CallBridge, CallBridgeFactory } from "./bridge.ts";
 import { Call, CallSetupError } from "./call/call.ts";
@@ -118,6 +124,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       active_calls: this.calls.size,
       draining: this.#draining,
       interval_seconds: c.heartbeatSeconds,
+      ...(this.calls.size <= MAX_HEARTBEAT_CALL_IDS ? { call_ids: [...this.calls.keys()] } : {}),
     };
   }
 

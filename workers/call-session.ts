@@ -72,7 +72,15 @@ interface CallRecord {
   stats: CallStats | undefined;
   /** The relay has not confirmed that it dropped the ended call: retried from the alarm. */
   relayDrop?: { attempts: number; nextAtMs: number };
+  /** When the relay's heartbeat stopped listing the call while it was live here (epoch ms). */
+  relayGoneAt?: number;
 }
+
+/**
+ * How long a call the relay stopped listing may wait for the relay's own `ended` (which carries
+ * the real reason) before the edge ends it as relay_lost.
+ */
+const RELAY_GONE_GRACE_MS = 5000;
 
 /** Retries of a DELETE the relay did not confirm: 1 s doubling to 30 s. */
 const DROP_RETRY_BASE_MS = 1000;
@@ -303,6 +311,20 @@ export class CallSession extends DurableObject<Env> {
   }
 
   /**
+   * The call's relay no longer lists the call in its heartbeat. If it is still live here it ended
+   * there unseen (its `ended` was lost, or the relay restarted): the alarm ends it as relay_lost
+   * unless the relay's own `ended` arrives within RELAY_GONE_GRACE_MS.
+   */
+  relayNoLongerHas(relayId: string): void {
+    const call = this.#call;
+    if (!call || call.relay.id !== relayId || call.relayGoneAt !== undefined) return;
+    if (call.state !== "answered" && call.state !== "connected") return;
+    call.relayGoneAt = Date.now();
+    this.#save();
+    this.#schedule();
+  }
+
+  /**
    * A signed, validated event from the call's relay. The same event sent again (a retry, under a
    * new signature) is harmless; the same signature again is refused.
    */
@@ -406,7 +428,11 @@ export class CallSession extends DurableObject<Env> {
       return;
     }
     let reason: EndReason | undefined;
-    if (call.state !== "connected" && now >= created + config.connectTimeoutSeconds * 1000) {
+    let message: string | undefined;
+    if (call.relayGoneAt !== undefined && now >= call.relayGoneAt + RELAY_GONE_GRACE_MS) {
+      reason = "relay_lost";
+      message = "The relay no longer has the call.";
+    } else if (call.state !== "connected" && now >= created + config.connectTimeoutSeconds * 1000) {
       reason = "never_connected";
     } else if (
       call.state === "connected" &&
@@ -421,7 +447,7 @@ export class CallSession extends DurableObject<Env> {
       return;
     }
     const hadRelayCall = call.state !== "created";
-    this.#end(call, reason);
+    this.#end(call, reason, message);
     if (hadRelayCall) await this.#dropOnRelay(call);
   }
 
@@ -485,6 +511,8 @@ export class CallSession extends DurableObject<Env> {
       default:
         assertNever(call.state, "call state");
     }
+    if (call.relayGoneAt !== undefined && !isTerminal(call.state))
+      at = Math.min(at, call.relayGoneAt + RELAY_GONE_GRACE_MS);
     void this.ctx.storage.setAlarm(at);
   }
 

@@ -25,6 +25,12 @@ export interface RelaySnapshot {
   at: number;
 }
 
+/** What a heartbeat changed: the fresh snapshot, and the calls the relay listed last time and no longer does. */
+export interface HeartbeatResult {
+  snapshot: RelaySnapshot;
+  goneCalls: string[];
+}
+
 /** The signature a heartbeat came with: accepted once. */
 export interface SignatureNonce {
   nonce: string;
@@ -33,6 +39,11 @@ export interface SignatureNonce {
 
 export class RelayRegistry extends DurableObject<Env> {
   readonly #relays = new Map<string, RelayRecord>();
+  /**
+   * Each relay's live calls at its last heartbeat, to see which have gone since (in memory: after
+   * an eviction the next heartbeat only starts the comparison again).
+   */
+  readonly #liveCalls = new Map<string, Set<string>>();
   /** relay id → the origin it was first heard from. */
   readonly #origins = new Map<string, string>();
   #nonces!: SeenNonces;
@@ -58,7 +69,7 @@ export class RelayRegistry extends DurableObject<Env> {
    * Records a (verified, validated) heartbeat and returns the fresh snapshot. Refuses a replayed
    * signature and a relay id heard from another origin before. Idempotent.
    */
-  heartbeat(beat: Heartbeat, signature: SignatureNonce): Outcome<RelaySnapshot> {
+  heartbeat(beat: Heartbeat, signature: SignatureNonce): Outcome<HeartbeatResult> {
     const origin = bareOrigin(beat.public_url);
     if (origin === undefined) {
       return refuse(new ApiError(400, "invalid_relay_url", "public_url must be a bare origin."));
@@ -80,7 +91,18 @@ export class RelayRegistry extends DurableObject<Env> {
     }
     if (pinned === undefined) this.#pin(beat.relay_id, origin);
     const now = Date.now();
-    const record: RelayRecord = { ...beat, public_url: origin, last_seen_ms: now };
+    // The call list stays here (it is not part of the snapshot every isolate caches).
+    const { call_ids: callIds, ...rest } = beat;
+    const record: RelayRecord = { ...rest, public_url: origin, last_seen_ms: now };
+    let goneCalls: string[] = [];
+    if (callIds !== undefined) {
+      const listed = new Set(callIds);
+      const before = this.#liveCalls.get(beat.relay_id);
+      if (before) goneCalls = [...before].filter((id) => !listed.has(id));
+      this.#liveCalls.set(beat.relay_id, listed);
+    } else {
+      this.#liveCalls.delete(beat.relay_id);
+    }
     this.#relays.set(beat.relay_id, record);
     this.ctx.storage.kv.put(KEY_PREFIX + beat.relay_id, record);
     for (const [id, relay] of this.#relays) {
@@ -89,7 +111,7 @@ export class RelayRegistry extends DurableObject<Env> {
         this.ctx.storage.kv.delete(KEY_PREFIX + id);
       }
     }
-    return { ok: true, value: this.snapshot() };
+    return { ok: true, value: { snapshot: this.snapshot(), goneCalls } };
   }
 
   /** Forgets a relay and its origin (an operator's DELETE /admin/relays/{id}); false if unknown. */

@@ -398,6 +398,8 @@ export interface RelayAtEdge {
   usable: boolean;
   unusable_reason: string | null;
   active_calls: number;
+  /** When the edge last heard its heartbeat (epoch ms). */
+  last_seen_ms: number;
 }
 
 /** The edge's registry, as an operator sees it (GET /admin/relays). */

@@ -20,6 +20,7 @@ import {
   placeCall,
   edge,
   errorOf,
+  heartbeat,
 } from "./fixtures.ts";
 
 afterEach(() => {
@@ -309,5 +310,53 @@ describe("one call, one relay", () => {
     const result = await pending;
     expect(!result.ok && result.error.status).toBe(409);
     expect((await callView(callId)).end_reason).toBe("hangup");
+  });
+});
+
+describe("heartbeats that list the relay's live calls (issue 13.2)", () => {
+  afterEach(() => vi.useRealTimers());
+
+  it("a call the relay stops listing while it is live here ends relay_lost after a grace, unless the relay's own ended comes first", async () => {
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() });
+    const { relayId, region, callId } = await connectedCall();
+    const other = await placeCall(`?region=${region}`);
+    const beat = (callIds: string[]) => heartbeat({ relay_id: relayId, region, call_ids: callIds });
+    expect((await beat([callId, other])).status).toBe(204);
+    // Both calls gone from the list: one's `ended` arrives within the grace and wins.
+    expect((await beat([])).status).toBe(204);
+    await relayEvent(other, { type: "ended", relay_id: relayId, at: at(), reason: "client_hangup" });
+    advance(4_000);
+    await runDurableObjectAlarm(stubFor(callId));
+    expect((await callView(callId)).state).toBe("connected"); // within the 5 s grace
+    advance(1_500);
+    await runDurableObjectAlarm(stubFor(callId));
+    const view = (await (await getCall(callId)).json()) as {
+      state: string;
+      end_reason: string;
+      end_message: string;
+    };
+    expect(view).toMatchObject({
+      state: "failed",
+      end_reason: "relay_lost",
+      end_message: "The relay no longer has the call.",
+    });
+    expect(await callView(other)).toMatchObject({ state: "ended", end_reason: "client_hangup" });
+  });
+
+  it("a heartbeat without a call list (a relay with more than 1000 calls) ends nothing", async () => {
+    vi.useFakeTimers({ toFake: ["Date"], now: Date.now() });
+    const { relayId, region, callId } = await connectedCall();
+    expect((await heartbeat({ relay_id: relayId, region, call_ids: [callId] })).status).toBe(204);
+    expect((await heartbeat({ relay_id: relayId, region })).status).toBe(204);
+    advance(6_000);
+    await runDurableObjectAlarm(stubFor(callId));
+    expect((await callView(callId)).state).toBe("connected");
+  });
+
+  it("a list of 1000 calls is taken; 1001 is refused", async () => {
+    const { relayId, region } = await soloRelay();
+    const ids = (n: number) => Array.from({ length: n }, (_, i) => `rtc_${String(i).padStart(64, "0")}`);
+    expect((await heartbeat({ relay_id: relayId, region, call_ids: ids(1000) })).status).toBe(204);
+    expect((await heartbeat({ relay_id: relayId, region, call_ids: ids(1001) })).status).toBe(400);
   });
 });

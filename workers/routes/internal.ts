@@ -29,6 +29,8 @@ import type { SignatureNonce } from "../relay-registry.ts";
 import { whyUnusable } from "../relay-choice.ts";
 
 const MAX_BODY_BYTES = 16 * 1024;
+/** A heartbeat lists up to MAX_HEARTBEAT_CALL_IDS calls (about 72 KB). */
+const MAX_HEARTBEAT_BYTES = 96 * 1024;
 
 interface Signed<T> {
   /** The relay the request is from (its Earshot-Relay header, whose key verified it). */
@@ -72,7 +74,7 @@ const otherRelay = () =>
   forbidden("relay_id_mismatch", `The body speaks for another relay than ${RELAY_HEADER}.`);
 
 export async function relayHeartbeat(request: IRequest, env: Env): Promise<Response> {
-  const { relayId, value: beat, signature } = await signedJson(request, env, Heartbeat);
+  const { relayId, value: beat, signature } = await signedJson(request, env, Heartbeat, MAX_HEARTBEAT_BYTES);
   if (beat.relay_id !== relayId) throw otherRelay();
   // Calls go to public_url + "/calls": a path there would send them wherever it points.
   if (bareOrigin(beat.public_url) === undefined) {
@@ -91,7 +93,17 @@ export async function relayHeartbeat(request: IRequest, env: Env): Promise<Respo
   }
   const outcome = await registry(env).heartbeat(beat, signature);
   if (!outcome.ok) throw ApiError.from(outcome.error);
-  remember(outcome.value);
+  remember(outcome.value.snapshot);
+  // Calls the relay no longer runs: each CallSession checks it is not still live in its records.
+  await Promise.all(
+    outcome.value.goneCalls.map(async (callId) => {
+      try {
+        await callSession(env, callId)?.relayNoLongerHas(relayId);
+      } catch (error) {
+        log.warn("could not reconcile a call the relay dropped", { call_id: callId, error: String(error) });
+      }
+    }),
+  );
   return new Response(null, { status: 204 });
 }
 
