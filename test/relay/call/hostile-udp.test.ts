@@ -1,9 +1,9 @@
 // The relay's UDP port under attack from raw sockets on loopback, while a real werift client
 // holds a call: forged STUN gets no answer and no candidate, DTLS/SRTP from another address is
-// dropped without harm, and SRTP captured from the call and replayed from the call's own
-// address is refused by the replay window.
+// dropped without harm, and SRTP and SRTCP captured from the call and replayed from the call's
+// own address are refused by the replay windows.
 import { performance } from "node:perf_hooks";
-import { Message, parseMessage } from "werift";
+import { Message, RtcpRrPacket, parseMessage } from "werift";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Call } from "../../../relay/call/call.ts";
 import { RecordingBridge, connectRecorded } from "../fixtures.ts";
@@ -277,5 +277,44 @@ describe("SRTP replayed from the call's own address", () => {
     await c.client.sendPackets(c.client.encodeFrames(sine(440, 200)));
     await waitFor(() => uplink.packets === 110, 3000, "fresh packets after the replay");
     console.info("[figures] SRTP replay: 100 captured packets resent, 100 refused, 0 reached the uplink");
+  });
+});
+
+describe("SRTCP replayed from the call's own address", () => {
+  it("is refused by the replay window; fresh SRTCP still gets through", async () => {
+    const c = await connect();
+    const connection = c.client.pc.iceTransports[0]!.connection;
+    const dtls = c.client.pc.dtlsTransports[0]!;
+    const captured: Buffer[] = [];
+    const original = connection.send.bind(connection);
+    connection.send = async (data: Buffer) => {
+      // SRTCP (RFC 5761: RTCP packet types 192–223 in the second byte).
+      if (data.length > 12 && data[0]! >> 6 === 2 && data[1]! >= 192 && data[1]! <= 223) {
+        captured.push(Buffer.from(data));
+      }
+      return original(data);
+    };
+    const ssrc = c.client.transceiver.sender.ssrc;
+    for (let i = 0; i < 100; i++) await dtls.sendRtcp([new RtcpRrPacket({ ssrc, reports: [] })]);
+    expect(captured.length).toBeGreaterThanOrEqual(100); // and any report werift sent on its own
+    await settle(200);
+    expect(c.call.udpGuard.replayedSrtcp).toBe(0);
+
+    // Replay all of it: the oldest are older than the 64-packet window, the rest are in it.
+    const replayed = captured.splice(0);
+    for (const packet of replayed) await original(packet);
+    await waitFor(
+      () => c.call.udpGuard.replayedSrtcp === replayed.length,
+      3000,
+      `${replayed.length} SRTCP replays refused`,
+    );
+
+    // Fresh SRTCP after the replay is accepted (the window refuses nothing new).
+    for (let i = 0; i < 5; i++) await dtls.sendRtcp([new RtcpRrPacket({ ssrc, reports: [] })]);
+    await settle(200);
+    expect(captured.length).toBeGreaterThanOrEqual(5);
+    expect(c.call.udpGuard.replayedSrtcp).toBe(replayed.length);
+    expect(c.call.state).toBe("connected");
+    console.info(`[figures] SRTCP replay: ${replayed.length} captured packets resent, all refused`);
   });
 });

@@ -2,7 +2,7 @@
 // per-file tsc output under lib/, not the ESM bundle the relay imports) carries the security
 // fixes of patches/werift+0.25.2+*.patch too. CJS werift peers and raw UDP sockets on loopback:
 // forged STUN gets no answer, DTLS from another address is dropped, a certificate without its
-// key is refused, replayed SRTP is refused and remote candidates are capped.
+// key is refused, replayed SRTP and SRTCP are refused and remote candidates are capped.
 import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { afterEach, describe, expect, it } from "vitest";
@@ -275,6 +275,58 @@ describe("the SRTP replay window of the CJS build", () => {
       new werift.RtpHeader({ sequenceNumber: 1100, timestamp: 100 * 960, payloadType: 111, ssrc: 0x1234 }),
     );
     expect(refusal(next)).toBeUndefined();
+  });
+});
+
+describe("the SRTCP replay window of the CJS build", () => {
+  it.each([
+    ["AES_CM_128_HMAC_SHA1_80", werift.ProtectionProfileAes128CmHmacSha1_80],
+    ["AEAD_AES_128_GCM", werift.ProtectionProfileAeadAes128Gcm],
+  ])("refuses replayed and too-old SRTCP, accepts a late packet inside the window (%s)", (_, profile) => {
+    const a = { key: randomBytes(16), salt: randomBytes(12) };
+    const b = { key: randomBytes(16), salt: randomBytes(12) };
+    const session = (local: typeof a, remote: typeof a) =>
+      new werift.SrtcpSession({
+        keys: {
+          localMasterKey: local.key,
+          localMasterSalt: local.salt,
+          remoteMasterKey: remote.key,
+          remoteMasterSalt: remote.salt,
+        },
+        profile,
+      });
+    const sender = session(a, b);
+    const receiver = session(b, a);
+    // Receiver reports from SSRC 0x1234, SRTCP index 1 to 100.
+    const report = () => new werift.RtcpRrPacket({ ssrc: 0x1234, reports: [] }).serialize();
+    const packets = Array.from({ length: 100 }, () => sender.encrypt(report()));
+    const refusal = (packet: Buffer): Error | undefined => {
+      try {
+        receiver.decrypt(packet);
+        return undefined;
+      } catch (error) {
+        return error as Error;
+      }
+    };
+
+    // Every packet once, except #97, which arrives late (still inside the 64-packet window).
+    for (const [i, packet] of packets.entries()) if (i !== 97) expect(refusal(packet)).toBeUndefined();
+    expect(refusal(packets[97]!)).toBeUndefined();
+
+    // Each of them again: all refused, the recent ones by the window, the first 36 as too old.
+    const replays = packets.map(refusal);
+    expect(replays.filter((e) => e?.name === "SrtpReplayError")).toHaveLength(100);
+    expect(replays[0]).toBeInstanceOf(werift.SrtpAuthenticationError);
+    expect((receiver.remoteContext as PatchedSrtpContext).replayedPackets).toBe(100);
+
+    // A forged packet (index 101, bad tag) is refused by authentication and doesn't move the
+    // window: the real packet 101 is accepted after it.
+    const next = sender.encrypt(report());
+    const forged = Buffer.from(next);
+    forged[10] = forged[10]! ^ 0xff;
+    expect(refusal(forged)?.name).toBe("SrtpAuthenticationError");
+    expect(refusal(next)).toBeUndefined();
+    expect(refusal(next)?.name).toBe("SrtpReplayError");
   });
 });
 
