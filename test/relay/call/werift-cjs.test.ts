@@ -1,8 +1,9 @@
 // The CommonJS build of werift (what `require("werift")` loads: lib/webrtc/src/index.js and the
 // per-file tsc output under lib/, not the ESM bundle the relay imports) carries the security
 // fixes of patches/werift+0.25.2+*.patch too. CJS werift peers and raw UDP sockets on loopback:
-// forged STUN gets no answer, DTLS from another address is dropped, a certificate without its
-// key is refused, replayed SRTP and SRTCP are refused and remote candidates are capped.
+// forged STUN gets no answer, DTLS from another address is dropped, plaintext DTLS after the
+// handshake is ignored, a certificate without its key is refused, replayed SRTP and SRTCP are
+// refused and remote candidates are capped.
 import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { afterEach, describe, expect, it } from "vitest";
@@ -187,6 +188,86 @@ describe("DTLS from an address other than the selected pair", () => {
     channel.send("after the alerts");
     await waitFor(() => received.includes("after the alerts"), 5000, "a message after the alerts");
     expect(connection.droppedDataPackets! - before).toBe(10);
+  });
+});
+
+describe("plaintext DTLS from the selected pair's own address, after the CJS peers' handshake", () => {
+  /** A DTLS 1.2 record: content type, version fefd, epoch, 48-bit sequence, body. */
+  const record = (type: number, epoch: number, body: Buffer, sequence = 7) => {
+    const header = Buffer.alloc(13);
+    header[0] = type;
+    header.writeUInt16BE(0xfefd, 1);
+    header.writeUInt16BE(epoch, 3);
+    header.writeUIntBE(sequence, 5, 6);
+    header.writeUInt16BE(body.length, 11);
+    return Buffer.concat([header, body]);
+  };
+  /** A cookie-less ClientHello with a fresh random: one suite, no extensions. */
+  const clientHello = () => {
+    const body = Buffer.concat([
+      Buffer.from([0xfe, 0xfd]),
+      randomBytes(32),
+      Buffer.from([0, 0, 0, 2, 0xc0, 0x2b, 1, 0, 0, 0]),
+    ]);
+    const header = Buffer.alloc(12);
+    header[0] = 1;
+    header.writeUIntBE(body.length, 1, 3);
+    header.writeUIntBE(body.length, 9, 3);
+    return record(22, 0, Buffer.concat([header, body]));
+  };
+  interface PatchedDtlsSocket {
+    ignoredPlaintextRecords?: number;
+    dtls: { epoch: number; version: { major: number; minor: number }; recordSequenceNumber: number };
+    cipher: {
+      encryptPacket(pkt: { recordLayerHeader: Record<string, unknown>; fragment: Buffer }): {
+        fragment: Buffer;
+      };
+    };
+  }
+
+  it("is ignored and counted; the DTLS transport and data channel keep working", async () => {
+    const { offerer, answerer, channel, received } = await pair();
+    await channelOpen(channel);
+    // The offerer's own socket, to the answerer: what a spoofer of the selected pair sends.
+    const connection = offerer.iceTransports[0]!.connection;
+    const spoofed = [
+      record(21, 0, Buffer.from([2, 40])), // fatal alert
+      record(21, 0, Buffer.from([1, 0])), // close_notify
+      clientHello(),
+      record(20, 0, Buffer.from([1])), // ChangeCipherSpec
+      record(25, 0, Buffer.from([1, 0])), // unknown content type
+    ];
+    for (const bytes of spoofed) for (let i = 0; i < 3; i++) await connection.send(bytes);
+    // Under epoch 1 but not encrypted: fails to decrypt, so it is no close_notify either.
+    await connection.send(record(21, 1, Buffer.from([1, 0]), 1000));
+    await connection.send(record(25, 1, Buffer.from([1, 0]), 1001));
+    await settle(300);
+    const socket = answerer.dtlsTransports[0]!.dtls as unknown as PatchedDtlsSocket;
+    expect(socket.ignoredPlaintextRecords).toBe(spoofed.length * 3);
+    expect(answerer.dtlsTransports[0]!.state).toBe("connected");
+    channel.send("after the spoofed records");
+    await waitFor(() => received.includes("after the spoofed records"), 5000, "a message after them");
+  });
+
+  it("a genuine encrypted close_notify still closes the DTLS transport", async () => {
+    const { offerer, answerer, channel } = await pair();
+    await channelOpen(channel);
+    const socket = offerer.dtlsTransports[0]!.dtls as unknown as PatchedDtlsSocket;
+    const sequence = ++socket.dtls.recordSequenceNumber;
+    const header = {
+      contentType: 21,
+      protocolVersion: socket.dtls.version,
+      epoch: socket.dtls.epoch,
+      sequenceNumber: sequence,
+      contentLen: 2,
+    };
+    const { fragment } = socket.cipher.encryptPacket({
+      recordLayerHeader: header,
+      fragment: Buffer.from([1, 0]),
+    });
+    await offerer.iceTransports[0]!.connection.send(record(21, header.epoch, fragment, sequence));
+    const transport = answerer.dtlsTransports[0]!;
+    await waitFor(() => transport.state === "closed", 5000, "answerer DTLS closed");
   });
 });
 
