@@ -1,6 +1,7 @@
 // What a call's UDP surface refused. The refusing happens inside werift, patched
-// (patches/werift+0.25.2+009 to +015, described in patches/README.md): unauthenticated STUN gets
-// no answer, DTLS/SRTP from outside the selected pair is dropped, SRTP has a replay window, remote
+// (patches/werift+0.25.2+009 to +023, described in patches/README.md): unauthenticated STUN gets
+// no answer, DTLS/SRTP from outside the selected pair is dropped, plaintext DTLS after the
+// handshake is ignored (+023), SRTP and SRTCP have a replay window (+013, +022), remote
 // candidates are capped, SCTP stops reassembling a message over a=max-message-size, and forged
 // data channel control messages are dropped (+021). This module only reads the patches'
 // counters, and hooks the events the call turns into metrics and log lines.
@@ -15,6 +16,10 @@ export interface UdpGuardStats {
   foreignPackets: number;
   /** SRTP packets refused by the replay window. */
   replayedSrtp: number;
+  /** SRTCP packets refused by the replay window. */
+  replayedSrtcp: number;
+  /** Unauthenticated (epoch 0) DTLS records ignored after the handshake: alerts, ClientHellos. */
+  plaintextDtlsRecords: number;
   /** Data channel messages dropped during SCTP reassembly for their size. */
   oversizeMessages: number;
   /** Bytes SCTP holds for reassembly right now (received, not yet delivered). */
@@ -31,6 +36,9 @@ interface GuardedConnection {
 }
 interface GuardedSrtp {
   remoteContext?: { replayedPackets?: number };
+}
+interface GuardedDtls {
+  ignoredPlaintextRecords?: number;
 }
 interface GuardedSctpTransport {
   refusedControlMessages?: number;
@@ -55,6 +63,8 @@ export function udpGuardStats(pc: RTCPeerConnection): UdpGuardStats {
     refusedCandidates: 0,
     foreignPackets: 0,
     replayedSrtp: 0,
+    replayedSrtcp: 0,
+    plaintextDtlsRecords: 0,
     oversizeMessages: 0,
     sctpBufferedBytes: 0,
     refusedControlMessages: 0,
@@ -68,6 +78,10 @@ export function udpGuardStats(pc: RTCPeerConnection): UdpGuardStats {
   for (const transport of pc.dtlsTransports) {
     const srtp = transport.srtp as unknown as GuardedSrtp | undefined;
     stats.replayedSrtp += srtp?.remoteContext?.replayedPackets ?? 0;
+    const srtcp = transport.srtcp as unknown as GuardedSrtp | undefined;
+    stats.replayedSrtcp += srtcp?.remoteContext?.replayedPackets ?? 0;
+    const dtls = transport.dtls as unknown as GuardedDtls | undefined;
+    stats.plaintextDtlsRecords += dtls?.ignoredPlaintextRecords ?? 0;
   }
   const sctp = pc.sctpTransport?.sctp as unknown as GuardedSctp | undefined;
   stats.oversizeMessages += sctp?.droppedInboundMessages ?? 0;

@@ -1,8 +1,9 @@
 // The CommonJS build of werift (what `require("werift")` loads: lib/webrtc/src/index.js and the
 // per-file tsc output under lib/, not the ESM bundle the relay imports) carries the security
 // fixes of patches/werift+0.25.2+*.patch too. CJS werift peers and raw UDP sockets on loopback:
-// forged STUN gets no answer, DTLS from another address is dropped, a certificate without its
-// key is refused, replayed SRTP is refused and remote candidates are capped.
+// forged STUN gets no answer, DTLS from another address is dropped, plaintext DTLS after the
+// handshake is ignored, a certificate without its key is refused, replayed SRTP and SRTCP are
+// refused and remote candidates are capped.
 import { randomBytes } from "node:crypto";
 import { createRequire } from "node:module";
 import { afterEach, describe, expect, it } from "vitest";
@@ -190,6 +191,86 @@ describe("DTLS from an address other than the selected pair", () => {
   });
 });
 
+describe("plaintext DTLS from the selected pair's own address, after the CJS peers' handshake", () => {
+  /** A DTLS 1.2 record: content type, version fefd, epoch, 48-bit sequence, body. */
+  const record = (type: number, epoch: number, body: Buffer, sequence = 7) => {
+    const header = Buffer.alloc(13);
+    header[0] = type;
+    header.writeUInt16BE(0xfefd, 1);
+    header.writeUInt16BE(epoch, 3);
+    header.writeUIntBE(sequence, 5, 6);
+    header.writeUInt16BE(body.length, 11);
+    return Buffer.concat([header, body]);
+  };
+  /** A cookie-less ClientHello with a fresh random: one suite, no extensions. */
+  const clientHello = () => {
+    const body = Buffer.concat([
+      Buffer.from([0xfe, 0xfd]),
+      randomBytes(32),
+      Buffer.from([0, 0, 0, 2, 0xc0, 0x2b, 1, 0, 0, 0]),
+    ]);
+    const header = Buffer.alloc(12);
+    header[0] = 1;
+    header.writeUIntBE(body.length, 1, 3);
+    header.writeUIntBE(body.length, 9, 3);
+    return record(22, 0, Buffer.concat([header, body]));
+  };
+  interface PatchedDtlsSocket {
+    ignoredPlaintextRecords?: number;
+    dtls: { epoch: number; version: { major: number; minor: number }; recordSequenceNumber: number };
+    cipher: {
+      encryptPacket(pkt: { recordLayerHeader: Record<string, unknown>; fragment: Buffer }): {
+        fragment: Buffer;
+      };
+    };
+  }
+
+  it("is ignored and counted; the DTLS transport and data channel keep working", async () => {
+    const { offerer, answerer, channel, received } = await pair();
+    await channelOpen(channel);
+    // The offerer's own socket, to the answerer: what a spoofer of the selected pair sends.
+    const connection = offerer.iceTransports[0]!.connection;
+    const spoofed = [
+      record(21, 0, Buffer.from([2, 40])), // fatal alert
+      record(21, 0, Buffer.from([1, 0])), // close_notify
+      clientHello(),
+      record(20, 0, Buffer.from([1])), // ChangeCipherSpec
+      record(25, 0, Buffer.from([1, 0])), // unknown content type
+    ];
+    for (const bytes of spoofed) for (let i = 0; i < 3; i++) await connection.send(bytes);
+    // Under epoch 1 but not encrypted: fails to decrypt, so it is no close_notify either.
+    await connection.send(record(21, 1, Buffer.from([1, 0]), 1000));
+    await connection.send(record(25, 1, Buffer.from([1, 0]), 1001));
+    await settle(300);
+    const socket = answerer.dtlsTransports[0]!.dtls as unknown as PatchedDtlsSocket;
+    expect(socket.ignoredPlaintextRecords).toBe(spoofed.length * 3);
+    expect(answerer.dtlsTransports[0]!.state).toBe("connected");
+    channel.send("after the spoofed records");
+    await waitFor(() => received.includes("after the spoofed records"), 5000, "a message after them");
+  });
+
+  it("a genuine encrypted close_notify still closes the DTLS transport", async () => {
+    const { offerer, answerer, channel } = await pair();
+    await channelOpen(channel);
+    const socket = offerer.dtlsTransports[0]!.dtls as unknown as PatchedDtlsSocket;
+    const sequence = ++socket.dtls.recordSequenceNumber;
+    const header = {
+      contentType: 21,
+      protocolVersion: socket.dtls.version,
+      epoch: socket.dtls.epoch,
+      sequenceNumber: sequence,
+      contentLen: 2,
+    };
+    const { fragment } = socket.cipher.encryptPacket({
+      recordLayerHeader: header,
+      fragment: Buffer.from([1, 0]),
+    });
+    await offerer.iceTransports[0]!.connection.send(record(21, header.epoch, fragment, sequence));
+    const transport = answerer.dtlsTransports[0]!;
+    await waitFor(() => transport.state === "closed", 5000, "answerer DTLS closed");
+  });
+});
+
 describe("the DTLS handshake of CJS peers", () => {
   type DtlsKeys = NonNullable<Werift.PeerConfig["dtls"]["keys"]>;
   const ECDSA_SHA256 = { signature: 3, hash: 4 } as const;
@@ -275,6 +356,58 @@ describe("the SRTP replay window of the CJS build", () => {
       new werift.RtpHeader({ sequenceNumber: 1100, timestamp: 100 * 960, payloadType: 111, ssrc: 0x1234 }),
     );
     expect(refusal(next)).toBeUndefined();
+  });
+});
+
+describe("the SRTCP replay window of the CJS build", () => {
+  it.each([
+    ["AES_CM_128_HMAC_SHA1_80", werift.ProtectionProfileAes128CmHmacSha1_80],
+    ["AEAD_AES_128_GCM", werift.ProtectionProfileAeadAes128Gcm],
+  ])("refuses replayed and too-old SRTCP, accepts a late packet inside the window (%s)", (_, profile) => {
+    const a = { key: randomBytes(16), salt: randomBytes(12) };
+    const b = { key: randomBytes(16), salt: randomBytes(12) };
+    const session = (local: typeof a, remote: typeof a) =>
+      new werift.SrtcpSession({
+        keys: {
+          localMasterKey: local.key,
+          localMasterSalt: local.salt,
+          remoteMasterKey: remote.key,
+          remoteMasterSalt: remote.salt,
+        },
+        profile,
+      });
+    const sender = session(a, b);
+    const receiver = session(b, a);
+    // Receiver reports from SSRC 0x1234, SRTCP index 1 to 100.
+    const report = () => new werift.RtcpRrPacket({ ssrc: 0x1234, reports: [] }).serialize();
+    const packets = Array.from({ length: 100 }, () => sender.encrypt(report()));
+    const refusal = (packet: Buffer): Error | undefined => {
+      try {
+        receiver.decrypt(packet);
+        return undefined;
+      } catch (error) {
+        return error as Error;
+      }
+    };
+
+    // Every packet once, except #97, which arrives late (still inside the 64-packet window).
+    for (const [i, packet] of packets.entries()) if (i !== 97) expect(refusal(packet)).toBeUndefined();
+    expect(refusal(packets[97]!)).toBeUndefined();
+
+    // Each of them again: all refused, the recent ones by the window, the first 36 as too old.
+    const replays = packets.map(refusal);
+    expect(replays.filter((e) => e?.name === "SrtpReplayError")).toHaveLength(100);
+    expect(replays[0]).toBeInstanceOf(werift.SrtpAuthenticationError);
+    expect((receiver.remoteContext as PatchedSrtpContext).replayedPackets).toBe(100);
+
+    // A forged packet (index 101, bad tag) is refused by authentication and doesn't move the
+    // window: the real packet 101 is accepted after it.
+    const next = sender.encrypt(report());
+    const forged = Buffer.from(next);
+    forged[10] = forged[10]! ^ 0xff;
+    expect(refusal(forged)?.name).toBe("SrtpAuthenticationError");
+    expect(refusal(next)).toBeUndefined();
+    expect(refusal(next)?.name).toBe("SrtpReplayError");
   });
 });
 
