@@ -300,115 +300,123 @@ describe("the DTLS handshake of CJS peers", () => {
   });
 });
 
-describe("the SRTP replay window of the CJS build", () => {
-  it.each([
-    ["AES_CM_128_HMAC_SHA1_80", werift.ProtectionProfileAes128CmHmacSha1_80],
-    ["AEAD_AES_128_GCM", werift.ProtectionProfileAeadAes128Gcm],
-  ])("refuses replayed and too-old packets, accepts a late one inside the window (%s)", (_, profile) => {
-    const a = { key: randomBytes(16), salt: randomBytes(12) };
-    const b = { key: randomBytes(16), salt: randomBytes(12) };
-    const session = (local: typeof a, remote: typeof a) =>
-      new werift.SrtpSession({
-        keys: {
-          localMasterKey: local.key,
-          localMasterSalt: local.salt,
-          remoteMasterKey: remote.key,
-          remoteMasterSalt: remote.salt,
-        },
-        profile,
-      });
-    const sender = session(a, b);
-    const receiver = session(b, a);
-    const packets = Array.from({ length: 100 }, (_, i) =>
-      sender.encrypt(
-        Buffer.alloc(40, i),
-        new werift.RtpHeader({
-          sequenceNumber: 1000 + i,
-          timestamp: i * 960,
-          payloadType: 111,
-          ssrc: 0x1234,
-        }),
-      ),
-    );
-    const refusal = (packet: Buffer): Error | undefined => {
-      try {
-        receiver.decrypt(packet);
-        return undefined;
-      } catch (error) {
-        return error as Error;
-      }
+/** Both protection profiles a relay negotiates. */
+const SRTP_PROFILES = [
+  ["AES_CM_128_HMAC_SHA1_80", werift.ProtectionProfileAes128CmHmacSha1_80],
+  ["AEAD_AES_128_GCM", werift.ProtectionProfileAeadAes128Gcm],
+] as const;
+
+/** A sender and a receiver session (SRTP or SRTCP) with fresh keys, each the other's remote. */
+function sessionPair<S>(
+  Session: new (config: {
+    keys: {
+      localMasterKey: Buffer;
+      localMasterSalt: Buffer;
+      remoteMasterKey: Buffer;
+      remoteMasterSalt: Buffer;
     };
+    profile: number;
+  }) => S,
+  profile: number,
+): [S, S] {
+  const a = { key: randomBytes(16), salt: randomBytes(12) };
+  const b = { key: randomBytes(16), salt: randomBytes(12) };
+  const session = (local: typeof a, remote: typeof a) =>
+    new Session({
+      keys: {
+        localMasterKey: local.key,
+        localMasterSalt: local.salt,
+        remoteMasterKey: remote.key,
+        remoteMasterSalt: remote.salt,
+      },
+      profile,
+    });
+  return [session(a, b), session(b, a)];
+}
 
-    // Every packet once, except #97, which arrives late (still inside the 64-packet window).
-    for (const [i, packet] of packets.entries()) if (i !== 97) expect(refusal(packet)).toBeUndefined();
-    expect(refusal(packets[97]!)).toBeUndefined();
+describe("the SRTP replay window of the CJS build", () => {
+  it.each(SRTP_PROFILES)(
+    "refuses replayed and too-old packets, accepts a late one inside the window (%s)",
+    (_, profile) => {
+      const [sender, receiver] = sessionPair(werift.SrtpSession, profile);
+      const packets = Array.from({ length: 100 }, (_, i) =>
+        sender.encrypt(
+          Buffer.alloc(40, i),
+          new werift.RtpHeader({
+            sequenceNumber: 1000 + i,
+            timestamp: i * 960,
+            payloadType: 111,
+            ssrc: 0x1234,
+          }),
+        ),
+      );
+      const refusal = (packet: Buffer): Error | undefined => {
+        try {
+          receiver.decrypt(packet);
+          return undefined;
+        } catch (error) {
+          return error as Error;
+        }
+      };
 
-    // Each of them again: all refused, the recent ones by the window, the first 36 as too old.
-    const replays = packets.map(refusal);
-    expect(replays.filter((e) => e?.name === "SrtpReplayError")).toHaveLength(100);
-    expect(replays[0]).toBeInstanceOf(werift.SrtpAuthenticationError);
-    expect(replays[0]).toBeInstanceOf(patchedExports.SrtpReplayError!);
-    expect((receiver.remoteContext as PatchedSrtpContext).replayedPackets).toBe(100);
+      // Every packet once, except #97, which arrives late (still inside the 64-packet window).
+      for (const [i, packet] of packets.entries()) if (i !== 97) expect(refusal(packet)).toBeUndefined();
+      expect(refusal(packets[97]!)).toBeUndefined();
 
-    // The stream carries on after the replays.
-    const next = sender.encrypt(
-      Buffer.alloc(40, 1),
-      new werift.RtpHeader({ sequenceNumber: 1100, timestamp: 100 * 960, payloadType: 111, ssrc: 0x1234 }),
-    );
-    expect(refusal(next)).toBeUndefined();
-  });
+      // Each of them again: all refused, the recent ones by the window, the first 36 as too old.
+      const replays = packets.map(refusal);
+      expect(replays.filter((e) => e?.name === "SrtpReplayError")).toHaveLength(100);
+      expect(replays[0]).toBeInstanceOf(werift.SrtpAuthenticationError);
+      expect(replays[0]).toBeInstanceOf(patchedExports.SrtpReplayError!);
+      expect((receiver.remoteContext as PatchedSrtpContext).replayedPackets).toBe(100);
+
+      // The stream carries on after the replays.
+      const next = sender.encrypt(
+        Buffer.alloc(40, 1),
+        new werift.RtpHeader({ sequenceNumber: 1100, timestamp: 100 * 960, payloadType: 111, ssrc: 0x1234 }),
+      );
+      expect(refusal(next)).toBeUndefined();
+    },
+  );
 });
 
 describe("the SRTCP replay window of the CJS build", () => {
-  it.each([
-    ["AES_CM_128_HMAC_SHA1_80", werift.ProtectionProfileAes128CmHmacSha1_80],
-    ["AEAD_AES_128_GCM", werift.ProtectionProfileAeadAes128Gcm],
-  ])("refuses replayed and too-old SRTCP, accepts a late packet inside the window (%s)", (_, profile) => {
-    const a = { key: randomBytes(16), salt: randomBytes(12) };
-    const b = { key: randomBytes(16), salt: randomBytes(12) };
-    const session = (local: typeof a, remote: typeof a) =>
-      new werift.SrtcpSession({
-        keys: {
-          localMasterKey: local.key,
-          localMasterSalt: local.salt,
-          remoteMasterKey: remote.key,
-          remoteMasterSalt: remote.salt,
-        },
-        profile,
-      });
-    const sender = session(a, b);
-    const receiver = session(b, a);
-    // Receiver reports from SSRC 0x1234, SRTCP index 1 to 100.
-    const report = () => new werift.RtcpRrPacket({ ssrc: 0x1234, reports: [] }).serialize();
-    const packets = Array.from({ length: 100 }, () => sender.encrypt(report()));
-    const refusal = (packet: Buffer): Error | undefined => {
-      try {
-        receiver.decrypt(packet);
-        return undefined;
-      } catch (error) {
-        return error as Error;
-      }
-    };
+  it.each(SRTP_PROFILES)(
+    "refuses replayed and too-old SRTCP, accepts a late packet inside the window (%s)",
+    (_, profile) => {
+      const [sender, receiver] = sessionPair(werift.SrtcpSession, profile);
+      // Receiver reports from SSRC 0x1234, SRTCP index 1 to 100.
+      const report = () => new werift.RtcpRrPacket({ ssrc: 0x1234, reports: [] }).serialize();
+      const packets = Array.from({ length: 100 }, () => sender.encrypt(report()));
+      const refusal = (packet: Buffer): Error | undefined => {
+        try {
+          receiver.decrypt(packet);
+          return undefined;
+        } catch (error) {
+          return error as Error;
+        }
+      };
 
-    // Every packet once, except #97, which arrives late (still inside the 64-packet window).
-    for (const [i, packet] of packets.entries()) if (i !== 97) expect(refusal(packet)).toBeUndefined();
-    expect(refusal(packets[97]!)).toBeUndefined();
+      // Every packet once, except #97, which arrives late (still inside the 64-packet window).
+      for (const [i, packet] of packets.entries()) if (i !== 97) expect(refusal(packet)).toBeUndefined();
+      expect(refusal(packets[97]!)).toBeUndefined();
 
-    // Each of them again: all refused, the recent ones by the window, the first 36 as too old.
-    const replays = packets.map(refusal);
-    expect(replays.filter((e) => e?.name === "SrtpReplayError")).toHaveLength(100);
-    expect(replays[0]).toBeInstanceOf(werift.SrtpAuthenticationError);
-    expect((receiver.remoteContext as PatchedSrtpContext).replayedPackets).toBe(100);
+      // Each of them again: all refused, the recent ones by the window, the first 36 as too old.
+      const replays = packets.map(refusal);
+      expect(replays.filter((e) => e?.name === "SrtpReplayError")).toHaveLength(100);
+      expect(replays[0]).toBeInstanceOf(werift.SrtpAuthenticationError);
+      expect((receiver.remoteContext as PatchedSrtpContext).replayedPackets).toBe(100);
 
-    // A forged packet (index 101, bad tag) is refused by authentication and doesn't move the
-    // window: the real packet 101 is accepted after it.
-    const next = sender.encrypt(report());
-    const forged = Buffer.from(next);
-    forged[10] = forged[10]! ^ 0xff;
-    expect(refusal(forged)?.name).toBe("SrtpAuthenticationError");
-    expect(refusal(next)).toBeUndefined();
-    expect(refusal(next)?.name).toBe("SrtpReplayError");
-  });
+      // A forged packet (index 101, bad tag) is refused by authentication and doesn't move the
+      // window: the real packet 101 is accepted after it.
+      const next = sender.encrypt(report());
+      const forged = Buffer.from(next);
+      forged[10] = forged[10]! ^ 0xff;
+      expect(refusal(forged)?.name).toBe("SrtpAuthenticationError");
+      expect(refusal(next)).toBeUndefined();
+      expect(refusal(next)?.name).toBe("SrtpReplayError");
+    },
+  );
 });
 
 describe("remote candidates of a CJS peer", () => {
