@@ -20,8 +20,20 @@ beforeAll(async () => {
   }
 }, 120_000);
 afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
-  // Hung-up calls free their slots once each relay sees the client go.
+  // Hung up through the edge, so each relay frees the slot at once (a client that only goes
+  // away is noticed by ICE after a grace).
+  const done = clients.splice(0);
+  await Promise.all(
+    done
+      .filter((c) => c.edgeCallId)
+      .map((c) =>
+        fetch(`${edge.url}/v1/realtime/calls/${c.edgeCallId}`, {
+          method: "DELETE",
+          headers: { authorization: `Bearer ${edge.apiKey}` },
+        }).then((r) => r.body?.cancel()),
+      ),
+  );
+  await Promise.all(done.map((c) => c.close()));
   await waitUntil(
     "the relays to be empty",
     async () => {
