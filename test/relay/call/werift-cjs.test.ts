@@ -334,6 +334,29 @@ function sessionPair<S>(
   return [session(a, b), session(b, a)];
 }
 
+/** What decrypting `packet` throws, or undefined when it is accepted. */
+function refusalOf(decrypt: (packet: Buffer) => unknown): (packet: Buffer) => Error | undefined {
+  return (packet) => {
+    try {
+      decrypt(packet);
+      return undefined;
+    } catch (error) {
+      return error as Error;
+    }
+  };
+}
+
+/**
+ * Every packet once, except #97, which arrives late (still inside the 64-packet window), all
+ * accepted; then each of them again. Returns what the replays met: the recent ones are refused by
+ * the window, the first 36 as too old.
+ */
+function deliverThenReplay(refusal: (packet: Buffer) => Error | undefined, packets: Buffer[]) {
+  for (const [i, packet] of packets.entries()) if (i !== 97) expect(refusal(packet)).toBeUndefined();
+  expect(refusal(packets[97]!)).toBeUndefined();
+  return packets.map(refusal);
+}
+
 describe("the SRTP replay window of the CJS build", () => {
   it.each(SRTP_PROFILES)(
     "refuses replayed and too-old packets, accepts a late one inside the window (%s)",
@@ -350,21 +373,8 @@ describe("the SRTP replay window of the CJS build", () => {
           }),
         ),
       );
-      const refusal = (packet: Buffer): Error | undefined => {
-        try {
-          receiver.decrypt(packet);
-          return undefined;
-        } catch (error) {
-          return error as Error;
-        }
-      };
-
-      // Every packet once, except #97, which arrives late (still inside the 64-packet window).
-      for (const [i, packet] of packets.entries()) if (i !== 97) expect(refusal(packet)).toBeUndefined();
-      expect(refusal(packets[97]!)).toBeUndefined();
-
-      // Each of them again: all refused, the recent ones by the window, the first 36 as too old.
-      const replays = packets.map(refusal);
+      const refusal = refusalOf((packet) => receiver.decrypt(packet));
+      const replays = deliverThenReplay(refusal, packets);
       expect(replays.filter((e) => e?.name === "SrtpReplayError")).toHaveLength(100);
       expect(replays[0]).toBeInstanceOf(werift.SrtpAuthenticationError);
       expect(replays[0]).toBeInstanceOf(patchedExports.SrtpReplayError!);
@@ -388,21 +398,8 @@ describe("the SRTCP replay window of the CJS build", () => {
       // Receiver reports from SSRC 0x1234, SRTCP index 1 to 100.
       const report = () => new werift.RtcpRrPacket({ ssrc: 0x1234, reports: [] }).serialize();
       const packets = Array.from({ length: 100 }, () => sender.encrypt(report()));
-      const refusal = (packet: Buffer): Error | undefined => {
-        try {
-          receiver.decrypt(packet);
-          return undefined;
-        } catch (error) {
-          return error as Error;
-        }
-      };
-
-      // Every packet once, except #97, which arrives late (still inside the 64-packet window).
-      for (const [i, packet] of packets.entries()) if (i !== 97) expect(refusal(packet)).toBeUndefined();
-      expect(refusal(packets[97]!)).toBeUndefined();
-
-      // Each of them again: all refused, the recent ones by the window, the first 36 as too old.
-      const replays = packets.map(refusal);
+      const refusal = refusalOf((packet) => receiver.decrypt(packet));
+      const replays = deliverThenReplay(refusal, packets);
       expect(replays.filter((e) => e?.name === "SrtpReplayError")).toHaveLength(100);
       expect(replays[0]).toBeInstanceOf(werift.SrtpAuthenticationError);
       expect((receiver.remoteContext as PatchedSrtpContext).replayedPackets).toBe(100);
