@@ -1,7 +1,8 @@
 // The built-in agent as a WebSocket server speaking the OpenAI Realtime protocol: what
 // `npm start` talks to when no INFERENCE_URL is configured, and the upstream in every relay test.
 // Any path is accepted (`/v1/realtime?model=…` like OpenAI's); `?reply=echo|speak` picks the
-// reply mode for that session, overriding the server's default.
+// reply mode for that session, overriding the server's default; `?intent=transcription` starts a
+// transcription session, as on OpenAI.
 import type { AddressInfo } from "node:net";
 import type { Logger } from "pino";
 import { WebSocketServer, type WebSocket } from "ws";
@@ -27,11 +28,13 @@ export class AgentServer {
     const speed = options.speed ?? 4;
     let sessions = 0;
     wss.on("connection", (socket: WebSocket, request) => {
-      const query = new URL(request.url ?? "/", "ws://agent").searchParams.get("reply");
+      const params = new URL(request.url ?? "/", "ws://agent").searchParams;
+      const query = params.get("reply");
       const chosen = ReplyMode.safeParse(query);
       const session = new AgentSession({
         reply: chosen.success ? chosen.data : defaultReply,
         speed,
+        intent: params.get("intent") === "transcription" ? "transcription" : "realtime",
         tts: this.tts,
         log: options.log?.child({ session: ++sessions }),
         send: (event) => {

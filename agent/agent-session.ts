@@ -1,12 +1,18 @@
 // One Realtime session of the built-in agent: one WebSocket. It speaks the GA protocol the way
-// OpenAI's server does for what Earshot needs: session.update, the input audio buffer with server
-// VAD, conversation items, responses with streamed audio, response.cancel and
-// conversation.item.truncate (with OpenAI's error when audio_end_ms is past the audio).
+// OpenAI's server does, as an honest test double for apps: session.update, the input audio
+// buffer with its own turn detection (server_vad, semantic_vad, none; create_response,
+// interrupt_response, idle_timeout_ms), conversation items (create, retrieve, delete, truncate),
+// responses as audio (eSpeak), text or function calls (arguments from the tool's schema), and
+// response.cancel. What it cannot do for real it reports with OpenAI's failure event: it has no
+// speech recogniser, so transcription fails with conversation.item.input_audio_transcription.failed.
+import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
+import { z } from "zod";
 import type { SessionConfig } from "../protocol/session.ts";
 import { assertNever } from "../protocol/assert-never.ts";
 import {
   type ClientEvent,
+  ConversationItemRetrieve,
   MAX_UPSTREAM_EVENT_BYTES,
   errorEvent,
   invalidEventError,
@@ -15,15 +21,35 @@ import {
 } from "../protocol/realtime.ts";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE, samplesToMs } from "../relay/media/audio-format.ts";
 import type { ReplyMode } from "./config.ts";
+import { Conversation, type RealtimeItem } from "./conversation.ts";
 import { EnergyTurnDetector, type TurnEvent } from "./energy-turn-detector.ts";
+import {
+  type FunctionTool,
+  ToolChoice,
+  type TurnPolicy,
+  defaultSession,
+  functionTools,
+  sessionObject,
+  sessionType,
+  toolProblem,
+  toolToCall,
+  transcriptionRequested,
+  turnPolicy,
+} from "./session-settings.ts";
+import { argumentsFor } from "./tool-arguments.ts";
 import type { SpeechSynthesizer } from "./tts.ts";
 
 /** Input audio kept for echo replies and commits; older audio is forgotten. */
 const INPUT_CAPACITY_SAMPLES = 30 * PCM_SAMPLE_RATE;
 /** Reply audio per `response.output_audio.delta` (OpenAI sends deltas of similar size). */
 const DELTA_SAMPLES = (PCM_SAMPLE_RATE * 100) / 1000;
-const MAX_ITEMS = 256;
+/** Function-call arguments per `response.function_call_arguments.delta`, in characters. */
+const ARGUMENT_DELTA_CHARS = 32;
+/** A tool's output quoted in the spoken reply is cut here (eSpeak reads every character). */
+const QUOTED_OUTPUT_CHARS = 300;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
+
+const IDLE_PROMPT = "Are you still there?";
 
 export interface AgentSessionOptions {
   reply: ReplyMode;
@@ -31,37 +57,68 @@ export interface AgentSessionOptions {
   tts: SpeechSynthesizer;
   send(event: object): void;
   log?: Logger;
+  /** `?intent=transcription` on the URL: the session starts as a transcription session. */
+  intent?: "realtime" | "transcription";
 }
 
-interface ConversationItem {
-  id: string;
-  role: "user" | "assistant" | "system";
-  /** Assistant audio generated so far, in samples (what truncate is checked against). */
-  audioSamples: number;
-  hasAudio: boolean;
-}
+/** The item kinds a client may add (OpenAI's conversation.item.create), checked at the boundary. */
+const CreatedItem = z.discriminatedUnion("type", [
+  z.looseObject({
+    type: z.literal("message"),
+    role: z.enum(["user", "assistant", "system"]),
+    content: z.array(z.looseObject({ type: z.string() })),
+  }),
+  z.looseObject({
+    type: z.literal("function_call"),
+    name: z.string().min(1),
+    call_id: z.string().min(1).max(128).optional(),
+    arguments: z.string(),
+  }),
+  z.looseObject({
+    type: z.literal("function_call_output"),
+    call_id: z.string().min(1).max(128),
+    output: z.string(),
+  }),
+]);
+
+/** The parts of response.create's `response` the agent acts on. */
+const ResponseParams = z.looseObject({
+  output_modalities: z
+    .array(z.enum(["audio", "text"]))
+    .min(1)
+    .max(1)
+    .optional(),
+  tools: z.array(z.unknown()).optional(),
+  tool_choice: ToolChoice.optional(),
+  instructions: z.string().optional(),
+  conversation: z.string().optional(),
+  metadata: z.record(z.string(), z.string()).nullable().optional(),
+});
+type ResponseParams = z.infer<typeof ResponseParams>;
+
+type ReplyReason = "turn" | "client" | "idle";
 
 interface ActiveResponse {
   id: string;
-  itemId: string;
   timer: NodeJS.Timeout | undefined;
   cancelled: boolean;
+  modalities: ("audio" | "text")[];
+  metadata: Record<string, string> | null;
+  /** The output item being produced (null until it exists). */
+  item: RealtimeItem | null;
+  /** performance.now() of the first audio delta: when the client starts playing the reply. */
+  firstAudioAt: number | null;
+  outputText: string;
+  outputAudioSamples: number;
 }
-
-const DEFAULT_TURN_DETECTION = {
-  type: "server_vad" as const,
-  threshold: 0.5,
-  prefix_padding_ms: 300,
-  silence_duration_ms: 500,
-  create_response: true,
-  interrupt_response: true,
-};
 
 export class AgentSession {
   readonly #options: AgentSessionOptions;
   readonly #sessionId = `sess_${newId("event").slice(6)}`;
+  readonly #createdAt = Math.floor(Date.now() / 1000);
   #session: SessionConfig;
-  #detector: EnergyTurnDetector | null;
+  #policy: TurnPolicy | null = null;
+  #detector: EnergyTurnDetector | null = null;
 
   // Input audio: a ring of the last 30 s, addressed by absolute sample index.
   readonly #input = new Int16Array(INPUT_CAPACITY_SAMPLES);
@@ -72,40 +129,58 @@ export class AgentSession {
   #pendingUserItemId: string | null = null;
   #speechStartSample = 0;
   #lastUtterance: Int16Array | null = null;
-  #lastUtteranceMs = 0;
+  #userAudioSamples = 0;
 
-  #items = new Map<string, ConversationItem>();
-  #lastItemId: string | null = null;
+  readonly #conversation = new Conversation();
   #response: ActiveResponse | null = null;
+  #toolCalls = 0;
+  /** When the last reply's audio finished playing at the client (estimated); null while a turn is open. */
+  #playbackEndsAt: number | null = null;
+  #idleTimer: NodeJS.Timeout | undefined;
+  #transcriptionLogged = false;
   #closed = false;
 
   constructor(options: AgentSessionOptions) {
     this.#options = options;
-    this.#session = {
-      type: "realtime",
-      model: "earshot-agent",
-      output_modalities: ["audio"],
-      audio: {
-        input: {
-          format: { type: "audio/pcm", rate: PCM_SAMPLE_RATE },
-          turn_detection: DEFAULT_TURN_DETECTION,
-        },
-        output: { format: { type: "audio/pcm", rate: PCM_SAMPLE_RATE }, voice: "espeak" },
-      },
-    };
-    this.#detector = this.#makeDetector();
+    this.#session = defaultSession(options.intent ?? "realtime");
+    this.#applyTurnDetection();
     this.#send({ type: "session.created", session: this.#sessionObject() });
   }
 
-  /** A WebSocket text frame from the client. */
+  /** A WebSocket text frame from the client. No input may throw out of here. */
   onMessage(text: string): void {
     if (this.#closed) return;
+    try {
+      this.#onMessage(text);
+    } catch (error) {
+      this.#options.log?.error({ err: error }, "agent failed on a client event");
+      this.#error(
+        "server_error",
+        "internal_error",
+        "The built-in agent failed on this event.",
+        null,
+        undefined,
+      );
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#response?.timer) clearTimeout(this.#response.timer);
+    this.#response = null;
+    clearTimeout(this.#idleTimer);
+  }
+
+  #onMessage(text: string): void {
     const parsed = parseClientEvent(text, MAX_UPSTREAM_EVENT_BYTES);
     switch (parsed.kind) {
       case "invalid":
         this.#options.send(invalidEventError(parsed));
         return;
       case "unknown":
+        // conversation.item.retrieve is the agent's to answer; the relay passes it through.
+        if (parsed.type === "conversation.item.retrieve") return this.#retrieve(parsed.event);
         this.#error(
           "invalid_request_error",
           "unknown_event",
@@ -120,13 +195,6 @@ export class AgentSession {
       default:
         assertNever(parsed, "parse result");
     }
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    if (this.#response?.timer) clearTimeout(this.#response.timer);
-    this.#response = null;
   }
 
   #handle(event: ClientEvent): void {
@@ -154,18 +222,10 @@ export class AgentSession {
         this.#pendingUserItemId = null;
         this.#detector?.reset();
         return this.#send({ type: "input_audio_buffer.cleared" });
-      case "conversation.item.create": {
-        const itemId = typeof event.item.id === "string" ? event.item.id : newId("item");
-        const role =
-          event.item.role === "assistant" || event.item.role === "system" ? event.item.role : "user";
-        this.#addItem({ id: itemId, role, audioSamples: 0, hasAudio: false });
-        const item = { ...event.item, id: itemId, object: "realtime.item", status: "completed" };
-        this.#send({ type: "conversation.item.added", previous_item_id: null, item });
-        this.#send({ type: "conversation.item.done", previous_item_id: null, item });
-        return;
-      }
+      case "conversation.item.create":
+        return this.#createItem(event);
       case "conversation.item.delete":
-        if (!this.#items.delete(event.item_id)) {
+        if (!this.#conversation.delete(event.item_id)) {
           return this.#error(
             "invalid_request_error",
             "item_delete_invalid_item_id",
@@ -177,7 +237,7 @@ export class AgentSession {
         return this.#send({ type: "conversation.item.deleted", item_id: event.item_id });
       case "conversation.item.truncate":
         return this.#truncate(event);
-      case "response.create":
+      case "response.create": {
         if (this.#response) {
           return this.#error(
             "invalid_request_error",
@@ -187,7 +247,31 @@ export class AgentSession {
             event,
           );
         }
-        return void this.#respond();
+        if (sessionType(this.#session) === "transcription") {
+          return this.#error(
+            "invalid_request_error",
+            "invalid_request",
+            "Responses are not available in a transcription session.",
+            "type",
+            event,
+          );
+        }
+        const params = ResponseParams.safeParse(event.response ?? {});
+        if (!params.success) {
+          const issue = params.error.issues[0]!;
+          return this.#error(
+            "invalid_request_error",
+            "invalid_value",
+            `Invalid 'response.create': ${issue.message}.`,
+            ["response", ...issue.path].join("."),
+            event,
+          );
+        }
+        const problem = toolProblem(params.data, "response");
+        if (problem)
+          return this.#error("invalid_request_error", "invalid_value", problem.message, problem.param, event);
+        return this.#startResponse(params.data, "client");
+      }
       case "response.cancel":
         if (!this.#response || (event.response_id && event.response_id !== this.#response.id)) {
           return this.#error(
@@ -213,7 +297,10 @@ export class AgentSession {
     }
   }
 
+  // ─── Session ─────────────────────────────────────────────────────────────────────────────────
+
   #updateSession(update: SessionConfig, eventId: string | undefined): void {
+    const cause = { event_id: eventId };
     for (const [direction, format] of [
       ["input", update.audio?.input?.format],
       ["output", update.audio?.output?.format],
@@ -227,39 +314,67 @@ export class AgentSession {
           "invalid_value",
           `The built-in agent speaks audio/pcm at ${PCM_SAMPLE_RATE} Hz only.`,
           `session.audio.${direction}.format`,
-          { event_id: eventId },
+          cause,
         );
       }
     }
+    const problem = toolProblem(update as { tools?: unknown; tool_choice?: unknown }, "session");
+    if (problem)
+      return this.#error("invalid_request_error", "invalid_value", problem.message, problem.param, cause);
     const current = this.#session;
-    this.#session = {
+    const merged = {
       ...current,
       ...update,
       audio: {
+        ...current.audio,
+        ...update.audio,
         input: { ...current.audio?.input, ...update.audio?.input },
-        output: { ...current.audio?.output, ...update.audio?.output },
+        ...(sessionType({ ...current, ...update } as SessionConfig) === "transcription"
+          ? {}
+          : { output: { ...current.audio?.output, ...update.audio?.output } }),
       },
-    };
-    this.#detector = this.#makeDetector();
+    } as SessionConfig;
+    const choice = (merged as { tool_choice?: unknown }).tool_choice;
+    if (
+      choice &&
+      typeof choice === "object" &&
+      (choice as { type?: unknown }).type === "function" &&
+      !functionTools((merged as { tools?: unknown }).tools).some(
+        (t) => t.name === (choice as { name?: unknown }).name,
+      )
+    ) {
+      return this.#error(
+        "invalid_request_error",
+        "invalid_value",
+        `tool_choice names the function '${String((choice as { name?: unknown }).name)}', which is not among the session's tools.`,
+        "session.tool_choice",
+        cause,
+      );
+    }
+    this.#session = merged;
+    if (update.audio?.input && "turn_detection" in update.audio.input) this.#applyTurnDetection();
+    this.#armIdleTimer();
     this.#send({ type: "session.updated", session: this.#sessionObject() });
   }
 
-  #makeDetector(): EnergyTurnDetector | null {
-    const td = this.#session.audio?.input?.turn_detection;
-    if (!td) return null;
-    return new EnergyTurnDetector({
-      threshold: td.threshold ?? DEFAULT_TURN_DETECTION.threshold,
-      silenceDurationMs: td.silence_duration_ms ?? DEFAULT_TURN_DETECTION.silence_duration_ms,
-    });
-  }
-
-  #turnDetection() {
-    return { ...DEFAULT_TURN_DETECTION, ...this.#session.audio?.input?.turn_detection };
+  /** Turn detection as the session now says; a detector mid-utterance starts over. */
+  #applyTurnDetection(): void {
+    this.#policy = turnPolicy(
+      this.#session.audio?.input?.turn_detection as Record<string, unknown> | null | undefined,
+    );
+    this.#detector = this.#policy
+      ? new EnergyTurnDetector({
+          threshold: this.#policy.threshold,
+          silenceDurationMs: this.#policy.silenceDurationMs,
+        })
+      : null;
   }
 
   #sessionObject() {
-    return { ...this.#session, id: this.#sessionId, object: "realtime.session" };
+    return sessionObject(this.#session, this.#sessionId, this.#createdAt);
   }
+
+  // ─── Input audio and turns ──────────────────────────────────────────────────────────────────
 
   #append(audio: string, eventId: string | undefined): void {
     if (!BASE64.test(audio) || audio.length % 4 !== 0) {
@@ -293,17 +408,21 @@ export class AgentSession {
   }
 
   #onTurn(turn: TurnEvent): void {
-    const td = this.#turnDetection();
+    const policy = this.#policy;
+    if (!policy) return;
     if (turn.type === "speech_started") {
-      const startMs = Math.max(samplesToMs(this.#committedSamples), turn.onsetMs - td.prefix_padding_ms);
+      const startMs = Math.max(samplesToMs(this.#committedSamples), turn.onsetMs - policy.prefixPaddingMs);
       this.#speechStartSample = Math.round((startMs * PCM_SAMPLE_RATE) / 1000);
       this.#pendingUserItemId = newId("item");
+      // The user has the floor: no idle prompt until the next reply has played.
+      this.#playbackEndsAt = null;
+      clearTimeout(this.#idleTimer);
       this.#send({
         type: "input_audio_buffer.speech_started",
         audio_start_ms: Math.round(startMs),
         item_id: this.#pendingUserItemId,
       });
-      if (td.interrupt_response && this.#response) this.#cancel("turn_detected");
+      if (policy.interruptResponse && this.#response) this.#cancel("turn_detected");
       return;
     }
     const itemId = this.#pendingUserItemId ?? newId("item");
@@ -314,7 +433,9 @@ export class AgentSession {
     });
     const voicedEnd = Math.round((turn.lastVoicedEndMs * PCM_SAMPLE_RATE) / 1000);
     this.#commit(itemId, this.#speechStartSample, voicedEnd);
-    if (td.create_response && !this.#response) void this.#respond();
+    // With interrupt_response false the reply still playing wins (OpenAI: "may fail to create").
+    if (policy.createResponse && !this.#response && sessionType(this.#session) === "realtime")
+      this.#startResponse({}, "turn");
   }
 
   /** Commits input audio [from, to) as a user item; keeps the utterance for an echo reply. */
@@ -324,13 +445,10 @@ export class AgentSession {
     for (let i = 0; i < utterance.length; i++)
       utterance[i] = this.#input[(start + i) % INPUT_CAPACITY_SAMPLES]!;
     this.#lastUtterance = utterance;
-    this.#lastUtteranceMs = samplesToMs(utterance.length);
+    this.#userAudioSamples += utterance.length;
     this.#committedSamples = this.#inputSamples;
     this.#pendingUserItemId = null;
-    const previous = this.#lastItemId;
-    this.#addItem({ id: itemId, role: "user", audioSamples: 0, hasAudio: false });
-    this.#send({ type: "input_audio_buffer.committed", previous_item_id: previous, item_id: itemId });
-    const item = {
+    const item: RealtimeItem = {
       id: itemId,
       type: "message",
       object: "realtime.item",
@@ -338,19 +456,150 @@ export class AgentSession {
       role: "user",
       content: [{ type: "input_audio", transcript: null }],
     };
+    const previous = this.#conversation.add(item, utterance);
+    this.#send({ type: "input_audio_buffer.committed", previous_item_id: previous, item_id: itemId });
     this.#send({ type: "conversation.item.added", previous_item_id: previous, item });
     this.#send({ type: "conversation.item.done", previous_item_id: previous, item });
+    if (transcriptionRequested(this.#session)) this.#transcriptionFailed(itemId);
   }
 
-  #addItem(item: ConversationItem): void {
-    this.#items.set(item.id, item);
-    this.#lastItemId = item.id;
-    if (this.#items.size > MAX_ITEMS) this.#items.delete(this.#items.keys().next().value!);
+  /** OpenAI's failure event for input transcription: the agent has no speech recogniser. */
+  #transcriptionFailed(itemId: string): void {
+    if (!this.#transcriptionLogged) {
+      this.#transcriptionLogged = true;
+      this.#options.log?.info("input transcription asked for; the built-in agent cannot transcribe");
+    }
+    this.#send({
+      type: "conversation.item.input_audio_transcription.failed",
+      item_id: itemId,
+      content_index: 0,
+      error: {
+        type: "invalid_request_error",
+        code: "transcription_unavailable",
+        message:
+          "Input audio transcription is not available in Earshot's built-in agent: it has no speech recogniser. Set INFERENCE_URL to a model that transcribes.",
+        param: "session.audio.input.transcription",
+      },
+    });
+  }
+
+  // ─── Idle timeout (server_vad) ──────────────────────────────────────────────────────────────
+
+  /**
+   * OpenAI: after `idle_timeout_ms` of silence following the end of the last reply's playback,
+   * `input_audio_buffer.timeout_triggered` and a response. Playback is estimated as the first
+   * audio delta plus the reply's duration (the client plays from the first delta, in real time).
+   */
+  #armIdleTimer(): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+    const idleMs = this.#policy?.idleTimeoutMs;
+    if (!idleMs || this.#playbackEndsAt === null || this.#response || this.#closed) return;
+    const delay = Math.max(0, this.#playbackEndsAt + idleMs - performance.now());
+    this.#idleTimer = setTimeout(() => this.#onIdle(idleMs), delay);
+  }
+
+  #onIdle(idleMs: number): void {
+    this.#idleTimer = undefined;
+    if (this.#closed || this.#response || this.#detector?.speaking) return;
+    const endMs = Math.round(samplesToMs(this.#inputSamples));
+    const startMs = Math.max(Math.round(samplesToMs(this.#committedSamples)), endMs - idleMs);
+    const itemId = this.#pendingUserItemId ?? newId("item");
+    this.#playbackEndsAt = null;
+    this.#send({
+      type: "input_audio_buffer.timeout_triggered",
+      audio_start_ms: startMs,
+      audio_end_ms: endMs,
+      item_id: itemId,
+    });
+    this.#commit(itemId, Math.round((startMs * PCM_SAMPLE_RATE) / 1000), this.#inputSamples);
+    this.#startResponse({}, "idle");
+  }
+
+  // ─── Conversation items ─────────────────────────────────────────────────────────────────────
+
+  #createItem(event: Extract<ClientEvent, { type: "conversation.item.create" }>): void {
+    const raw = event.item as Record<string, unknown>;
+    // A message may leave out its type (OpenAI infers it from the role).
+    const parsed = CreatedItem.safeParse(
+      raw.type === undefined && "role" in raw ? { ...raw, type: "message" } : raw,
+    );
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      return this.#error(
+        "invalid_request_error",
+        "invalid_value",
+        `Invalid 'conversation.item.create': ${issue.message}.`,
+        ["item", ...issue.path].join("."),
+        event,
+      );
+    }
+    const item = parsed.data;
+    if (item.type === "function_call_output" && !this.#functionCall(item.call_id)) {
+      return this.#error(
+        "invalid_request_error",
+        "invalid_value",
+        `No function call with call_id '${item.call_id}' found in the conversation.`,
+        "item.call_id",
+        event,
+      );
+    }
+    const previousId = event.previous_item_id;
+    if (typeof previousId === "string" && !this.#conversation.has(previousId)) {
+      return this.#error(
+        "invalid_request_error",
+        "invalid_value",
+        `Item with previous_item_id not found: ${previousId}`,
+        "previous_item_id",
+        event,
+      );
+    }
+    const full: RealtimeItem = {
+      ...item,
+      ...(item.type === "function_call"
+        ? { call_id: item.call_id ?? newId("item").replace("item_", "call_") }
+        : {}),
+      id: typeof raw.id === "string" && raw.id.length > 0 ? raw.id : newId("item"),
+      object: "realtime.item",
+      status: "completed",
+    };
+    const previous = this.#conversation.add(full, null, previousId);
+    this.#send({ type: "conversation.item.added", previous_item_id: previous, item: full });
+    this.#send({ type: "conversation.item.done", previous_item_id: previous, item: full });
+  }
+
+  #functionCall(callId: string): RealtimeItem | undefined {
+    return this.#conversation.find((item) => item.type === "function_call" && item.call_id === callId);
+  }
+
+  #retrieve(raw: Record<string, unknown>): void {
+    const parsed = ConversationItemRetrieve.safeParse(raw);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      return this.#error(
+        "invalid_request_error",
+        "invalid_value",
+        `Invalid 'conversation.item.retrieve': ${issue.message}.`,
+        issue.path.join(".") || null,
+        raw,
+      );
+    }
+    const item = this.#conversation.retrieve(parsed.data.item_id);
+    if (!item) {
+      return this.#error(
+        "invalid_request_error",
+        "item_retrieve_invalid_item_id",
+        `Item with item_id not found: ${parsed.data.item_id}`,
+        "item_id",
+        raw,
+      );
+    }
+    this.#send({ type: "conversation.item.retrieved", item });
   }
 
   #truncate(event: Extract<ClientEvent, { type: "conversation.item.truncate" }>): void {
-    const item = this.#items.get(event.item_id);
-    if (!item) {
+    const entry = this.#conversation.get(event.item_id);
+    if (!entry) {
       return this.#error(
         "invalid_request_error",
         "item_truncate_invalid_item_id",
@@ -359,16 +608,17 @@ export class AgentSession {
         event,
       );
     }
-    if (item.role !== "assistant" || !item.hasAudio || event.content_index !== 0) {
+    const assistant = entry.item.role === "assistant";
+    if (!assistant || !entry.audio || event.content_index !== 0) {
       return this.#error(
         "invalid_request_error",
         "invalid_value",
         "Only the audio content (content_index 0) of an assistant message can be truncated.",
-        item.role !== "assistant" ? "item_id" : "content_index",
+        !assistant ? "item_id" : "content_index",
         event,
       );
     }
-    const audioMs = Math.floor(samplesToMs(item.audioSamples));
+    const audioMs = Math.floor(samplesToMs(entry.audioSamples));
     if (event.audio_end_ms > audioMs) {
       return this.#error(
         "invalid_request_error",
@@ -378,46 +628,164 @@ export class AgentSession {
         event,
       );
     }
-    item.audioSamples = Math.round((event.audio_end_ms * PCM_SAMPLE_RATE) / 1000);
+    entry.audioSamples = Math.round((event.audio_end_ms * PCM_SAMPLE_RATE) / 1000);
     this.#send({
       type: "conversation.item.truncated",
-      item_id: item.id,
+      item_id: entry.item.id,
       content_index: 0,
       audio_end_ms: event.audio_end_ms,
     });
   }
 
-  async #respond(): Promise<void> {
+  // ─── Responses ──────────────────────────────────────────────────────────────────────────────
+
+  #startResponse(params: ResponseParams, reason: ReplyReason): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = undefined;
+    const session = this.#session as SessionConfig & { tools?: unknown; tool_choice?: unknown };
+    const modalities =
+      params.output_modalities ?? (session.output_modalities?.includes("text") ? ["text"] : ["audio"]);
     const response: ActiveResponse = {
       id: newId("resp"),
-      itemId: newId("item"),
       timer: undefined,
       cancelled: false,
+      modalities,
+      metadata: params.metadata ?? null,
+      item: null,
+      firstAudioAt: null,
+      outputText: "",
+      outputAudioSamples: 0,
     };
     this.#response = response;
-    const responseObject = (status: string, output: object[], details: object | null = null) => ({
-      id: response.id,
-      object: "realtime.response",
-      status,
-      status_details: details,
-      output,
-      conversation_id: "conv_earshot",
-      output_modalities: ["audio"],
-      audio: { output: { format: { type: "audio/pcm", rate: PCM_SAMPLE_RATE }, voice: "espeak" } },
-      usage: null,
-    });
-    this.#send({ type: "response.created", response: responseObject("in_progress", []) });
+    this.#send({ type: "response.created", response: this.#responseObject(response, "in_progress") });
 
+    const tools = functionTools(params.tools ?? session.tools);
+    const choice = params.tool_choice ?? ToolChoice.catch("auto").parse(session.tool_choice ?? "auto");
+    const last = this.#conversation.last?.item;
+    const tool = reason === "idle" ? null : toolToCall(tools, choice, last?.type, this.#toolCalls);
+    if (tool) return this.#callTool(response, tool);
+    const text = this.#replyText(reason);
+    if (modalities.includes("audio")) void this.#speak(response, text);
+    else this.#write(response, text);
+  }
+
+  /** What the agent says: it uses a tool's output, quotes typed text, or describes what it heard. */
+  #replyText(reason: ReplyReason): string {
+    if (reason === "idle") return IDLE_PROMPT;
+    const last = this.#conversation.last?.item;
+    if (last?.type === "function_call_output") {
+      const call = this.#functionCall(String(last.call_id));
+      const output = String(last.output).replace(/\s+/g, " ").trim();
+      const quoted =
+        output.length > QUOTED_OUTPUT_CHARS
+          ? `${output.slice(0, QUOTED_OUTPUT_CHARS)}…`
+          : output || "nothing";
+      return `The ${String(call?.name ?? "tool")} tool returned: ${quoted}`;
+    }
+    if (last?.type === "message" && last.role === "user" && Array.isArray(last.content)) {
+      const typed = (last.content as { type?: unknown; text?: unknown }[])
+        .filter((part) => part.type === "input_text" && typeof part.text === "string")
+        .map((part) => part.text as string)
+        .join(" ")
+        .trim();
+      if (typed)
+        return `You wrote: ${typed.length > QUOTED_OUTPUT_CHARS ? `${typed.slice(0, QUOTED_OUTPUT_CHARS)}…` : typed}`;
+    }
+    return this.#lastUtterance && this.#lastUtterance.length > 0
+      ? `I heard you speak for about ${(samplesToMs(this.#lastUtterance.length) / 1000).toFixed(1)} seconds. I am Earshot's built-in agent. Set INFERENCE_URL to talk to a real model.`
+      : "Hello! I am Earshot's built-in agent. Say something and I will answer.";
+  }
+
+  #callTool(response: ActiveResponse, tool: FunctionTool): void {
+    this.#toolCalls++;
+    const args = JSON.stringify(argumentsFor(tool.parameters));
+    const callId = `call_${newId("item").slice(5)}`;
+    const item: RealtimeItem = {
+      id: newId("item"),
+      type: "function_call",
+      object: "realtime.item",
+      status: "in_progress",
+      name: tool.name,
+      call_id: callId,
+      arguments: "",
+    };
+    response.item = item;
+    response.outputText = args;
+    const ref = { response_id: response.id, item_id: item.id, output_index: 0, call_id: callId };
+    const previous = this.#conversation.add(item);
+    this.#send({ type: "response.output_item.added", response_id: response.id, output_index: 0, item });
+    this.#send({ type: "conversation.item.added", previous_item_id: previous, item });
+    for (let at = 0; at < args.length; at += ARGUMENT_DELTA_CHARS)
+      this.#send({
+        type: "response.function_call_arguments.delta",
+        ...ref,
+        delta: args.slice(at, at + ARGUMENT_DELTA_CHARS),
+      });
+    this.#send({ type: "response.function_call_arguments.done", ...ref, name: tool.name, arguments: args });
+    const done: RealtimeItem = { ...item, status: "completed", arguments: args };
+    this.#conversation.update(done);
+    this.#finish(response, done, previous);
+  }
+
+  /** A text-only reply (`output_modalities: ["text"]`): output_text deltas, no audio. */
+  #write(response: ActiveResponse, text: string): void {
+    const itemId = newId("item");
+    const item = (status: string, final: string | null): RealtimeItem => ({
+      id: itemId,
+      type: "message",
+      object: "realtime.item",
+      status,
+      role: "assistant",
+      content: final === null ? [] : [{ type: "output_text", text: final }],
+    });
+    response.item = item("in_progress", null);
+    const previous = this.#conversation.add(response.item);
+    const ref = { response_id: response.id, item_id: itemId, output_index: 0, content_index: 0 };
+    this.#send({
+      type: "response.output_item.added",
+      response_id: response.id,
+      output_index: 0,
+      item: response.item,
+    });
+    this.#send({ type: "conversation.item.added", previous_item_id: previous, item: response.item });
+    this.#send({ type: "response.content_part.added", ...ref, part: { type: "text", text: "" } });
+    const words = text.split(" ");
+    let sent = 0;
+    const intervalMs = Math.max(1, (50 / this.#options.speed) | 0);
+    const next = () => {
+      response.timer = undefined;
+      if (this.#closed || response.cancelled) return;
+      const delta = (sent > 0 ? " " : "") + words[sent++];
+      response.outputText += delta;
+      this.#send({ type: "response.output_text.delta", ...ref, delta });
+      if (sent < words.length) {
+        response.timer = setTimeout(next, intervalMs);
+        return;
+      }
+      this.#send({ type: "response.output_text.done", ...ref, text });
+      this.#send({ type: "response.content_part.done", ...ref, part: { type: "text", text } });
+      const done = item("completed", text);
+      this.#conversation.update(done);
+      this.#finish(response, done, previous);
+    };
+    next();
+  }
+
+  /** A spoken reply: eSpeak's audio (or the user's own, in echo mode) with its transcript. */
+  async #speak(response: ActiveResponse, text: string): Promise<void> {
     let audio: Int16Array;
     let transcript = "";
-    const echo = this.#options.reply === "echo" && this.#lastUtterance && this.#lastUtterance.length > 0;
+    const last = this.#conversation.last?.item;
+    const echo =
+      this.#options.reply === "echo" &&
+      last?.role === "user" &&
+      this.#lastUtterance !== null &&
+      this.#lastUtterance.length > 0;
     try {
       if (echo) {
         audio = this.#lastUtterance!;
       } else {
-        transcript = this.#lastUtterance
-          ? `I heard you speak for about ${(this.#lastUtteranceMs / 1000).toFixed(1)} seconds. I am Earshot's built-in agent. Set INFERENCE_URL to talk to a real model.`
-          : "Hello! I am Earshot's built-in agent. Say something and I will answer.";
+        transcript = text;
         audio = await this.#options.tts.speak(transcript);
       }
     } catch (error) {
@@ -426,20 +794,17 @@ export class AgentSession {
       this.#response = null;
       this.#send({
         type: "response.done",
-        response: responseObject("failed", [], {
+        response: this.#responseObject(response, "failed", {
           type: "failed",
-          error: { type: "server_error", code: "tts_failed" },
+          error: { type: "server_error", code: "tts_failed", message: "Speech synthesis failed." },
         }),
       });
       return;
     }
     if (this.#closed || response.cancelled) return;
 
-    const itemId = response.itemId;
-    const previous = this.#lastItemId;
-    const item: ConversationItem = { id: itemId, role: "assistant", audioSamples: 0, hasAudio: true };
-    this.#addItem(item);
-    const itemObject = (status: string, finalTranscript: string | null) => ({
+    const itemId = newId("item");
+    const itemObject = (status: string, finalTranscript: string | null): RealtimeItem => ({
       id: itemId,
       type: "message",
       object: "realtime.item",
@@ -447,23 +812,18 @@ export class AgentSession {
       role: "assistant",
       content: finalTranscript === null ? [] : [{ type: "output_audio", transcript: finalTranscript }],
     });
+    response.item = itemObject("in_progress", null);
+    const previous = this.#conversation.add(response.item);
+    this.#conversation.setAudio(itemId, audio, 0);
     const ref = { response_id: response.id, item_id: itemId, output_index: 0, content_index: 0 };
     this.#send({
       type: "response.output_item.added",
       response_id: response.id,
       output_index: 0,
-      item: itemObject("in_progress", null),
+      item: response.item,
     });
-    this.#send({
-      type: "conversation.item.added",
-      previous_item_id: previous,
-      item: itemObject("in_progress", null),
-    });
-    this.#send({
-      type: "response.content_part.added",
-      ...ref,
-      part: { type: "output_audio", transcript: "" },
-    });
+    this.#send({ type: "conversation.item.added", previous_item_id: previous, item: response.item });
+    this.#send({ type: "response.content_part.added", ...ref, part: { type: "audio", transcript: "" } });
 
     const words = transcript ? transcript.split(" ") : [];
     const chunks = Math.ceil(audio.length / DELTA_SAMPLES);
@@ -471,27 +831,14 @@ export class AgentSession {
     let wordsSent = 0;
     const intervalMs = (samplesToMs(DELTA_SAMPLES) / this.#options.speed) | 0;
 
-    const finish = () => {
-      this.#response = null;
-      this.#send({ type: "response.output_audio.done", ...ref });
-      if (transcript) this.#send({ type: "response.output_audio_transcript.done", ...ref, transcript });
-      this.#send({ type: "response.content_part.done", ...ref, part: { type: "output_audio", transcript } });
-      const done = itemObject("completed", transcript);
-      this.#send({
-        type: "response.output_item.done",
-        response_id: response.id,
-        output_index: 0,
-        item: done,
-      });
-      this.#send({ type: "conversation.item.done", previous_item_id: previous, item: done });
-      this.#send({ type: "response.done", response: responseObject("completed", [done]) });
-    };
-
     const sendChunk = () => {
       response.timer = undefined;
       if (this.#closed || response.cancelled) return;
       const pcm = audio.subarray(chunk * DELTA_SAMPLES, (chunk + 1) * DELTA_SAMPLES);
-      item.audioSamples += pcm.length;
+      response.firstAudioAt ??= performance.now();
+      response.outputAudioSamples += pcm.length;
+      const entry = this.#conversation.get(itemId);
+      if (entry) entry.audioSamples = response.outputAudioSamples;
       // Spread the transcript over the audio, as the model emits it alongside.
       const wordsDue = Math.ceil((words.length * (chunk + 1)) / chunks);
       if (wordsDue > wordsSent) {
@@ -505,10 +852,33 @@ export class AgentSession {
         delta: Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength).toString("base64"),
       });
       chunk++;
-      if (chunk >= chunks) return finish();
-      response.timer = setTimeout(sendChunk, intervalMs);
+      if (chunk < chunks) {
+        response.timer = setTimeout(sendChunk, intervalMs);
+        return;
+      }
+      response.outputText = transcript;
+      this.#send({ type: "response.output_audio.done", ...ref });
+      if (transcript) this.#send({ type: "response.output_audio_transcript.done", ...ref, transcript });
+      this.#send({ type: "response.content_part.done", ...ref, part: { type: "audio", transcript } });
+      const done = itemObject("completed", transcript);
+      this.#conversation.update(done);
+      this.#finish(response, done, previous);
     };
     sendChunk();
+  }
+
+  /** The output item's done events and response.done; then the idle timer runs from playback's end. */
+  #finish(response: ActiveResponse, item: RealtimeItem, previous: string | null): void {
+    this.#response = null;
+    response.item = item;
+    this.#send({ type: "response.output_item.done", response_id: response.id, output_index: 0, item });
+    this.#send({ type: "conversation.item.done", previous_item_id: previous, item });
+    this.#send({ type: "response.done", response: this.#responseObject(response, "completed") });
+    const now = performance.now();
+    const playedUntil =
+      response.firstAudioAt === null ? now : response.firstAudioAt + samplesToMs(response.outputAudioSamples);
+    this.#playbackEndsAt = Math.max(now, playedUntil);
+    this.#armIdleTimer();
   }
 
   #cancel(reason: "client_cancelled" | "turn_detected"): void {
@@ -517,38 +887,67 @@ export class AgentSession {
     response.cancelled = true;
     if (response.timer) clearTimeout(response.timer);
     this.#response = null;
-    const item = this.#items.get(response.itemId);
-    const output = item
-      ? [
-          {
-            id: item.id,
-            type: "message",
-            object: "realtime.item",
-            status: "incomplete",
-            role: "assistant",
-            content: [],
-          },
-        ]
-      : [];
-    if (item) {
+    if (response.item) {
+      response.item = { ...response.item, status: "incomplete" };
+      this.#conversation.update(response.item);
       this.#send({
         type: "response.output_item.done",
         response_id: response.id,
         output_index: 0,
-        item: output[0],
+        item: response.item,
       });
     }
     this.#send({
       type: "response.done",
-      response: {
-        id: response.id,
-        object: "realtime.response",
-        status: "cancelled",
-        status_details: { type: "cancelled", reason },
-        output,
-        usage: null,
-      },
+      response: this.#responseObject(response, "cancelled", { type: "cancelled", reason }),
     });
+  }
+
+  #responseObject(response: ActiveResponse, status: string, details: object | null = null) {
+    const audio = response.modalities.includes("audio");
+    const output = this.#session.audio?.output as { voice?: unknown } | undefined;
+    return {
+      id: response.id,
+      object: "realtime.response",
+      status,
+      status_details: details,
+      output: status === "in_progress" || !response.item ? [] : [response.item],
+      conversation_id: "conv_earshot",
+      output_modalities: response.modalities,
+      max_output_tokens: (this.#session as { max_output_tokens?: unknown }).max_output_tokens ?? "inf",
+      audio: {
+        output: { format: { type: "audio/pcm", rate: PCM_SAMPLE_RATE }, voice: output?.voice ?? "espeak" },
+      },
+      metadata: response.metadata,
+      usage: status === "in_progress" ? null : this.#usage(response, audio),
+    };
+  }
+
+  /**
+   * Token counts in OpenAI's shape, estimated with OpenAI's published rates: text about 4
+   * characters a token, user audio 1 token per 100 ms, assistant audio 1 per 50 ms.
+   */
+  #usage(response: ActiveResponse, audio: boolean) {
+    const instructions = (this.#session as { instructions?: unknown }).instructions;
+    const textIn = Math.ceil((typeof instructions === "string" ? instructions.length : 0) / 4);
+    const audioIn = Math.ceil(samplesToMs(this.#userAudioSamples) / 100);
+    const textOut = Math.ceil(response.outputText.length / 4);
+    const audioOut = audio ? Math.ceil(samplesToMs(response.outputAudioSamples) / 50) : 0;
+    const input = textIn + audioIn;
+    const output = textOut + audioOut;
+    return {
+      total_tokens: input + output,
+      input_tokens: input,
+      output_tokens: output,
+      input_token_details: {
+        text_tokens: textIn,
+        audio_tokens: audioIn,
+        image_tokens: 0,
+        cached_tokens: 0,
+        cached_tokens_details: { text_tokens: 0, audio_tokens: 0, image_tokens: 0 },
+      },
+      output_token_details: { text_tokens: textOut, audio_tokens: audioOut },
+    };
   }
 
   #error(

@@ -81,6 +81,16 @@ export const OutputAudioBufferClear = z.looseObject({
   event_id: eventId,
 });
 
+/**
+ * Served by the built-in agent; not in ClientEvent, so the relay passes it through to the model
+ * untouched as it does any event it does not act on.
+ */
+export const ConversationItemRetrieve = z.looseObject({
+  type: z.literal("conversation.item.retrieve"),
+  event_id: eventId,
+  item_id: id,
+});
+
 export const ClientEvent = z.discriminatedUnion("type", [
   SessionUpdate,
   InputAudioBufferAppend,

@@ -20,7 +20,7 @@ export const TurnDetection = z
   .nullable();
 
 export const SessionConfig = z.looseObject({
-  type: z.literal("realtime").optional(),
+  type: z.enum(["realtime", "transcription"]).optional(),
   model: z.string().min(1).max(128).optional(),
   instructions: z.string().max(32_768).optional(),
   output_modalities: z
