@@ -138,6 +138,8 @@ export class AgentSession {
   #playbackEndsAt: number | null = null;
   #idleTimer: NodeJS.Timeout | undefined;
   #transcriptionLogged = false;
+  /** Once the assistant has spoken, the voice is fixed (OpenAI's rule). */
+  #audioProduced = false;
   #closed = false;
 
   constructor(options: AgentSessionOptions) {
@@ -317,6 +319,21 @@ export class AgentSession {
           cause,
         );
       }
+    }
+    const voice = (update.audio?.output as { voice?: unknown } | undefined)?.voice;
+    const currentVoice = (this.#session.audio?.output as { voice?: unknown } | undefined)?.voice;
+    if (
+      this.#audioProduced &&
+      voice !== undefined &&
+      JSON.stringify(voice) !== JSON.stringify(currentVoice)
+    ) {
+      return this.#error(
+        "invalid_request_error",
+        "cannot_update_voice",
+        "Cannot update a conversation's voice if assistant audio is present.",
+        "session.audio.output.voice",
+        cause,
+      );
     }
     const problem = toolProblem(update as { tools?: unknown; tool_choice?: unknown }, "session");
     if (problem)
@@ -665,7 +682,14 @@ export class AgentSession {
     const tool = reason === "idle" ? null : toolToCall(tools, choice, last?.type, this.#toolCalls);
     if (tool) return this.#callTool(response, tool);
     const text = this.#replyText(reason);
-    if (modalities.includes("audio")) void this.#speak(response, text);
+    // Echo mode plays back the user's last utterance, only when that is what the reply answers.
+    const echo =
+      this.#options.reply === "echo" &&
+      reason !== "idle" &&
+      last?.role === "user" &&
+      this.#lastUtterance !== null &&
+      this.#lastUtterance.length > 0;
+    if (modalities.includes("audio")) void this.#speak(response, text, echo);
     else this.#write(response, text);
   }
 
@@ -772,15 +796,9 @@ export class AgentSession {
   }
 
   /** A spoken reply: eSpeak's audio (or the user's own, in echo mode) with its transcript. */
-  async #speak(response: ActiveResponse, text: string): Promise<void> {
+  async #speak(response: ActiveResponse, text: string, echo: boolean): Promise<void> {
     let audio: Int16Array;
     let transcript = "";
-    const last = this.#conversation.last?.item;
-    const echo =
-      this.#options.reply === "echo" &&
-      last?.role === "user" &&
-      this.#lastUtterance !== null &&
-      this.#lastUtterance.length > 0;
     try {
       if (echo) {
         audio = this.#lastUtterance!;
@@ -836,6 +854,7 @@ export class AgentSession {
       if (this.#closed || response.cancelled) return;
       const pcm = audio.subarray(chunk * DELTA_SAMPLES, (chunk + 1) * DELTA_SAMPLES);
       response.firstAudioAt ??= performance.now();
+      this.#audioProduced = true;
       response.outputAudioSamples += pcm.length;
       const entry = this.#conversation.get(itemId);
       if (entry) entry.audioSamples = response.outputAudioSamples;
@@ -844,6 +863,7 @@ export class AgentSession {
       if (wordsDue > wordsSent) {
         const delta = (wordsSent > 0 ? " " : "") + words.slice(wordsSent, wordsDue).join(" ");
         wordsSent = wordsDue;
+        response.outputText += delta;
         this.#send({ type: "response.output_audio_transcript.delta", ...ref, delta });
       }
       this.#send({
@@ -856,7 +876,6 @@ export class AgentSession {
         response.timer = setTimeout(sendChunk, intervalMs);
         return;
       }
-      response.outputText = transcript;
       this.#send({ type: "response.output_audio.done", ...ref });
       if (transcript) this.#send({ type: "response.output_audio_transcript.done", ...ref, transcript });
       this.#send({ type: "response.content_part.done", ...ref, part: { type: "audio", transcript } });
@@ -881,14 +900,36 @@ export class AgentSession {
     this.#armIdleTimer();
   }
 
+  /**
+   * Stops the response: as OpenAI does, the open content part and item are closed with what was
+   * produced so far (the .done events are "also emitted when a Response is interrupted").
+   */
   #cancel(reason: "client_cancelled" | "turn_detected"): void {
     const response = this.#response;
     if (!response) return;
     response.cancelled = true;
     if (response.timer) clearTimeout(response.timer);
     this.#response = null;
-    if (response.item) {
-      response.item = { ...response.item, status: "incomplete" };
+    const item = response.item;
+    if (item) {
+      const ref = { response_id: response.id, item_id: item.id, output_index: 0, content_index: 0 };
+      const partial = response.outputText;
+      let content = item.content;
+      if (item.type === "message" && response.modalities.includes("audio")) {
+        this.#send({ type: "response.output_audio.done", ...ref });
+        this.#send({ type: "response.output_audio_transcript.done", ...ref, transcript: partial });
+        this.#send({
+          type: "response.content_part.done",
+          ...ref,
+          part: { type: "audio", transcript: partial },
+        });
+        content = [{ type: "output_audio", transcript: partial }];
+      } else if (item.type === "message") {
+        this.#send({ type: "response.output_text.done", ...ref, text: partial });
+        this.#send({ type: "response.content_part.done", ...ref, part: { type: "text", text: partial } });
+        content = [{ type: "output_text", text: partial }];
+      }
+      response.item = { ...item, status: "incomplete", ...(item.type === "message" ? { content } : {}) };
       this.#conversation.update(response.item);
       this.#send({
         type: "response.output_item.done",

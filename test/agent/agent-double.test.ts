@@ -522,6 +522,36 @@ describe("built-in agent: client events answered as OpenAI does", () => {
       status: "cancelled",
       status_details: { reason: "client_cancelled" },
     });
+    // The open part and item are closed with what was said so far, as OpenAI does.
+    const closing = client.events.slice(client.events.findIndex((e) => e.type === "response.created"));
+    const tail = closing.map((e) => e.type).filter((t) => !t.endsWith(".delta"));
+    expect(tail.slice(-5)).toEqual([
+      "response.output_audio.done",
+      "response.output_audio_transcript.done",
+      "response.content_part.done",
+      "response.output_item.done",
+      "response.done",
+    ]);
+    const partial = closing
+      .filter((e) => e.type === "response.output_audio_transcript.delta")
+      .map((e) => e.delta)
+      .join("");
+    expect(client.ofType("response.output_audio_transcript.done")[0]!.transcript).toBe(partial);
+    expect((done.response as { output: object[] }).output[0]).toMatchObject({
+      status: "incomplete",
+      content: [{ type: "output_audio", transcript: partial }],
+    });
+    // Once the assistant has spoken, the voice is fixed; the same voice is no change.
+    client.send({
+      type: "session.update",
+      session: { type: "realtime", audio: { output: { voice: "marin" } } },
+    });
+    const voiceError = await client.waitFor(
+      "error",
+      (e) => (e.error as { code: string }).code === "cannot_update_voice",
+    );
+    expect((voiceError.error as { param: string }).param).toBe("session.audio.output.voice");
+    await update(client, { audio: { output: { voice: "espeak" } } });
     client.send({ type: "output_audio_buffer.clear" });
     await client.waitFor("error", (e) => (e.error as { code: string }).code === "unsupported_event");
     const updated = await update(client, { instructions: "Be terse." });
