@@ -258,6 +258,34 @@ describe("built-in agent: function tools", () => {
     const done = await client.waitFor("response.done");
     expect((done.response as { output: { type: string }[] }).output[0]!.type).toBe("message");
   });
+  it("quotes a tool's output up to 300 characters and cuts one past it; a tool name of 64 characters is the most", async () => {
+    const client = await connect();
+    const name = "t".repeat(64);
+    await update(client, { tools: [{ ...WEATHER, name }], tool_choice: "auto", output_modalities: ["text"] });
+    const replies: string[] = [];
+    for (const length of [300, 301]) {
+      let from = client.events.length;
+      client.send({ type: "response.create" });
+      await client.waitFor("response.done", undefined, { from });
+      const call = since(client, from, "response.function_call_arguments.done")[0]!;
+      expect(call.name).toBe(name);
+      from = client.events.length;
+      client.send({
+        type: "conversation.item.create",
+        item: { type: "function_call_output", call_id: call.call_id, output: "o".repeat(length) },
+      });
+      client.send({ type: "response.create" });
+      await client.waitFor("response.done", undefined, { from });
+      replies.push(since(client, from, "response.output_text.done")[0]!.text as string);
+    }
+    expect(replies[0]).toBe(`The ${name} tool returned: ${"o".repeat(300)}`);
+    expect(replies[1]).toBe(`The ${name} tool returned: ${"o".repeat(300)}…`);
+    client.send({
+      type: "session.update",
+      session: { type: "realtime", tools: [{ ...WEATHER, name: `${name}t` }] },
+    });
+    await client.waitFor("error", (e) => (e.error as { param: string }).param === "session.tools[0].name");
+  });
 });
 
 describe("built-in agent: output_modalities", () => {
