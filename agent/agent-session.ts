@@ -661,7 +661,9 @@ export class AgentSession {
     this.#idleTimer = undefined;
     const session = this.#session as SessionConfig & { tools?: unknown; tool_choice?: unknown };
     const modalities =
-      params.output_modalities ?? (session.output_modalities?.includes("text") ? ["text"] : ["audio"]);
+      params.output_modalities ??
+      // Audio replies carry a transcript; text alone only when audio is not asked for.
+      (session.output_modalities?.includes("audio") === false ? ["text"] : ["audio"]);
     const response: ActiveResponse = {
       id: newId("resp"),
       timer: undefined,

@@ -133,14 +133,24 @@ export function sessionObject(
     ...audio.input,
     turn_detection: effectiveTurnDetection(audio.input?.turn_detection as TurnDetectionIn),
   };
-  const transcription = sessionType(session) === "transcription";
+  if (sessionType(session) === "transcription") {
+    // OpenAI's transcription session has no model, voice, tools or output: only its input.
+    return {
+      type: "transcription",
+      object: "realtime.transcription_session",
+      id,
+      expires_at: createdAt + SESSION_LIFETIME_S,
+      audio: { input },
+      include: (session as { include?: unknown }).include ?? null,
+    };
+  }
   return {
     ...session,
-    type: sessionType(session),
-    object: transcription ? "realtime.transcription_session" : "realtime.session",
+    type: "realtime",
+    object: "realtime.session",
     id,
     expires_at: createdAt + SESSION_LIFETIME_S,
-    audio: transcription ? { input } : { ...audio, input, output: audio.output },
+    audio: { ...audio, input },
   };
 }
 
