@@ -71,7 +71,7 @@ export function paramProblem(error: z.ZodError, input: unknown, prefix?: string)
         // A discriminated union whose `type` matched no branch (zod reports it at the key).
         return {
           code: "invalid_value",
-          message: `Invalid value: ${show(actual)}. Supported values are: ${listOf(issue.options)}.`,
+          message: `Invalid value for '${quoted}': ${show(actual)}. Supported values are: ${listOf(issue.options)}.`,
           param,
         };
       }
@@ -87,7 +87,7 @@ export function paramProblem(error: z.ZodError, input: unknown, prefix?: string)
     case "invalid_value":
       return {
         code: "invalid_value",
-        message: `Invalid value: ${show(valueAt(input, path))}. Supported values are: ${listOf(issue.values)}.`,
+        message: `Invalid value for '${quoted}': ${show(valueAt(input, path))}. Supported values are: ${listOf(issue.values)}.`,
         param,
       };
     case "too_big":
