@@ -7,6 +7,7 @@
 // client); the upstream answers it (OpenAI replies `invalid_request_error` itself). A known type
 // with a bad shape is rejected here with an `error` event naming the field.
 import { z } from "zod";
+import { paramProblem } from "./param-problem.ts";
 import { SessionConfig } from "./session.ts";
 
 /** Largest client event accepted on the `oai-events` data channel (SCTP's usual max message). */
@@ -283,14 +284,9 @@ function parseWith<T>(
   if (!known.has(record.type)) return { kind: "unknown", type: record.type, event: record };
   const result = schema.safeParse(value);
   if (result.success) return { kind: "known", event: result.data };
-  const issue = result.error.issues[0]!;
-  const param = issue.path.length > 0 ? issue.path.join(".") : null;
-  return invalid(
-    "invalid_value",
-    `Invalid '${record.type}'${param ? ` at '${param}'` : ""}: ${issue.message}.`,
-    param,
-    eventIdValue,
-  );
+  // Said as OpenAI says it (`session.audio.output.voice`, `unknown_parameter`, ...).
+  const problem = paramProblem(result.error, value);
+  return invalid(problem.code, `Invalid '${record.type}': ${problem.message}`, problem.param, eventIdValue);
 }
 
 /** UTF-8 byte length without encoding (this module also runs in workerd, where Buffer is absent). */

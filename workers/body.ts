@@ -179,6 +179,6 @@ export async function readJson<S extends z.ZodType>(
     value = parseJson(text);
   }
   const parsed = schema.safeParse(value);
-  if (!parsed.success) throw zodBadRequest(parsed.error);
+  if (!parsed.success) throw zodBadRequest(parsed.error, value);
   return parsed.data;
 }

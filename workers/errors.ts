@@ -2,6 +2,7 @@
 // `status`) and turned into OpenAI's error envelope in one place, `errorResponse`. Anything
 // else is a bug: it is logged here and the client gets a generic 500, never a stack.
 import type { z } from "zod";
+import { paramProblem } from "../protocol/param-problem.ts";
 import type { ErrorBody } from "../protocol/relay-api.ts";
 import { ConfigError } from "./config.ts";
 import { log } from "./log.ts";
@@ -81,15 +82,13 @@ export const forbidden = (code: string, message: string) => new ApiError(403, co
 export const notFound = (message = "Not found.") => new ApiError(404, "not_found", message);
 export const conflict = (code: string, message: string) => new ApiError(409, code, message);
 
-/** The first problem zod found, as a 400 naming the offending field. */
-export function zodBadRequest(error: z.ZodError, prefix?: string): ApiError {
-  const issue = error.issues[0];
-  const path = [...(prefix ? [prefix] : []), ...(issue?.path ?? []).map(String)].join(".");
-  return badRequest(
-    "invalid_value",
-    issue ? `${path || "body"}: ${issue.message}` : "Invalid body.",
-    path || undefined,
-  );
+/**
+ * The first problem zod found in `input`, as a 400 in OpenAI's words naming the offending field
+ * (`unknown_parameter`, `missing_required_parameter`, `invalid_type`, `invalid_value`).
+ */
+export function zodBadRequest(error: z.ZodError, input: unknown, prefix?: string): ApiError {
+  const problem = paramProblem(error, input, prefix);
+  return badRequest(problem.code, problem.message, problem.param ?? undefined);
 }
 
 export function errorEnvelope(error: ApiError): ErrorBody {

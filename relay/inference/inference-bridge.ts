@@ -23,17 +23,23 @@ import type { UplinkMonitor, UplinkMonitorHooks } from "../barge-in/uplink-monit
 import type { SentFrame } from "../media/downlink.ts";
 import { ProblemLog } from "../log.ts";
 import type { RelayMetrics } from "../metrics.ts";
-import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
+import { FRAME_SAMPLES } from "../media/audio-format.ts";
 import { BargeIn, RELAY_EVENT_PREFIX } from "../barge-in/barge-in.ts";
 import type { InferenceConfig } from "../config.ts";
+import { ModelSession, RECONNECTED_EVENT, type SessionOutcome, forModel } from "./model-session.ts";
 import { UpstreamConnection } from "./upstream-connection.ts";
 
 /** Uplink frames per input_audio_buffer.append: 2 × 20 ms. */
 const FRAMES_PER_APPEND = 2;
 /** Server events held for a data channel that is not open yet (session.created and friends). */
 const MAX_PENDING_CHANNEL_EVENTS = 256;
-/** Client events held while the upstream is (re)connecting. */
+/** Client events held while the upstream is (re)connecting and its session being configured. */
 const MAX_PENDING_UPSTREAM_EVENTS = 64;
+/**
+ * How long the model may take to answer the relay's session.update before the call goes on
+ * under the session as asked (OpenAI answers in well under a second).
+ */
+export const SESSION_CONFIRM_TIMEOUT_MS = 5000;
 /**
  * Error replies to malformed client events: a burst of this many, then this many a second.
  * A client that floods garbage would otherwise get an error back for every message, and the
@@ -48,6 +54,14 @@ export interface InferenceBridgeOptions {
   config: InferenceConfig;
   /** Creates the per-call uplink monitor (VAD, echo suppression), if enabled. */
   uplinkMonitor?: (hooks: UplinkMonitorHooks, metrics: RelayMetrics) => UplinkMonitor;
+  /** SESSION_CONFIRM_TIMEOUT_MS unless given (tests). */
+  sessionConfirmTimeoutMs?: number;
+}
+
+/** A client event waiting for the model session; a session.update keeps its parsed session. */
+interface HeldEvent {
+  text: string;
+  sessionUpdate: { eventId: string | undefined; session: SessionConfig } | null;
 }
 
 export class InferenceBridge implements CallBridge {
@@ -55,6 +69,9 @@ export class InferenceBridge implements CallBridge {
   readonly #upstream: UpstreamConnection;
   readonly #bargeIn: BargeIn;
   readonly #monitor: UplinkMonitor | null;
+  readonly #session: ModelSession;
+  readonly #sessionConfirmTimeoutMs: number;
+  #sessionTimer: NodeJS.Timeout | null = null;
 
   // Uplink batch: reused for every append, no per-frame allocation.
   readonly #batch = new Int16Array(FRAME_SAMPLES * FRAMES_PER_APPEND);
@@ -66,7 +83,7 @@ export class InferenceBridge implements CallBridge {
 
   #pendingChannel: [text: string, type: string][] = [];
   readonly #problems: ProblemLog;
-  #pendingUpstream: string[] = [];
+  #pendingUpstream: HeldEvent[] = [];
   #closed = false;
   #errorReplyTokens = ERROR_REPLY_BURST;
   #errorReplyRefilledAt = performance.now();
@@ -74,6 +91,8 @@ export class InferenceBridge implements CallBridge {
   constructor(ctx: CallContext, options: InferenceBridgeOptions) {
     this.#ctx = ctx;
     this.#problems = new ProblemLog(ctx.log);
+    this.#session = new ModelSession(ctx.session);
+    this.#sessionConfirmTimeoutMs = options.sessionConfirmTimeoutMs ?? SESSION_CONFIRM_TIMEOUT_MS;
     const metrics = ctx.metrics;
     this.#bargeIn = new BargeIn({
       downlink: ctx.downlink,
@@ -97,6 +116,7 @@ export class InferenceBridge implements CallBridge {
       onDrop: (failure) => {
         metrics.upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
         ctx.log.warn({ retryable: failure.retryable }, `upstream dropped: ${failure.message}`);
+        this.#session.dropped();
         // Whatever the model was saying is gone with its session.
         this.#bargeIn.trigger("upstream_lost");
       },
@@ -115,6 +135,11 @@ export class InferenceBridge implements CallBridge {
     });
   }
 
+  /** The call's session as the model confirmed it: the ticket's and the client's updates. */
+  get session(): SessionConfig {
+    return this.#session.effective;
+  }
+
   /** Connection attempts so far (tests). */
   get upstreamAttempts(): number {
     return this.#upstream.attempts;
@@ -127,8 +152,12 @@ export class InferenceBridge implements CallBridge {
   onUplinkFrame(pcm: Int16Array, mediaTimeMs?: number): void {
     if (this.#closed) return;
     const echoOnly = this.#monitor ? this.#monitor.onUplinkFrame(pcm, mediaTimeMs) : false;
-    if (!this.#upstream.open) {
-      this.#ctx.metrics.droppedAudio.inc({ direction: "uplink", reason: "upstream_not_open" });
+    // Audio waits for the model to run the call's session, never its defaults.
+    if (!this.#session.ready || !this.#upstream.open) {
+      this.#ctx.metrics.droppedAudio.inc({
+        direction: "uplink",
+        reason: this.#upstream.open ? "session_not_ready" : "upstream_not_open",
+      });
       this.#batchFrames = 0;
       return;
     }
@@ -179,7 +208,10 @@ export class InferenceBridge implements CallBridge {
         return;
       case "session.update":
         // The relay carries audio as PCM16 24 kHz whatever the client asks for.
-        this.#sendUpstream(JSON.stringify({ ...event, session: withRelayAudio(event.session) }));
+        this.#sendUpstream(JSON.stringify({ ...event, session: forModel(event.session) }), {
+          eventId: event.event_id,
+          session: event.session,
+        });
         return;
       case "input_audio_buffer.append":
       case "input_audio_buffer.commit":
@@ -228,17 +260,26 @@ export class InferenceBridge implements CallBridge {
 
   #onUpstreamOpen(reconnected: boolean): void {
     if (this.#closed) return;
-    this.#upstream.send(
-      JSON.stringify({
-        type: "session.update",
-        event_id: RELAY_EVENT_PREFIX + newId("event"),
-        session: withRelayAudio(this.#ctx.session),
-      }),
-    );
+    // The call's session first; client events wait until the model has applied it.
+    const { update, unanswered } = this.#session.opened();
+    this.#upstream.send(update);
     if (reconnected) this.#ctx.log.info("upstream reconnected, new model session");
-    const pending = this.#pendingUpstream;
-    this.#pendingUpstream = [];
-    for (const text of pending) this.#upstream.send(text);
+    // The client's updates the lost model session never answered go to the new one, first.
+    const resend: HeldEvent[] = unanswered.map(({ text, eventId, session }) => ({
+      text,
+      sessionUpdate: { eventId, session },
+    }));
+    this.#pendingUpstream = [...resend, ...this.#pendingUpstream];
+    if (this.#sessionTimer) clearTimeout(this.#sessionTimer);
+    this.#sessionTimer = setTimeout(() => {
+      this.#sessionTimer = null;
+      const outcome = this.#session.timedOut();
+      if (!outcome) return;
+      this.#problems.warn("model did not confirm the session in time", {
+        timeout_ms: this.#sessionConfirmTimeoutMs,
+      });
+      this.#onSessionOutcome(outcome, "");
+    }, this.#sessionConfirmTimeoutMs);
   }
 
   #onUpstreamMessage(text: string): void {
@@ -274,7 +315,18 @@ export class InferenceBridge implements CallBridge {
         this.#bargeIn.responseDone(event.response.id);
         this.#emitText(text, event.type);
         return;
+      case "session.created":
+        this.#onSessionOutcome(this.#session.onCreated(event.session), text);
+        return;
+      case "session.updated":
+        this.#onSessionOutcome(this.#session.onUpdated(event.session), text);
+        return;
       case "error": {
+        const answer = this.#session.onError(event.error);
+        if (answer) {
+          this.#onSessionOutcome(answer, text);
+          return;
+        }
         // Errors provoked by the relay's own cancel/truncate (e.g. the response had already
         // finished) are the relay's business, not the client's.
         const cause = event.error.event_id ?? "";
@@ -285,8 +337,6 @@ export class InferenceBridge implements CallBridge {
         this.#emitText(text, event.type);
         return;
       }
-      case "session.created":
-      case "session.updated":
       case "input_audio_buffer.speech_stopped":
       case "input_audio_buffer.committed":
       case "input_audio_buffer.cleared":
@@ -318,6 +368,63 @@ export class InferenceBridge implements CallBridge {
     }
   }
 
+  #onSessionOutcome(outcome: SessionOutcome, text: string): void {
+    switch (outcome.kind) {
+      case "swallow":
+        return;
+      case "forward":
+        if (outcome.session)
+          this.#emitText(
+            JSON.stringify({ ...JSON.parse(text), session: outcome.session }),
+            "session.updated",
+          );
+        else this.#emitText(text, "error");
+        return;
+      case "ready":
+      case "refused":
+        if (this.#sessionTimer) clearTimeout(this.#sessionTimer);
+        this.#sessionTimer = null;
+        if (outcome.first) {
+          this.#emit({ type: "session.created", event_id: newId("event"), session: outcome.session });
+        } else {
+          this.#emitText(
+            JSON.stringify({
+              type: RECONNECTED_EVENT,
+              event_id: newId("event"),
+              message:
+                "The model connection was lost and re-established. The new model session runs the call's session; the conversation before it is not in its context.",
+              session: outcome.session,
+            }),
+            RECONNECTED_EVENT,
+          );
+        }
+        if (outcome.kind === "refused") {
+          this.#problems.warn("model refused the call's session", { message: outcome.error.message });
+          this.#emit(
+            errorEvent({
+              ...outcome.error,
+              code: outcome.error.code ?? null,
+              param: outcome.error.param ?? null,
+            }),
+          );
+        }
+        this.#flushPendingUpstream();
+        return;
+      case "late_refusal":
+        this.#problems.warn("model refused the call's session", { message: outcome.error.message });
+        this.#emit(
+          errorEvent({
+            ...outcome.error,
+            code: outcome.error.code ?? null,
+            param: outcome.error.param ?? null,
+          }),
+        );
+        return;
+      default:
+        assertNever(outcome, "session outcome");
+    }
+  }
+
   #onAudioDelta(responseId: string, itemId: string, contentIndex: number, delta: string): void {
     if (!this.#bargeIn.acceptAudio(responseId, itemId, contentIndex)) {
       this.#ctx.metrics.droppedAudio.inc({ direction: "downlink", reason: "cancelled_response" });
@@ -343,8 +450,12 @@ export class InferenceBridge implements CallBridge {
 
   // ---------------------------------------------------------------------------------------------
 
-  #sendUpstream(text: string): void {
-    if (this.#upstream.send(text)) return;
+  /** A client (or barge-in) event to the model, held while its session is not ready. */
+  #sendUpstream(text: string, sessionUpdate: HeldEvent["sessionUpdate"] = null): void {
+    if (this.#session.ready && this.#upstream.send(text)) {
+      if (sessionUpdate) this.#session.sent(sessionUpdate.eventId, sessionUpdate.session, text);
+      return;
+    }
     if (this.#pendingUpstream.length >= MAX_PENDING_UPSTREAM_EVENTS) {
       this.#ctx.metrics.rejectedClientEvents.inc({ code: "upstream_not_ready" });
       this.#emit(
@@ -357,7 +468,13 @@ export class InferenceBridge implements CallBridge {
       );
       return;
     }
-    this.#pendingUpstream.push(text);
+    this.#pendingUpstream.push({ text, sessionUpdate });
+  }
+
+  #flushPendingUpstream(): void {
+    const pending = this.#pendingUpstream;
+    this.#pendingUpstream = [];
+    for (const held of pending) this.#sendUpstream(held.text, held.sessionUpdate);
   }
 
   /** Token bucket for error replies (ERROR_REPLY_BURST, ERROR_REPLIES_PER_SECOND). */
@@ -414,26 +531,14 @@ export class InferenceBridge implements CallBridge {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#sessionTimer) clearTimeout(this.#sessionTimer);
+    this.#sessionTimer = null;
     this.#problems.flush();
     this.#monitor?.close();
     this.#upstream.close();
     this.#pendingChannel = [];
     this.#pendingUpstream = [];
   }
-}
-
-/** The ticket's session with audio in and out forced to what the relay carries. */
-export function withRelayAudio(session: SessionConfig): SessionConfig {
-  const format = { type: "audio/pcm" as const, rate: PCM_SAMPLE_RATE };
-  return {
-    ...session,
-    type: "realtime",
-    audio: {
-      ...session.audio,
-      input: { ...session.audio?.input, format },
-      output: { ...session.audio?.output, format },
-    },
-  };
 }
 
 /** The factory the relay server takes: one InferenceBridge per call. */

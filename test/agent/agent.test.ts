@@ -41,11 +41,23 @@ describe("built-in agent: session", () => {
       session: { audio: { output: { format: { type: "audio/pcm", rate: 16000 } } } },
     });
     const error = await client.waitFor("error");
+    // OpenAI's PCM is 24 kHz only: the shared schema names the rate itself.
     expect(error.error).toMatchObject({
       type: "invalid_request_error",
-      param: "session.audio.output.format",
+      param: "session.audio.output.format.rate",
       event_id: "evt_rate",
     });
+    // A valid format the agent does not speak is its own refusal.
+    client.send({
+      type: "session.update",
+      event_id: "evt_ulaw",
+      session: { audio: { output: { format: { type: "audio/pcmu" } } } },
+    });
+    const ulaw = await client.waitFor(
+      "error",
+      (e) => (e.error as { event_id: string }).event_id === "evt_ulaw",
+    );
+    expect(ulaw.error).toMatchObject({ param: "session.audio.output.format" });
   });
 
   it("answers malformed events with error events and keeps the session", async () => {

@@ -66,7 +66,7 @@ async function call(url: string): Promise<{ client: TestPeer; events: Event[] }>
   expect((await client.call(relay.url)).status).toBe(201);
   await client.connected();
   await client.channelOpen();
-  await waitFor(() => events.some((e) => e.type === "session.updated"), 5000, "session.updated");
+  await waitFor(() => events.some((e) => e.type === "session.created"), 5000, "session.created");
   return { client, events };
 }
 
@@ -268,7 +268,7 @@ describe("a call through the relay to the built-in agent", () => {
     await waitFor(() => events.filter((e) => e.type === "error").length >= 3, 5000, "three errors");
     expect(events.filter((e) => e.type === "error").map((e) => (e.error as { code: string }).code)).toEqual([
       "invalid_json",
-      "invalid_value",
+      "invalid_type",
       "missing_type",
     ]);
     client.channel.send(JSON.stringify({ type: "response.create" }));

@@ -126,7 +126,7 @@ async function liveCall(): Promise<EventClient> {
   );
   await client.connected();
   await client.channelOpen();
-  await client.waitEvent("session.updated");
+  await client.waitEvent("session.created");
   await waitUntil(
     "the edge to see the call connected",
     async () => (await getCallView(edge.url, edge.apiKey, client.edgeCallId)).state === "connected",

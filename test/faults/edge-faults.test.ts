@@ -72,7 +72,7 @@ async function placeCall(edgeUrl = edge.url): Promise<{ client: EventClient; rel
   expect(response.status, await response.clone().text()).toBe(201);
   await client.connected();
   await client.channelOpen();
-  await client.waitEvent("session.updated");
+  await client.waitEvent("session.created");
   const view = await waitUntil(
     "the edge to see the call connected",
     async () => {

@@ -81,7 +81,7 @@ export async function connectViaEdge(edge: Edge, clients?: EventClient[]): Promi
   expect(response.status, await response.clone().text()).toBe(201);
   await client.connected();
   await client.channelOpen();
-  await client.waitEvent("session.updated");
+  await client.waitEvent("session.created");
   return client;
 }
 
@@ -145,6 +145,6 @@ export async function callRelay(
   expect(response.status).toBe(201);
   await client.connected();
   await client.channelOpen();
-  await client.waitEvent("session.updated");
+  await client.waitEvent("session.created");
   return client;
 }

@@ -217,8 +217,8 @@ describe("browser, through the edge and a relay to the built-in agent", { timeou
           while (!check() && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
           return check();
         };
-        if (!(await until(() => events.some((e) => e.type === "session.updated"), 15_000)))
-          return { error: "no session.updated", limit, events: events.map((e) => e.type) };
+        if (!(await until(() => events.some((e) => e.type === "session.created"), 15_000)))
+          return { error: "no session.created", limit, events: events.map((e) => e.type) };
         // 262,063 bytes: under the relay's limit on the way in, over Chrome's once the model
         // echoes the item back in conversation.item.added / .done.
         const create = (text: string) =>

@@ -12,7 +12,11 @@ import {
   postOffer,
   SIGNING_KEYS,
   soloRelay,
+  stubRecords,
+  type ClientSecretBody,
+  postClientSecret,
 } from "./fixtures.ts";
+import { INVALID_SESSIONS, VALID_SESSIONS } from "../protocol/session-examples.ts";
 
 const key = (kid: string, secret: string) => ({ kid, secret: utf8(secret) });
 const now = () => Math.floor(Date.now() / 1000);
@@ -95,7 +99,7 @@ describe("POST /v1/realtime/client_secrets", () => {
       body: JSON.stringify({ session: { output_modalities: ["smell"] } }),
     });
     expect(badSession.status).toBe(400);
-    expect((await errorOf(badSession)).param).toBe("session.output_modalities.0");
+    expect((await errorOf(badSession)).param).toBe("session.output_modalities[0]");
 
     const wrongType = await mintRequest({ apiKey: API_KEY, contentType: "text/plain" });
     expect(wrongType.status).toBe(415);
@@ -122,6 +126,49 @@ describe("POST /v1/realtime/client_secrets", () => {
     expect(response.status).toBe(200);
     expect(response.headers.get("access-control-allow-origin")).toBeNull();
   });
+});
+
+describe("the session a client secret is minted with: OpenAI's GA session object", () => {
+  it.each(Object.entries(VALID_SESSIONS))("mints %s and echoes it", async (_name, session) => {
+    const response = await postClientSecret({ session });
+    expect(response.status, await response.clone().text()).toBe(200);
+    const secret = (await response.json()) as ClientSecretBody;
+    expect(secret.session).toMatchObject(session);
+    if (session.type === "transcription") {
+      // A transcription session is not made a realtime one, and gets no realtime model.
+      expect(secret.session).toMatchObject({
+        type: "transcription",
+        object: "realtime.transcription_session",
+      });
+      expect(secret.session).not.toHaveProperty("model");
+    } else {
+      expect(secret.session).toMatchObject({ type: "realtime", object: "realtime.session" });
+      expect(secret.session.model).toBe(session.model ?? "gpt-realtime");
+    }
+  });
+
+  it.each(INVALID_SESSIONS)("refuses $name with 400 naming $param", async ({ session, code, param }) => {
+    const response = await postClientSecret({ session });
+    expect(response.status).toBe(400);
+    const error = await errorOf(response);
+    expect(error).toMatchObject({ type: "invalid_request_error", code, param });
+    expect(error.message).toContain(param);
+  });
+
+  it.each(["a custom voice by id", "a transcription session"])(
+    "%s: its secret places a call, and the relay gets the session as minted under a valid ticket",
+    async (name) => {
+      const { relayId, query } = await soloRelay();
+      const secret = await mintSecret({ session: VALID_SESSIONS[name] });
+      const response = await postOffer(offerSdp(), { apiKey: secret.value, query });
+      expect(response.status, await response.clone().text()).toBe(201);
+      const posted = (await stubRecords(relayId)).find((r) => r.path === "/calls")!;
+      expect(posted.authenticated).toBe(true);
+      expect((JSON.parse(posted.body) as { session: unknown }).session).toEqual(
+        (({ object: _object, id: _id, ...session }) => session)(secret.session),
+      );
+    },
+  );
 });
 
 describe("client secrets presented to POST /v1/realtime/calls", () => {

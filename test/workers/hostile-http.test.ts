@@ -156,9 +156,12 @@ describe(`JSON nesting: ${MAX_JSON_DEPTH} levels deep are read, one more is 400 
     shape === "arrays"
       ? "[".repeat(depth) + "]".repeat(depth)
       : '{"a":'.repeat(depth - 1) + "{}" + "}".repeat(depth - 1);
-  /** A client_secrets body `depth` deep: the body and its session are two of the levels. */
+  /**
+   * A client_secrets body `depth` deep: the body, its session and session.tracing are three of
+   * the levels (tracing.metadata is free-form JSON, so the session is valid at any depth).
+   */
   const mintBody = (depth: number, shape: "arrays" | "objects") =>
-    `{"session":{"x":${nested(depth - 2, shape)}}}`;
+    `{"session":{"tracing":{"metadata":${nested(depth - 3, shape)}}}}`;
   const post = (path: string, body: string) =>
     edge(path, {
       method: "POST",
@@ -218,8 +221,8 @@ describe(`JSON nesting: ${MAX_JSON_DEPTH} levels deep are read, one more is 400 
     const place = (depth: number) => {
       const form = new FormData();
       form.set("sdp", offerSdp());
-      // The session object is one of the levels.
-      form.set("session", `{"x":${nested(depth - 1, "arrays")}}`);
+      // The session object and its tracing are two of the levels.
+      form.set("session", `{"tracing":{"metadata":${nested(depth - 2, "arrays")}}}`);
       return edge(`/v1/realtime/calls${query}`, { method: "POST", apiKey: API_KEY, body: form });
     };
     expect((await place(MAX_JSON_DEPTH)).status).toBe(201);

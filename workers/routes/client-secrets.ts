@@ -9,7 +9,7 @@ import { edgeConfig, type EdgeConfig } from "../config.ts";
 import { notFound } from "../errors.ts";
 import { newSecretLedger } from "../object-ids.ts";
 import { limitApiKey } from "../rate-limiter.ts";
-import { bindSession, MAX_SESSION_BYTES } from "../session-config.ts";
+import { bindSession, MAX_SESSION_BYTES, sessionObjectName } from "../session-config.ts";
 import { timingOf, type ServerTiming } from "../server-timing.ts";
 import { iceServersFor } from "../turn.ts";
 
@@ -75,7 +75,11 @@ async function mint(
     {
       value: minted.value,
       expires_at: minted.claims.expiresAt,
-      session: { ...bound.session, object: "realtime.session", id: `sess_${minted.claims.id.slice(3)}` },
+      session: {
+        ...bound.session,
+        object: sessionObjectName(bound.session),
+        id: `sess_${minted.claims.id.slice(3)}`,
+      },
       ice_servers: iceServers,
     },
     { headers: { "Cache-Control": "no-store" } },

@@ -84,7 +84,7 @@ describe("relay VAD and echo suppression", () => {
   it("the assistant's own echo, fed back at 80 % with 120 ms delay, causes no barge-in", async () => {
     const { call, bridge } = start(true);
     clientLoop(call, bridge, 6, 0.8);
-    await call.channel.waitFor("session.updated");
+    await call.channel.waitFor("session.created");
     bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
     const created = await call.channel.waitFor("response.created");
     const responseId = (created.response as { id: string }).id;
@@ -111,7 +111,7 @@ describe("relay VAD and echo suppression", () => {
   it("the user speaking over the assistant is heard by the relay's VAD (no server VAD): exact truncate", async () => {
     const { call, bridge } = start(false);
     const client = clientLoop(call, bridge, 6, 0);
-    await call.channel.waitFor("session.updated");
+    await call.channel.waitFor("session.created");
     bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
     const created = await call.channel.waitFor("response.created");
     const responseId = (created.response as { id: string }).id;
@@ -142,7 +142,7 @@ describe("relay VAD and echo suppression", () => {
   it("the user talking over their own echo still barges in (double talk)", async () => {
     const { call, bridge } = start(false);
     const client = clientLoop(call, bridge, 6, 0.3);
-    await call.channel.waitFor("session.updated");
+    await call.channel.waitFor("session.created");
     bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
     await call.channel.waitFor("response.created");
     await waitFor(() => call.downlink.sent.length >= 40, 10_000, "800 ms of reply");

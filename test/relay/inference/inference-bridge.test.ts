@@ -74,9 +74,9 @@ describe("InferenceBridge against the built-in agent", () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(call.channel.events).toEqual([]);
     openChannel(call, bridge);
-    const updated = await call.channel.waitFor("session.updated");
+    const created = await call.channel.waitFor("session.created");
     expect(call.channel.events[0]!.type).toBe("session.created");
-    expect(updated.session).toMatchObject({
+    expect(created.session).toMatchObject({
       instructions: "Be brief.",
       audio: {
         input: { format: { type: "audio/pcm", rate: 24000 } },
@@ -88,7 +88,7 @@ describe("InferenceBridge against the built-in agent", () => {
   it("carries the user's speech up and the reply's audio down the downlink, never the channel", async () => {
     const { call, bridge } = start(agent.url + "?reply=echo");
     openChannel(call, bridge);
-    await call.channel.waitFor("session.updated");
+    await call.channel.waitFor("session.created");
     await speakInto(bridge, utterance(550, 0.8), false);
     await call.channel.waitFor("input_audio_buffer.speech_started");
     await call.channel.waitFor("response.done");
@@ -108,7 +108,7 @@ describe("InferenceBridge against the built-in agent", () => {
   it("barges in on speech_started: flushes at once, truncates to exactly what was sent, clears", async () => {
     const { call, bridge } = start(agent.url);
     openChannel(call, bridge);
-    await call.channel.waitFor("session.updated");
+    await call.channel.waitFor("session.created");
     bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
     const created = await call.channel.waitFor("response.created");
     const responseId = (created.response as { id: string }).id;
@@ -144,7 +144,7 @@ describe("InferenceBridge against the built-in agent", () => {
   it("on output_audio_buffer.clear drops the rest of the reply, including late deltas", async () => {
     const { call, bridge } = start(agent.url);
     openChannel(call, bridge);
-    await call.channel.waitFor("session.updated");
+    await call.channel.waitFor("session.created");
     bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
     const created = await call.channel.waitFor("response.created");
     await waitFor(() => call.downlink.pushes.length >= 2, 10_000, "first deltas");
@@ -171,7 +171,7 @@ describe("InferenceBridge against the built-in agent", () => {
   it("answers malformed client events with error events and keeps the call", async () => {
     const { call, bridge } = start(agent.url);
     openChannel(call, bridge);
-    await call.channel.waitFor("session.updated");
+    await call.channel.waitFor("session.created");
     bridge.onClientMessage("{oops");
     bridge.onClientMessage("[1,2]");
     bridge.onClientMessage(JSON.stringify({ type: 7 }));
@@ -206,7 +206,7 @@ describe("InferenceBridge against the built-in agent", () => {
       "invalid_json",
       "invalid_event",
       "missing_type",
-      "invalid_value",
+      "invalid_type", // a string where OpenAI takes an integer
       "message_too_large",
     ]);
     expect((call.channel.ofType("error")[3]!.error as { param: string }).param).toBe("audio_end_ms");
@@ -224,7 +224,7 @@ describe("InferenceBridge against the built-in agent", () => {
   it("answers a flood of malformed events up to its error budget, counts them all, and keeps the call", async () => {
     const { call, bridge } = start(agent.url);
     openChannel(call, bridge);
-    await call.channel.waitFor("session.updated");
+    await call.channel.waitFor("session.created");
     const rejected = await counter("earshot_relay_client_events_rejected_total", { code: "invalid_json" });
     const unanswered = await counter("earshot_relay_client_error_replies_suppressed_total", {});
     // Sent in one go, faster than the budget refills: the burst is answered, one more is not.
@@ -256,10 +256,13 @@ describe("InferenceBridge against the built-in agent", () => {
   it("reconnects after a dropped upstream and re-sends the session", async () => {
     const { call, bridge } = start(agent.url);
     openChannel(call, bridge);
-    await call.channel.waitFor("session.updated");
+    await call.channel.waitFor("session.created");
     agent.dropConnections();
-    await waitFor(() => call.channel.ofType("session.updated").length === 2, 5000, "second session");
+    const reconnected = await call.channel.waitFor("earshot.inference.reconnected");
+    expect(reconnected.session).toMatchObject({ instructions: "Be brief." });
     expect(bridge.upstreamAttempts).toBe(2);
+    expect(call.channel.ofType("session.created")).toHaveLength(1);
+    expect(call.channel.ofType("session.updated")).toEqual([]);
     expect(call.endings).toEqual([]);
   });
 });
@@ -269,7 +272,7 @@ describe("InferenceBridge when the upstream fails", () => {
     const own = await AgentServer.start({ port: 0 });
     const { call, bridge } = start(own.url, { maxRetries: 2 });
     openChannel(call, bridge);
-    await call.channel.waitFor("session.updated");
+    await call.channel.waitFor("session.created");
     const droppedAt = performance.now();
     await own.close();
     const ended = await call.ended;
