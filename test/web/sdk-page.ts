@@ -133,7 +133,8 @@ export async function runAgentsSession(options: AgentsRunOptions): Promise<Agent
   if (!stream) return result({ peakRms: 0, voicedMs: 0 }, "no remote stream on the SDK's audio element");
   const meter = listen(stream);
   await until(() => meter.heard().voicedMs >= options.voicedMs, options.timeoutMs);
-  // The transcript comes with the reply's last events: give them a moment after the audio.
+  // The reply's last events (response.done, the transcript) follow its audio.
+  await until(() => events.some((e) => e.type === "response.done"), 10_000);
   if (weatherReport !== undefined) await until(() => result(meter.heard()).transcripts.length > 0, 3000);
   meter.stop();
   session.close();
