@@ -108,6 +108,27 @@ function signalGroup(proc: ChildProcess, signal: NodeJS.Signals): void {
   }
 }
 
+/** Variables of npm start's own, not the edge's. */
+const START_ONLY = new Set(["EARSHOT_EDGE_PORT", "EARSHOT_STATE_DIR"]);
+
+/**
+ * Everything the edge reads from the environment reaches it: every EARSHOT_* variable set here
+ * (the edge's settings are all named so, README "Configuration"), but the secrets in the env
+ * file, and EARSHOT_DEV=1 unless set. As `--var`, because wrangler dev binds a name from the env
+ * file or the process environment only when wrangler.toml declares it ([vars] or
+ * [secrets].required), and an optional secret such as EARSHOT_TURN_SECRET is declared in
+ * neither (required, every deploy would demand it). A `--var` shows in this machine's process
+ * list; wrangler prints it as "(hidden)".
+ */
+function edgeVarArgs(secrets: Record<string, string>, env: NodeJS.ProcessEnv = process.env): string[] {
+  const vars: Record<string, string> = { EARSHOT_DEV: "1" };
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith("EARSHOT_") || START_ONLY.has(name) || name in secrets) continue;
+    if (value !== undefined && value !== "") vars[name] = value;
+  }
+  return Object.entries(vars).flatMap(([name, value]) => ["--var", `${name}:${value}`]);
+}
+
 async function waitFor(url: string, what: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline && !stopping) {
@@ -128,11 +149,11 @@ async function main(): Promise<void> {
 
   const secrets = localSecrets();
   const relaySecret = secrets.EARSHOT_RELAY_SECRET!;
-  // wrangler dev reads the secrets and var overrides from this file (--env-file).
+  // wrangler dev reads the required secrets from this file (--env-file), kept off the command line.
   const devVars = `${STATE_DIR}/dev.vars`;
   writeFileSync(
     devVars,
-    Object.entries({ ...secrets, EARSHOT_DEV: process.env.EARSHOT_DEV ?? "1" })
+    Object.entries(secrets)
       .map(([k, v]) => `${k}=${v}`)
       .join("\n") + "\n",
     { mode: 0o600 },
@@ -154,6 +175,7 @@ async function main(): Promise<void> {
       String(EDGE_PORT),
       "--env-file",
       devVars,
+      ...edgeVarArgs(secrets),
       "--persist-to",
       `${STATE_DIR}/wrangler`,
       "--show-interactive-dev-session=false",

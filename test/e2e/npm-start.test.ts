@@ -6,6 +6,7 @@ import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, expect, it } from "vitest";
+import { turnCredential } from "../../workers/turn.ts";
 import { freePort, root, waitUntil } from "../support/loopback.ts";
 
 const stateDir = mkdtempSync(join(tmpdir(), "earshot-start-"));
@@ -22,6 +23,8 @@ function listening(port: number): Promise<boolean> {
 it("starts edge, relay and agent together, and Ctrl-C stops them all", { timeout: 120_000 }, async () => {
   const ports = { edge: await freePort(), relay: await freePort(), agent: await freePort() };
   const given = "sk_given_by_the_user_0123456789";
+  // TURN as a user configures it: a var wrangler.toml declares, and a secret it does not.
+  const turn = { url: "turn:127.0.0.1:3478?transport=udp", secret: "turn-secret-from-the-environment" };
   const proc = spawn(process.execPath, ["scripts/start.ts"], {
     cwd: root,
     env: {
@@ -31,6 +34,8 @@ it("starts edge, relay and agent together, and Ctrl-C stops them all", { timeout
       RELAY_HTTP_PORT: String(ports.relay),
       AGENT_PORT: String(ports.agent),
       EARSHOT_API_KEYS: given,
+      EARSHOT_TURN_URLS: turn.url,
+      EARSHOT_TURN_SECRET: turn.secret,
       INFERENCE_URL: "",
     },
     stdio: ["ignore", "pipe", "pipe"],
@@ -60,8 +65,18 @@ it("starts edge, relay and agent together, and Ctrl-C stops them all", { timeout
       headers: { Authorization: `Bearer ${given}`, "Content-Type": "application/json" },
       body: "{}",
     });
+    // Every setting in the environment reached the edge: with the TURN secret it mints (no
+    // 500 misconfigured) and signs TURN credentials with that secret.
     expect(mint.status).toBe(200);
-    const { value } = (await mint.json()) as { value: string };
+    const { value, ice_servers } = (await mint.json()) as {
+      value: string;
+      ice_servers: { urls: string[]; username: string; credential: string }[];
+    };
+    expect(ice_servers).toHaveLength(1);
+    expect(ice_servers[0]!.urls).toEqual([turn.url]);
+    expect(ice_servers[0]!.credential).toBe(await turnCredential(turn.secret, ice_servers[0]!.username));
+    // No log line shows the secret (wrangler prints a --var binding as "(hidden)").
+    expect(output).not.toContain(turn.secret);
     const status = await waitUntil("the relay to register", async () => {
       const res = await fetch(`${edge}/v1/realtime/calls`, {
         method: "POST",
