@@ -33,8 +33,10 @@ const ALLOWED_HEADER_PREFIXES = ["x-stainless-", "openai-", "x-openai-"] as cons
  * the edge echoing an unbounded list.
  */
 export const MAX_REQUESTED_HEADERS = 64;
+/** Longest header name echoed back: far above any SDK's, so an answer stays small. */
+export const MAX_HEADER_NAME_LENGTH = 128;
 /** An HTTP field name (RFC 9110 token), lower-cased as browsers send it. */
-const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]{1,128}$/;
+const HEADER_NAME = new RegExp(`^[!#$%&'*+.^_\`|~0-9a-z-]{1,${MAX_HEADER_NAME_LENGTH}}$`);
 const BASE_ALLOW_HEADERS = [...ALLOWED_HEADERS].join(", ");
 
 export function isCorsPath(pathname: string): boolean {

@@ -27,6 +27,7 @@ it("starts edge, relay and agent together, and Ctrl-C stops them all", { timeout
   const turn = { url: "turn:127.0.0.1:3478?transport=udp", secret: "turn-secret-from-the-environment" };
   const proc = spawn(process.execPath, ["scripts/start.ts"], {
     cwd: root,
+    // Cast: wrangler's generated types pin EARSHOT_TURN_URLS in ProcessEnv to its default "".
     env: {
       ...process.env,
       EARSHOT_STATE_DIR: stateDir,
@@ -37,7 +38,7 @@ it("starts edge, relay and agent together, and Ctrl-C stops them all", { timeout
       EARSHOT_TURN_URLS: turn.url,
       EARSHOT_TURN_SECRET: turn.secret,
       INFERENCE_URL: "",
-    },
+    } as NodeJS.ProcessEnv,
     stdio: ["ignore", "pipe", "pipe"],
   });
   let output = "";

@@ -319,5 +319,27 @@ describe(
       expect(result.transcripts.join(" ")).toContain(call!.output);
       expect(errors).toEqual([]);
     });
+
+    it("tools with the built-in agent: it calls the SDK's tool with arguments its schema accepts and speaks the output", async () => {
+      const minted = await server.realtime.clientSecrets.create({ session: MINTED_SESSION });
+      const { page, errors } = await appPage();
+      const result = await runAgents(page, {
+        callsUrl: `${edge.url}/v1/realtime/calls?region=${AGENT_REGION}`,
+        clientSecret: minted.value,
+        instructions: MINTED_SESSION.instructions,
+        weatherReport: "Sunny and 21 degrees in",
+        voicedMs: 800,
+        timeoutMs: 20_000,
+      });
+      await page.close();
+      expect(result.error).toBeUndefined();
+      // The agent makes up a city (a string, as the schema says); the page's tool() ran with it.
+      expect(result.toolCalls.length).toBeGreaterThan(0);
+      const { city } = result.toolCalls[0]!;
+      expect(typeof city).toBe("string");
+      expect(result.heard.voicedMs).toBeGreaterThanOrEqual(800);
+      expect(result.transcripts.join(" ")).toContain(`Sunny and 21 degrees in ${city}.`);
+      expect(errors).toEqual([]);
+    });
   },
 );

@@ -108,10 +108,10 @@ export async function runAgentsSession(options: AgentsRunOptions): Promise<Agent
   const events: RealtimeEvent[] = [];
   session.on("transport_event", (event) => events.push(event as RealtimeEvent));
   // Read while connected: close() forgets it.
-  let callId: string | undefined;
+  const connected = { callId: undefined as string | undefined };
   const result = (heard: Heard, error?: string): AgentsRunResult => ({
     ...(error ? { error } : {}),
-    callId,
+    callId: connected.callId,
     events,
     heard,
     toolCalls,
@@ -128,7 +128,7 @@ export async function runAgentsSession(options: AgentsRunOptions): Promise<Agent
   } catch (err) {
     return result({ peakRms: 0, voicedMs: 0 }, `connect: ${(err as Error).message}`);
   }
-  callId = transport.callId;
+  connected.callId = transport.callId;
   const stream = await remoteStreamOf(audioElement);
   if (!stream) return result({ peakRms: 0, voicedMs: 0 }, "no remote stream on the SDK's audio element");
   const meter = listen(stream);

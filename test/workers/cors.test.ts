@@ -2,7 +2,7 @@
 // be allowed, by name or by OpenAI's prefixes, and nothing else a page asks for.
 import OpenAI from "openai";
 import { describe, expect, it } from "vitest";
-import { MAX_REQUESTED_HEADERS } from "../../workers/cors.ts";
+import { MAX_HEADER_NAME_LENGTH, MAX_REQUESTED_HEADERS } from "../../workers/cors.ts";
 import { edge, edgeWith } from "./fixtures.ts";
 
 const ORIGIN = "https://app.example";
@@ -97,6 +97,14 @@ describe("the calls preflight and OpenAI's clients", () => {
     const allowed = allowedNames(response);
     expect(allowed).toContain("x-stainless-ok");
     expect(response.headers.get("access-control-allow-headers")).not.toMatch(/bad name|<script>/);
+  });
+
+  it(`echoes a header name of up to ${MAX_HEADER_NAME_LENGTH} characters, not one longer`, async () => {
+    const named = (length: number) => "x-stainless-".padEnd(length, "a");
+    const response = await preflight(`${named(MAX_HEADER_NAME_LENGTH)},${named(MAX_HEADER_NAME_LENGTH + 1)}`);
+    const allowed = allowedNames(response);
+    expect(allowed).toContain(named(MAX_HEADER_NAME_LENGTH));
+    expect(allowed).not.toContain(named(MAX_HEADER_NAME_LENGTH + 1));
   });
 
   it(`answers up to ${MAX_REQUESTED_HEADERS} requested headers, and only the fixed names past that`, async () => {
