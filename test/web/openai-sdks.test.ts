@@ -76,11 +76,12 @@ describe(
 
     beforeAll(async () => {
       dir = mkdtempSync(join(tmpdir(), "earshot-sdks-"));
-      // A question, then a pause long enough for the reply before the file loops.
+      // A question, then a pause long enough for the longest reply (the built-in agent reads a
+      // tool result out in about 4 s) before the file loops and the question barges in.
       const wav = join(dir, "speech.wav");
       const [bundle] = await Promise.all([
         bundlePage(join(dir, "build")),
-        writeSpeechWav(wav, "What is the weather in Paris?", 3),
+        writeSpeechWav(wav, "What is the weather in Paris?", 10),
       ]);
       const agentPort = await freePort();
       agent = startProcess("agent", ["agent/main.ts"], {
