@@ -9,6 +9,7 @@ import { performance } from "node:perf_hooks";
 import { assertNever } from "../../protocol/assert-never.ts";
 import {
   type ClientEvent,
+  type ErrorDetail,
   MAX_CLIENT_EVENT_BYTES,
   type ServerEvent,
   errorEvent,
@@ -278,7 +279,7 @@ export class InferenceBridge implements CallBridge {
       this.#problems.warn("model did not confirm the session in time", {
         timeout_ms: this.#sessionConfirmTimeoutMs,
       });
-      this.#onSessionOutcome(outcome, "");
+      this.#onSessionOutcome(outcome, null, "");
     }, this.#sessionConfirmTimeoutMs);
   }
 
@@ -316,15 +317,15 @@ export class InferenceBridge implements CallBridge {
         this.#emitText(text, event.type);
         return;
       case "session.created":
-        this.#onSessionOutcome(this.#session.onCreated(event.session), text);
+        this.#onSessionOutcome(this.#session.onCreated(event.session), event, text);
         return;
       case "session.updated":
-        this.#onSessionOutcome(this.#session.onUpdated(event.session), text);
+        this.#onSessionOutcome(this.#session.onUpdated(event.session), event, text);
         return;
       case "error": {
         const answer = this.#session.onError(event.error);
         if (answer) {
-          this.#onSessionOutcome(answer, text);
+          this.#onSessionOutcome(answer, event, text);
           return;
         }
         // Errors provoked by the relay's own cancel/truncate (e.g. the response had already
@@ -368,17 +369,16 @@ export class InferenceBridge implements CallBridge {
     }
   }
 
-  #onSessionOutcome(outcome: SessionOutcome, text: string): void {
+  /** `event` (and its `text`) is the upstream event the outcome answers; null for a timeout. */
+  #onSessionOutcome(outcome: SessionOutcome, event: ServerEvent | null, text: string): void {
     switch (outcome.kind) {
       case "swallow":
         return;
       case "forward":
+        if (!event) return;
         if (outcome.session)
-          this.#emitText(
-            JSON.stringify({ ...JSON.parse(text), session: outcome.session }),
-            "session.updated",
-          );
-        else this.#emitText(text, "error");
+          this.#emitText(JSON.stringify({ ...event, session: outcome.session }), event.type);
+        else this.#emitText(text, event.type);
         return;
       case "ready":
       case "refused":
@@ -398,31 +398,21 @@ export class InferenceBridge implements CallBridge {
             RECONNECTED_EVENT,
           );
         }
-        if (outcome.kind === "refused") {
-          this.#problems.warn("model refused the call's session", { message: outcome.error.message });
-          this.#emit(
-            errorEvent({
-              ...outcome.error,
-              code: outcome.error.code ?? null,
-              param: outcome.error.param ?? null,
-            }),
-          );
-        }
+        if (outcome.kind === "refused") this.#tellRefusal(outcome.error);
         this.#flushPendingUpstream();
         return;
       case "late_refusal":
-        this.#problems.warn("model refused the call's session", { message: outcome.error.message });
-        this.#emit(
-          errorEvent({
-            ...outcome.error,
-            code: outcome.error.code ?? null,
-            param: outcome.error.param ?? null,
-          }),
-        );
+        this.#tellRefusal(outcome.error);
         return;
       default:
         assertNever(outcome, "session outcome");
     }
+  }
+
+  /** The model refused the call's session: logged once, and the client told in OpenAI's shape. */
+  #tellRefusal(error: ErrorDetail): void {
+    this.#problems.warn("model refused the call's session", { message: error.message });
+    this.#emit(errorEvent({ ...error, code: error.code ?? null, param: error.param ?? null }));
   }
 
   #onAudioDelta(responseId: string, itemId: string, contentIndex: number, delta: string): void {
