@@ -35,7 +35,7 @@ const FRAMES_PER_APPEND = 2;
 /** Server events held for a data channel that is not open yet (session.created and friends). */
 const MAX_PENDING_CHANNEL_EVENTS = 256;
 /** Client events held while the upstream is (re)connecting and its session being configured. */
-const MAX_PENDING_UPSTREAM_EVENTS = 64;
+export const MAX_PENDING_UPSTREAM_EVENTS = 64;
 /**
  * How long the model may take to answer the relay's session.update before the call goes on
  * under the session as asked (OpenAI answers in well under a second).
@@ -83,6 +83,8 @@ export class InferenceBridge implements CallBridge {
   #deltaBytes = Buffer.allocUnsafeSlow(0);
 
   #pendingChannel: [text: string, type: string][] = [];
+  /** The client has its session.created; until then its events wait (see #announce). */
+  #announced = false;
   readonly #problems: ProblemLog;
   #pendingUpstream: HeldEvent[] = [];
   #closed = false;
@@ -123,6 +125,9 @@ export class InferenceBridge implements CallBridge {
       },
       onGiveUp: (failure) => {
         metrics.upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
+        // No session will come: whatever is held goes out, and this error last.
+        this.#announced = true;
+        if (ctx.events.open) this.#flushChannel();
         this.#emit(
           errorEvent({
             type: "server_error",
@@ -230,9 +235,23 @@ export class InferenceBridge implements CallBridge {
   }
 
   onChannelOpen(): void {
+    if (this.#announced) this.#flushChannel();
+  }
+
+  #flushChannel(): void {
     const pending = this.#pendingChannel;
     this.#pendingChannel = [];
     for (const [text, type] of pending) this.#deliver(text, type);
+  }
+
+  /**
+   * The client's first event: session.created, ahead of anything held while the model was
+   * being configured (an error about a client event sent too early, say). Later events flow.
+   */
+  #announce(text: string, type: string): void {
+    this.#announced = true;
+    this.#pendingChannel.unshift([text, type]);
+    if (this.#ctx.events.open) this.#flushChannel();
   }
 
   onPlayoutStarted(itemId: string): void {
@@ -385,7 +404,8 @@ export class InferenceBridge implements CallBridge {
         if (this.#sessionTimer) clearTimeout(this.#sessionTimer);
         this.#sessionTimer = null;
         if (outcome.first) {
-          this.#emit({ type: "session.created", event_id: newId("event"), session: outcome.session });
+          const created = { type: "session.created", event_id: newId("event"), session: outcome.session };
+          this.#announce(JSON.stringify(created), created.type);
         } else {
           this.#emitText(
             JSON.stringify({
@@ -487,7 +507,7 @@ export class InferenceBridge implements CallBridge {
   /** A server event to the client, or held until the data channel opens. */
   #emitText(text: string, type: string): void {
     if (this.#closed) return;
-    if (this.#ctx.events.open) {
+    if (this.#ctx.events.open && this.#announced) {
       this.#deliver(text, type);
       return;
     }
