@@ -8,6 +8,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { AgentServer } from "../../../agent/agent-server.ts";
 import type { SessionConfig } from "../../../protocol/session.ts";
 import { InferenceBridge, MAX_PENDING_UPSTREAM_EVENTS } from "../../../relay/inference/inference-bridge.ts";
+import { mergeSession } from "../../../relay/inference/model-session.ts";
 import { FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { testConfig } from "../../support/relays.ts";
@@ -396,5 +397,46 @@ describe("against the built-in agent", () => {
       event_id: "evt_td",
     });
     expect(call.channel.ofType("session.updated")).toEqual([]);
+  });
+});
+
+describe("OpenAI's update semantics, as the relay keeps the call's session", () => {
+  it("merges the session and its audio field by field; replaces turn detection, tools and formats whole; keeps null", () => {
+    const base: SessionConfig = {
+      type: "realtime",
+      instructions: "A",
+      tools: [{ type: "function", name: "one" }],
+      audio: {
+        input: {
+          format: { type: "audio/pcmu" },
+          turn_detection: { type: "server_vad", threshold: 0.7, silence_duration_ms: 800 },
+        },
+        output: { voice: "cedar", speed: 1.2 },
+      },
+    };
+    const merged = mergeSession(base, {
+      type: "realtime",
+      tools: [],
+      audio: { input: { turn_detection: { type: "semantic_vad", eagerness: "low" }, noise_reduction: null } },
+    });
+    expect(merged).toEqual({
+      type: "realtime",
+      instructions: "A",
+      tools: [],
+      audio: {
+        input: {
+          format: { type: "audio/pcmu" },
+          // Whole: a semantic_vad with a server_vad threshold left over would be invalid.
+          turn_detection: { type: "semantic_vad", eagerness: "low" },
+          noise_reduction: null,
+        },
+        output: { voice: "cedar", speed: 1.2 },
+      },
+    });
+    expect(mergeSession(merged, { audio: { input: { turn_detection: null } } }).audio?.input).toEqual({
+      format: { type: "audio/pcmu" },
+      turn_detection: null,
+      noise_reduction: null,
+    });
   });
 });
