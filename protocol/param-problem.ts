@@ -44,13 +44,7 @@ export function paramProblem(error: z.ZodError, input: unknown, prefix?: string)
     }
     case "invalid_type": {
       const actual = valueAt(input, path);
-      if (actual === undefined) {
-        return {
-          code: "missing_required_parameter",
-          message: `Missing required parameter: '${quoted}'.`,
-          param,
-        };
-      }
+      if (actual === undefined) return missing(quoted, param);
       return {
         code: "invalid_type",
         message: `Invalid type for '${quoted}': expected ${article(issue.expected)}, but got ${article(typeName(actual))} instead.`,
@@ -60,13 +54,7 @@ export function paramProblem(error: z.ZodError, input: unknown, prefix?: string)
     case "invalid_union": {
       // Every branch failed at the union's own level: a value of none of the accepted types.
       const actual = valueAt(input, path);
-      if (actual === undefined) {
-        return {
-          code: "missing_required_parameter",
-          message: `Missing required parameter: '${quoted}'.`,
-          param,
-        };
-      }
+      if (actual === undefined) return missing(quoted, param);
       if ("options" in issue && Array.isArray(issue.options)) {
         // A discriminated union whose `type` matched no branch (zod reports it at the key).
         return {
@@ -141,6 +129,10 @@ function deepest(issue: z.core.$ZodIssue, path: Path): { issue: z.core.$ZodIssue
   return best && (best.path.length > path.length || best.issue.code !== "invalid_type")
     ? best
     : { issue, path };
+}
+
+function missing(quoted: string, param: string | null): ParamProblem {
+  return { code: "missing_required_parameter", message: `Missing required parameter: '${quoted}'.`, param };
 }
 
 function valueAt(input: unknown, path: Path): unknown {

@@ -9,6 +9,7 @@ import { performance } from "node:perf_hooks";
 import { assertNever } from "../../protocol/assert-never.ts";
 import {
   type ClientEvent,
+  type ErrorDetail,
   MAX_CLIENT_EVENT_BYTES,
   type ServerEvent,
   errorEvent,
@@ -34,7 +35,7 @@ const FRAMES_PER_APPEND = 2;
 /** Server events held for a data channel that is not open yet (session.created and friends). */
 const MAX_PENDING_CHANNEL_EVENTS = 256;
 /** Client events held while the upstream is (re)connecting and its session being configured. */
-const MAX_PENDING_UPSTREAM_EVENTS = 64;
+export const MAX_PENDING_UPSTREAM_EVENTS = 64;
 /**
  * How long the model may take to answer the relay's session.update before the call goes on
  * under the session as asked (OpenAI answers in well under a second).
@@ -82,6 +83,8 @@ export class InferenceBridge implements CallBridge {
   #deltaBytes = Buffer.allocUnsafeSlow(0);
 
   #pendingChannel: [text: string, type: string][] = [];
+  /** The client has its session.created; until then its events wait (see #announce). */
+  #announced = false;
   readonly #problems: ProblemLog;
   #pendingUpstream: HeldEvent[] = [];
   #closed = false;
@@ -122,6 +125,9 @@ export class InferenceBridge implements CallBridge {
       },
       onGiveUp: (failure) => {
         metrics.upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
+        // No session will come: whatever is held goes out, and this error last.
+        this.#announced = true;
+        if (ctx.events.open) this.#flushChannel();
         this.#emit(
           errorEvent({
             type: "server_error",
@@ -229,9 +235,23 @@ export class InferenceBridge implements CallBridge {
   }
 
   onChannelOpen(): void {
+    if (this.#announced) this.#flushChannel();
+  }
+
+  #flushChannel(): void {
     const pending = this.#pendingChannel;
     this.#pendingChannel = [];
     for (const [text, type] of pending) this.#deliver(text, type);
+  }
+
+  /**
+   * The client's first event: session.created, ahead of anything held while the model was
+   * being configured (an error about a client event sent too early, say). Later events flow.
+   */
+  #announce(text: string, type: string): void {
+    this.#announced = true;
+    this.#pendingChannel.unshift([text, type]);
+    if (this.#ctx.events.open) this.#flushChannel();
   }
 
   onPlayoutStarted(itemId: string): void {
@@ -278,7 +298,7 @@ export class InferenceBridge implements CallBridge {
       this.#problems.warn("model did not confirm the session in time", {
         timeout_ms: this.#sessionConfirmTimeoutMs,
       });
-      this.#onSessionOutcome(outcome, "");
+      this.#onSessionOutcome(outcome, null, "");
     }, this.#sessionConfirmTimeoutMs);
   }
 
@@ -316,15 +336,15 @@ export class InferenceBridge implements CallBridge {
         this.#emitText(text, event.type);
         return;
       case "session.created":
-        this.#onSessionOutcome(this.#session.onCreated(event.session), text);
+        this.#onSessionOutcome(this.#session.onCreated(event.session), event, text);
         return;
       case "session.updated":
-        this.#onSessionOutcome(this.#session.onUpdated(event.session), text);
+        this.#onSessionOutcome(this.#session.onUpdated(event.session), event, text);
         return;
       case "error": {
         const answer = this.#session.onError(event.error);
         if (answer) {
-          this.#onSessionOutcome(answer, text);
+          this.#onSessionOutcome(answer, event, text);
           return;
         }
         // Errors provoked by the relay's own cancel/truncate (e.g. the response had already
@@ -368,24 +388,24 @@ export class InferenceBridge implements CallBridge {
     }
   }
 
-  #onSessionOutcome(outcome: SessionOutcome, text: string): void {
+  /** `event` (and its `text`) is the upstream event the outcome answers; null for a timeout. */
+  #onSessionOutcome(outcome: SessionOutcome, event: ServerEvent | null, text: string): void {
     switch (outcome.kind) {
       case "swallow":
         return;
       case "forward":
+        if (!event) return;
         if (outcome.session)
-          this.#emitText(
-            JSON.stringify({ ...JSON.parse(text), session: outcome.session }),
-            "session.updated",
-          );
-        else this.#emitText(text, "error");
+          this.#emitText(JSON.stringify({ ...event, session: outcome.session }), event.type);
+        else this.#emitText(text, event.type);
         return;
       case "ready":
       case "refused":
         if (this.#sessionTimer) clearTimeout(this.#sessionTimer);
         this.#sessionTimer = null;
         if (outcome.first) {
-          this.#emit({ type: "session.created", event_id: newId("event"), session: outcome.session });
+          const created = { type: "session.created", event_id: newId("event"), session: outcome.session };
+          this.#announce(JSON.stringify(created), created.type);
         } else {
           this.#emitText(
             JSON.stringify({
@@ -398,31 +418,21 @@ export class InferenceBridge implements CallBridge {
             RECONNECTED_EVENT,
           );
         }
-        if (outcome.kind === "refused") {
-          this.#problems.warn("model refused the call's session", { message: outcome.error.message });
-          this.#emit(
-            errorEvent({
-              ...outcome.error,
-              code: outcome.error.code ?? null,
-              param: outcome.error.param ?? null,
-            }),
-          );
-        }
+        if (outcome.kind === "refused") this.#tellRefusal(outcome.error);
         this.#flushPendingUpstream();
         return;
       case "late_refusal":
-        this.#problems.warn("model refused the call's session", { message: outcome.error.message });
-        this.#emit(
-          errorEvent({
-            ...outcome.error,
-            code: outcome.error.code ?? null,
-            param: outcome.error.param ?? null,
-          }),
-        );
+        this.#tellRefusal(outcome.error);
         return;
       default:
         assertNever(outcome, "session outcome");
     }
+  }
+
+  /** The model refused the call's session: logged once, and the client told in OpenAI's shape. */
+  #tellRefusal(error: ErrorDetail): void {
+    this.#problems.warn("model refused the call's session", { message: error.message });
+    this.#emit(errorEvent({ ...error, code: error.code ?? null, param: error.param ?? null }));
   }
 
   #onAudioDelta(responseId: string, itemId: string, contentIndex: number, delta: string): void {
@@ -497,7 +507,7 @@ export class InferenceBridge implements CallBridge {
   /** A server event to the client, or held until the data channel opens. */
   #emitText(text: string, type: string): void {
     if (this.#closed) return;
-    if (this.#ctx.events.open) {
+    if (this.#ctx.events.open && this.#announced) {
       this.#deliver(text, type);
       return;
     }

@@ -23,7 +23,7 @@
 // After a reconnect (a new model session) the relay re-sends the session as confirmed so far and
 // the client's updates that had no answer yet; the client gets no second `session.created` but
 // one `earshot.inference.reconnected` event carrying the session the new model applied.
-import { newId } from "../../protocol/realtime.ts";
+import { type ErrorDetail, newId } from "../../protocol/realtime.ts";
 import { type SessionConfig, sessionKind } from "../../protocol/session.ts";
 import { RELAY_EVENT_PREFIX } from "../barge-in/barge-in.ts";
 import { PCM_SAMPLE_RATE } from "../media/audio-format.ts";
@@ -40,14 +40,6 @@ interface InFlightUpdate {
   text: string;
   /** The relay stopped waiting for this answer (see `timedOut`); a late answer is swallowed. */
   abandoned: boolean;
-}
-
-export interface ErrorDetail {
-  type: string;
-  code?: string | null | undefined;
-  message: string;
-  param?: string | null | undefined;
-  event_id?: string | null | undefined;
 }
 
 /** What the bridge does with a session event or an error from the upstream. */

@@ -18,11 +18,15 @@ let upstream: WebSocketServer;
 beforeAll(async () => {
   upstream = new WebSocketServer({ port: 0, host: "127.0.0.1" });
   await new Promise((resolve) => upstream.once("listening", resolve));
-  // On the relay's session.update: garbage, then one event the client should still get.
+  // On the relay's session.update: garbage, then its answer and one event the client should
+  // still get (the relay holds client-bound events until the model has confirmed the session).
   upstream.on("connection", (socket) => {
     socket.once("message", () => {
       for (let i = 0; i < GARBAGE_TEXT; i++) socket.send(i % 2 ? "not json" : "{");
       for (let i = 0; i < GARBAGE_BINARY; i++) socket.send(Buffer.from([0xde, 0xad, i & 0xff]));
+      socket.send(
+        JSON.stringify({ type: "session.updated", event_id: "event_1", session: { type: "realtime" } }),
+      );
       socket.send(MARKER);
     });
   });
@@ -51,6 +55,8 @@ describe("a garbage upstream", () => {
       expect(client.pc.connectionState).toBe("connected");
       const warnings = () => lines().filter((l) => l.call_id === client.callId && l.level >= 40);
       expect(lines().filter((l) => l.level >= 50)).toEqual([]);
+      // The log is the process's stdout: give its last lines a moment to arrive.
+      await waitFor(() => warnings().length >= 2, 5000, "the warnings in the log");
       expect(warnings().map((l) => l.msg)).toEqual(["bad upstream event", "binary upstream frame"]);
       await client.close();
       await waitFor(

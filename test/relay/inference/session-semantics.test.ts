@@ -7,7 +7,8 @@ import { OpenAIRealtimeWebSocket } from "@openai/agents-realtime";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { AgentServer } from "../../../agent/agent-server.ts";
 import type { SessionConfig } from "../../../protocol/session.ts";
-import { InferenceBridge } from "../../../relay/inference/inference-bridge.ts";
+import { InferenceBridge, MAX_PENDING_UPSTREAM_EVENTS } from "../../../relay/inference/inference-bridge.ts";
+import { mergeSession } from "../../../relay/inference/model-session.ts";
 import { FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { testConfig } from "../../support/relays.ts";
@@ -202,6 +203,33 @@ describe("against an upstream that answers as OpenAI's server does", () => {
     await call.channel.waitFor("response.created");
   });
 
+  it(`holds ${MAX_PENDING_UPSTREAM_EVENTS} client events while the model is being configured, refuses one more, then delivers them in order`, async () => {
+    const upstream = await scripted({ answerAfterMs: 300 });
+    const { call, bridge } = start(upstream.url);
+    const item = (i: number) => ({
+      type: "conversation.item.create",
+      event_id: `evt_${i}`,
+      item: { type: "message", role: "user", content: [{ type: "input_text", text: `${i}` }] },
+    });
+    for (let i = 0; i < MAX_PENDING_UPSTREAM_EVENTS; i++) send(bridge, item(i));
+    expect(call.channel.ofType("error")).toEqual([]);
+    send(bridge, item(MAX_PENDING_UPSTREAM_EVENTS));
+    // The refusal reaches the client after its session.created, which stays its first event.
+    await call.channel.waitFor("error");
+    expect(types(call)).toEqual(["session.created", "error"]);
+    expect(call.channel.ofType("error").map((e) => e.error)).toEqual([
+      expect.objectContaining({ type: "server_error", code: "upstream_not_ready" }),
+    ]);
+    await waitFor(
+      () => upstream.received("conversation.item.create").length === MAX_PENDING_UPSTREAM_EVENTS,
+      5000,
+      "the held events upstream",
+    );
+    expect(upstream.received("conversation.item.create").map((e) => e.event_id)).toEqual(
+      Array.from({ length: MAX_PENDING_UPSTREAM_EVENTS }, (_, i) => `evt_${i}`),
+    );
+  });
+
   it("a model that never confirms: the call goes on under the session as minted after the timeout", async () => {
     const upstream = await scripted({ answerAfterMs: "never" });
     const startedAt = performance.now();
@@ -369,5 +397,46 @@ describe("against the built-in agent", () => {
       event_id: "evt_td",
     });
     expect(call.channel.ofType("session.updated")).toEqual([]);
+  });
+});
+
+describe("OpenAI's update semantics, as the relay keeps the call's session", () => {
+  it("merges the session and its audio field by field; replaces turn detection, tools and formats whole; keeps null", () => {
+    const base: SessionConfig = {
+      type: "realtime",
+      instructions: "A",
+      tools: [{ type: "function", name: "one" }],
+      audio: {
+        input: {
+          format: { type: "audio/pcmu" },
+          turn_detection: { type: "server_vad", threshold: 0.7, silence_duration_ms: 800 },
+        },
+        output: { voice: "cedar", speed: 1.2 },
+      },
+    };
+    const merged = mergeSession(base, {
+      type: "realtime",
+      tools: [],
+      audio: { input: { turn_detection: { type: "semantic_vad", eagerness: "low" }, noise_reduction: null } },
+    });
+    expect(merged).toEqual({
+      type: "realtime",
+      instructions: "A",
+      tools: [],
+      audio: {
+        input: {
+          format: { type: "audio/pcmu" },
+          // Whole: a semantic_vad with a server_vad threshold left over would be invalid.
+          turn_detection: { type: "semantic_vad", eagerness: "low" },
+          noise_reduction: null,
+        },
+        output: { voice: "cedar", speed: 1.2 },
+      },
+    });
+    expect(mergeSession(merged, { audio: { input: { turn_detection: null } } }).audio?.input).toEqual({
+      format: { type: "audio/pcmu" },
+      turn_detection: null,
+      noise_reduction: null,
+    });
   });
 });
