@@ -437,7 +437,8 @@ describe("built-in agent: turn detection settings", () => {
     });
     const firedAfter = performance.now() - firstAt;
     // Played from the first delta in real time, then idle_timeout_ms of silence.
-    expect(firedAfter).toBeGreaterThanOrEqual(replyMs + idleMs - 30);
+    // The client hears the first delta a little after the agent sent it (same process, busy loop).
+    expect(firedAfter).toBeGreaterThanOrEqual(replyMs + idleMs - 100);
     expect(firedAfter).toBeLessThan(replyMs + idleMs + 1500);
     expect(timeout).toMatchObject({
       audio_start_ms: 0,
