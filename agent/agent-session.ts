@@ -806,7 +806,7 @@ export class AgentSession {
         audio = this.#lastUtterance!;
       } else {
         transcript = text;
-        audio = await this.#options.tts.speak(transcript);
+        audio = await this.#options.tts.speak(transcript, this.#speechSpeed());
       }
     } catch (error) {
       this.#options.log?.warn({ err: error }, "agent TTS failed");
@@ -886,6 +886,12 @@ export class AgentSession {
       this.#finish(response, done, previous);
     };
     sendChunk();
+  }
+
+  /** OpenAI's `audio.output.speed` (0.25 to 1.5; the schema checks it), 1 when unset. */
+  #speechSpeed(): number {
+    const speed = (this.#session.audio?.output as { speed?: unknown } | undefined)?.speed;
+    return typeof speed === "number" && speed > 0 ? speed : 1;
   }
 
   /** The output item's done events and response.done; then the idle timer runs from playback's end. */

@@ -330,6 +330,25 @@ describe("built-in agent: output_modalities", () => {
   });
 });
 
+describe("built-in agent: audio.output.speed", () => {
+  it("speaks faster at speed 1.5 and slower at 0.5, changed between replies", async () => {
+    const client = await connect();
+    const lengths: Record<string, number> = {};
+    for (const speed of [1, 1.5, 0.5]) {
+      await update(client, { audio: { output: { speed } } });
+      const from = client.events.length;
+      client.send({ type: "response.create" });
+      const created = await client.waitFor("response.created", undefined, { from });
+      await client.waitFor("response.done", undefined, { from });
+      lengths[speed] = voicedMs(client.responseAudio((created.response as { id: string }).id));
+    }
+    // eSpeak's rate scales the speech, not the pauses: roughly, not exactly, 1/speed.
+    expect(lengths["1.5"]! / lengths["1"]!).toBeGreaterThan(0.55);
+    expect(lengths["1.5"]! / lengths["1"]!).toBeLessThan(0.8);
+    expect(lengths["0.5"]! / lengths["1"]!).toBeGreaterThan(1.6);
+  }, 20_000);
+});
+
 describe("built-in agent: turn detection settings", () => {
   it("turn_detection null: no speech events, no automatic response; the client commits and asks", async () => {
     const client = await connect();
