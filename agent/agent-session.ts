@@ -138,6 +138,7 @@ export class AgentSession {
   #playbackEndsAt: number | null = null;
   #idleTimer: NodeJS.Timeout | undefined;
   #transcriptionLogged = false;
+  readonly #mcpServersListed = new Set<string>();
   /** Once the assistant has spoken, the voice is fixed (OpenAI's rule). */
   #audioProduced = false;
   #closed = false;
@@ -372,6 +373,36 @@ export class AgentSession {
     if (update.audio?.input && "turn_detection" in update.audio.input) this.#applyTurnDetection();
     this.#armIdleTimer();
     this.#send({ type: "session.updated", session: this.#sessionObject() });
+    this.#listMcpTools((update as { tools?: unknown }).tools);
+  }
+
+  /**
+   * OpenAI lists an MCP server's tools when a session gains it, as an `mcp_list_tools` item. The
+   * agent reaches no MCP server, so each listing fails, with OpenAI's event for that.
+   */
+  #listMcpTools(tools: unknown): void {
+    if (!Array.isArray(tools)) return;
+    for (const tool of tools as { type?: unknown; server_label?: unknown }[]) {
+      if (tool?.type !== "mcp" || typeof tool.server_label !== "string") continue;
+      if (this.#mcpServersListed.has(tool.server_label)) continue;
+      this.#mcpServersListed.add(tool.server_label);
+      this.#options.log?.info(
+        { server_label: tool.server_label },
+        "MCP tools asked for; the built-in agent has none",
+      );
+      const item: RealtimeItem = {
+        id: newId("item"),
+        type: "mcp_list_tools",
+        object: "realtime.item",
+        server_label: tool.server_label,
+        tools: [],
+      };
+      const previous = this.#conversation.add(item);
+      this.#send({ type: "conversation.item.added", previous_item_id: previous, item });
+      this.#send({ type: "mcp_list_tools.in_progress", item_id: item.id });
+      this.#send({ type: "mcp_list_tools.failed", item_id: item.id });
+      this.#send({ type: "conversation.item.done", previous_item_id: previous, item });
+    }
   }
 
   /** Turn detection as the session now says; a detector mid-utterance starts over. */

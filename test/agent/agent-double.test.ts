@@ -288,6 +288,31 @@ describe("built-in agent: function tools", () => {
   });
 });
 
+describe("built-in agent: MCP tools (it reaches no MCP server)", () => {
+  it("lists each server once as an mcp_list_tools item whose listing fails, and answers without calling it", async () => {
+    const client = await connect();
+    const mcp = { type: "mcp", server_label: "deepwiki", server_url: "https://mcp.deepwiki.com/mcp" };
+    await update(client, { tools: [mcp] });
+    const failed = await client.waitFor("mcp_list_tools.failed");
+    const added = await client.waitFor(
+      "conversation.item.added",
+      (e) => (e.item as { type: string }).type === "mcp_list_tools",
+    );
+    expect(added.item).toMatchObject({ type: "mcp_list_tools", server_label: "deepwiki", tools: [] });
+    expect(failed.item_id).toBe((added.item as { id: string }).id);
+    const inProgress = client.ofType("mcp_list_tools.in_progress");
+    expect(inProgress.map((e) => e.item_id)).toEqual([failed.item_id]);
+    // The same server again is not listed again.
+    await update(client, { tools: [mcp], instructions: "x" });
+    await flush(client);
+    expect(client.ofType("mcp_list_tools.failed")).toHaveLength(1);
+    const from = client.events.length;
+    client.send({ type: "response.create" });
+    const done = await client.waitFor("response.done", undefined, { from });
+    expect((done.response as { output: { type: string }[] }).output[0]!.type).toBe("message");
+  });
+});
+
 describe("built-in agent: output_modalities", () => {
   it('["text"] replies with output_text and no audio; a response can ask for text in an audio session', async () => {
     const client = await connect();
