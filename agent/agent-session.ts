@@ -93,6 +93,7 @@ const ResponseParams = z.looseObject({
   instructions: z.string().optional(),
   conversation: z.string().optional(),
   metadata: z.record(z.string(), z.string()).nullable().optional(),
+  max_output_tokens: z.union([z.number().int().min(1).max(4096), z.literal("inf")]).optional(),
 });
 type ResponseParams = z.infer<typeof ResponseParams>;
 
@@ -110,6 +111,10 @@ interface ActiveResponse {
   firstAudioAt: number | null;
   outputText: string;
   outputAudioSamples: number;
+  /** The response's max_output_tokens (estimated as in #usage); null for "inf". */
+  maxTokens: number | null;
+  /** Cut short at maxTokens: the response ends `incomplete`, as OpenAI's does. */
+  truncated: boolean;
 }
 
 export class AgentSession {
@@ -705,7 +710,12 @@ export class AgentSession {
       firstAudioAt: null,
       outputText: "",
       outputAudioSamples: 0,
+      maxTokens: null,
+      truncated: false,
     };
+    const maxTokens =
+      params.max_output_tokens ?? (session as { max_output_tokens?: unknown }).max_output_tokens;
+    response.maxTokens = typeof maxTokens === "number" ? maxTokens : null;
     this.#response = response;
     this.#send({ type: "response.created", response: this.#responseObject(response, "in_progress") });
 
@@ -755,7 +765,11 @@ export class AgentSession {
 
   #callTool(response: ActiveResponse, tool: FunctionTool): void {
     this.#toolCalls++;
-    const args = JSON.stringify(argumentsFor(tool.parameters));
+    let args = JSON.stringify(argumentsFor(tool.parameters));
+    if (response.maxTokens !== null && textTokens(args) > response.maxTokens) {
+      args = args.slice(0, response.maxTokens * CHARS_PER_TOKEN);
+      response.truncated = true;
+    }
     const callId = `call_${newId("item").slice(5)}`;
     const item: RealtimeItem = {
       id: newId("item"),
@@ -779,13 +793,22 @@ export class AgentSession {
         delta: args.slice(at, at + ARGUMENT_DELTA_CHARS),
       });
     this.#send({ type: "response.function_call_arguments.done", ...ref, name: tool.name, arguments: args });
-    const done: RealtimeItem = { ...item, status: "completed", arguments: args };
+    const done: RealtimeItem = {
+      ...item,
+      status: response.truncated ? "incomplete" : "completed",
+      arguments: args,
+    };
     this.#conversation.update(done);
     this.#finish(response, done, previous);
   }
 
   /** A text-only reply (`output_modalities: ["text"]`): output_text deltas, no audio. */
-  #write(response: ActiveResponse, text: string): void {
+  #write(response: ActiveResponse, fullText: string): void {
+    let text = fullText;
+    if (response.maxTokens !== null && textTokens(text) > response.maxTokens) {
+      text = text.slice(0, response.maxTokens * CHARS_PER_TOKEN);
+      response.truncated = true;
+    }
     const itemId = newId("item");
     const item = (status: string, final: string | null): RealtimeItem => ({
       id: itemId,
@@ -821,7 +844,7 @@ export class AgentSession {
       }
       this.#send({ type: "response.output_text.done", ...ref, text });
       this.#send({ type: "response.content_part.done", ...ref, part: { type: "text", text } });
-      const done = item("completed", text);
+      const done = item(response.truncated ? "incomplete" : "completed", text);
       this.#conversation.update(done);
       this.#finish(response, done, previous);
     };
@@ -877,6 +900,13 @@ export class AgentSession {
     this.#send({ type: "response.content_part.added", ...ref, part: { type: "audio", transcript: "" } });
 
     const words = transcript ? transcript.split(" ") : [];
+    // The transcript is spread over the whole reply; max_output_tokens may cut both short.
+    const wordChunks = Math.ceil(audio.length / DELTA_SAMPLES);
+    const fullTokens = textTokens(transcript) + audioOutputTokens(audio.length);
+    if (response.maxTokens !== null && fullTokens > response.maxTokens) {
+      audio = audio.subarray(0, Math.floor((audio.length * response.maxTokens) / fullTokens));
+      response.truncated = true;
+    }
     const chunks = Math.ceil(audio.length / DELTA_SAMPLES);
     let chunk = 0;
     let wordsSent = 0;
@@ -892,7 +922,7 @@ export class AgentSession {
       const entry = this.#conversation.get(itemId);
       if (entry) entry.audioSamples = response.outputAudioSamples;
       // Spread the transcript over the audio, as the model emits it alongside.
-      const wordsDue = Math.ceil((words.length * (chunk + 1)) / chunks);
+      const wordsDue = Math.ceil((words.length * (chunk + 1)) / wordChunks);
       if (wordsDue > wordsSent) {
         const delta = (wordsSent > 0 ? " " : "") + words.slice(wordsSent, wordsDue).join(" ");
         wordsSent = wordsDue;
@@ -909,10 +939,11 @@ export class AgentSession {
         response.timer = setTimeout(sendChunk, intervalMs);
         return;
       }
+      const said = response.truncated ? response.outputText : transcript;
       this.#send({ type: "response.output_audio.done", ...ref });
-      if (transcript) this.#send({ type: "response.output_audio_transcript.done", ...ref, transcript });
-      this.#send({ type: "response.content_part.done", ...ref, part: { type: "audio", transcript } });
-      const done = itemObject("completed", transcript);
+      if (transcript) this.#send({ type: "response.output_audio_transcript.done", ...ref, transcript: said });
+      this.#send({ type: "response.content_part.done", ...ref, part: { type: "audio", transcript: said } });
+      const done = itemObject(response.truncated ? "incomplete" : "completed", said);
       this.#conversation.update(done);
       this.#finish(response, done, previous);
     };
@@ -931,7 +962,12 @@ export class AgentSession {
     response.item = item;
     this.#send({ type: "response.output_item.done", response_id: response.id, output_index: 0, item });
     this.#send({ type: "conversation.item.done", previous_item_id: previous, item });
-    this.#send({ type: "response.done", response: this.#responseObject(response, "completed") });
+    this.#send({
+      type: "response.done",
+      response: response.truncated
+        ? this.#responseObject(response, "incomplete", { type: "incomplete", reason: "max_output_tokens" })
+        : this.#responseObject(response, "completed"),
+    });
     const now = performance.now();
     const playedUntil =
       response.firstAudioAt === null ? now : response.firstAudioAt + samplesToMs(response.outputAudioSamples);
@@ -1009,10 +1045,10 @@ export class AgentSession {
    */
   #usage(response: ActiveResponse, audio: boolean) {
     const instructions = (this.#session as { instructions?: unknown }).instructions;
-    const textIn = Math.ceil((typeof instructions === "string" ? instructions.length : 0) / 4);
+    const textIn = textTokens(typeof instructions === "string" ? instructions : "");
     const audioIn = Math.ceil(samplesToMs(this.#userAudioSamples) / 100);
-    const textOut = Math.ceil(response.outputText.length / 4);
-    const audioOut = audio ? Math.ceil(samplesToMs(response.outputAudioSamples) / 50) : 0;
+    const textOut = textTokens(response.outputText);
+    const audioOut = audio ? audioOutputTokens(response.outputAudioSamples) : 0;
     const input = textIn + audioIn;
     const output = textOut + audioOut;
     return {
@@ -1044,4 +1080,16 @@ export class AgentSession {
   #send(event: object): void {
     if (!this.#closed) this.#options.send({ event_id: newId("event"), ...event });
   }
+}
+
+/** Token estimates at OpenAI's published rates (usage and max_output_tokens use the same). */
+const CHARS_PER_TOKEN = 4;
+const OUTPUT_AUDIO_MS_PER_TOKEN = 50;
+
+function textTokens(text: string): number {
+  return Math.ceil(text.length / CHARS_PER_TOKEN);
+}
+
+function audioOutputTokens(samples: number): number {
+  return Math.ceil(samplesToMs(samples) / OUTPUT_AUDIO_MS_PER_TOKEN);
 }

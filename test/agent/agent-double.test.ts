@@ -355,6 +355,54 @@ describe("built-in agent: output_modalities", () => {
   });
 });
 
+describe("built-in agent: max_output_tokens", () => {
+  const HELLO = "Hello! I am Earshot's built-in agent. Say something and I will answer.";
+
+  it("a text reply at the limit completes; one token less ends incomplete, cut at the limit", async () => {
+    const client = await connect();
+    const needed = Math.ceil(HELLO.length / 4);
+    const results: ServerEventRecord[] = [];
+    for (const max of [needed, needed - 1]) {
+      await update(client, { output_modalities: ["text"], max_output_tokens: max });
+      const from = client.events.length;
+      client.send({ type: "response.create" });
+      results.push(await client.waitFor("response.done", undefined, { from }));
+    }
+    expect(results[0]!.response).toMatchObject({
+      status: "completed",
+      output: [{ content: [{ text: HELLO }] }],
+      usage: { output_tokens: needed },
+    });
+    expect(results[1]!.response).toMatchObject({
+      status: "incomplete",
+      status_details: { type: "incomplete", reason: "max_output_tokens" },
+      output: [{ status: "incomplete", content: [{ text: HELLO.slice(0, (needed - 1) * 4) }] }],
+    });
+  });
+
+  it("a spoken reply is cut short to the tokens allowed (response.create's max_output_tokens)", async () => {
+    const client = await connect();
+    let from = client.events.length;
+    client.send({ type: "response.create" });
+    const full = await client.waitFor("response.done", undefined, { from });
+    const fullMs = client.responseAudio((full.response as { id: string }).id).length / 24;
+    from = client.events.length;
+    client.send({ type: "response.create", response: { max_output_tokens: 20 } });
+    const cut = await client.waitFor("response.done", undefined, { from });
+    const cutMs = client.responseAudio((cut.response as { id: string }).id).length / 24;
+    expect(cut.response).toMatchObject({
+      status: "incomplete",
+      status_details: { reason: "max_output_tokens" },
+    });
+    const fullTokens = (full.response as { usage: { output_tokens: number } }).usage.output_tokens;
+    // The audio kept is the allowed share of the whole reply.
+    expect(cutMs / fullMs).toBeCloseTo(20 / fullTokens, 1);
+    const transcript = since(client, from, "response.output_audio_transcript.done")[0]!.transcript as string;
+    expect(HELLO.startsWith(transcript)).toBe(true);
+    expect(transcript.length).toBeLessThan(HELLO.length);
+  });
+});
+
 describe("built-in agent: audio.output.speed", () => {
   it("speaks faster at speed 1.5 and slower at 0.5, changed between replies", async () => {
     const client = await connect();
