@@ -730,6 +730,8 @@ export class AgentSession {
       this.#options.reply === "echo" &&
       reason !== "idle" &&
       last?.role === "user" &&
+      Array.isArray(last.content) &&
+      (last.content as { type?: unknown }[]).some((part) => part.type === "input_audio") &&
       this.#lastUtterance !== null &&
       this.#lastUtterance.length > 0;
     if (modalities.includes("audio")) void this.#speak(response, text, echo);

@@ -612,6 +612,25 @@ describe("built-in agent: client events answered as OpenAI does", () => {
     await client.waitFor("error", (e) => (e.error as { param: string }).param === "item_id");
   });
 
+  it("echo mode echoes spoken turns only: a typed message after speech gets a spoken answer quoting it", async () => {
+    const client = await connect(agent, "?reply=echo");
+    client.appendAudio(utterance(440, 0.5));
+    const echoed = await client.waitFor("response.done");
+    expect(
+      client
+        .ofType("response.output_audio_transcript.done")
+        .filter((e) => e.response_id === (echoed.response as { id: string }).id),
+    ).toEqual([]);
+    const from = client.events.length;
+    client.send({
+      type: "conversation.item.create",
+      item: { type: "message", role: "user", content: [{ type: "input_text", text: "hello there" }] },
+    });
+    client.send({ type: "response.create" });
+    const transcript = await client.waitFor("response.output_audio_transcript.done", undefined, { from });
+    expect(transcript.transcript).toBe("You wrote: hello there");
+  });
+
   it("clear, delete, cancel, output_audio_buffer.clear and session.update each get their answer", async () => {
     const client = await connect(slow);
     client.send({ type: "input_audio_buffer.clear" });
