@@ -2,6 +2,7 @@
 // behaves as OpenAI's Realtime API documents for tools, text-only sessions, turn detection
 // settings, item retrieval and transcription (which it cannot do, and says so with OpenAI's
 // failure event).
+import { createRequire } from "node:module";
 import Ajv from "ajv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentServer } from "../../agent/agent-server.ts";
@@ -758,5 +759,42 @@ describe("built-in agent: transcription (it has no speech recogniser)", () => {
       client.send({ type: "response.create" });
       await client.waitFor("error", (e) => (e.error as { param: string }).param === "type", { from });
     }
+  });
+});
+
+describe("built-in agent: event shapes", () => {
+  it("every event of a type OpenAI's Agents SDK knows parses with the SDK's own schema for it", () => {
+    // The SDK's zod schemas for server events (not in its public exports; read from its build).
+    const { realtimeServerEventSchema } = createRequire(import.meta.url)(
+      "../../node_modules/@openai/agents-realtime/dist/openaiRealtimeEvents.js",
+    ) as {
+      realtimeServerEventSchema: {
+        options: { shape: { type: { value: string } } }[];
+        safeParse(value: unknown): { success: boolean; error?: { issues: unknown[] } };
+      };
+    };
+    const known = new Set(realtimeServerEventSchema.options.map((o) => o.shape.type.value));
+    const checked = new Set<string>();
+    const failures: string[] = [];
+    for (const event of clients.flatMap((c) => c.events)) {
+      if (!known.has(event.type)) continue;
+      checked.add(event.type);
+      const result = realtimeServerEventSchema.safeParse(event);
+      if (!result.success) failures.push(`${event.type}: ${JSON.stringify(result.error!.issues[0])}`);
+    }
+    expect(failures).toEqual([]);
+    // The events this file's tests are about were among those checked.
+    for (const type of [
+      "session.created",
+      "session.updated",
+      "response.function_call_arguments.done",
+      "response.output_text.done",
+      "response.output_audio.delta",
+      "conversation.item.retrieved",
+      "conversation.item.input_audio_transcription.failed",
+      "mcp_list_tools.failed",
+      "response.done",
+    ])
+      expect(checked).toContain(type);
   });
 });
