@@ -92,6 +92,7 @@ const ResponseParams = z.looseObject({
   tool_choice: ToolChoice.optional(),
   instructions: z.string().optional(),
   conversation: z.string().optional(),
+  input: z.array(z.looseObject({ type: z.string().optional() })).optional(),
   metadata: z.record(z.string(), z.string()).nullable().optional(),
   max_output_tokens: z.union([z.number().int().min(1).max(4096), z.literal("inf")]).optional(),
 });
@@ -115,6 +116,8 @@ interface ActiveResponse {
   maxTokens: number | null;
   /** Cut short at maxTokens: the response ends `incomplete`, as OpenAI's does. */
   truncated: boolean;
+  /** `conversation: "none"`: its output stays out of the conversation. */
+  outOfBand: boolean;
 }
 
 export class AgentSession {
@@ -712,6 +715,7 @@ export class AgentSession {
       outputAudioSamples: 0,
       maxTokens: null,
       truncated: false,
+      outOfBand: params.conversation === "none",
     };
     const maxTokens =
       params.max_output_tokens ?? (session as { max_output_tokens?: unknown }).max_output_tokens;
@@ -721,10 +725,11 @@ export class AgentSession {
 
     const tools = functionTools(params.tools ?? session.tools);
     const choice = params.tool_choice ?? ToolChoice.catch("auto").parse(session.tool_choice ?? "auto");
-    const last = this.#conversation.last?.item;
+    // A response with its own `input` answers that, not the conversation.
+    const last = this.#inputOf(params) ?? this.#conversation.last?.item;
     const tool = reason === "idle" ? null : toolToCall(tools, choice, last?.type, this.#toolCalls);
     if (tool) return this.#callTool(response, tool);
-    const text = this.#replyText(reason);
+    const text = this.#replyText(reason, last);
     // Echo mode plays back the user's last utterance, only when that is what the reply answers.
     const echo =
       this.#options.reply === "echo" &&
@@ -739,9 +744,8 @@ export class AgentSession {
   }
 
   /** What the agent says: it uses a tool's output, quotes typed text, or describes what it heard. */
-  #replyText(reason: ReplyReason): string {
+  #replyText(reason: ReplyReason, last: RealtimeItem | undefined): string {
     if (reason === "idle") return IDLE_PROMPT;
-    const last = this.#conversation.last?.item;
     if (last?.type === "function_call_output") {
       const call = this.#functionCall(String(last.call_id));
       const output = String(last.output).replace(/\s+/g, " ").trim();
@@ -785,9 +789,8 @@ export class AgentSession {
     response.item = item;
     response.outputText = args;
     const ref = { response_id: response.id, item_id: item.id, output_index: 0, call_id: callId };
-    const previous = this.#conversation.add(item);
     this.#send({ type: "response.output_item.added", response_id: response.id, output_index: 0, item });
-    this.#send({ type: "conversation.item.added", previous_item_id: previous, item });
+    const previous = this.#addOutput(response, item);
     for (let at = 0; at < args.length; at += ARGUMENT_DELTA_CHARS)
       this.#send({
         type: "response.function_call_arguments.delta",
@@ -821,7 +824,6 @@ export class AgentSession {
       content: final === null ? [] : [{ type: "output_text", text: final }],
     });
     response.item = item("in_progress", null);
-    const previous = this.#conversation.add(response.item);
     const ref = { response_id: response.id, item_id: itemId, output_index: 0, content_index: 0 };
     this.#send({
       type: "response.output_item.added",
@@ -829,7 +831,7 @@ export class AgentSession {
       output_index: 0,
       item: response.item,
     });
-    this.#send({ type: "conversation.item.added", previous_item_id: previous, item: response.item });
+    const previous = this.#addOutput(response, response.item);
     this.#send({ type: "response.content_part.added", ...ref, part: { type: "text", text: "" } });
     const words = text.split(" ");
     let sent = 0;
@@ -889,8 +891,6 @@ export class AgentSession {
       content: finalTranscript === null ? [] : [{ type: "output_audio", transcript: finalTranscript }],
     });
     response.item = itemObject("in_progress", null);
-    const previous = this.#conversation.add(response.item);
-    this.#conversation.setAudio(itemId, audio, 0);
     const ref = { response_id: response.id, item_id: itemId, output_index: 0, content_index: 0 };
     this.#send({
       type: "response.output_item.added",
@@ -898,7 +898,8 @@ export class AgentSession {
       output_index: 0,
       item: response.item,
     });
-    this.#send({ type: "conversation.item.added", previous_item_id: previous, item: response.item });
+    const previous = this.#addOutput(response, response.item);
+    this.#conversation.setAudio(itemId, audio, 0);
     this.#send({ type: "response.content_part.added", ...ref, part: { type: "audio", transcript: "" } });
 
     const words = transcript ? transcript.split(" ") : [];
@@ -952,6 +953,23 @@ export class AgentSession {
     sendChunk();
   }
 
+  /** A response's output item joins the conversation (conversation.item.added), unless out of band. */
+  #addOutput(response: ActiveResponse, item: RealtimeItem): string | null {
+    if (response.outOfBand) return null;
+    const previous = this.#conversation.add(item);
+    this.#send({ type: "conversation.item.added", previous_item_id: previous, item });
+    return previous;
+  }
+
+  /** The last item of response.create's `input` (an item_reference resolved), if it has one. */
+  #inputOf(params: ResponseParams): RealtimeItem | undefined {
+    const last = params.input?.at(-1);
+    if (!last) return undefined;
+    if (last.type === "item_reference" && typeof last.id === "string")
+      return this.#conversation.get(last.id)?.item;
+    return { id: "", type: "message", ...last } as RealtimeItem;
+  }
+
   /** OpenAI's `audio.output.speed` (0.25 to 1.5; the schema checks it), 1 when unset. */
   #speechSpeed(): number {
     const speed = (this.#session.audio?.output as { speed?: unknown } | undefined)?.speed;
@@ -963,7 +981,7 @@ export class AgentSession {
     this.#response = null;
     response.item = item;
     this.#send({ type: "response.output_item.done", response_id: response.id, output_index: 0, item });
-    this.#send({ type: "conversation.item.done", previous_item_id: previous, item });
+    if (!response.outOfBand) this.#send({ type: "conversation.item.done", previous_item_id: previous, item });
     this.#send({
       type: "response.done",
       response: response.truncated
@@ -1030,7 +1048,7 @@ export class AgentSession {
       status,
       status_details: details,
       output: status === "in_progress" || !response.item ? [] : [response.item],
-      conversation_id: "conv_earshot",
+      conversation_id: response.outOfBand ? null : "conv_earshot",
       output_modalities: response.modalities,
       max_output_tokens: (this.#session as { max_output_tokens?: unknown }).max_output_tokens ?? "inf",
       audio: {

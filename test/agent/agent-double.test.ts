@@ -356,6 +356,42 @@ describe("built-in agent: output_modalities", () => {
   });
 });
 
+describe("built-in agent: out-of-band responses", () => {
+  it('conversation "none" with its own input: answers the input, adds nothing to the conversation', async () => {
+    const client = await connect();
+    const from = client.events.length;
+    client.send({
+      type: "response.create",
+      response: {
+        conversation: "none",
+        output_modalities: ["text"],
+        metadata: { topic: "classification" },
+        input: [
+          { type: "message", role: "user", content: [{ type: "input_text", text: "Classify this call" }] },
+        ],
+      },
+    });
+    const done = await client.waitFor("response.done", undefined, { from });
+    expect(done.response).toMatchObject({
+      status: "completed",
+      conversation_id: null,
+      metadata: { topic: "classification" },
+      output: [{ content: [{ type: "output_text", text: "You wrote: Classify this call" }] }],
+    });
+    expect(since(client, from, "conversation.item.added")).toEqual([]);
+    expect(since(client, from, "conversation.item.done")).toEqual([]);
+    const itemId = (done.response as { output: { id: string }[] }).output[0]!.id;
+    client.send({ type: "conversation.item.retrieve", item_id: itemId });
+    await client.waitFor(
+      "error",
+      (e) => (e.error as { code: string }).code === "item_retrieve_invalid_item_id",
+      {
+        from,
+      },
+    );
+  });
+});
+
 describe("built-in agent: max_output_tokens", () => {
   const HELLO = "Hello! I am Earshot's built-in agent. Say something and I will answer.";
 
