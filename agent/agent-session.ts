@@ -36,7 +36,9 @@ import {
   transcriptionRequested,
   turnPolicy,
 } from "./session-settings.ts";
+import { type ReplyContext, replyText } from "./reply-text.ts";
 import { argumentsFor } from "./tool-arguments.ts";
+import { CHARS_PER_TOKEN, audioOutputTokens, textTokens, usage } from "./usage.ts";
 import type { SpeechSynthesizer } from "./tts.ts";
 
 /** Input audio kept for echo replies and commits; older audio is forgotten. */
@@ -45,11 +47,7 @@ const INPUT_CAPACITY_SAMPLES = 30 * PCM_SAMPLE_RATE;
 const DELTA_SAMPLES = (PCM_SAMPLE_RATE * 100) / 1000;
 /** Function-call arguments per `response.function_call_arguments.delta`, in characters. */
 const ARGUMENT_DELTA_CHARS = 32;
-/** A tool's output quoted in the spoken reply is cut here (eSpeak reads every character). */
-const QUOTED_OUTPUT_CHARS = 300;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
-
-const IDLE_PROMPT = "Are you still there?";
 
 export interface AgentSessionOptions {
   reply: ReplyMode;
@@ -98,7 +96,7 @@ const ResponseParams = z.looseObject({
 });
 type ResponseParams = z.infer<typeof ResponseParams>;
 
-type ReplyReason = "turn" | "client" | "idle";
+type ReplyReason = ReplyContext["reason"];
 
 interface ActiveResponse {
   id: string;
@@ -729,7 +727,12 @@ export class AgentSession {
     const last = this.#inputOf(params) ?? this.#conversation.last?.item;
     const tool = reason === "idle" ? null : toolToCall(tools, choice, last?.type, this.#toolCalls);
     if (tool) return this.#callTool(response, tool);
-    const text = this.#replyText(reason, last);
+    const text = replyText({
+      reason,
+      last,
+      callOf: (callId) => this.#functionCall(callId),
+      lastUtteranceMs: this.#lastUtterance ? samplesToMs(this.#lastUtterance.length) : 0,
+    });
     // Echo mode plays back the user's last utterance, only when that is what the reply answers.
     const echo =
       this.#options.reply === "echo" &&
@@ -741,32 +744,6 @@ export class AgentSession {
       this.#lastUtterance.length > 0;
     if (modalities.includes("audio")) void this.#speak(response, text, echo);
     else this.#write(response, text);
-  }
-
-  /** What the agent says: it uses a tool's output, quotes typed text, or describes what it heard. */
-  #replyText(reason: ReplyReason, last: RealtimeItem | undefined): string {
-    if (reason === "idle") return IDLE_PROMPT;
-    if (last?.type === "function_call_output") {
-      const call = this.#functionCall(String(last.call_id));
-      const output = String(last.output).replace(/\s+/g, " ").trim();
-      const quoted =
-        output.length > QUOTED_OUTPUT_CHARS
-          ? `${output.slice(0, QUOTED_OUTPUT_CHARS)}…`
-          : output || "nothing";
-      return `The ${String(call?.name ?? "tool")} tool returned: ${quoted}`;
-    }
-    if (last?.type === "message" && last.role === "user" && Array.isArray(last.content)) {
-      const typed = (last.content as { type?: unknown; text?: unknown }[])
-        .filter((part) => part.type === "input_text" && typeof part.text === "string")
-        .map((part) => part.text as string)
-        .join(" ")
-        .trim();
-      if (typed)
-        return `You wrote: ${typed.length > QUOTED_OUTPUT_CHARS ? `${typed.slice(0, QUOTED_OUTPUT_CHARS)}…` : typed}`;
-    }
-    return this.#lastUtterance && this.#lastUtterance.length > 0
-      ? `I heard you speak for about ${(samplesToMs(this.#lastUtterance.length) / 1000).toFixed(1)} seconds. I am Earshot's built-in agent. Set INFERENCE_URL to talk to a real model.`
-      : "Hello! I am Earshot's built-in agent. Say something and I will answer.";
   }
 
   #callTool(response: ActiveResponse, tool: FunctionTool): void {
@@ -1042,6 +1019,7 @@ export class AgentSession {
   #responseObject(response: ActiveResponse, status: string, details: object | null = null) {
     const audio = response.modalities.includes("audio");
     const output = this.#session.audio?.output as { voice?: unknown } | undefined;
+    const instructions = (this.#session as { instructions?: unknown }).instructions;
     return {
       id: response.id,
       object: "realtime.response",
@@ -1055,34 +1033,15 @@ export class AgentSession {
         output: { format: { type: "audio/pcm", rate: PCM_SAMPLE_RATE }, voice: output?.voice ?? "espeak" },
       },
       metadata: response.metadata,
-      usage: status === "in_progress" ? null : this.#usage(response, audio),
-    };
-  }
-
-  /**
-   * Token counts in OpenAI's shape, estimated with OpenAI's published rates: text about 4
-   * characters a token, user audio 1 token per 100 ms, assistant audio 1 per 50 ms.
-   */
-  #usage(response: ActiveResponse, audio: boolean) {
-    const instructions = (this.#session as { instructions?: unknown }).instructions;
-    const textIn = textTokens(typeof instructions === "string" ? instructions : "");
-    const audioIn = Math.ceil(samplesToMs(this.#userAudioSamples) / 100);
-    const textOut = textTokens(response.outputText);
-    const audioOut = audio ? audioOutputTokens(response.outputAudioSamples) : 0;
-    const input = textIn + audioIn;
-    const output = textOut + audioOut;
-    return {
-      total_tokens: input + output,
-      input_tokens: input,
-      output_tokens: output,
-      input_token_details: {
-        text_tokens: textIn,
-        audio_tokens: audioIn,
-        image_tokens: 0,
-        cached_tokens: 0,
-        cached_tokens_details: { text_tokens: 0, audio_tokens: 0, image_tokens: 0 },
-      },
-      output_token_details: { text_tokens: textOut, audio_tokens: audioOut },
+      usage:
+        status === "in_progress"
+          ? null
+          : usage({
+              instructions: typeof instructions === "string" ? instructions : "",
+              userAudioSamples: this.#userAudioSamples,
+              outputText: response.outputText,
+              outputAudioSamples: audio ? response.outputAudioSamples : 0,
+            }),
     };
   }
 
@@ -1100,16 +1059,4 @@ export class AgentSession {
   #send(event: object): void {
     if (!this.#closed) this.#options.send({ event_id: newId("event"), ...event });
   }
-}
-
-/** Token estimates at OpenAI's published rates (usage and max_output_tokens use the same). */
-const CHARS_PER_TOKEN = 4;
-const OUTPUT_AUDIO_MS_PER_TOKEN = 50;
-
-function textTokens(text: string): number {
-  return Math.ceil(text.length / CHARS_PER_TOKEN);
-}
-
-function audioOutputTokens(samples: number): number {
-  return Math.ceil(samplesToMs(samples) / OUTPUT_AUDIO_MS_PER_TOKEN);
 }
