@@ -36,7 +36,9 @@ import {
   transcriptionRequested,
   turnPolicy,
 } from "./session-settings.ts";
+import { type ReplyContext, replyText } from "./reply-text.ts";
 import { argumentsFor } from "./tool-arguments.ts";
+import { CHARS_PER_TOKEN, audioOutputTokens, textTokens, usage } from "./usage.ts";
 import type { SpeechSynthesizer } from "./tts.ts";
 
 /** Input audio kept for echo replies and commits; older audio is forgotten. */
@@ -45,11 +47,7 @@ const INPUT_CAPACITY_SAMPLES = 30 * PCM_SAMPLE_RATE;
 const DELTA_SAMPLES = (PCM_SAMPLE_RATE * 100) / 1000;
 /** Function-call arguments per `response.function_call_arguments.delta`, in characters. */
 const ARGUMENT_DELTA_CHARS = 32;
-/** A tool's output quoted in the spoken reply is cut here (eSpeak reads every character). */
-const QUOTED_OUTPUT_CHARS = 300;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
-
-const IDLE_PROMPT = "Are you still there?";
 
 export interface AgentSessionOptions {
   reply: ReplyMode;
@@ -92,11 +90,13 @@ const ResponseParams = z.looseObject({
   tool_choice: ToolChoice.optional(),
   instructions: z.string().optional(),
   conversation: z.string().optional(),
+  input: z.array(z.looseObject({ type: z.string().optional() })).optional(),
   metadata: z.record(z.string(), z.string()).nullable().optional(),
+  max_output_tokens: z.union([z.number().int().min(1).max(4096), z.literal("inf")]).optional(),
 });
 type ResponseParams = z.infer<typeof ResponseParams>;
 
-type ReplyReason = "turn" | "client" | "idle";
+type ReplyReason = ReplyContext["reason"];
 
 interface ActiveResponse {
   id: string;
@@ -110,6 +110,12 @@ interface ActiveResponse {
   firstAudioAt: number | null;
   outputText: string;
   outputAudioSamples: number;
+  /** The response's max_output_tokens (estimated as in #usage); null for "inf". */
+  maxTokens: number | null;
+  /** Cut short at maxTokens: the response ends `incomplete`, as OpenAI's does. */
+  truncated: boolean;
+  /** `conversation: "none"`: its output stays out of the conversation. */
+  outOfBand: boolean;
 }
 
 export class AgentSession {
@@ -138,6 +144,7 @@ export class AgentSession {
   #playbackEndsAt: number | null = null;
   #idleTimer: NodeJS.Timeout | undefined;
   #transcriptionLogged = false;
+  readonly #mcpServersListed = new Set<string>();
   /** Once the assistant has spoken, the voice is fixed (OpenAI's rule). */
   #audioProduced = false;
   #closed = false;
@@ -372,6 +379,36 @@ export class AgentSession {
     if (update.audio?.input && "turn_detection" in update.audio.input) this.#applyTurnDetection();
     this.#armIdleTimer();
     this.#send({ type: "session.updated", session: this.#sessionObject() });
+    this.#listMcpTools((update as { tools?: unknown }).tools);
+  }
+
+  /**
+   * OpenAI lists an MCP server's tools when a session gains it, as an `mcp_list_tools` item. The
+   * agent reaches no MCP server, so each listing fails, with OpenAI's event for that.
+   */
+  #listMcpTools(tools: unknown): void {
+    if (!Array.isArray(tools)) return;
+    for (const tool of tools as { type?: unknown; server_label?: unknown }[]) {
+      if (tool?.type !== "mcp" || typeof tool.server_label !== "string") continue;
+      if (this.#mcpServersListed.has(tool.server_label)) continue;
+      this.#mcpServersListed.add(tool.server_label);
+      this.#options.log?.info(
+        { server_label: tool.server_label },
+        "MCP tools asked for; the built-in agent has none",
+      );
+      const item: RealtimeItem = {
+        id: newId("item"),
+        type: "mcp_list_tools",
+        object: "realtime.item",
+        server_label: tool.server_label,
+        tools: [],
+      };
+      const previous = this.#conversation.add(item);
+      this.#send({ type: "conversation.item.added", previous_item_id: previous, item });
+      this.#send({ type: "mcp_list_tools.in_progress", item_id: item.id });
+      this.#send({ type: "mcp_list_tools.failed", item_id: item.id });
+      this.#send({ type: "conversation.item.done", previous_item_id: previous, item });
+    }
   }
 
   /** Turn detection as the session now says; a detector mid-utterance starts over. */
@@ -674,57 +711,48 @@ export class AgentSession {
       firstAudioAt: null,
       outputText: "",
       outputAudioSamples: 0,
+      maxTokens: null,
+      truncated: false,
+      outOfBand: params.conversation === "none",
     };
+    const maxTokens =
+      params.max_output_tokens ?? (session as { max_output_tokens?: unknown }).max_output_tokens;
+    response.maxTokens = typeof maxTokens === "number" ? maxTokens : null;
     this.#response = response;
     this.#send({ type: "response.created", response: this.#responseObject(response, "in_progress") });
 
     const tools = functionTools(params.tools ?? session.tools);
     const choice = params.tool_choice ?? ToolChoice.catch("auto").parse(session.tool_choice ?? "auto");
-    const last = this.#conversation.last?.item;
+    // A response with its own `input` answers that, not the conversation.
+    const last = this.#inputOf(params) ?? this.#conversation.last?.item;
     const tool = reason === "idle" ? null : toolToCall(tools, choice, last?.type, this.#toolCalls);
     if (tool) return this.#callTool(response, tool);
-    const text = this.#replyText(reason);
+    const text = replyText({
+      reason,
+      last,
+      callOf: (callId) => this.#functionCall(callId),
+      lastUtteranceMs: this.#lastUtterance ? samplesToMs(this.#lastUtterance.length) : 0,
+    });
     // Echo mode plays back the user's last utterance, only when that is what the reply answers.
     const echo =
       this.#options.reply === "echo" &&
       reason !== "idle" &&
       last?.role === "user" &&
+      Array.isArray(last.content) &&
+      (last.content as { type?: unknown }[]).some((part) => part.type === "input_audio") &&
       this.#lastUtterance !== null &&
       this.#lastUtterance.length > 0;
     if (modalities.includes("audio")) void this.#speak(response, text, echo);
     else this.#write(response, text);
   }
 
-  /** What the agent says: it uses a tool's output, quotes typed text, or describes what it heard. */
-  #replyText(reason: ReplyReason): string {
-    if (reason === "idle") return IDLE_PROMPT;
-    const last = this.#conversation.last?.item;
-    if (last?.type === "function_call_output") {
-      const call = this.#functionCall(String(last.call_id));
-      const output = String(last.output).replace(/\s+/g, " ").trim();
-      const quoted =
-        output.length > QUOTED_OUTPUT_CHARS
-          ? `${output.slice(0, QUOTED_OUTPUT_CHARS)}…`
-          : output || "nothing";
-      return `The ${String(call?.name ?? "tool")} tool returned: ${quoted}`;
-    }
-    if (last?.type === "message" && last.role === "user" && Array.isArray(last.content)) {
-      const typed = (last.content as { type?: unknown; text?: unknown }[])
-        .filter((part) => part.type === "input_text" && typeof part.text === "string")
-        .map((part) => part.text as string)
-        .join(" ")
-        .trim();
-      if (typed)
-        return `You wrote: ${typed.length > QUOTED_OUTPUT_CHARS ? `${typed.slice(0, QUOTED_OUTPUT_CHARS)}…` : typed}`;
-    }
-    return this.#lastUtterance && this.#lastUtterance.length > 0
-      ? `I heard you speak for about ${(samplesToMs(this.#lastUtterance.length) / 1000).toFixed(1)} seconds. I am Earshot's built-in agent. Set INFERENCE_URL to talk to a real model.`
-      : "Hello! I am Earshot's built-in agent. Say something and I will answer.";
-  }
-
   #callTool(response: ActiveResponse, tool: FunctionTool): void {
     this.#toolCalls++;
-    const args = JSON.stringify(argumentsFor(tool.parameters));
+    let args = JSON.stringify(argumentsFor(tool.parameters));
+    if (response.maxTokens !== null && textTokens(args) > response.maxTokens) {
+      args = args.slice(0, response.maxTokens * CHARS_PER_TOKEN);
+      response.truncated = true;
+    }
     const callId = `call_${newId("item").slice(5)}`;
     const item: RealtimeItem = {
       id: newId("item"),
@@ -738,9 +766,8 @@ export class AgentSession {
     response.item = item;
     response.outputText = args;
     const ref = { response_id: response.id, item_id: item.id, output_index: 0, call_id: callId };
-    const previous = this.#conversation.add(item);
     this.#send({ type: "response.output_item.added", response_id: response.id, output_index: 0, item });
-    this.#send({ type: "conversation.item.added", previous_item_id: previous, item });
+    const previous = this.#addOutput(response, item);
     for (let at = 0; at < args.length; at += ARGUMENT_DELTA_CHARS)
       this.#send({
         type: "response.function_call_arguments.delta",
@@ -748,13 +775,22 @@ export class AgentSession {
         delta: args.slice(at, at + ARGUMENT_DELTA_CHARS),
       });
     this.#send({ type: "response.function_call_arguments.done", ...ref, name: tool.name, arguments: args });
-    const done: RealtimeItem = { ...item, status: "completed", arguments: args };
+    const done: RealtimeItem = {
+      ...item,
+      status: response.truncated ? "incomplete" : "completed",
+      arguments: args,
+    };
     this.#conversation.update(done);
     this.#finish(response, done, previous);
   }
 
   /** A text-only reply (`output_modalities: ["text"]`): output_text deltas, no audio. */
-  #write(response: ActiveResponse, text: string): void {
+  #write(response: ActiveResponse, fullText: string): void {
+    let text = fullText;
+    if (response.maxTokens !== null && textTokens(text) > response.maxTokens) {
+      text = text.slice(0, response.maxTokens * CHARS_PER_TOKEN);
+      response.truncated = true;
+    }
     const itemId = newId("item");
     const item = (status: string, final: string | null): RealtimeItem => ({
       id: itemId,
@@ -765,7 +801,6 @@ export class AgentSession {
       content: final === null ? [] : [{ type: "output_text", text: final }],
     });
     response.item = item("in_progress", null);
-    const previous = this.#conversation.add(response.item);
     const ref = { response_id: response.id, item_id: itemId, output_index: 0, content_index: 0 };
     this.#send({
       type: "response.output_item.added",
@@ -773,7 +808,7 @@ export class AgentSession {
       output_index: 0,
       item: response.item,
     });
-    this.#send({ type: "conversation.item.added", previous_item_id: previous, item: response.item });
+    const previous = this.#addOutput(response, response.item);
     this.#send({ type: "response.content_part.added", ...ref, part: { type: "text", text: "" } });
     const words = text.split(" ");
     let sent = 0;
@@ -790,7 +825,7 @@ export class AgentSession {
       }
       this.#send({ type: "response.output_text.done", ...ref, text });
       this.#send({ type: "response.content_part.done", ...ref, part: { type: "text", text } });
-      const done = item("completed", text);
+      const done = item(response.truncated ? "incomplete" : "completed", text);
       this.#conversation.update(done);
       this.#finish(response, done, previous);
     };
@@ -806,7 +841,7 @@ export class AgentSession {
         audio = this.#lastUtterance!;
       } else {
         transcript = text;
-        audio = await this.#options.tts.speak(transcript);
+        audio = await this.#options.tts.speak(transcript, this.#speechSpeed());
       }
     } catch (error) {
       this.#options.log?.warn({ err: error }, "agent TTS failed");
@@ -833,8 +868,6 @@ export class AgentSession {
       content: finalTranscript === null ? [] : [{ type: "output_audio", transcript: finalTranscript }],
     });
     response.item = itemObject("in_progress", null);
-    const previous = this.#conversation.add(response.item);
-    this.#conversation.setAudio(itemId, audio, 0);
     const ref = { response_id: response.id, item_id: itemId, output_index: 0, content_index: 0 };
     this.#send({
       type: "response.output_item.added",
@@ -842,10 +875,18 @@ export class AgentSession {
       output_index: 0,
       item: response.item,
     });
-    this.#send({ type: "conversation.item.added", previous_item_id: previous, item: response.item });
+    const previous = this.#addOutput(response, response.item);
+    this.#conversation.setAudio(itemId, audio, 0);
     this.#send({ type: "response.content_part.added", ...ref, part: { type: "audio", transcript: "" } });
 
     const words = transcript ? transcript.split(" ") : [];
+    // The transcript is spread over the whole reply; max_output_tokens may cut both short.
+    const wordChunks = Math.ceil(audio.length / DELTA_SAMPLES);
+    const fullTokens = textTokens(transcript) + audioOutputTokens(audio.length);
+    if (response.maxTokens !== null && fullTokens > response.maxTokens) {
+      audio = audio.subarray(0, Math.floor((audio.length * response.maxTokens) / fullTokens));
+      response.truncated = true;
+    }
     const chunks = Math.ceil(audio.length / DELTA_SAMPLES);
     let chunk = 0;
     let wordsSent = 0;
@@ -861,7 +902,7 @@ export class AgentSession {
       const entry = this.#conversation.get(itemId);
       if (entry) entry.audioSamples = response.outputAudioSamples;
       // Spread the transcript over the audio, as the model emits it alongside.
-      const wordsDue = Math.ceil((words.length * (chunk + 1)) / chunks);
+      const wordsDue = Math.ceil((words.length * (chunk + 1)) / wordChunks);
       if (wordsDue > wordsSent) {
         const delta = (wordsSent > 0 ? " " : "") + words.slice(wordsSent, wordsDue).join(" ");
         wordsSent = wordsDue;
@@ -878,14 +919,38 @@ export class AgentSession {
         response.timer = setTimeout(sendChunk, intervalMs);
         return;
       }
+      const said = response.truncated ? response.outputText : transcript;
       this.#send({ type: "response.output_audio.done", ...ref });
-      if (transcript) this.#send({ type: "response.output_audio_transcript.done", ...ref, transcript });
-      this.#send({ type: "response.content_part.done", ...ref, part: { type: "audio", transcript } });
-      const done = itemObject("completed", transcript);
+      if (transcript) this.#send({ type: "response.output_audio_transcript.done", ...ref, transcript: said });
+      this.#send({ type: "response.content_part.done", ...ref, part: { type: "audio", transcript: said } });
+      const done = itemObject(response.truncated ? "incomplete" : "completed", said);
       this.#conversation.update(done);
       this.#finish(response, done, previous);
     };
     sendChunk();
+  }
+
+  /** A response's output item joins the conversation (conversation.item.added), unless out of band. */
+  #addOutput(response: ActiveResponse, item: RealtimeItem): string | null {
+    if (response.outOfBand) return null;
+    const previous = this.#conversation.add(item);
+    this.#send({ type: "conversation.item.added", previous_item_id: previous, item });
+    return previous;
+  }
+
+  /** The last item of response.create's `input` (an item_reference resolved), if it has one. */
+  #inputOf(params: ResponseParams): RealtimeItem | undefined {
+    const last = params.input?.at(-1);
+    if (!last) return undefined;
+    if (last.type === "item_reference" && typeof last.id === "string")
+      return this.#conversation.get(last.id)?.item;
+    return { id: "", type: "message", ...last } as RealtimeItem;
+  }
+
+  /** OpenAI's `audio.output.speed` (0.25 to 1.5; the schema checks it), 1 when unset. */
+  #speechSpeed(): number {
+    const speed = (this.#session.audio?.output as { speed?: unknown } | undefined)?.speed;
+    return typeof speed === "number" && speed > 0 ? speed : 1;
   }
 
   /** The output item's done events and response.done; then the idle timer runs from playback's end. */
@@ -893,8 +958,13 @@ export class AgentSession {
     this.#response = null;
     response.item = item;
     this.#send({ type: "response.output_item.done", response_id: response.id, output_index: 0, item });
-    this.#send({ type: "conversation.item.done", previous_item_id: previous, item });
-    this.#send({ type: "response.done", response: this.#responseObject(response, "completed") });
+    if (!response.outOfBand) this.#send({ type: "conversation.item.done", previous_item_id: previous, item });
+    this.#send({
+      type: "response.done",
+      response: response.truncated
+        ? this.#responseObject(response, "incomplete", { type: "incomplete", reason: "max_output_tokens" })
+        : this.#responseObject(response, "completed"),
+    });
     const now = performance.now();
     const playedUntil =
       response.firstAudioAt === null ? now : response.firstAudioAt + samplesToMs(response.outputAudioSamples);
@@ -949,47 +1019,29 @@ export class AgentSession {
   #responseObject(response: ActiveResponse, status: string, details: object | null = null) {
     const audio = response.modalities.includes("audio");
     const output = this.#session.audio?.output as { voice?: unknown } | undefined;
+    const instructions = (this.#session as { instructions?: unknown }).instructions;
     return {
       id: response.id,
       object: "realtime.response",
       status,
       status_details: details,
       output: status === "in_progress" || !response.item ? [] : [response.item],
-      conversation_id: "conv_earshot",
+      conversation_id: response.outOfBand ? null : "conv_earshot",
       output_modalities: response.modalities,
       max_output_tokens: (this.#session as { max_output_tokens?: unknown }).max_output_tokens ?? "inf",
       audio: {
         output: { format: { type: "audio/pcm", rate: PCM_SAMPLE_RATE }, voice: output?.voice ?? "espeak" },
       },
       metadata: response.metadata,
-      usage: status === "in_progress" ? null : this.#usage(response, audio),
-    };
-  }
-
-  /**
-   * Token counts in OpenAI's shape, estimated with OpenAI's published rates: text about 4
-   * characters a token, user audio 1 token per 100 ms, assistant audio 1 per 50 ms.
-   */
-  #usage(response: ActiveResponse, audio: boolean) {
-    const instructions = (this.#session as { instructions?: unknown }).instructions;
-    const textIn = Math.ceil((typeof instructions === "string" ? instructions.length : 0) / 4);
-    const audioIn = Math.ceil(samplesToMs(this.#userAudioSamples) / 100);
-    const textOut = Math.ceil(response.outputText.length / 4);
-    const audioOut = audio ? Math.ceil(samplesToMs(response.outputAudioSamples) / 50) : 0;
-    const input = textIn + audioIn;
-    const output = textOut + audioOut;
-    return {
-      total_tokens: input + output,
-      input_tokens: input,
-      output_tokens: output,
-      input_token_details: {
-        text_tokens: textIn,
-        audio_tokens: audioIn,
-        image_tokens: 0,
-        cached_tokens: 0,
-        cached_tokens_details: { text_tokens: 0, audio_tokens: 0, image_tokens: 0 },
-      },
-      output_token_details: { text_tokens: textOut, audio_tokens: audioOut },
+      usage:
+        status === "in_progress"
+          ? null
+          : usage({
+              instructions: typeof instructions === "string" ? instructions : "",
+              userAudioSamples: this.#userAudioSamples,
+              outputText: response.outputText,
+              outputAudioSamples: audio ? response.outputAudioSamples : 0,
+            }),
     };
   }
 

@@ -12,6 +12,20 @@ type Schema = Record<string, unknown>;
 const MAX_DEPTH = 8;
 /** Optional properties are filled in to this depth (apps see more of their schema exercised). */
 const OPTIONAL_DEPTH = 2;
+/**
+ * Bounds on what a schema can make the agent build (the schema is client input): values in all,
+ * items per array, properties per object, characters per string. Past them the arguments are
+ * cut short and may not satisfy the schema; a real tool schema is nowhere near them.
+ */
+export const MAX_VALUES = 2000;
+export const MAX_ARRAY_ITEMS = 64;
+export const MAX_STRING_LENGTH = 1024;
+/**
+ * `pattern` is tried only on strings this short, and only for patterns this long: a pattern with
+ * nested quantifiers backtracks exponentially in the length of the string it fails on.
+ */
+const PATTERN_MAX_TRIED_LENGTH = 16;
+const PATTERN_MAX_SOURCE = 256;
 
 const FORMATS: Record<string, string> = {
   "date-time": "2025-01-01T12:00:00Z",
@@ -77,6 +91,7 @@ function isSchema(value: unknown): value is Schema {
 
 class Generator {
   readonly #root: Schema;
+  #valuesLeft = MAX_VALUES;
 
   constructor(root: Schema) {
     this.#root = root;
@@ -85,7 +100,7 @@ class Generator {
   /** A value for `schema`; `variant` makes sibling array items differ (uniqueItems). */
   value(schemaIn: unknown, depth: number, variant: number): unknown {
     // A schema that requires itself has no finite instance; stop rather than recurse forever.
-    if (depth > 3 * MAX_DEPTH) return null;
+    if (depth > 3 * MAX_DEPTH || --this.#valuesLeft < 0) return null;
     if (!isSchema(schemaIn)) return schemaIn === false ? null : `example${suffix(variant)}`;
     const schema = this.#resolve(schemaIn, depth);
     if ("const" in schema) return schema.const;
@@ -158,7 +173,8 @@ class Generator {
     }
     const minProperties = typeof schema.minProperties === "number" ? schema.minProperties : 0;
     const extra = schema.additionalProperties === undefined ? {} : schema.additionalProperties;
-    for (let n = 1; Object.keys(out).length < minProperties && extra !== false; n++) {
+    const wantedProperties = Math.min(minProperties, MAX_ARRAY_ITEMS);
+    for (let n = 1; Object.keys(out).length < wantedProperties && extra !== false; n++) {
       const key = `property_${n}`;
       if (!(key in out)) out[key] = this.value(extra, depth + 1, n);
     }
@@ -177,7 +193,7 @@ class Generator {
     // One item when nothing asks for more (a list with something in it is the useful case),
     // none past the depth limit unless required.
     const wanted = depth >= MAX_DEPTH ? min : Math.max(min, tuple.length, 1);
-    const count = Math.min(wanted, max, rest === false ? tuple.length : Infinity);
+    const count = Math.min(wanted, max, rest === false ? tuple.length : Infinity, MAX_ARRAY_ITEMS);
     const out: unknown[] = [];
     for (let i = 0; i < count; i++)
       out.push(this.value(i < tuple.length ? tuple[i] : (rest ?? {}), depth + 1, i));
@@ -202,18 +218,19 @@ function stringFor(schema: Schema, variant: number): string {
   const format = typeof schema.format === "string" ? FORMATS[schema.format] : undefined;
   const fit = (s: string) => {
     let out = s;
-    while (out.length < minLength) out += "x";
+    if (out.length < minLength) out += "x".repeat(Math.min(minLength, MAX_STRING_LENGTH) - out.length);
     return out.length > maxLength ? out.slice(0, maxLength) : out;
   };
   const base = fit(format ?? `example${suffix(variant)}`);
-  if (typeof schema.pattern !== "string") return base;
+  if (typeof schema.pattern !== "string" || schema.pattern.length > PATTERN_MAX_SOURCE) return base;
   let pattern: RegExp;
   try {
     pattern = new RegExp(schema.pattern, "u");
   } catch {
     return base;
   }
-  const ok = (s: string) => s.length >= minLength && s.length <= maxLength && pattern.test(s);
+  const ok = (s: string) =>
+    s.length <= PATTERN_MAX_TRIED_LENGTH && s.length >= minLength && s.length <= maxLength && pattern.test(s);
   if (ok(base)) return base;
   for (const candidate of PATTERN_CANDIDATES) {
     const withVariant = variant > 0 ? `${candidate}${variant}` : candidate;

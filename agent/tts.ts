@@ -7,6 +7,8 @@ import { resamplePcm16 } from "../relay/media/resampler.ts";
 
 const MAX_TEXT = 1000;
 const CACHE_ENTRIES = 16;
+/** eSpeak's default rate, in words per minute: what OpenAI's `speed` 1.0 maps to. */
+const WORDS_PER_MINUTE = 175;
 
 interface WavPcm {
   sampleRate: number;
@@ -54,18 +56,29 @@ export class SpeechSynthesizer {
     this.#voice = voice;
   }
 
-  /** Speaks `text` to 24 kHz PCM16. */
-  async speak(text: string): Promise<Int16Array> {
+  /** Speaks `text` to 24 kHz PCM16, `speed` times eSpeak's usual rate (OpenAI's `audio.output.speed`). */
+  async speak(text: string, speed = 1): Promise<Int16Array> {
     const clean = text.replace(/\s+/g, " ").trim().slice(0, MAX_TEXT);
-    const cached = this.#cache.get(clean);
+    const rate = Math.round(WORDS_PER_MINUTE * speed);
+    const key = `${rate}:${clean}`;
+    const cached = this.#cache.get(key);
     if (cached) return cached;
     const started = performance.now();
     // A fresh instance per sentence: the WASM CLI runs `main` once per instantiation.
-    const espeak = await ESpeakNg({ arguments: ["-v", this.#voice, "-w", "/tmp/speech.wav", clean] });
+    const espeak = await ESpeakNg({
+      arguments: [
+        "-v",
+        this.#voice,
+        ...(speed === 1 ? [] : ["-s", String(rate)]),
+        "-w",
+        "/tmp/speech.wav",
+        clean,
+      ],
+    });
     const wav = parseWav(espeak.FS.readFile("/tmp/speech.wav") as Uint8Array);
     const pcm = resamplePcm16(wav.samples, wav.sampleRate, PCM_SAMPLE_RATE);
     this.lastSynthesisMs = performance.now() - started;
-    this.#cache.set(clean, pcm);
+    this.#cache.set(key, pcm);
     if (this.#cache.size > CACHE_ENTRIES) this.#cache.delete(this.#cache.keys().next().value!);
     return pcm;
   }

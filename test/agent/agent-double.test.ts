@@ -2,6 +2,7 @@
 // behaves as OpenAI's Realtime API documents for tools, text-only sessions, turn detection
 // settings, item retrieval and transcription (which it cannot do, and says so with OpenAI's
 // failure event).
+import { createRequire } from "node:module";
 import Ajv from "ajv";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AgentServer } from "../../agent/agent-server.ts";
@@ -288,6 +289,31 @@ describe("built-in agent: function tools", () => {
   });
 });
 
+describe("built-in agent: MCP tools (it reaches no MCP server)", () => {
+  it("lists each server once as an mcp_list_tools item whose listing fails, and answers without calling it", async () => {
+    const client = await connect();
+    const mcp = { type: "mcp", server_label: "deepwiki", server_url: "https://mcp.deepwiki.com/mcp" };
+    await update(client, { tools: [mcp] });
+    const failed = await client.waitFor("mcp_list_tools.failed");
+    const added = await client.waitFor(
+      "conversation.item.added",
+      (e) => (e.item as { type: string }).type === "mcp_list_tools",
+    );
+    expect(added.item).toMatchObject({ type: "mcp_list_tools", server_label: "deepwiki", tools: [] });
+    expect(failed.item_id).toBe((added.item as { id: string }).id);
+    const inProgress = client.ofType("mcp_list_tools.in_progress");
+    expect(inProgress.map((e) => e.item_id)).toEqual([failed.item_id]);
+    // The same server again is not listed again.
+    await update(client, { tools: [mcp], instructions: "x" });
+    await flush(client);
+    expect(client.ofType("mcp_list_tools.failed")).toHaveLength(1);
+    const from = client.events.length;
+    client.send({ type: "response.create" });
+    const done = await client.waitFor("response.done", undefined, { from });
+    expect((done.response as { output: { type: string }[] }).output[0]!.type).toBe("message");
+  });
+});
+
 describe("built-in agent: output_modalities", () => {
   it('["text"] replies with output_text and no audio; a response can ask for text in an audio session', async () => {
     const client = await connect();
@@ -328,6 +354,109 @@ describe("built-in agent: output_modalities", () => {
     expect(since(client, from, "response.output_text.done")).toHaveLength(1);
     expect(since(client, from, "response.output_audio.delta")).toEqual([]);
   });
+});
+
+describe("built-in agent: out-of-band responses", () => {
+  it('conversation "none" with its own input: answers the input, adds nothing to the conversation', async () => {
+    const client = await connect();
+    const from = client.events.length;
+    client.send({
+      type: "response.create",
+      response: {
+        conversation: "none",
+        output_modalities: ["text"],
+        metadata: { topic: "classification" },
+        input: [
+          { type: "message", role: "user", content: [{ type: "input_text", text: "Classify this call" }] },
+        ],
+      },
+    });
+    const done = await client.waitFor("response.done", undefined, { from });
+    expect(done.response).toMatchObject({
+      status: "completed",
+      conversation_id: null,
+      metadata: { topic: "classification" },
+      output: [{ content: [{ type: "output_text", text: "You wrote: Classify this call" }] }],
+    });
+    expect(since(client, from, "conversation.item.added")).toEqual([]);
+    expect(since(client, from, "conversation.item.done")).toEqual([]);
+    const itemId = (done.response as { output: { id: string }[] }).output[0]!.id;
+    client.send({ type: "conversation.item.retrieve", item_id: itemId });
+    await client.waitFor(
+      "error",
+      (e) => (e.error as { code: string }).code === "item_retrieve_invalid_item_id",
+      {
+        from,
+      },
+    );
+  });
+});
+
+describe("built-in agent: max_output_tokens", () => {
+  const HELLO = "Hello! I am Earshot's built-in agent. Say something and I will answer.";
+
+  it("a text reply at the limit completes; one token less ends incomplete, cut at the limit", async () => {
+    const client = await connect();
+    const needed = Math.ceil(HELLO.length / 4);
+    const results: ServerEventRecord[] = [];
+    for (const max of [needed, needed - 1]) {
+      await update(client, { output_modalities: ["text"], max_output_tokens: max });
+      const from = client.events.length;
+      client.send({ type: "response.create" });
+      results.push(await client.waitFor("response.done", undefined, { from }));
+    }
+    expect(results[0]!.response).toMatchObject({
+      status: "completed",
+      output: [{ content: [{ text: HELLO }] }],
+      usage: { output_tokens: needed },
+    });
+    expect(results[1]!.response).toMatchObject({
+      status: "incomplete",
+      status_details: { type: "incomplete", reason: "max_output_tokens" },
+      output: [{ status: "incomplete", content: [{ text: HELLO.slice(0, (needed - 1) * 4) }] }],
+    });
+  });
+
+  it("a spoken reply is cut short to the tokens allowed (response.create's max_output_tokens)", async () => {
+    const client = await connect();
+    let from = client.events.length;
+    client.send({ type: "response.create" });
+    const full = await client.waitFor("response.done", undefined, { from });
+    const fullMs = client.responseAudio((full.response as { id: string }).id).length / 24;
+    from = client.events.length;
+    client.send({ type: "response.create", response: { max_output_tokens: 20 } });
+    const cut = await client.waitFor("response.done", undefined, { from });
+    const cutMs = client.responseAudio((cut.response as { id: string }).id).length / 24;
+    expect(cut.response).toMatchObject({
+      status: "incomplete",
+      status_details: { reason: "max_output_tokens" },
+    });
+    const fullTokens = (full.response as { usage: { output_tokens: number } }).usage.output_tokens;
+    // The audio kept is the allowed share of the whole reply.
+    expect(cutMs / fullMs).toBeCloseTo(20 / fullTokens, 1);
+    const transcript = since(client, from, "response.output_audio_transcript.done")[0]!.transcript as string;
+    expect(HELLO.startsWith(transcript)).toBe(true);
+    expect(transcript.length).toBeLessThan(HELLO.length);
+  });
+});
+
+describe("built-in agent: audio.output.speed", () => {
+  it("speaks faster at speed 1.5 and slower at 0.5, changed between replies", async () => {
+    const client = await connect();
+    const lengths: Record<string, number> = {};
+    for (const speed of [1, 1.5, 0.5]) {
+      await update(client, { audio: { output: { speed } } });
+      const from = client.events.length;
+      client.send({ type: "response.create" });
+      const created = await client.waitFor("response.created", undefined, { from });
+      await client.waitFor("response.done", undefined, { from });
+      lengths[speed] = voicedMs(client.responseAudio((created.response as { id: string }).id));
+    }
+    // eSpeak's rate scales the speech, not the pauses: roughly, not exactly, 1/speed.
+    expect(lengths["1.5"]! / lengths["1"]!).toBeGreaterThan(0.55);
+    expect(lengths["1.5"]! / lengths["1"]!).toBeLessThan(0.8);
+    expect(lengths["0.5"]! / lengths["1"]!).toBeGreaterThan(1.6);
+  }, 20_000);
 });
 
 describe("built-in agent: turn detection settings", () => {
@@ -437,7 +566,8 @@ describe("built-in agent: turn detection settings", () => {
     });
     const firedAfter = performance.now() - firstAt;
     // Played from the first delta in real time, then idle_timeout_ms of silence.
-    expect(firedAfter).toBeGreaterThanOrEqual(replyMs + idleMs - 30);
+    // The client hears the first delta a little after the agent sent it (same process, busy loop).
+    expect(firedAfter).toBeGreaterThanOrEqual(replyMs + idleMs - 100);
     expect(firedAfter).toBeLessThan(replyMs + idleMs + 1500);
     expect(timeout).toMatchObject({
       audio_start_ms: 0,
@@ -517,6 +647,25 @@ describe("built-in agent: client events answered as OpenAI does", () => {
     });
     client.send({ type: "conversation.item.retrieve" });
     await client.waitFor("error", (e) => (e.error as { param: string }).param === "item_id");
+  });
+
+  it("echo mode echoes spoken turns only: a typed message after speech gets a spoken answer quoting it", async () => {
+    const client = await connect(agent, "?reply=echo");
+    client.appendAudio(utterance(440, 0.5));
+    const echoed = await client.waitFor("response.done");
+    expect(
+      client
+        .ofType("response.output_audio_transcript.done")
+        .filter((e) => e.response_id === (echoed.response as { id: string }).id),
+    ).toEqual([]);
+    const from = client.events.length;
+    client.send({
+      type: "conversation.item.create",
+      item: { type: "message", role: "user", content: [{ type: "input_text", text: "hello there" }] },
+    });
+    client.send({ type: "response.create" });
+    const transcript = await client.waitFor("response.output_audio_transcript.done", undefined, { from });
+    expect(transcript.transcript).toBe("You wrote: hello there");
   });
 
   it("clear, delete, cancel, output_audio_buffer.clear and session.update each get their answer", async () => {
@@ -646,5 +795,42 @@ describe("built-in agent: transcription (it has no speech recogniser)", () => {
       client.send({ type: "response.create" });
       await client.waitFor("error", (e) => (e.error as { param: string }).param === "type", { from });
     }
+  });
+});
+
+describe("built-in agent: event shapes", () => {
+  it("every event of a type OpenAI's Agents SDK knows parses with the SDK's own schema for it", () => {
+    // The SDK's zod schemas for server events (not in its public exports; read from its build).
+    const { realtimeServerEventSchema } = createRequire(import.meta.url)(
+      "../../node_modules/@openai/agents-realtime/dist/openaiRealtimeEvents.js",
+    ) as {
+      realtimeServerEventSchema: {
+        options: { shape: { type: { value: string } } }[];
+        safeParse(value: unknown): { success: boolean; error?: { issues: unknown[] } };
+      };
+    };
+    const known = new Set(realtimeServerEventSchema.options.map((o) => o.shape.type.value));
+    const checked = new Set<string>();
+    const failures: string[] = [];
+    for (const event of clients.flatMap((c) => c.events)) {
+      if (!known.has(event.type)) continue;
+      checked.add(event.type);
+      const result = realtimeServerEventSchema.safeParse(event);
+      if (!result.success) failures.push(`${event.type}: ${JSON.stringify(result.error!.issues[0])}`);
+    }
+    expect(failures).toEqual([]);
+    // The events this file's tests are about were among those checked.
+    for (const type of [
+      "session.created",
+      "session.updated",
+      "response.function_call_arguments.done",
+      "response.output_text.done",
+      "response.output_audio.delta",
+      "conversation.item.retrieved",
+      "conversation.item.input_audio_transcription.failed",
+      "mcp_list_tools.failed",
+      "response.done",
+    ])
+      expect(checked).toContain(type);
   });
 });

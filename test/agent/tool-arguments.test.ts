@@ -3,7 +3,7 @@
 import Ajv from "ajv";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { argumentsFor } from "../../agent/tool-arguments.ts";
+import { MAX_ARRAY_ITEMS, MAX_STRING_LENGTH, MAX_VALUES, argumentsFor } from "../../agent/tool-arguments.ts";
 
 const ajv = new Ajv({ allErrors: true, format: "full", multipleOfPrecision: 9 });
 
@@ -91,6 +91,39 @@ describe("tool arguments from a JSON Schema", () => {
       },
       required: ["order", "tree"],
     });
+  });
+
+  it("bounds what a hostile schema can make it build, at each limit and one past it", () => {
+    const arrayOf = (minItems: number) => ({
+      type: "object",
+      properties: { list: { type: "array", items: { type: "integer" }, minItems } },
+      required: ["list"],
+    });
+    expectValid(arrayOf(MAX_ARRAY_ITEMS));
+    expect((argumentsFor(arrayOf(MAX_ARRAY_ITEMS + 1)).list as unknown[]).length).toBe(MAX_ARRAY_ITEMS);
+    const stringOf = (minLength: number) => ({
+      type: "object",
+      properties: { text: { type: "string", minLength } },
+      required: ["text"],
+    });
+    expectValid(stringOf(MAX_STRING_LENGTH));
+    expect((argumentsFor(stringOf(MAX_STRING_LENGTH + 1)).text as string).length).toBe(MAX_STRING_LENGTH);
+    expect((argumentsFor(stringOf(1e9)).text as string).length).toBe(MAX_STRING_LENGTH);
+    // Nested arrays asking for 64^4 values: generation stops at MAX_VALUES values.
+    let nested: object = { type: "integer" };
+    for (let i = 0; i < 4; i++) nested = { type: "array", items: nested, minItems: 64 };
+    const started = performance.now();
+    const huge = argumentsFor({ type: "object", properties: { v: nested }, required: ["v"] });
+    const leaves = JSON.stringify(huge).match(/\d+|null/g)!.length;
+    expect(leaves).toBeLessThanOrEqual(MAX_VALUES + 64 * 4);
+    // A pattern that backtracks exponentially is not run on long strings.
+    const redos = argumentsFor({
+      type: "object",
+      properties: { s: { type: "string", minLength: 40, pattern: "(x+)+y" } },
+      required: ["s"],
+    });
+    expect(redos.s).toHaveLength(40);
+    expect(performance.now() - started).toBeLessThan(2000);
   });
 
   it("gives an object even when the tool has no parameters", () => {
