@@ -3,8 +3,9 @@
 // buffer with its own turn detection (server_vad, semantic_vad, none; create_response,
 // interrupt_response, idle_timeout_ms), conversation items (create, retrieve, delete, truncate),
 // and responses: what a response says and whether it calls a tool is decided here, its streaming
-// is agent-response.ts (audio by eSpeak, text, or a function call). What it cannot do for real it reports with OpenAI's failure event: it has no
-// speech recogniser, so transcription fails with conversation.item.input_audio_transcription.failed.
+// is agent-response.ts (audio by eSpeak, text, or a function call). What it cannot do for real
+// it reports with OpenAI's failure event: it has no speech recogniser, so transcription fails
+// with conversation.item.input_audio_transcription.failed.
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import { z } from "zod";
