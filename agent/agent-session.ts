@@ -2,9 +2,10 @@
 // OpenAI's server does, as an honest test double for apps: session.update, the input audio
 // buffer with its own turn detection (server_vad, semantic_vad, none; create_response,
 // interrupt_response, idle_timeout_ms), conversation items (create, retrieve, delete, truncate),
-// responses as audio (eSpeak), text or function calls (arguments from the tool's schema), and
-// response.cancel. What it cannot do for real it reports with OpenAI's failure event: it has no
-// speech recogniser, so transcription fails with conversation.item.input_audio_transcription.failed.
+// and responses: what a response says and whether it calls a tool is decided here, its streaming
+// is agent-response.ts (audio by eSpeak, text, or a function call). What it cannot do for real
+// it reports with OpenAI's failure event: it has no speech recogniser, so transcription fails
+// with conversation.item.input_audio_transcription.failed.
 import { performance } from "node:perf_hooks";
 import type { Logger } from "pino";
 import { z } from "zod";
@@ -24,7 +25,7 @@ import type { ReplyMode } from "./config.ts";
 import { Conversation, type RealtimeItem } from "./conversation.ts";
 import { EnergyTurnDetector, type TurnEvent } from "./energy-turn-detector.ts";
 import {
-  type FunctionTool,
+  AGENT_VOICE,
   ToolChoice,
   type TurnPolicy,
   defaultSession,
@@ -36,17 +37,12 @@ import {
   transcriptionRequested,
   turnPolicy,
 } from "./session-settings.ts";
+import { AgentResponse, type ResponseHost } from "./agent-response.ts";
 import { type ReplyContext, replyText } from "./reply-text.ts";
-import { argumentsFor } from "./tool-arguments.ts";
-import { CHARS_PER_TOKEN, audioOutputTokens, textTokens, usage } from "./usage.ts";
 import type { SpeechSynthesizer } from "./tts.ts";
 
 /** Input audio kept for echo replies and commits; older audio is forgotten. */
 const INPUT_CAPACITY_SAMPLES = 30 * PCM_SAMPLE_RATE;
-/** Reply audio per `response.output_audio.delta` (OpenAI sends deltas of similar size). */
-const DELTA_SAMPLES = (PCM_SAMPLE_RATE * 100) / 1000;
-/** Function-call arguments per `response.function_call_arguments.delta`, in characters. */
-const ARGUMENT_DELTA_CHARS = 32;
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
 
 export interface AgentSessionOptions {
@@ -98,26 +94,6 @@ type ResponseParams = z.infer<typeof ResponseParams>;
 
 type ReplyReason = ReplyContext["reason"];
 
-interface ActiveResponse {
-  id: string;
-  timer: NodeJS.Timeout | undefined;
-  cancelled: boolean;
-  modalities: ("audio" | "text")[];
-  metadata: Record<string, string> | null;
-  /** The output item being produced (null until it exists). */
-  item: RealtimeItem | null;
-  /** performance.now() of the first audio delta: when the client starts playing the reply. */
-  firstAudioAt: number | null;
-  outputText: string;
-  outputAudioSamples: number;
-  /** The response's max_output_tokens (estimated as in #usage); null for "inf". */
-  maxTokens: number | null;
-  /** Cut short at maxTokens: the response ends `incomplete`, as OpenAI's does. */
-  truncated: boolean;
-  /** `conversation: "none"`: its output stays out of the conversation. */
-  outOfBand: boolean;
-}
-
 export class AgentSession {
   readonly #options: AgentSessionOptions;
   readonly #sessionId = `sess_${newId("event").slice(6)}`;
@@ -138,7 +114,8 @@ export class AgentSession {
   #userAudioSamples = 0;
 
   readonly #conversation = new Conversation();
-  #response: ActiveResponse | null = null;
+  #response: AgentResponse | null = null;
+  readonly #responseHost: ResponseHost;
   #toolCalls = 0;
   /** When the last reply's audio finished playing at the client (estimated); null while a turn is open. */
   #playbackEndsAt: number | null = null;
@@ -151,6 +128,29 @@ export class AgentSession {
 
   constructor(options: AgentSessionOptions) {
     this.#options = options;
+    this.#responseHost = {
+      send: (event) => this.#send(event),
+      conversation: this.#conversation,
+      tts: options.tts,
+      streamSpeed: options.speed,
+      log: options.log,
+      usageInputs: () => {
+        const instructions = (this.#session as { instructions?: unknown }).instructions;
+        return {
+          instructions: typeof instructions === "string" ? instructions : "",
+          userAudioSamples: this.#userAudioSamples,
+        };
+      },
+      audioProduced: () => {
+        this.#audioProduced = true;
+      },
+      ended: (response, playbackEndsAt) => {
+        if (this.#response === response) this.#response = null;
+        if (playbackEndsAt === null) return;
+        this.#playbackEndsAt = playbackEndsAt;
+        this.#armIdleTimer();
+      },
+    };
     this.#session = defaultSession(options.intent ?? "realtime");
     this.#applyTurnDetection();
     this.#send({ type: "session.created", session: this.#sessionObject() });
@@ -176,7 +176,7 @@ export class AgentSession {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#response?.timer) clearTimeout(this.#response.timer);
+    this.#response?.stop();
     this.#response = null;
     clearTimeout(this.#idleTimer);
   }
@@ -701,32 +701,28 @@ export class AgentSession {
       params.output_modalities ??
       // Audio replies carry a transcript; text alone only when audio is not asked for.
       (session.output_modalities?.includes("audio") === false ? ["text"] : ["audio"]);
-    const response: ActiveResponse = {
-      id: newId("resp"),
-      timer: undefined,
-      cancelled: false,
-      modalities,
-      metadata: params.metadata ?? null,
-      item: null,
-      firstAudioAt: null,
-      outputText: "",
-      outputAudioSamples: 0,
-      maxTokens: null,
-      truncated: false,
-      outOfBand: params.conversation === "none",
-    };
     const maxTokens =
       params.max_output_tokens ?? (session as { max_output_tokens?: unknown }).max_output_tokens;
-    response.maxTokens = typeof maxTokens === "number" ? maxTokens : null;
+    const response = new AgentResponse(this.#responseHost, {
+      modalities,
+      metadata: params.metadata ?? null,
+      maxTokens: typeof maxTokens === "number" ? maxTokens : null,
+      maxTokensShown: maxTokens ?? "inf",
+      outOfBand: params.conversation === "none",
+      voice: (session.audio?.output as { voice?: unknown } | undefined)?.voice ?? AGENT_VOICE,
+    });
     this.#response = response;
-    this.#send({ type: "response.created", response: this.#responseObject(response, "in_progress") });
+    response.start();
 
     const tools = functionTools(params.tools ?? session.tools);
     const choice = params.tool_choice ?? ToolChoice.catch("auto").parse(session.tool_choice ?? "auto");
     // A response with its own `input` answers that, not the conversation.
     const last = this.#inputOf(params) ?? this.#conversation.last?.item;
     const tool = reason === "idle" ? null : toolToCall(tools, choice, last?.type, this.#toolCalls);
-    if (tool) return this.#callTool(response, tool);
+    if (tool) {
+      this.#toolCalls++;
+      return response.callTool(tool);
+    }
     const text = replyText({
       reason,
       last,
@@ -742,200 +738,12 @@ export class AgentSession {
       (last.content as { type?: unknown }[]).some((part) => part.type === "input_audio") &&
       this.#lastUtterance !== null &&
       this.#lastUtterance.length > 0;
-    if (modalities.includes("audio")) void this.#speak(response, text, echo);
-    else this.#write(response, text);
+    if (response.audio) void response.speak(text, echo ? this.#lastUtterance : null, this.#speechSpeed());
+    else response.write(text);
   }
 
-  #callTool(response: ActiveResponse, tool: FunctionTool): void {
-    this.#toolCalls++;
-    let args = JSON.stringify(argumentsFor(tool.parameters));
-    if (response.maxTokens !== null && textTokens(args) > response.maxTokens) {
-      args = args.slice(0, response.maxTokens * CHARS_PER_TOKEN);
-      response.truncated = true;
-    }
-    const callId = `call_${newId("item").slice(5)}`;
-    const item: RealtimeItem = {
-      id: newId("item"),
-      type: "function_call",
-      object: "realtime.item",
-      status: "in_progress",
-      name: tool.name,
-      call_id: callId,
-      arguments: "",
-    };
-    response.item = item;
-    response.outputText = args;
-    const ref = { response_id: response.id, item_id: item.id, output_index: 0, call_id: callId };
-    this.#send({ type: "response.output_item.added", response_id: response.id, output_index: 0, item });
-    const previous = this.#addOutput(response, item);
-    for (let at = 0; at < args.length; at += ARGUMENT_DELTA_CHARS)
-      this.#send({
-        type: "response.function_call_arguments.delta",
-        ...ref,
-        delta: args.slice(at, at + ARGUMENT_DELTA_CHARS),
-      });
-    this.#send({ type: "response.function_call_arguments.done", ...ref, name: tool.name, arguments: args });
-    const done: RealtimeItem = {
-      ...item,
-      status: response.truncated ? "incomplete" : "completed",
-      arguments: args,
-    };
-    this.#conversation.update(done);
-    this.#finish(response, done, previous);
-  }
-
-  /** A text-only reply (`output_modalities: ["text"]`): output_text deltas, no audio. */
-  #write(response: ActiveResponse, fullText: string): void {
-    let text = fullText;
-    if (response.maxTokens !== null && textTokens(text) > response.maxTokens) {
-      text = text.slice(0, response.maxTokens * CHARS_PER_TOKEN);
-      response.truncated = true;
-    }
-    const itemId = newId("item");
-    const item = (status: string, final: string | null): RealtimeItem => ({
-      id: itemId,
-      type: "message",
-      object: "realtime.item",
-      status,
-      role: "assistant",
-      content: final === null ? [] : [{ type: "output_text", text: final }],
-    });
-    response.item = item("in_progress", null);
-    const ref = { response_id: response.id, item_id: itemId, output_index: 0, content_index: 0 };
-    this.#send({
-      type: "response.output_item.added",
-      response_id: response.id,
-      output_index: 0,
-      item: response.item,
-    });
-    const previous = this.#addOutput(response, response.item);
-    this.#send({ type: "response.content_part.added", ...ref, part: { type: "text", text: "" } });
-    const words = text.split(" ");
-    let sent = 0;
-    const intervalMs = Math.max(1, (50 / this.#options.speed) | 0);
-    const next = () => {
-      response.timer = undefined;
-      if (this.#closed || response.cancelled) return;
-      const delta = (sent > 0 ? " " : "") + words[sent++];
-      response.outputText += delta;
-      this.#send({ type: "response.output_text.delta", ...ref, delta });
-      if (sent < words.length) {
-        response.timer = setTimeout(next, intervalMs);
-        return;
-      }
-      this.#send({ type: "response.output_text.done", ...ref, text });
-      this.#send({ type: "response.content_part.done", ...ref, part: { type: "text", text } });
-      const done = item(response.truncated ? "incomplete" : "completed", text);
-      this.#conversation.update(done);
-      this.#finish(response, done, previous);
-    };
-    next();
-  }
-
-  /** A spoken reply: eSpeak's audio (or the user's own, in echo mode) with its transcript. */
-  async #speak(response: ActiveResponse, text: string, echo: boolean): Promise<void> {
-    let audio: Int16Array;
-    let transcript = "";
-    try {
-      if (echo) {
-        audio = this.#lastUtterance!;
-      } else {
-        transcript = text;
-        audio = await this.#options.tts.speak(transcript, this.#speechSpeed());
-      }
-    } catch (error) {
-      this.#options.log?.warn({ err: error }, "agent TTS failed");
-      if (this.#response !== response) return;
-      this.#response = null;
-      this.#send({
-        type: "response.done",
-        response: this.#responseObject(response, "failed", {
-          type: "failed",
-          error: { type: "server_error", code: "tts_failed", message: "Speech synthesis failed." },
-        }),
-      });
-      return;
-    }
-    if (this.#closed || response.cancelled) return;
-
-    const itemId = newId("item");
-    const itemObject = (status: string, finalTranscript: string | null): RealtimeItem => ({
-      id: itemId,
-      type: "message",
-      object: "realtime.item",
-      status,
-      role: "assistant",
-      content: finalTranscript === null ? [] : [{ type: "output_audio", transcript: finalTranscript }],
-    });
-    response.item = itemObject("in_progress", null);
-    const ref = { response_id: response.id, item_id: itemId, output_index: 0, content_index: 0 };
-    this.#send({
-      type: "response.output_item.added",
-      response_id: response.id,
-      output_index: 0,
-      item: response.item,
-    });
-    const previous = this.#addOutput(response, response.item);
-    this.#conversation.setAudio(itemId, audio, 0);
-    this.#send({ type: "response.content_part.added", ...ref, part: { type: "audio", transcript: "" } });
-
-    const words = transcript ? transcript.split(" ") : [];
-    // The transcript is spread over the whole reply; max_output_tokens may cut both short.
-    const wordChunks = Math.ceil(audio.length / DELTA_SAMPLES);
-    const fullTokens = textTokens(transcript) + audioOutputTokens(audio.length);
-    if (response.maxTokens !== null && fullTokens > response.maxTokens) {
-      audio = audio.subarray(0, Math.floor((audio.length * response.maxTokens) / fullTokens));
-      response.truncated = true;
-    }
-    const chunks = Math.ceil(audio.length / DELTA_SAMPLES);
-    let chunk = 0;
-    let wordsSent = 0;
-    const intervalMs = (samplesToMs(DELTA_SAMPLES) / this.#options.speed) | 0;
-
-    const sendChunk = () => {
-      response.timer = undefined;
-      if (this.#closed || response.cancelled) return;
-      const pcm = audio.subarray(chunk * DELTA_SAMPLES, (chunk + 1) * DELTA_SAMPLES);
-      response.firstAudioAt ??= performance.now();
-      this.#audioProduced = true;
-      response.outputAudioSamples += pcm.length;
-      const entry = this.#conversation.get(itemId);
-      if (entry) entry.audioSamples = response.outputAudioSamples;
-      // Spread the transcript over the audio, as the model emits it alongside.
-      const wordsDue = Math.ceil((words.length * (chunk + 1)) / wordChunks);
-      if (wordsDue > wordsSent) {
-        const delta = (wordsSent > 0 ? " " : "") + words.slice(wordsSent, wordsDue).join(" ");
-        wordsSent = wordsDue;
-        response.outputText += delta;
-        this.#send({ type: "response.output_audio_transcript.delta", ...ref, delta });
-      }
-      this.#send({
-        type: "response.output_audio.delta",
-        ...ref,
-        delta: Buffer.from(pcm.buffer, pcm.byteOffset, pcm.byteLength).toString("base64"),
-      });
-      chunk++;
-      if (chunk < chunks) {
-        response.timer = setTimeout(sendChunk, intervalMs);
-        return;
-      }
-      const said = response.truncated ? response.outputText : transcript;
-      this.#send({ type: "response.output_audio.done", ...ref });
-      if (transcript) this.#send({ type: "response.output_audio_transcript.done", ...ref, transcript: said });
-      this.#send({ type: "response.content_part.done", ...ref, part: { type: "audio", transcript: said } });
-      const done = itemObject(response.truncated ? "incomplete" : "completed", said);
-      this.#conversation.update(done);
-      this.#finish(response, done, previous);
-    };
-    sendChunk();
-  }
-
-  /** A response's output item joins the conversation (conversation.item.added), unless out of band. */
-  #addOutput(response: ActiveResponse, item: RealtimeItem): string | null {
-    if (response.outOfBand) return null;
-    const previous = this.#conversation.add(item);
-    this.#send({ type: "conversation.item.added", previous_item_id: previous, item });
-    return previous;
+  #cancel(reason: "client_cancelled" | "turn_detected"): void {
+    this.#response?.cancel(reason);
   }
 
   /** The last item of response.create's `input` (an item_reference resolved), if it has one. */
@@ -951,98 +759,6 @@ export class AgentSession {
   #speechSpeed(): number {
     const speed = (this.#session.audio?.output as { speed?: unknown } | undefined)?.speed;
     return typeof speed === "number" && speed > 0 ? speed : 1;
-  }
-
-  /** The output item's done events and response.done; then the idle timer runs from playback's end. */
-  #finish(response: ActiveResponse, item: RealtimeItem, previous: string | null): void {
-    this.#response = null;
-    response.item = item;
-    this.#send({ type: "response.output_item.done", response_id: response.id, output_index: 0, item });
-    if (!response.outOfBand) this.#send({ type: "conversation.item.done", previous_item_id: previous, item });
-    this.#send({
-      type: "response.done",
-      response: response.truncated
-        ? this.#responseObject(response, "incomplete", { type: "incomplete", reason: "max_output_tokens" })
-        : this.#responseObject(response, "completed"),
-    });
-    const now = performance.now();
-    const playedUntil =
-      response.firstAudioAt === null ? now : response.firstAudioAt + samplesToMs(response.outputAudioSamples);
-    this.#playbackEndsAt = Math.max(now, playedUntil);
-    this.#armIdleTimer();
-  }
-
-  /**
-   * Stops the response: as OpenAI does, the open content part and item are closed with what was
-   * produced so far (the .done events are "also emitted when a Response is interrupted").
-   */
-  #cancel(reason: "client_cancelled" | "turn_detected"): void {
-    const response = this.#response;
-    if (!response) return;
-    response.cancelled = true;
-    if (response.timer) clearTimeout(response.timer);
-    this.#response = null;
-    const item = response.item;
-    if (item) {
-      const ref = { response_id: response.id, item_id: item.id, output_index: 0, content_index: 0 };
-      const partial = response.outputText;
-      let content = item.content;
-      if (item.type === "message" && response.modalities.includes("audio")) {
-        this.#send({ type: "response.output_audio.done", ...ref });
-        this.#send({ type: "response.output_audio_transcript.done", ...ref, transcript: partial });
-        this.#send({
-          type: "response.content_part.done",
-          ...ref,
-          part: { type: "audio", transcript: partial },
-        });
-        content = [{ type: "output_audio", transcript: partial }];
-      } else if (item.type === "message") {
-        this.#send({ type: "response.output_text.done", ...ref, text: partial });
-        this.#send({ type: "response.content_part.done", ...ref, part: { type: "text", text: partial } });
-        content = [{ type: "output_text", text: partial }];
-      }
-      response.item = { ...item, status: "incomplete", ...(item.type === "message" ? { content } : {}) };
-      this.#conversation.update(response.item);
-      this.#send({
-        type: "response.output_item.done",
-        response_id: response.id,
-        output_index: 0,
-        item: response.item,
-      });
-    }
-    this.#send({
-      type: "response.done",
-      response: this.#responseObject(response, "cancelled", { type: "cancelled", reason }),
-    });
-  }
-
-  #responseObject(response: ActiveResponse, status: string, details: object | null = null) {
-    const audio = response.modalities.includes("audio");
-    const output = this.#session.audio?.output as { voice?: unknown } | undefined;
-    const instructions = (this.#session as { instructions?: unknown }).instructions;
-    return {
-      id: response.id,
-      object: "realtime.response",
-      status,
-      status_details: details,
-      output: status === "in_progress" || !response.item ? [] : [response.item],
-      conversation_id: response.outOfBand ? null : "conv_earshot",
-      output_modalities: response.modalities,
-      max_output_tokens: (this.#session as { max_output_tokens?: unknown }).max_output_tokens ?? "inf",
-      audio: {
-        output: { format: { type: "audio/pcm", rate: PCM_SAMPLE_RATE }, voice: output?.voice ?? "espeak" },
-      },
-      metadata: response.metadata,
-      usage:
-        status === "in_progress"
-          ? null
-          : usage({
-              instructions: typeof instructions === "string" ? instructions : "",
-              userAudioSamples: this.#userAudioSamples,
-              outputText: response.outputText,
-              outputAudioSamples: audio ? response.outputAudioSamples : 0,
-            }),
-    };
   }
 
   #error(
