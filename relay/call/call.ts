@@ -13,14 +13,17 @@ import {
 } from "werift";
 import type { CallStats, EndReason } from "../../protocol/relay-api.ts";
 import type { SessionConfig } from "../../protocol/session.ts";
+import { MAX_SIDEBANDS_PER_CALL, SIDEBAND_CLOSE } from "../../protocol/sideband.ts";
 import type {
   CallBridge,
+  CallStateChange,
   CallBridgeFactory,
   CallContext,
   EventChannelPort,
   EventSendResult,
 } from "../bridge.ts";
 import { ProblemLog, type Logger } from "../log.ts";
+import type { SidebandSocket } from "../sideband/sideband-socket.ts";
 import { RTP_TIMESTAMP_STEP } from "../media/audio-format.ts";
 import type { DownlinkEncoder } from "../media/codec.ts";
 import { Downlink } from "../media/downlink.ts";
@@ -122,6 +125,7 @@ export class Call extends EventEmitter<CallEvents> {
   #firstAudio = false;
   #closed: Promise<void> | undefined;
   #endReason: EndReason | undefined;
+  readonly #sidebands = new Set<SidebandSocket>();
 
   constructor(options: CallOptions) {
     super();
@@ -260,6 +264,26 @@ export class Call extends EventEmitter<CallEvents> {
     return this.#uplink?.stats;
   }
 
+  /** Sidebands attached now (MAX_SIDEBANDS_PER_CALL at most). */
+  get sidebands(): number {
+    return this.#sidebands.size;
+  }
+
+  /**
+   * Attaches an app server's WebSocket to the call's bridge. "full" at MAX_SIDEBANDS_PER_CALL;
+   * "ended" once the call is ending; "unsupported" for a bridge that carries no events.
+   */
+  attachSideband(socket: SidebandSocket): "attached" | "full" | "ended" | "unsupported" {
+    if (this.#state === "ended") return "ended";
+    if (this.#sidebands.size >= MAX_SIDEBANDS_PER_CALL) return "full";
+    const bridge = this.#bridge;
+    if (!bridge?.attachSideband) return "unsupported";
+    this.#sidebands.add(socket);
+    socket.onClose(() => this.#sidebands.delete(socket));
+    socket.attach(bridge.attachSideband(socket));
+    return "attached";
+  }
+
   /** Ends the call once; later calls are no-ops. Resolves when everything is closed. */
   end(reason: EndReason, message?: string): Promise<void> {
     if (this.#closed) return this.#closed;
@@ -277,12 +301,16 @@ export class Call extends EventEmitter<CallEvents> {
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
     if (this.#disconnectTimer) clearTimeout(this.#disconnectTimer);
-    // Children first: nothing may feed the PeerConnection while it closes.
+    // Children first: nothing may feed the PeerConnection while it closes. The sidebands hear
+    // why the call ended, then close.
+    this.#tellBridge({ state: "ended", reason, message });
     try {
       this.#bridge?.close();
     } catch (error) {
       this.#log.warn({ err: error }, "bridge close failed");
     }
+    for (const sideband of [...this.#sidebands])
+      sideband.close(SIDEBAND_CLOSE.callEnded, `call ended: ${reason}`);
     if (this.#downlink) {
       this.#options.pacer.delete(this.#downlink);
       this.#downlink.close();
@@ -298,6 +326,14 @@ export class Call extends EventEmitter<CallEvents> {
     this.#options.metrics.callsEnded.inc({ reason });
     this.#log.info({ reason, stats: this.stats() }, "call ended");
     this.emit("ended", reason, message);
+  }
+
+  #tellBridge(change: CallStateChange): void {
+    try {
+      this.#bridge?.onCallState?.(change);
+    } catch (error) {
+      this.#log.warn({ err: error }, "bridge onCallState failed");
+    }
   }
 
   #timer(fn: () => void, ms: number): void {
@@ -454,18 +490,25 @@ export class Call extends EventEmitter<CallEvents> {
     if (this.#state === "ended") return;
     switch (state) {
       case "connected":
-        if (this.#disconnectTimer) clearTimeout(this.#disconnectTimer);
-        this.#disconnectTimer = undefined;
-        if (this.#state !== "connected") {
-          this.#state = "connected";
-          this.connectedAt = performance.now();
-          if (this.#downlink) this.#options.pacer.add(this.#downlink);
-          this.#log.info({ ms: Math.round(this.connectedAt - this.createdAt) }, "call connected");
-          this.emit("connected");
+        {
+          const recovered = this.#disconnectTimer !== undefined;
+          if (this.#disconnectTimer) clearTimeout(this.#disconnectTimer);
+          this.#disconnectTimer = undefined;
+          if (this.#state !== "connected") {
+            this.#state = "connected";
+            this.connectedAt = performance.now();
+            if (this.#downlink) this.#options.pacer.add(this.#downlink);
+            this.#log.info({ ms: Math.round(this.connectedAt - this.createdAt) }, "call connected");
+            this.#tellBridge({ state: "connected" });
+            this.emit("connected");
+          } else if (recovered) {
+            this.#tellBridge({ state: "connected" });
+          }
         }
         return;
       case "disconnected":
         // ICE may come back on its own or through a restart (PATCH); give it a while.
+        if (!this.#disconnectTimer) this.#tellBridge({ state: "disconnected" });
         this.#disconnectTimer ??= setTimeout(
           () => void this.end("ice_failed", "ICE disconnected."),
           DISCONNECTED_GRACE_MS,

@@ -5,6 +5,7 @@
 //  uplink PCM (20 ms) ──▶ [echo suppression, relay VAD] ──▶ input_audio_buffer.append (40 ms, base64)
 //  response.output_audio.delta ──▶ DownlinkPort.push (PlayoutLedger records generated/sent)
 //  oai-events ⇄ client events up (validated) / server events down (audio deltas excepted)
+//  sidebands  ⇄ the same, for app servers attached to the call (relay/sideband/)
 import { performance } from "node:perf_hooks";
 import { assertNever } from "../../protocol/assert-never.ts";
 import {
@@ -18,7 +19,14 @@ import {
   parseServerEvent,
 } from "../../protocol/realtime.ts";
 import type { SessionConfig } from "../../protocol/session.ts";
-import type { CallBridge, CallBridgeFactory, CallContext } from "../bridge.ts";
+import type {
+  CallBridge,
+  CallBridgeFactory,
+  CallContext,
+  CallStateChange,
+  SidebandHandle,
+  SidebandPort,
+} from "../bridge.ts";
 import type { UplinkMonitor, UplinkMonitorHooks } from "../barge-in/uplink-monitor.ts";
 import type { SentFrame } from "../media/downlink.ts";
 import { ProblemLog } from "../log.ts";
@@ -26,6 +34,7 @@ import type { RelayMetrics } from "../metrics.ts";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
 import { BargeIn, RELAY_EVENT_PREFIX } from "../barge-in/barge-in.ts";
 import type { InferenceConfig } from "../config.ts";
+import { SidebandHub } from "../sideband/sideband-hub.ts";
 import { UpstreamConnection } from "./upstream-connection.ts";
 
 /** Uplink frames per input_audio_buffer.append: 2 × 20 ms. */
@@ -43,6 +52,27 @@ const MAX_PENDING_UPSTREAM_EVENTS = 64;
  */
 export const ERROR_REPLY_BURST = 20;
 export const ERROR_REPLIES_PER_SECOND = 10;
+
+/**
+ * A token bucket for error replies (ERROR_REPLY_BURST, ERROR_REPLIES_PER_SECOND): one for the
+ * data channel, one per sideband, so one source's garbage cannot use up another's replies.
+ */
+export class ErrorReplyBudget {
+  #tokens = ERROR_REPLY_BURST;
+  #refilledAt = performance.now();
+
+  take(): boolean {
+    const now = performance.now();
+    this.#tokens = Math.min(
+      ERROR_REPLY_BURST,
+      this.#tokens + ((now - this.#refilledAt) / 1000) * ERROR_REPLIES_PER_SECOND,
+    );
+    this.#refilledAt = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+}
 
 export interface InferenceBridgeOptions {
   config: InferenceConfig;
@@ -68,12 +98,13 @@ export class InferenceBridge implements CallBridge {
   readonly #problems: ProblemLog;
   #pendingUpstream: string[] = [];
   #closed = false;
-  #errorReplyTokens = ERROR_REPLY_BURST;
-  #errorReplyRefilledAt = performance.now();
+  readonly #channelReplies = new ErrorReplyBudget();
+  readonly #sidebands: SidebandHub;
 
   constructor(ctx: CallContext, options: InferenceBridgeOptions) {
     this.#ctx = ctx;
     this.#problems = new ProblemLog(ctx.log);
+    this.#sidebands = new SidebandHub(ctx.callId);
     const metrics = ctx.metrics;
     this.#bargeIn = new BargeIn({
       downlink: ctx.downlink,
@@ -151,12 +182,31 @@ export class InferenceBridge implements CallBridge {
   // ---------------------------------------------------------------------------------------------
 
   onClientMessage(text: string): void {
+    this.#onClientText(text, this.#channelReplies, (error) => this.#emit(error));
+  }
+
+  /**
+   * A sideband's events are the client's: the same validation and handling. Its own mistakes are
+   * answered to it alone; everything the upstream says goes to every listener.
+   */
+  attachSideband(port: SidebandPort): SidebandHandle {
+    const replies = new ErrorReplyBudget();
+    return this.#sidebands.attach(port, (text) =>
+      this.#onClientText(text, replies, (error) => port.send(JSON.stringify(error))),
+    );
+  }
+
+  onCallState(change: CallStateChange): void {
+    if (!this.#closed) this.#sidebands.callState(change);
+  }
+
+  #onClientText(text: string, replies: ErrorReplyBudget, reply: (error: ServerEvent) => void): void {
     if (this.#closed) return;
     const parsed = parseClientEvent(text, MAX_CLIENT_EVENT_BYTES);
     switch (parsed.kind) {
       case "invalid":
         this.#ctx.metrics.rejectedClientEvents.inc({ code: parsed.code });
-        if (this.#takeErrorReply()) this.#emit(invalidEventError(parsed));
+        if (replies.take()) reply(invalidEventError(parsed));
         else this.#ctx.metrics.unansweredRejections.inc();
         return;
       case "unknown":
@@ -360,26 +410,14 @@ export class InferenceBridge implements CallBridge {
     this.#pendingUpstream.push(text);
   }
 
-  /** Token bucket for error replies (ERROR_REPLY_BURST, ERROR_REPLIES_PER_SECOND). */
-  #takeErrorReply(): boolean {
-    const now = performance.now();
-    this.#errorReplyTokens = Math.min(
-      ERROR_REPLY_BURST,
-      this.#errorReplyTokens + ((now - this.#errorReplyRefilledAt) / 1000) * ERROR_REPLIES_PER_SECOND,
-    );
-    this.#errorReplyRefilledAt = now;
-    if (this.#errorReplyTokens < 1) return false;
-    this.#errorReplyTokens -= 1;
-    return true;
-  }
-
   #emit(event: ServerEvent): void {
     this.#emitText(JSON.stringify(event), event.type);
   }
 
-  /** A server event to the client, or held until the data channel opens. */
+  /** A server event to the client (or held until the data channel opens) and to every sideband. */
   #emitText(text: string, type: string): void {
     if (this.#closed) return;
+    this.#sidebands.broadcast(text, type);
     if (this.#ctx.events.open) {
       this.#deliver(text, type);
       return;
