@@ -52,7 +52,7 @@ async function heardTone(
   from: number,
   ms = 400,
 ): Promise<{ hz: number; level: number }> {
-  let pcm = new Int16Array(0);
+  let pcm: Int16Array = new Int16Array(0);
   let start = 0;
   await waitFor(
     () => {
