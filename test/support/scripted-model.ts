@@ -4,9 +4,9 @@
 //   - response.create, while the session declares a function tool and the conversation has no
 //     function_call_output yet: the model calls the first tool (function_call_arguments.delta,
 //     .done, output_item.done, response.done);
-//   - any other response.create: the model speaks a tone: the `hz` of the last
-//     function_call_output's JSON, or else the `tone:<hz>` in the session's instructions (440 Hz
-//     without), so a test can hear which answer or which instructions the model used;
+//   - any other response.create: the model speaks a tone: the `hz` of a function_call_output's
+//     JSON added since its last reply, or else the `tone:<hz>` in the session's instructions
+//     (440 Hz without), so a test can hear which answer or which instructions the model used;
 //   - conversation.item.create is kept and answered with conversation.item.created.
 // It records every event it receives with its arrival time, and `inject` sends any event.
 import { performance } from "node:perf_hooks";
@@ -17,6 +17,8 @@ export interface ModelSession {
   socket: WebSocket;
   session: Record<string, unknown>;
   items: Record<string, unknown>[];
+  /** A tool's answer not yet used in a reply. */
+  pendingOutput: Record<string, unknown> | undefined;
   received: { type: string; at: number; event: Record<string, unknown> }[];
 }
 
@@ -85,7 +87,13 @@ export class ScriptedModel {
   }
 
   #accept(socket: WebSocket): void {
-    const model: ModelSession = { socket, session: { type: "realtime" }, items: [], received: [] };
+    const model: ModelSession = {
+      socket,
+      session: { type: "realtime" },
+      items: [],
+      pendingOutput: undefined,
+      received: [],
+    };
     this.sessions.push(model);
     const send = (event: Record<string, unknown>) => {
       if (socket.readyState === socket.OPEN) socket.send(JSON.stringify({ event_id: id("event"), ...event }));
@@ -103,8 +111,9 @@ export class ScriptedModel {
           send({ type: "session.updated", session: model.session });
           return;
         case "conversation.item.create": {
-          const item = { id: id("item"), ...(event.item as object) };
+          const item: Record<string, unknown> = { id: id("item"), ...(event.item as object) };
           model.items.push(item);
+          if (item.type === "function_call_output") model.pendingOutput = item;
           send({ type: "conversation.item.created", previous_item_id: null, item });
           return;
         }
@@ -159,9 +168,10 @@ export class ScriptedModel {
   }
 }
 
-/** The reply's pitch: the last tool answer's `hz`, else the instructions' `tone:<hz>`, else 440. */
+/** The reply's pitch: a new tool answer's `hz`, else the instructions' `tone:<hz>`, else 440. */
 function toneOf(model: ModelSession): number {
-  const output = model.items.filter((i) => i.type === "function_call_output").at(-1);
+  const output = model.pendingOutput;
+  model.pendingOutput = undefined;
   if (output) {
     try {
       const hz = (JSON.parse(String(output.output)) as { hz?: unknown }).hz;
