@@ -72,7 +72,7 @@ async function attachOpenAI(
     { apiKey, baseURL: `${front.url}/v1` },
   );
   const events = new EventLog<Event>();
-  rt.on("event", (event) => events.push(event as Event));
+  rt.on("event", (event) => events.push(event as unknown as Event));
   rt.on("error", () => {}); // asserted through the events and the close
   open.push({ close: () => rt.close() });
   await new Promise<void>((resolve, reject) => {
@@ -133,7 +133,9 @@ describe("the sideband through the edge", () => {
     });
     rt.send({ type: "response.create" });
     expect(Math.abs((await heardTone(client, from)) - 660)).toBeLessThanOrEqual(15);
-    await events.waitFor("response.done", (e) => JSON.stringify(e).includes("completed"), 20_000);
+    await events.waitFor("response.done", (e) => JSON.stringify(e).includes("completed"), {
+      timeoutMs: 20_000,
+    });
 
     // New instructions from the server: the caller's next reply follows them.
     rt.send({ type: "session.update", session: { type: "realtime", instructions: "tone:880" } });
