@@ -53,6 +53,13 @@ import {
 export const EVENTS_CHANNEL_LABEL = "oai-events";
 /** A call whose ICE stays disconnected this long has lost its client. */
 const DISCONNECTED_GRACE_MS = 10_000;
+/**
+ * No RTP from a client that was sending for this long: its link is down (a browser sends a packet
+ * every 20 ms, silence included). werift reports a lost peer only when ICE consent expires (30 s,
+ * then "failed"), far too late to tell a sideband.
+ */
+const LINK_SILENCE_MS = 2000;
+const LINK_CHECK_MS = 250;
 /** setTimeout's longest delay (about 24.8 days); a longer one would fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Packets past a gap before it counts as lost: 3 × 20 ms of reorder tolerance. */
@@ -119,6 +126,12 @@ export class Call extends EventEmitter<CallEvents> {
   #offerSdp = "";
   #timers = new Set<NodeJS.Timeout>();
   #disconnectTimer: NodeJS.Timeout | undefined;
+  /** The caller's link as last told to the bridge, and why it may be down. */
+  #link: "connected" | "disconnected" | undefined;
+  #iceDown = false;
+  #mediaSilent = false;
+  #lastRtpAt = 0;
+  #linkWatch: NodeJS.Timeout | undefined;
   #droppedMessages = 0;
   #failedSends = 0;
   #packetsOut = 0;
@@ -301,6 +314,7 @@ export class Call extends EventEmitter<CallEvents> {
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
     if (this.#disconnectTimer) clearTimeout(this.#disconnectTimer);
+    if (this.#linkWatch) clearInterval(this.#linkWatch);
     // Children first: nothing may feed the PeerConnection while it closes. The sidebands hear
     // why the call ended, then close.
     this.#tellBridge({ state: "ended", reason, message });
@@ -326,6 +340,26 @@ export class Call extends EventEmitter<CallEvents> {
     this.#options.metrics.callsEnded.inc({ reason });
     this.#log.info({ reason, stats: this.stats() }, "call ended");
     this.emit("ended", reason, message);
+  }
+
+  /** Tells the bridge when the caller's link goes down (ICE, or its RTP stops) or comes back. */
+  #reportLink(): void {
+    if (this.#state !== "connected") return;
+    const link = this.#iceDown || this.#mediaSilent ? "disconnected" : "connected";
+    if (link === this.#link) return;
+    this.#link = link;
+    this.#tellBridge({ state: link });
+  }
+
+  /** From the first packet on: a client whose RTP stops has lost its link, whatever ICE says. */
+  #watchMedia(): void {
+    this.#linkWatch = setInterval(() => {
+      const silent = performance.now() - this.#lastRtpAt > LINK_SILENCE_MS;
+      if (silent === this.#mediaSilent) return;
+      this.#mediaSilent = silent;
+      this.#reportLink();
+    }, LINK_CHECK_MS);
+    this.#linkWatch.unref();
   }
 
   #tellBridge(change: CallStateChange): void {
@@ -398,8 +432,10 @@ export class Call extends EventEmitter<CallEvents> {
         uplink.receive(rtp.header.sequenceNumber, rtp.header.timestamp, rtp.payload);
         if (uplink.stats.lost !== before) metrics.packetsLost.inc(uplink.stats.lost - before);
         if (uplink.stats.late !== late) metrics.packetsLate.inc(uplink.stats.late - late);
+        this.#lastRtpAt = performance.now();
         if (!this.#firstAudio) {
           this.#firstAudio = true;
+          this.#watchMedia();
           this.emit("first_audio");
         }
       });
@@ -490,25 +526,22 @@ export class Call extends EventEmitter<CallEvents> {
     if (this.#state === "ended") return;
     switch (state) {
       case "connected":
-        {
-          const recovered = this.#disconnectTimer !== undefined;
-          if (this.#disconnectTimer) clearTimeout(this.#disconnectTimer);
-          this.#disconnectTimer = undefined;
-          if (this.#state !== "connected") {
-            this.#state = "connected";
-            this.connectedAt = performance.now();
-            if (this.#downlink) this.#options.pacer.add(this.#downlink);
-            this.#log.info({ ms: Math.round(this.connectedAt - this.createdAt) }, "call connected");
-            this.#tellBridge({ state: "connected" });
-            this.emit("connected");
-          } else if (recovered) {
-            this.#tellBridge({ state: "connected" });
-          }
+        if (this.#disconnectTimer) clearTimeout(this.#disconnectTimer);
+        this.#disconnectTimer = undefined;
+        this.#iceDown = false;
+        if (this.#state !== "connected") {
+          this.#state = "connected";
+          this.connectedAt = performance.now();
+          if (this.#downlink) this.#options.pacer.add(this.#downlink);
+          this.#log.info({ ms: Math.round(this.connectedAt - this.createdAt) }, "call connected");
+          this.emit("connected");
         }
+        this.#reportLink();
         return;
       case "disconnected":
         // ICE may come back on its own or through a restart (PATCH); give it a while.
-        if (!this.#disconnectTimer) this.#tellBridge({ state: "disconnected" });
+        this.#iceDown = true;
+        this.#reportLink();
         this.#disconnectTimer ??= setTimeout(
           () => void this.end("ice_failed", "ICE disconnected."),
           DISCONNECTED_GRACE_MS,

@@ -7,7 +7,7 @@ import { MAX_CLIENT_EVENT_BYTES } from "../../../protocol/realtime.ts";
 import { MAX_SIDEBAND_MESSAGE_BYTES } from "../../../protocol/sideband.ts";
 import { InferenceBridge } from "../../../relay/inference/inference-bridge.ts";
 import { callRelay, EventClient } from "../../faults/fixtures.ts";
-import { dominantFrequency, rms } from "../../support/audio.ts";
+import { dominantFrequency, rms, sine } from "../../support/audio.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { bootIdOf, metricsAuth, sidebandTicketFor } from "../../support/relay-api.ts";
 import { metricValue, startRelay, testConfig, type InProcessRelay } from "../../support/relays.ts";
@@ -252,6 +252,26 @@ describe("sideband at the relay", () => {
     }
   });
 
+  it("hears when the caller's audio stops (its link is down) and when it comes back", async () => {
+    const client = await liveCall();
+    const sideband = await attach(client.callId);
+    await sideband.opened;
+    await sideband.waitFor("earshot.call.state", (e) => e.state === "connected");
+    await client.say(sine(300, 400));
+    const stoppedAt = performance.now();
+    const down = await sideband.waitFor("earshot.call.state", (e) => e.state === "disconnected", 10_000);
+    // Two seconds of silence on the wire, checked every quarter second.
+    expect(down.at - stoppedAt).toBeGreaterThan(1900);
+    expect(down.at - stoppedAt).toBeLessThan(4000);
+    const before = sideband.events.length;
+    await client.say(sine(300, 200));
+    const up = await sideband.log.waitFor("earshot.call.state", (e) => e.state === "connected", {
+      from: before,
+    });
+    expect(up).toMatchObject({ reason: null, call_id: client.callId });
+    expect(relay.calls.get(client.callId)?.state).toBe("connected");
+  }, 30_000);
+
   it("closes a sideband that stops reading (1008) without holding up the call's audio or the other sideband", async () => {
     const client = await liveCall();
     const slow = await attach(client.callId);
@@ -286,7 +306,10 @@ describe("sideband at the relay", () => {
     let worstGap = 0;
     for (let i = 1; i < packets.length; i++)
       worstGap = Math.max(worstGap, packets[i]!.at - packets[i - 1]!.at);
-    expect(worstGap).toBeLessThan(200);
+    // Relay, caller, model and sidebands share this process and its 24 MB of JSON: a stalled
+    // call would go silent until the slow sideband was cut; this one only jitters.
+    expect(worstGap).toBeLessThan(300);
+    await waitFor(() => client.received.length - from >= 58, 10_000, "the whole 1.2 s reply");
     // Once it reads again it finds why it was closed.
     slow.resume();
     const closed = await slow.closed;
