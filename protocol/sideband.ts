@@ -55,6 +55,4 @@ export const SIDEBAND_CLOSE = {
   tooSlow: 1008,
   /** A message over MAX_SIDEBAND_MESSAGE_BYTES (ws closes with it itself). */
   tooLarge: 1009,
-  /** The relay is shutting down. */
-  goingAway: 1001,
 } as const;

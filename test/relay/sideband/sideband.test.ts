@@ -4,7 +4,7 @@
 // with tickets signed as the edge signs them.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { MAX_CLIENT_EVENT_BYTES } from "../../../protocol/realtime.ts";
-import { MAX_SIDEBAND_MESSAGE_BYTES } from "../../../protocol/sideband.ts";
+import { MAX_SIDEBAND_MESSAGE_BYTES, SIDEBAND_CLOSE } from "../../../protocol/sideband.ts";
 import { InferenceBridge } from "../../../relay/inference/inference-bridge.ts";
 import { callRelay, EventClient } from "../../faults/fixtures.ts";
 import { dominantFrequency, rms, sine } from "../../support/audio.ts";
@@ -193,7 +193,7 @@ describe("sideband at the relay", () => {
     sideband.send("x".repeat(MAX_SIDEBAND_MESSAGE_BYTES));
     expect((await sideband.waitFor("error")).error).toMatchObject({ code: "message_too_large" });
     sideband.send("x".repeat(MAX_SIDEBAND_MESSAGE_BYTES + 1));
-    expect((await sideband.closed).code).toBe(1009);
+    expect((await sideband.closed).code).toBe(SIDEBAND_CLOSE.tooLarge);
     // The call goes on.
     const again = await attach(client.callId);
     await again.opened;
