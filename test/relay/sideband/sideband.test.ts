@@ -9,7 +9,7 @@ import { InferenceBridge } from "../../../relay/inference/inference-bridge.ts";
 import { callRelay, EventClient } from "../../faults/fixtures.ts";
 import { dominantFrequency, rms, sine } from "../../support/audio.ts";
 import { waitFor } from "../../support/loopback.ts";
-import { bootIdOf, metricsAuth, sidebandTicketFor } from "../../support/relay-api.ts";
+import { bootIdOf, metricsAuth, postCall, sidebandTicketFor, ticketFor } from "../../support/relay-api.ts";
 import { metricValue, startRelay, testConfig, type InProcessRelay } from "../../support/relays.ts";
 import { ScriptedModel } from "../../support/scripted-model.ts";
 import { SidebandClient } from "../../support/sideband-client.ts";
@@ -93,6 +93,27 @@ describe("sideband at the relay", () => {
     const typesSeenByCaller = client.events.filter((e) => e.at <= performance.now()).map((e) => e.type);
     expect(typesSeenByCaller).toContain("response.done");
     expect(done).toMatchObject({ response: { status: "completed" } });
+  });
+
+  it("may attach before the caller connects: it hears connecting, then connected", async () => {
+    const client = new EventClient();
+    open.push(client);
+    // The offer is answered; the caller has not started ICE yet.
+    const offerSdp = await client.offer();
+    const response = await postCall(
+      relay.url,
+      { call_id: client.callId, offer_sdp: offerSdp, session: {} },
+      await ticketFor(client.callId, offerSdp, {}, { bootId: await bootIdOf(relay.url) }),
+    );
+    expect(response.status).toBe(201);
+    const sideband = await attach(client.callId);
+    await sideband.opened;
+    expect(await sideband.waitFor("earshot.call.state")).toMatchObject({ state: "connecting" });
+    await client.applyAnswer(((await response.json()) as { answer_sdp: string }).answer_sdp);
+    await sideband.waitFor("earshot.call.state", (e) => e.state === "connected");
+    expect(sideband.events.some((e) => e.type === "session.updated" || e.type === "session.created")).toBe(
+      true,
+    );
   });
 
   it("changes what the caller hears with a session.update, as the client's own would", async () => {
