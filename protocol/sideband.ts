@@ -3,7 +3,7 @@
 // `earshot.call.state`, that tells the server when the caller's connection drops, comes back or
 // ends (OpenAI sends nothing of the kind: openai-agents-js#684). Shared by the edge, which checks
 // the request, and the relay, where the sideband terminates in the call's bridge.
-import type { EndReason } from "./relay-api.ts";
+import type { CallUsage, EndReason } from "./relay-api.ts";
 
 /**
  * Sidebands one call may have at once: a tool handler and an observer (a logger, a supervisor).
@@ -45,6 +45,14 @@ export interface CallStateEvent {
   /** Why the call ended (`ended` only). */
   reason: EndReason | null;
   message: string | null;
+}
+
+/** `earshot.call.usage`: what the call used, sent once at its end, just before `ended`. */
+export interface CallUsageEvent {
+  type: "earshot.call.usage";
+  event_id: string;
+  call_id: string;
+  usage: CallUsage;
 }
 
 /** Close codes the relay uses on a sideband. */

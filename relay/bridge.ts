@@ -1,7 +1,7 @@
 // The seam between a call's media (relay/call/, relay/media/) and what its audio and events
 // are bridged to: the inference connection in production, simpler bridges in tests.
 // The call owns the PeerConnection and hands the bridge these three ports when media is set up.
-import type { EndReason } from "../protocol/relay-api.ts";
+import type { CallUsage, EndReason, ModelUsage } from "../protocol/relay-api.ts";
 import type { CallState } from "../protocol/sideband.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import type { Logger } from "./log.ts";
@@ -60,7 +60,8 @@ export interface SidebandHandle {
 
 /** The caller's link as the call sees it; `ended` comes once, before the bridge is closed. */
 export type CallStateChange =
-  { state: Exclude<CallState, "ended"> } | { state: "ended"; reason: EndReason; message: string | undefined };
+  | { state: Exclude<CallState, "ended"> }
+  | { state: "ended"; reason: EndReason; message: string | undefined; usage: CallUsage };
 
 /** A call's bridge receives uplink audio and data-channel messages from the call. */
 export interface CallBridge {
@@ -91,6 +92,8 @@ export interface CallBridge {
    * handled as the client's would be. Optional: a bridge without it refuses sidebands.
    */
   attachSideband?(port: SidebandPort): SidebandHandle;
+  /** The model's part of the call's usage: its responses and their `usage` summed. */
+  modelUsage?(): { turns: number; model: ModelUsage };
   /** The caller's link changed (for the sidebands' `earshot.call.state`). */
   onCallState?(change: CallStateChange): void;
   /** Safe to call twice. */

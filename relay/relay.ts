@@ -260,7 +260,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     const base = () => ({ call_id: call.id, relay_id: this.#config.relayId, at: Date.now() });
     call.on("connected", () => this.emit("callEvent", { ...base(), type: "connected" }));
     call.on("first_audio", () => this.emit("callEvent", { ...base(), type: "first_audio" }));
-    call.once("ended", (reason, message) => {
+    call.once("ended", (reason, message, usage) => {
       this.calls.delete(call.id);
       this.metrics.activeCalls.set(this.calls.size);
       this.emit("callEvent", {
@@ -268,6 +268,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         type: "ended",
         reason,
         ...(message ? { message: message.slice(0, 512) } : {}),
+        usage,
       });
       for (const waiter of [...this.#drainWaiters]) waiter();
     });

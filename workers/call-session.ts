@@ -10,7 +10,7 @@
 // one call from ever reaching two relays.
 import { DurableObject } from "cloudflare:workers";
 import { sha256Hex } from "../protocol/encoding.ts";
-import type { CallStats, EndReason, RelayCallEvent } from "../protocol/relay-api.ts";
+import type { CallStats, CallUsage, EndReason, RelayCallEvent } from "../protocol/relay-api.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import { assertNever } from "../protocol/assert-never.ts";
 import { edgeConfig } from "./config.ts";
@@ -53,6 +53,8 @@ export interface CallView {
   end_reason: EndReason | null;
   end_message: string | null;
   stats: CallStats | null;
+  /** What the call used, as its relay counted at the end; null until then. */
+  usage: CallUsage | null;
 }
 
 export interface StartCall {
@@ -85,6 +87,7 @@ interface CallRecord {
   endReason: EndReason | undefined;
   endMessage: string | undefined;
   stats: CallStats | undefined;
+  usage?: CallUsage;
   /** The relay has not confirmed that it dropped the ended call: retried from the alarm. */
   relayDrop?: { attempts: number; nextAtMs: number };
   /** When the relay's heartbeat stopped listing the call while it was live here (epoch ms). */
@@ -405,8 +408,10 @@ export class CallSession extends DurableObject<Env> {
       // still runs a call the edge has ended (it could not be told, or its reports were cut
       // off): 410 tells it to end the call too, so the two records converge.
       if (event.type === "ended") {
-        if (call.relayDrop) {
+        // Ended here first (a hangup): the relay's report still brings what the call used.
+        if (call.relayDrop || (event.usage && !call.usage)) {
           call.relayDrop = undefined;
+          if (event.usage) call.usage ??= event.usage;
           this.#save();
         }
         return { ok: true, value: view(call) };
@@ -437,6 +442,7 @@ export class CallSession extends DurableObject<Env> {
         call.stats = event.stats;
         break;
       case "ended":
+        if (event.usage) call.usage = event.usage;
         this.#end(call, event.reason, event.message);
         return { ok: true, value: view(call) };
       default:
@@ -632,5 +638,6 @@ function view(call: CallRecord): CallView {
     end_reason: call.endReason ?? null,
     end_message: call.endMessage ?? null,
     stats: call.stats ?? null,
+    usage: call.usage ?? null,
   };
 }

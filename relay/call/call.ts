@@ -11,7 +11,7 @@ import {
   type RTCDataChannel,
   type RTCRtpTransceiver,
 } from "werift";
-import type { CallStats, EndReason } from "../../protocol/relay-api.ts";
+import type { CallStats, CallUsage, EndReason } from "../../protocol/relay-api.ts";
 import type { SessionConfig } from "../../protocol/session.ts";
 import { MAX_SIDEBANDS_PER_CALL, SIDEBAND_CLOSE } from "../../protocol/sideband.ts";
 import type {
@@ -24,7 +24,7 @@ import type {
 } from "../bridge.ts";
 import { ProblemLog, type Logger } from "../log.ts";
 import type { SidebandSocket } from "../sideband/sideband-socket.ts";
-import { RTP_TIMESTAMP_STEP } from "../media/audio-format.ts";
+import { FRAME_MS, RTP_TIMESTAMP_STEP } from "../media/audio-format.ts";
 import type { DownlinkEncoder } from "../media/codec.ts";
 import { Downlink } from "../media/downlink.ts";
 import type { EncoderGovernor } from "../media/encoder-governor.ts";
@@ -85,7 +85,7 @@ export type CallState = "new" | "connecting" | "connected" | "ended";
 export interface CallEvents {
   connected: [];
   first_audio: [];
-  ended: [reason: EndReason, message: string | undefined];
+  ended: [reason: EndReason, message: string | undefined, usage: CallUsage];
 }
 
 class CallSetupError extends Error {}
@@ -317,7 +317,8 @@ export class Call extends EventEmitter<CallEvents> {
     if (this.#linkWatch) clearInterval(this.#linkWatch);
     // Children first: nothing may feed the PeerConnection while it closes. The sidebands hear
     // why the call ended, then close.
-    this.#tellBridge({ state: "ended", reason, message });
+    const usage = this.#usage();
+    this.#tellBridge({ state: "ended", reason, message, usage });
     try {
       this.#bridge?.close();
     } catch (error) {
@@ -339,7 +340,23 @@ export class Call extends EventEmitter<CallEvents> {
     this.#problems.flush();
     this.#options.metrics.callsEnded.inc({ reason });
     this.#log.info({ reason, stats: this.stats() }, "call ended");
-    this.emit("ended", reason, message);
+    this.emit("ended", reason, message, usage);
+  }
+
+  /** What the call used: audio each way (one packet is 20 ms), and the model's part from the bridge. */
+  #usage(): CallUsage {
+    let model: ReturnType<NonNullable<CallBridge["modelUsage"]>> = { turns: 0, model: {} };
+    try {
+      model = this.#bridge?.modelUsage?.() ?? model;
+    } catch (error) {
+      this.#log.warn({ err: error }, "bridge modelUsage failed");
+    }
+    return {
+      audio_in_seconds: ((this.#uplink?.stats.packets ?? 0) * FRAME_MS) / 1000,
+      audio_out_seconds: (this.#packetsOut * FRAME_MS) / 1000,
+      turns: model.turns,
+      model: model.model,
+    };
   }
 
   /** Tells the bridge when the caller's link goes down (ICE, or its RTP stops) or comes back. */

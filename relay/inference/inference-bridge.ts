@@ -35,6 +35,8 @@ import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
 import { BargeIn, RELAY_EVENT_PREFIX } from "../barge-in/barge-in.ts";
 import type { InferenceConfig } from "../config.ts";
 import { SidebandHub } from "../sideband/sideband-hub.ts";
+import { UsageTally } from "./usage-tally.ts";
+import type { ModelUsage } from "../../protocol/relay-api.ts";
 import { UpstreamConnection } from "./upstream-connection.ts";
 
 /** Uplink frames per input_audio_buffer.append: 2 × 20 ms. */
@@ -100,6 +102,7 @@ export class InferenceBridge implements CallBridge {
   #closed = false;
   readonly #channelReplies = new ErrorReplyBudget();
   readonly #sidebands: SidebandHub;
+  readonly #usage = new UsageTally();
 
   constructor(ctx: CallContext, options: InferenceBridgeOptions) {
     this.#ctx = ctx;
@@ -194,6 +197,10 @@ export class InferenceBridge implements CallBridge {
     return this.#sidebands.attach(port, (text) =>
       this.#onClientText(text, replies, (error) => port.send(JSON.stringify(error))),
     );
+  }
+
+  modelUsage(): { turns: number; model: ModelUsage } {
+    return { turns: this.#usage.turns, model: this.#usage.model };
   }
 
   onCallState(change: CallStateChange): void {
@@ -321,6 +328,7 @@ export class InferenceBridge implements CallBridge {
         this.#emitText(text, event.type);
         return;
       case "response.done":
+        this.#usage.add(event.response.usage);
         this.#bargeIn.responseDone(event.response.id);
         this.#emitText(text, event.type);
         return;

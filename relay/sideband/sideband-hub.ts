@@ -4,7 +4,7 @@
 // the session as it stands (the last session.created or session.updated) and the call's state,
 // so it never has to guess what it missed.
 import { newId } from "../../protocol/realtime.ts";
-import type { CallState, CallStateEvent } from "../../protocol/sideband.ts";
+import type { CallState, CallStateEvent, CallUsageEvent } from "../../protocol/sideband.ts";
 import type { CallStateChange, SidebandHandle, SidebandPort } from "../bridge.ts";
 
 export class SidebandHub {
@@ -41,7 +41,18 @@ export class SidebandHub {
     for (const port of this.#ports) port.send(text);
   }
 
+  /** The caller's link changed; at the end, what the call used comes first (`earshot.call.usage`). */
   callState(change: CallStateChange): void {
+    if (change.state === "ended") {
+      const usage: CallUsageEvent = {
+        type: "earshot.call.usage",
+        event_id: newId("event"),
+        call_id: this.#callId,
+        usage: change.usage,
+      };
+      const text = JSON.stringify(usage);
+      for (const port of this.#ports) port.send(text);
+    }
     this.#state = this.#stateEvent(change);
     const text = JSON.stringify(this.#state);
     for (const port of this.#ports) port.send(text);

@@ -11,7 +11,8 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import { connectViaEdge, getCallView, type EventClient } from "../faults/fixtures.ts";
 import { dominantFrequency, rms } from "../support/audio.ts";
-import { EventLog, waitFor } from "../support/loopback.ts";
+import type { CallUsage } from "../../protocol/relay-api.ts";
+import { EventLog, waitFor, waitUntil } from "../support/loopback.ts";
 import {
   startEdge,
   startRelayProcess,
@@ -145,6 +146,8 @@ describe("the sideband through the edge", () => {
     client.channel.send(JSON.stringify({ type: "response.create" }));
     expect(Math.abs((await heardTone(client, from)) - 880)).toBeLessThanOrEqual(15);
 
+    await waitFor(() => events.ofType("response.done").length === 3, 15_000, "the third response.done");
+    const heard = client.received.length;
     // The server hangs up with the same client: the sideband hears why, then closes.
     const closed = new Promise<number>((resolve) => rt.socket.once("close", (code) => resolve(code)));
     const rest = new OpenAI({ apiKey: KEY, baseURL: `${edge.url}/v1` });
@@ -153,7 +156,23 @@ describe("the sideband through the edge", () => {
       reason: "hangup",
     });
     expect(await closed).toBe(1000);
-    expect((await getCallView(edge.url, KEY, callId)).state).toBe("ended");
+    // What the call used: three responses (the tool call and two replies) and their usage summed,
+    // told to the sideband and kept in the call's record once the relay reports the end.
+    const told = (await events.waitFor("earshot.call.usage")).usage as CallUsage;
+    expect(told).toMatchObject({
+      turns: 3,
+      model: { input_tokens: 60, output_token_details: { audio_tokens: 21 } },
+    });
+    // Every packet the relay sent counts 20 ms; the caller heard at least these.
+    expect(told.audio_out_seconds).toBeGreaterThanOrEqual(heard * 0.02);
+    const recorded = await waitUntil("the call's usage at the edge", async () => {
+      const view = (await getCallView(edge.url, KEY, callId)) as unknown as {
+        state: string;
+        usage: CallUsage | null;
+      };
+      return view.usage ? view : undefined;
+    });
+    expect(recorded).toMatchObject({ state: "ended", usage: told });
   }, 90_000);
 
   it("takes a browser's subprotocol form, answering with the realtime subprotocol", async () => {

@@ -7,7 +7,8 @@
 //   - any other response.create: the model speaks a tone: the `hz` of a function_call_output's
 //     JSON added since its last reply, or else the `tone:<hz>` in the session's instructions
 //     (440 Hz without), so a test can hear which answer or which instructions the model used;
-//   - conversation.item.create is kept and answered with conversation.item.created.
+//   - conversation.item.create is kept and answered with conversation.item.created;
+//   - every response.done carries USAGE.
 // It records every event it receives with its arrival time, and `inject` sends any event.
 import { performance } from "node:perf_hooks";
 import { WebSocketServer, type WebSocket } from "ws";
@@ -23,6 +24,14 @@ export interface ModelSession {
 }
 
 const TONE_MS = 1200;
+/** Every response's usage, in OpenAI's shape, so a test can check what a call's usage sums to. */
+export const USAGE = {
+  total_tokens: 30,
+  input_tokens: 20,
+  output_tokens: 10,
+  input_token_details: { cached_tokens: 4, text_tokens: 12, audio_tokens: 8 },
+  output_token_details: { text_tokens: 3, audio_tokens: 7 },
+};
 const CHUNK_MS = 100;
 let counter = 0;
 const id = (prefix: string) => `${prefix}_scripted${(++counter).toString(36)}`;
@@ -143,7 +152,7 @@ export class ScriptedModel {
         output_index: 0,
         item: { ...item, arguments: args, status: "completed" },
       });
-      send({ type: "response.done", response: { id: responseId, status: "completed" } });
+      send({ type: "response.done", response: { id: responseId, status: "completed", usage: USAGE } });
       return;
     }
     const hz = toneOf(model);
@@ -164,7 +173,7 @@ export class ScriptedModel {
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     }
     send({ type: "response.output_audio.done", ...ref });
-    send({ type: "response.done", response: { id: responseId, status: "completed" } });
+    send({ type: "response.done", response: { id: responseId, status: "completed", usage: USAGE } });
   }
 }
 

@@ -93,6 +93,23 @@ describe("sideband at the relay", () => {
     const typesSeenByCaller = client.events.filter((e) => e.at <= performance.now()).map((e) => e.type);
     expect(typesSeenByCaller).toContain("response.done");
     expect(done).toMatchObject({ response: { status: "completed" } });
+    // At the end, once the 1.2 s reply has played out, what the call used, before the final state.
+    await waitFor(() => client.received.length >= 58, 10_000, "the whole reply");
+    await new Promise((r) => setTimeout(r, 100));
+    const heard = client.received.length;
+    await relay.calls.get(client.callId)!.end("hangup");
+    const usage = await sideband.waitFor("earshot.call.usage");
+    expect(usage.usage).toMatchObject({
+      turns: 1,
+      model: { input_tokens: 20, output_tokens: 10, input_token_details: { audio_tokens: 8 } },
+    });
+    const { audio_out_seconds: out } = usage.usage as { audio_out_seconds: number };
+    // Every packet sent counts 20 ms: what the caller heard, give or take the last few in flight.
+    expect(out).toBeGreaterThanOrEqual(heard * 0.02);
+    expect(out).toBeLessThanOrEqual((heard + 5) * 0.02);
+    const [last, beforeLast] = [sideband.events.at(-1), sideband.events.at(-2)];
+    expect(beforeLast?.type).toBe("earshot.call.usage");
+    expect(last).toMatchObject({ type: "earshot.call.state", state: "ended", reason: "hangup" });
   });
 
   it("may attach before the caller connects: it hears connecting, then connected", async () => {
