@@ -85,6 +85,24 @@ export class RelayMetrics {
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });
+  readonly callAudioSeconds = new Counter({
+    name: "earshot_relay_call_audio_seconds_total",
+    help: "Audio of ended calls, in seconds, by region and direction (in: from callers)",
+    labelNames: ["region", "direction"] as const,
+    registers: [this.registry],
+  });
+  readonly modelTurns = new Counter({
+    name: "earshot_relay_model_turns_total",
+    help: "Model responses (response.done) in ended calls, by region",
+    labelNames: ["region"] as const,
+    registers: [this.registry],
+  });
+  readonly modelTokens = new Counter({
+    name: "earshot_relay_model_tokens_total",
+    help: "Model tokens in ended calls (their response.done usage), by region and kind",
+    labelNames: ["region", "kind"] as const,
+    registers: [this.registry],
+  });
   readonly sidebandsAttached = new Counter({
     name: "earshot_relay_sidebands_attached_total",
     help: "Sideband WebSockets attached to calls",

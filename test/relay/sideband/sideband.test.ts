@@ -107,6 +107,14 @@ describe("sideband at the relay", () => {
     // Every packet sent counts 20 ms: what the caller heard, give or take the last few in flight.
     expect(out).toBeGreaterThanOrEqual(heard * 0.02);
     expect(out).toBeLessThanOrEqual((heard + 5) * 0.02);
+    // …and into the relay's per-region counters.
+    expect(
+      await metric("earshot_relay_model_tokens_total", { region: "local", kind: "input" }),
+    ).toBeGreaterThanOrEqual(20);
+    expect(await metric("earshot_relay_model_turns_total", { region: "local" })).toBeGreaterThanOrEqual(1);
+    expect(
+      await metric("earshot_relay_call_audio_seconds_total", { region: "local", direction: "out" }),
+    ).toBeGreaterThanOrEqual(out);
     const [last, beforeLast] = [sideband.events.at(-1), sideband.events.at(-2)];
     expect(beforeLast?.type).toBe("earshot.call.usage");
     expect(last).toMatchObject({ type: "earshot.call.state", state: "ended", reason: "hangup" });
