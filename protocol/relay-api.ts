@@ -144,7 +144,10 @@ export type RelayCallEvent = z.infer<typeof RelayCallEvent>;
 
 /** Relay → edge `POST /internal/relays/{relay_id}/events`: at most this many events… */
 export const MAX_EVENT_BATCH = 100;
-/** …in at most this many bytes of JSON. A stats event is ~250 bytes, an ended one at most ~800. */
+/**
+ * …in at most this many bytes of JSON. A stats event is ~250 bytes, an ended one about 1 KB with
+ * its usage (about 5 KB at most, with every usage field the schema allows).
+ */
 export const MAX_EVENT_BATCH_BYTES = 128 * 1024;
 
 /**
