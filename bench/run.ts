@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark in turn, one table, bench/results/latest.json.
 //   npm run bench [-- --quick] [-- --edge]
 // Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/capacity.ts,
-// bench/edge.ts, bench/edge-events.ts.
+// bench/edge.ts, bench/edge-events.ts, bench/sideband.ts.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -13,6 +13,7 @@ import { edgeEventsTable, runEdgeEvents, type EdgeEventsResult } from "./edge-ev
 import { loadAverage, root } from "./lib/procs.ts";
 import { table } from "./lib/stats.ts";
 import { runSetup, setupTable, type SetupResult } from "./setup.ts";
+import { runSideband, sidebandTable, type SidebandResult } from "./sideband.ts";
 
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
@@ -61,6 +62,12 @@ log(edgeTable(edgeAlone));
 log("bench: relay → edge events (wrangler dev, 100 ms delay proxy)…");
 const edgeEvents: EdgeEventsResult = await runEdgeEvents({ calls: 100, roundTripMs: 100, log });
 log(edgeEventsTable(edgeEvents));
+
+// A tool call over the sideband: model → app server and back, straight on a relay and through
+// the edge's pass-through (~20 s with its own wrangler dev).
+log("bench: sideband (relay process, wrangler dev)…");
+const sideband: SidebandResult = await runSideband({ rounds: quick ? 100 : 300, edge: true });
+log(sidebandTable(sideband));
 
 const light = capacity.steps[0];
 const at = capacity.atCapacity;
@@ -127,6 +134,18 @@ const summary = table([
     `${edgeEvents.connectedDelayMs.p50} / ${edgeEvents.connectedDelayMs.p99} / ${edgeEvents.connectedDelayMs.max}`,
     "< 1000",
   ],
+  ...sideband.paths.flatMap((p) => [
+    [
+      `sideband ${p.path}: function_call_arguments.done → server p50/p99 ms`,
+      `${p.modelToServerMs.p50} / ${p.modelToServerMs.p99}`,
+      "< 2 beyond the network",
+    ],
+    [
+      `sideband ${p.path}: function_call_output → model p50/p99 ms`,
+      `${p.serverToModelMs.p50} / ${p.serverToModelMs.p99}`,
+      "< 2 beyond the network",
+    ],
+  ]),
   [
     `relay → edge ended delay p50/p99/max ms (${edgeEvents.undelivered.ended} not delivered)`,
     `${edgeEvents.endedDelayMs.p50} / ${edgeEvents.endedDelayMs.p99} / ${edgeEvents.endedDelayMs.max}`,
@@ -150,6 +169,7 @@ const result = {
   capacity,
   edge: { loaded: edgeLoaded, alone: edgeAlone },
   edgeEvents,
+  sideband,
 };
 mkdirSync(join(root, "bench/results"), { recursive: true });
 writeFileSync(join(root, "bench/results/latest.json"), `${JSON.stringify(result, null, 2)}\n`);

@@ -96,6 +96,32 @@ export const CallStats = z.strictObject({
 });
 export type CallStats = z.infer<typeof CallStats>;
 
+const usageKey = z.string().regex(/^[a-z0-9_]{1,40}$/);
+const count = z.number().nonnegative().max(1e12);
+/**
+ * The model's `usage` from every `response.done`, summed field by field: numbers, and objects of
+ * numbers one level down (input_token_details, …). Bounded, whatever the model sends.
+ */
+export const ModelUsage = z
+  .record(usageKey, z.union([count, z.record(usageKey, count)]))
+  .refine((usage) => Object.keys(usage).length <= 10, "at most 10 fields")
+  .refine(
+    (usage) => Object.values(usage).every((v) => typeof v === "number" || Object.keys(v).length <= 8),
+    "at most 8 fields in each detail",
+  );
+export type ModelUsage = z.infer<typeof ModelUsage>;
+
+/** What a call used, as its relay counts it at the end. */
+export const CallUsage = z.strictObject({
+  /** Audio received from the caller and sent to it, in seconds (20 ms per packet). */
+  audio_in_seconds: z.number().nonnegative().max(1e7),
+  audio_out_seconds: z.number().nonnegative().max(1e7),
+  /** The model's responses (`response.done`), and their usage summed. */
+  turns: z.number().int().nonnegative().max(1e7),
+  model: ModelUsage,
+});
+export type CallUsage = z.infer<typeof CallUsage>;
+
 const eventBase = { call_id: CallId, relay_id: RelayId, at: z.number().int().positive() };
 
 /**
@@ -111,13 +137,17 @@ export const RelayCallEvent = z.discriminatedUnion("type", [
     type: z.literal("ended"),
     reason: EndReason,
     message: z.string().max(512).optional(),
+    usage: CallUsage.optional(),
   }),
 ]);
 export type RelayCallEvent = z.infer<typeof RelayCallEvent>;
 
 /** Relay → edge `POST /internal/relays/{relay_id}/events`: at most this many events… */
 export const MAX_EVENT_BATCH = 100;
-/** …in at most this many bytes of JSON. A stats event is ~250 bytes, an ended one at most ~800. */
+/**
+ * …in at most this many bytes of JSON. A stats event is ~250 bytes, an ended one about 1 KB with
+ * its usage (about 5 KB at most, with every usage field the schema allows).
+ */
 export const MAX_EVENT_BATCH_BYTES = 128 * 1024;
 
 /**

@@ -10,6 +10,10 @@
 // sent in its heartbeats) is what stops a ticket from replaying after the relay restarts.
 // The secret is the relay's own key (protocol/relay-key.ts), so only the edge and that relay can
 // sign or check it.
+//
+// A sideband ticket (signSidebandTicket) has the same envelope and other claims: it lets one app
+// server attach one WebSocket to one live call on that relay (`purpose: "sideband"`, no offer).
+// Each claims schema is strict, so neither kind of ticket passes for the other.
 import { z } from "zod";
 import {
   base64url,
@@ -95,11 +99,15 @@ export async function signTicket(
     exp: iat + (options.ttlSeconds ?? DEFAULT_TICKET_TTL_SECONDS),
     ...(options.callDeadline === undefined ? {} : { call_deadline: options.callDeadline }),
   };
+  return signClaims(secret, claims);
+}
+
+async function signClaims(secret: string, claims: object): Promise<string> {
   const signed = `${TICKET_VERSION}.${base64url(utf8(JSON.stringify(claims)))}`;
   return `${signed}.${base64url(await hmacSha256(secret, signed))}`;
 }
 
-function fail(code: TicketErrorCode, message: string): TicketVerification {
+function fail(code: TicketErrorCode, message: string): { ok: false; code: TicketErrorCode; message: string } {
   return { ok: false, code, message };
 }
 
@@ -113,6 +121,27 @@ export async function verifyTicket(
   subject: TicketSubject,
   nowSeconds = Math.floor(Date.now() / 1000),
 ): Promise<TicketVerification> {
+  const opened = await openTicket(secret, ticket, TicketClaims, nowSeconds);
+  if (!opened.ok) return opened;
+  const claims = opened.claims;
+  const bound = checkBinding(claims, subject);
+  if (bound) return bound;
+  if (claims.offer_sha256 !== (await sha256Hex(subject.offerSdp))) {
+    return fail("ticket_mismatch", "The ticket is for another offer.");
+  }
+  if (claims.session_sha256 !== (await sha256Hex(canonicalJson(subject.session ?? {})))) {
+    return fail("ticket_mismatch", "The ticket is for another session config.");
+  }
+  return { ok: true, claims };
+}
+
+/** The envelope checks every kind of ticket shares: size, version, signature, claims, time. */
+async function openTicket<T extends { iat: number; exp: number }>(
+  secret: string,
+  ticket: string | null | undefined,
+  schema: z.ZodType<T>,
+  nowSeconds: number,
+): Promise<{ ok: true; claims: T } | { ok: false; code: TicketErrorCode; message: string }> {
   if (!ticket) return fail("ticket_missing", "A ticket is required.");
   if (ticket.length > TICKET_MAX_LENGTH) return fail("ticket_malformed", "The ticket is too long.");
   const parts = ticket.split(".");
@@ -126,9 +155,9 @@ export async function verifyTicket(
   if (!(await hmacVerify(secret, `${parts[0]}.${parts[1]}`, mac))) {
     return fail("ticket_bad_signature", "The ticket's signature does not match.");
   }
-  let parsed: z.ZodSafeParseResult<TicketClaims>;
+  let parsed: z.ZodSafeParseResult<T>;
   try {
-    parsed = TicketClaims.safeParse(JSON.parse(fromUtf8(payload)));
+    parsed = schema.safeParse(JSON.parse(fromUtf8(payload)));
   } catch {
     return fail("ticket_malformed", "The ticket's claims are not JSON.");
   }
@@ -138,16 +167,77 @@ export async function verifyTicket(
   if (claims.iat - CLOCK_SKEW_SECONDS > nowSeconds) {
     return fail("ticket_not_yet_valid", "The ticket is not valid yet.");
   }
+  return { ok: true, claims };
+}
+
+function checkBinding(
+  claims: { call_id: string; relay_id: string; boot_id: string },
+  subject: { callId: string; relayId: string; bootId: string },
+): { ok: false; code: TicketErrorCode; message: string } | undefined {
   if (claims.call_id !== subject.callId) return fail("ticket_mismatch", "The ticket is for another call.");
   if (claims.relay_id !== subject.relayId) return fail("ticket_mismatch", "The ticket is for another relay.");
   if (claims.boot_id !== subject.bootId) {
     return fail("ticket_stale_boot", "The ticket is for an earlier run of this relay.");
   }
-  if (claims.offer_sha256 !== (await sha256Hex(subject.offerSdp))) {
-    return fail("ticket_mismatch", "The ticket is for another offer.");
-  }
-  if (claims.session_sha256 !== (await sha256Hex(canonicalJson(subject.session ?? {})))) {
-    return fail("ticket_mismatch", "The ticket is for another session config.");
-  }
-  return { ok: true, claims };
+  return undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sideband tickets
+// ---------------------------------------------------------------------------------------------
+
+/** A sideband ticket is used at once (the edge passes the upgrade straight on): a short life. */
+export const SIDEBAND_TICKET_TTL_SECONDS = 15;
+
+export const SidebandTicketClaims = z.strictObject({
+  purpose: z.literal("sideband"),
+  call_id: z.string().min(1).max(128),
+  relay_id: z.string().min(1).max(128),
+  boot_id: z.string().min(8).max(64),
+  /** Who attaches: the API key's id (a hash prefix, never the key), for the relay's logs. */
+  key_id: z.string().min(1).max(64),
+  nonce: z.string().min(16).max(64),
+  iat: z.number().int().nonnegative(),
+  exp: z.number().int().positive(),
+});
+export type SidebandTicketClaims = z.infer<typeof SidebandTicketClaims>;
+
+export interface SidebandSubject {
+  callId: string;
+  relayId: string;
+  bootId: string;
+}
+
+export type SidebandTicketVerification =
+  { ok: true; claims: SidebandTicketClaims } | { ok: false; code: TicketErrorCode; message: string };
+
+export async function signSidebandTicket(
+  secret: string,
+  subject: SidebandSubject & { keyId: string },
+  options: { nowSeconds?: number; nonce?: string } = {},
+): Promise<string> {
+  const iat = options.nowSeconds ?? Math.floor(Date.now() / 1000);
+  const claims: SidebandTicketClaims = {
+    purpose: "sideband",
+    call_id: subject.callId,
+    relay_id: subject.relayId,
+    boot_id: subject.bootId,
+    key_id: subject.keyId,
+    nonce: options.nonce ?? randomToken(18),
+    iat,
+    exp: iat + SIDEBAND_TICKET_TTL_SECONDS,
+  };
+  return signClaims(secret, claims);
+}
+
+/** As verifyTicket, for a sideband ticket; replay is the caller's to check (`claims.nonce`). */
+export async function verifySidebandTicket(
+  secret: string,
+  ticket: string | null | undefined,
+  subject: SidebandSubject,
+  nowSeconds = Math.floor(Date.now() / 1000),
+): Promise<SidebandTicketVerification> {
+  const opened = await openTicket(secret, ticket, SidebandTicketClaims, nowSeconds);
+  if (!opened.ok) return opened;
+  return checkBinding(opened.claims, subject) ?? opened;
 }

@@ -1,7 +1,8 @@
 // The seam between a call's media (relay/call/, relay/media/) and what its audio and events
 // are bridged to: the inference connection in production, simpler bridges in tests.
 // The call owns the PeerConnection and hands the bridge these three ports when media is set up.
-import type { EndReason } from "../protocol/relay-api.ts";
+import type { CallUsage, EndReason, ModelUsage } from "../protocol/relay-api.ts";
+import type { CallState } from "../protocol/sideband.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import type { Logger } from "./log.ts";
 import type { DownlinkPort, SentFrame } from "./media/downlink.ts";
@@ -35,6 +36,33 @@ export interface CallContext {
   end(reason: EndReason, message?: string): void;
 }
 
+/**
+ * A sideband WebSocket (an app server attached to the call), as its call's bridge sees it: one
+ * more place server events go, and a source of client events. Owned and closed by the call.
+ */
+export interface SidebandPort {
+  /** For logs: which API key attached it (a hash prefix, never the key). */
+  readonly keyId: string;
+  /**
+   * Sends one server event's JSON. Never throws and never waits: a sideband that does not read
+   * is closed by the port itself once too much is unread.
+   */
+  send(text: string): void;
+}
+
+/** What the bridge hands back for an attached sideband. */
+export interface SidebandHandle {
+  /** A text message from the sideband. Untrusted: validate it. */
+  onMessage(text: string): void;
+  /** The sideband closed; send it nothing more. */
+  detached(): void;
+}
+
+/** The caller's link as the call sees it; `ended` comes once, before the bridge is closed. */
+export type CallStateChange =
+  | { state: Exclude<CallState, "ended"> }
+  | { state: "ended"; reason: EndReason; message: string | undefined; usage: CallUsage };
+
 /** A call's bridge receives uplink audio and data-channel messages from the call. */
 export interface CallBridge {
   /**
@@ -59,6 +87,15 @@ export interface CallBridge {
   /** Downlink pacer events, so the bridge can emit `output_audio_buffer.*`. */
   onPlayoutStarted(itemId: string): void;
   onPlayoutStopped(itemId: string): void;
+  /**
+   * Attaches a sideband: it gets the call's server events from now on, and what it sends is
+   * handled as the client's would be. Optional: a bridge without it refuses sidebands.
+   */
+  attachSideband?(port: SidebandPort): SidebandHandle;
+  /** The model's part of the call's usage: its responses and their `usage` summed. */
+  modelUsage?(): { turns: number; model: ModelUsage };
+  /** The caller's link changed (for the sidebands' `earshot.call.state`). */
+  onCallState?(change: CallStateChange): void;
   /** Safe to call twice. */
   close(): void;
 }

@@ -85,6 +85,52 @@ export class RelayMetrics {
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });
+  readonly callAudioSeconds = new Counter({
+    name: "earshot_relay_call_audio_seconds_total",
+    help: "Audio of ended calls, in seconds, by region and direction (in: from callers)",
+    labelNames: ["region", "direction"] as const,
+    registers: [this.registry],
+  });
+  readonly modelTurns = new Counter({
+    name: "earshot_relay_model_turns_total",
+    help: "Model responses (response.done) in ended calls, by region",
+    labelNames: ["region"] as const,
+    registers: [this.registry],
+  });
+  readonly modelTokens = new Counter({
+    name: "earshot_relay_model_tokens_total",
+    help: "Model tokens in ended calls (their response.done usage), by region and kind",
+    labelNames: ["region", "kind"] as const,
+    registers: [this.registry],
+  });
+  readonly sidebandsAttached = new Counter({
+    name: "earshot_relay_sidebands_attached_total",
+    help: "Sideband WebSockets attached to calls",
+    registers: [this.registry],
+  });
+  readonly sidebandsRefused = new Counter({
+    name: "earshot_relay_sidebands_refused_total",
+    help: "Sideband upgrades refused, by error code",
+    labelNames: ["code"] as const,
+    registers: [this.registry],
+  });
+  readonly sidebandsClosed = new Counter({
+    name: "earshot_relay_sidebands_closed_total",
+    help: "Sideband WebSockets closed, by close code",
+    labelNames: ["code"] as const,
+    registers: [this.registry],
+  });
+  readonly sidebandsTooSlow = new Counter({
+    name: "earshot_relay_sidebands_too_slow_total",
+    help: "Sidebands closed for leaving too many bytes of events unread",
+    registers: [this.registry],
+  });
+  readonly sidebandRejectedMessages = new Counter({
+    name: "earshot_relay_sideband_rejected_messages_total",
+    help: "Sideband messages refused before the bridge saw them, by code",
+    labelNames: ["code"] as const,
+    registers: [this.registry],
+  });
   readonly opusComplexity = new Gauge({
     name: "earshot_relay_opus_complexity",
     help: "Downlink Opus encoder complexity now (RELAY_OPUS_COMPLEXITY=auto lowers it under load)",

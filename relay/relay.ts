@@ -7,6 +7,7 @@ import { randomToken } from "../protocol/encoding.ts";
 import {
   MAX_HEARTBEAT_CALL_IDS,
   type CallStats,
+  type CallUsage,
   type EndReason,
   type Heartbeat,
   type RelayCallEvent,
@@ -260,17 +261,32 @@ export class Relay extends EventEmitter<RelayEvents> {
     const base = () => ({ call_id: call.id, relay_id: this.#config.relayId, at: Date.now() });
     call.on("connected", () => this.emit("callEvent", { ...base(), type: "connected" }));
     call.on("first_audio", () => this.emit("callEvent", { ...base(), type: "first_audio" }));
-    call.once("ended", (reason, message) => {
+    call.once("ended", (reason, message, usage) => {
       this.calls.delete(call.id);
+      this.#countUsage(usage);
       this.metrics.activeCalls.set(this.calls.size);
       this.emit("callEvent", {
         ...base(),
         type: "ended",
         reason,
         ...(message ? { message: message.slice(0, 512) } : {}),
+        usage,
       });
       for (const waiter of [...this.#drainWaiters]) waiter();
     });
+  }
+
+  /** What an ended call used, into the per-region counters an operator bills and budgets by. */
+  #countUsage(usage: CallUsage): void {
+    const region = this.#config.region;
+    const m = this.metrics;
+    m.callAudioSeconds.inc({ region, direction: "in" }, usage.audio_in_seconds);
+    m.callAudioSeconds.inc({ region, direction: "out" }, usage.audio_out_seconds);
+    m.modelTurns.inc({ region }, usage.turns);
+    for (const kind of ["input", "output"] as const) {
+      const tokens = usage.model[`${kind}_tokens`];
+      if (typeof tokens === "number") m.modelTokens.inc({ region, kind }, tokens);
+    }
   }
 
   #reportStats(): void {

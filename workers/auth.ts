@@ -22,6 +22,11 @@ const missing = () =>
   unauthorized("missing_api_key", "An Authorization header with a Bearer token is required.");
 const invalidKey = () => unauthorized("invalid_api_key", "The API key is not valid.");
 
+/** The id that names an API key (a hash prefix, never the key): its rate limit, its project. */
+export async function apiKeyId(token: string): Promise<string> {
+  return `key_${(await sha256Hex(token)).slice(0, 12)}`;
+}
+
 /**
  * Compares the token with every configured key, each through SHA-256 so lengths match, and
  * without stopping at the first match, so timing says nothing about which key or prefix matched.
@@ -33,14 +38,15 @@ export async function matchApiKey(config: EdgeConfig, token: string): Promise<st
     const keyDigest = new Uint8Array(await crypto.subtle.digest("SHA-256", utf8(key)));
     matched = constantTimeEqual(digest, keyDigest) || matched;
   }
-  return matched ? `key_${(await sha256Hex(token)).slice(0, 12)}` : undefined;
+  return matched ? apiKeyId(token) : undefined;
 }
 
+/** `token`: the bearer token, unless it came another way (a WebSocket subprotocol). */
 export async function requireApiKey(
   config: EdgeConfig,
   request: Request,
+  token = bearerToken(request),
 ): Promise<Caller & { kind: "api_key" }> {
-  const token = bearerToken(request);
   if (!token) throw missing();
   if (token.startsWith(CLIENT_SECRET_PREFIX)) {
     throw unauthorized("invalid_api_key", "This endpoint needs a server API key, not a client secret.");

@@ -17,6 +17,18 @@ export function bodyTimeout(deadlineMs: number, what = "request body"): ApiError
   return new ApiError(408, "request_timeout", `The ${what} did not arrive within ${deadlineMs} ms.`);
 }
 
+/**
+ * The request's body stream, or null. itty-router's request proxy throws on a null property
+ * (it calls `.bind` on it), so a POST without a body would otherwise be a 500.
+ */
+function bodyOf(request: Request): ReadableStream<Uint8Array> | null {
+  try {
+    return request.body;
+  } catch {
+    return null;
+  }
+}
+
 export async function readCapped(
   request: Request,
   limit: number,
@@ -25,8 +37,9 @@ export async function readCapped(
 ): Promise<Uint8Array<ArrayBuffer>> {
   const declared = request.headers.get("content-length");
   if (declared !== null && Number(declared) > limit) throw tooLarge(limit, what);
-  if (!request.body) return new Uint8Array(0);
-  const reader = request.body.getReader();
+  const body = bodyOf(request);
+  if (!body) return new Uint8Array(0);
+  const reader = body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
   let timer: ReturnType<typeof setTimeout> | null = null;

@@ -10,7 +10,7 @@
 // one call from ever reaching two relays.
 import { DurableObject } from "cloudflare:workers";
 import { sha256Hex } from "../protocol/encoding.ts";
-import type { CallStats, EndReason, RelayCallEvent } from "../protocol/relay-api.ts";
+import type { CallStats, CallUsage, EndReason, RelayCallEvent } from "../protocol/relay-api.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import { assertNever } from "../protocol/assert-never.ts";
 import { edgeConfig } from "./config.ts";
@@ -20,12 +20,23 @@ import { secretLedger } from "./object-ids.ts";
 import type { SignatureNonce } from "./relay-registry.ts";
 import { SeenNonces } from "./seen-nonces.ts";
 import { createRelayCall, deleteRelayCall, patchRelayCall, type RelayTarget } from "./relay-client.ts";
+import { deriveRelayKey } from "../protocol/relay-key.ts";
+import { signSidebandTicket } from "../protocol/ticket.ts";
 import { ServerTiming, type TimingParts } from "./server-timing.ts";
 
 export type CallState = "created" | "offered" | "answered" | "connected" | "ended" | "failed";
 
-/** Who may read, change or end the call: the secret that started it, or any API key. */
+/**
+ * Who may read, change or end the call: the secret that started it, or an API key of its project
+ * (the key that placed it, or minted the secret that did; any key for a call with no project).
+ */
 export type CallOwner = { kind: "client_secret"; secretId: string } | { kind: "api_key"; keyId: string };
+
+/** Where a sideband attaches: the call's relay, and a single-use ticket for it. */
+export interface SidebandRoute {
+  relay: RelayTarget;
+  ticket: string;
+}
 
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: ApiErrorData };
 
@@ -42,11 +53,15 @@ export interface CallView {
   end_reason: EndReason | null;
   end_message: string | null;
   stats: CallStats | null;
+  /** What the call used, as its relay counted at the end; null until then. */
+  usage: CallUsage | null;
 }
 
 export interface StartCall {
   callId: string;
   owner: CallOwner;
+  /** The id of the API key whose project the call is in (auth.ts apiKeyId); none: any key's. */
+  project?: string | undefined;
   /** The relays to try, best first: the next is tried when one is full, draining or unreachable. */
   relays: RelayTarget[];
   offerSdp: string;
@@ -63,6 +78,8 @@ interface CallRecord {
   callId: string;
   state: CallState;
   owner: CallOwner;
+  /** Absent from calls placed before projects, and from secrets minted before them. */
+  project?: string;
   relay: RelayTarget;
   offerSha256: string | undefined;
   answerSdp: string | undefined;
@@ -70,6 +87,7 @@ interface CallRecord {
   endReason: EndReason | undefined;
   endMessage: string | undefined;
   stats: CallStats | undefined;
+  usage?: CallUsage;
   /** The relay has not confirmed that it dropped the ended call: retried from the alarm. */
   relayDrop?: { attempts: number; nextAtMs: number };
   /** When the relay's heartbeat stopped listing the call while it was live here (epoch ms). */
@@ -146,6 +164,7 @@ export class CallSession extends DurableObject<Env> {
         callId: init.callId,
         state: "created",
         owner: init.owner,
+        ...(init.project === undefined ? {} : { project: init.project }),
         relay: init.relays[0]!,
         offerSha256: undefined,
         answerSdp: undefined,
@@ -263,6 +282,42 @@ export class CallSession extends DurableObject<Env> {
     return { ok: true, value: view(call) };
   }
 
+  /**
+   * A ticket for one sideband on the call's relay (the edge passes the WebSocket upgrade on with
+   * it). Refused for a call another project owns (404, as if there were none), for an ended one
+   * (410), and before any relay has answered for it (409).
+   */
+  async sideband(actor: CallOwner & { kind: "api_key" }): Promise<Outcome<SidebandRoute>> {
+    const call = this.#call;
+    if (!call || !mayAccess(call, actor)) return notFound();
+    if (isTerminal(call.state)) {
+      return fail(
+        new ApiError(
+          410,
+          "call_ended",
+          `The call has ended (${call.endReason ?? call.state}); there is nothing to attach to.`,
+          { param: "call_id" },
+        ),
+      );
+    }
+    if (call.state !== "answered" && call.state !== "connected") {
+      return fail(
+        new ApiError(409, "call_not_ready", "The call has no relay yet; attach once its offer is answered.", {
+          param: "call_id",
+          headers: { "Retry-After": "1" },
+        }),
+      );
+    }
+    const relay = call.relay;
+    const ticket = await signSidebandTicket(await deriveRelayKey(this.#config.relaySecret, relay.id), {
+      callId: call.callId,
+      relayId: relay.id,
+      bootId: relay.bootId,
+      keyId: actor.keyId,
+    });
+    return { ok: true, value: { relay, ticket } };
+  }
+
   /** ICE restart or trickle on the call's own relay; the relay's sdpfrag comes back. */
   async updateIce(actor: CallOwner, sdpfrag: string): Promise<Outcome<{ status: number; body: string }>> {
     const call = this.#call;
@@ -353,8 +408,10 @@ export class CallSession extends DurableObject<Env> {
       // still runs a call the edge has ended (it could not be told, or its reports were cut
       // off): 410 tells it to end the call too, so the two records converge.
       if (event.type === "ended") {
-        if (call.relayDrop) {
+        // Ended here first (a hangup): the relay's report still brings what the call used.
+        if (call.relayDrop || (event.usage && !call.usage)) {
           call.relayDrop = undefined;
+          if (event.usage) call.usage ??= event.usage;
           this.#save();
         }
         return { ok: true, value: view(call) };
@@ -385,6 +442,7 @@ export class CallSession extends DurableObject<Env> {
         call.stats = event.stats;
         break;
       case "ended":
+        if (event.usage) call.usage = event.usage;
         this.#end(call, event.reason, event.message);
         return { ok: true, value: view(call) };
       default:
@@ -566,7 +624,7 @@ export class CallSession extends DurableObject<Env> {
 }
 
 function mayAccess(call: CallRecord, actor: CallOwner): boolean {
-  if (actor.kind === "api_key") return true;
+  if (actor.kind === "api_key") return call.project === undefined || call.project === actor.keyId;
   return call.owner.kind === "client_secret" && call.owner.secretId === actor.secretId;
 }
 
@@ -580,5 +638,6 @@ function view(call: CallRecord): CallView {
     end_reason: call.endReason ?? null,
     end_message: call.endMessage ?? null,
     stats: call.stats ?? null,
+    usage: call.usage ?? null,
   };
 }

@@ -2,13 +2,16 @@
 // HS256 compact JWS (jose) with a `kid` header, so signing keys rotate without downtime: the
 // first key in EARSHOT_SIGNING_KEYS signs, every listed key verifies. The claims bind the secret
 // to the SHA-256 of its canonical session config; the config itself is kept by the secret's
-// ClientSecretLedger, which also counts the calls it starts.
+// ClientSecretLedger, which also counts the calls it starts. A secret also names its project: the
+// API key that minted it (`prj`, the key's id), so the calls it places belong to that key.
 import { SignJWT, errors, jwtVerify, type JWTPayload } from "jose";
 import { randomToken } from "../protocol/encoding.ts";
 import type { SigningKey } from "./config.ts";
 import { unauthorized } from "./errors.ts";
 
 export const CLIENT_SECRET_PREFIX = "ek_";
+/** What names an API key in logs, rate limits and projects (auth.ts apiKeyId): a hash prefix, never the key. */
+export const API_KEY_ID = /^key_[0-9a-f]{12}$/;
 /** Longer tokens are refused before any parsing; a real one is about 330 characters. */
 export const MAX_CLIENT_SECRET_LENGTH = 1024;
 export const MIN_TTL_SECONDS = 10;
@@ -28,6 +31,8 @@ export interface ClientSecretClaims {
   expiresAt: number;
   /** Set when verified with `allowExpired` and the secret has expired. */
   expired: boolean;
+  /** The id of the API key that minted it (auth.ts apiKeyId); absent from secrets minted before projects. */
+  project?: string;
 }
 
 export interface MintedClientSecret {
@@ -37,7 +42,7 @@ export interface MintedClientSecret {
 
 export async function mintClientSecret(
   keys: readonly SigningKey[],
-  options: { sessionSha256: string; ttlSeconds: number; nowSeconds?: number; id?: string },
+  options: { sessionSha256: string; ttlSeconds: number; project?: string; nowSeconds?: number; id?: string },
 ): Promise<MintedClientSecret> {
   const key = keys[0];
   if (!key) throw new Error("no signing key");
@@ -48,8 +53,9 @@ export async function mintClientSecret(
     issuedAt,
     expiresAt: issuedAt + options.ttlSeconds,
     expired: false,
+    ...(options.project === undefined ? {} : { project: options.project }),
   };
-  const jws = await new SignJWT({ ses: claims.sessionSha256 })
+  const jws = await new SignJWT({ ses: claims.sessionSha256, prj: options.project })
     .setProtectedHeader({ alg: ALGORITHM, kid: key.kid, typ: "JWT" })
     .setIssuer(ISSUER)
     .setAudience(AUDIENCE)
@@ -65,8 +71,9 @@ const invalid = (message = "The client secret is not valid.") =>
   unauthorized("invalid_client_secret", message);
 
 function claimsOf(payload: JWTPayload, expired: boolean): ClientSecretClaims {
-  const { jti, ses, iat, exp } = payload;
+  const { jti, ses, iat, exp, prj } = payload;
   if (
+    (prj !== undefined && (typeof prj !== "string" || !API_KEY_ID.test(prj))) ||
     typeof jti !== "string" ||
     !/^cs_[A-Za-z0-9_-]{8,64}$/.test(jti) ||
     typeof ses !== "string" ||
@@ -76,7 +83,14 @@ function claimsOf(payload: JWTPayload, expired: boolean): ClientSecretClaims {
   ) {
     throw invalid();
   }
-  return { id: jti, sessionSha256: ses, issuedAt: iat, expiresAt: exp, expired };
+  return {
+    id: jti,
+    sessionSha256: ses,
+    issuedAt: iat,
+    expiresAt: exp,
+    expired,
+    ...(prj === undefined ? {} : { project: prj }),
+  };
 }
 
 /**

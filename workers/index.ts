@@ -11,7 +11,9 @@ import { ipBucket } from "./client-ip.ts";
 import { enforceRateLimit } from "./rate-limiter.ts";
 import { createCall, getCall, hangupCall, patchCall } from "./routes/calls.ts";
 import { createClientSecret, createDevClientSecret } from "./routes/client-secrets.ts";
+import { callControl } from "./routes/call-control.ts";
 import { getIceServers, ICE_SERVERS_PATH } from "./routes/ice-servers.ts";
+import { attachSideband, REALTIME_WS_PATH } from "./routes/sideband.ts";
 import {
   listRelays,
   relayCallEvent,
@@ -90,6 +92,11 @@ router
   .patch("/v1/realtime/calls/:id", patchCall)
   .delete("/v1/realtime/calls/:id", hangupCall)
   .post("/v1/realtime/calls/:id/hangup", hangupCall)
+  .post("/v1/realtime/calls/:id/accept", callControl("accept"))
+  .post("/v1/realtime/calls/:id/reject", callControl("reject"))
+  .post("/v1/realtime/calls/:id/refer", callControl("refer"))
+  // The sideband: an app server's WebSocket to a live call (OpenAI's `?call_id=`).
+  .get(REALTIME_WS_PATH, attachSideband)
   .get("/admin/relays", listRelays)
   .delete("/admin/relays/:relay_id", removeRelay)
   .post("/internal/relays/heartbeat", relayHeartbeat)

@@ -11,17 +11,20 @@ import {
   type RTCDataChannel,
   type RTCRtpTransceiver,
 } from "werift";
-import type { CallStats, EndReason } from "../../protocol/relay-api.ts";
+import type { CallStats, CallUsage, EndReason } from "../../protocol/relay-api.ts";
 import type { SessionConfig } from "../../protocol/session.ts";
+import { MAX_SIDEBANDS_PER_CALL, SIDEBAND_CLOSE } from "../../protocol/sideband.ts";
 import type {
   CallBridge,
+  CallStateChange,
   CallBridgeFactory,
   CallContext,
   EventChannelPort,
   EventSendResult,
 } from "../bridge.ts";
 import { ProblemLog, type Logger } from "../log.ts";
-import { RTP_TIMESTAMP_STEP } from "../media/audio-format.ts";
+import type { SidebandSocket } from "../sideband/sideband-socket.ts";
+import { FRAME_MS, RTP_TIMESTAMP_STEP } from "../media/audio-format.ts";
 import type { DownlinkEncoder } from "../media/codec.ts";
 import { Downlink } from "../media/downlink.ts";
 import type { EncoderGovernor } from "../media/encoder-governor.ts";
@@ -50,6 +53,13 @@ import {
 export const EVENTS_CHANNEL_LABEL = "oai-events";
 /** A call whose ICE stays disconnected this long has lost its client. */
 const DISCONNECTED_GRACE_MS = 10_000;
+/**
+ * No RTP from a client that was sending for this long: its link is down (a browser sends a packet
+ * every 20 ms, silence included). werift reports a lost peer only when ICE consent expires (30 s,
+ * then "failed"), far too late to tell a sideband.
+ */
+const LINK_SILENCE_MS = 2000;
+const LINK_CHECK_MS = 250;
 /** setTimeout's longest delay (about 24.8 days); a longer one would fire at once. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** Packets past a gap before it counts as lost: 3 × 20 ms of reorder tolerance. */
@@ -75,7 +85,7 @@ export type CallState = "new" | "connecting" | "connected" | "ended";
 export interface CallEvents {
   connected: [];
   first_audio: [];
-  ended: [reason: EndReason, message: string | undefined];
+  ended: [reason: EndReason, message: string | undefined, usage: CallUsage];
 }
 
 class CallSetupError extends Error {}
@@ -116,12 +126,19 @@ export class Call extends EventEmitter<CallEvents> {
   #offerSdp = "";
   #timers = new Set<NodeJS.Timeout>();
   #disconnectTimer: NodeJS.Timeout | undefined;
+  /** The caller's link as last told to the bridge, and why it may be down. */
+  #link: "connected" | "disconnected" | undefined;
+  #iceDown = false;
+  #mediaSilent = false;
+  #lastRtpAt = 0;
+  #linkWatch: NodeJS.Timeout | undefined;
   #droppedMessages = 0;
   #failedSends = 0;
   #packetsOut = 0;
   #firstAudio = false;
   #closed: Promise<void> | undefined;
   #endReason: EndReason | undefined;
+  readonly #sidebands = new Set<SidebandSocket>();
 
   constructor(options: CallOptions) {
     super();
@@ -260,6 +277,26 @@ export class Call extends EventEmitter<CallEvents> {
     return this.#uplink?.stats;
   }
 
+  /** Sidebands attached now (MAX_SIDEBANDS_PER_CALL at most). */
+  get sidebands(): number {
+    return this.#sidebands.size;
+  }
+
+  /**
+   * Attaches an app server's WebSocket to the call's bridge. "full" at MAX_SIDEBANDS_PER_CALL;
+   * "ended" once the call is ending; "unsupported" for a bridge that carries no events.
+   */
+  attachSideband(socket: SidebandSocket): "attached" | "full" | "ended" | "unsupported" {
+    if (this.#state === "ended") return "ended";
+    if (this.#sidebands.size >= MAX_SIDEBANDS_PER_CALL) return "full";
+    const bridge = this.#bridge;
+    if (!bridge?.attachSideband) return "unsupported";
+    this.#sidebands.add(socket);
+    socket.onClose(() => this.#sidebands.delete(socket));
+    socket.attach(bridge.attachSideband(socket));
+    return "attached";
+  }
+
   /** Ends the call once; later calls are no-ops. Resolves when everything is closed. */
   end(reason: EndReason, message?: string): Promise<void> {
     if (this.#closed) return this.#closed;
@@ -277,12 +314,18 @@ export class Call extends EventEmitter<CallEvents> {
     for (const timer of this.#timers) clearTimeout(timer);
     this.#timers.clear();
     if (this.#disconnectTimer) clearTimeout(this.#disconnectTimer);
-    // Children first: nothing may feed the PeerConnection while it closes.
+    if (this.#linkWatch) clearInterval(this.#linkWatch);
+    // Children first: nothing may feed the PeerConnection while it closes. The sidebands hear
+    // why the call ended, then close.
+    const usage = this.#usage();
+    this.#tellBridge({ state: "ended", reason, message, usage });
     try {
       this.#bridge?.close();
     } catch (error) {
       this.#log.warn({ err: error }, "bridge close failed");
     }
+    for (const sideband of [...this.#sidebands])
+      sideband.close(SIDEBAND_CLOSE.callEnded, `call ended: ${reason}`);
     if (this.#downlink) {
       this.#options.pacer.delete(this.#downlink);
       this.#downlink.close();
@@ -297,7 +340,51 @@ export class Call extends EventEmitter<CallEvents> {
     this.#problems.flush();
     this.#options.metrics.callsEnded.inc({ reason });
     this.#log.info({ reason, stats: this.stats() }, "call ended");
-    this.emit("ended", reason, message);
+    this.emit("ended", reason, message, usage);
+  }
+
+  /** What the call used: audio each way (one packet is 20 ms), and the model's part from the bridge. */
+  #usage(): CallUsage {
+    let model: ReturnType<NonNullable<CallBridge["modelUsage"]>> = { turns: 0, model: {} };
+    try {
+      model = this.#bridge?.modelUsage?.() ?? model;
+    } catch (error) {
+      this.#log.warn({ err: error }, "bridge modelUsage failed");
+    }
+    return {
+      audio_in_seconds: ((this.#uplink?.stats.packets ?? 0) * FRAME_MS) / 1000,
+      audio_out_seconds: (this.#packetsOut * FRAME_MS) / 1000,
+      turns: model.turns,
+      model: model.model,
+    };
+  }
+
+  /** Tells the bridge when the caller's link goes down (ICE, or its RTP stops) or comes back. */
+  #reportLink(): void {
+    if (this.#state !== "connected") return;
+    const link = this.#iceDown || this.#mediaSilent ? "disconnected" : "connected";
+    if (link === this.#link) return;
+    this.#link = link;
+    this.#tellBridge({ state: link });
+  }
+
+  /** From the first packet on: a client whose RTP stops has lost its link, whatever ICE says. */
+  #watchMedia(): void {
+    this.#linkWatch = setInterval(() => {
+      const silent = performance.now() - this.#lastRtpAt > LINK_SILENCE_MS;
+      if (silent === this.#mediaSilent) return;
+      this.#mediaSilent = silent;
+      this.#reportLink();
+    }, LINK_CHECK_MS);
+    this.#linkWatch.unref();
+  }
+
+  #tellBridge(change: CallStateChange): void {
+    try {
+      this.#bridge?.onCallState?.(change);
+    } catch (error) {
+      this.#log.warn({ err: error }, "bridge onCallState failed");
+    }
   }
 
   #timer(fn: () => void, ms: number): void {
@@ -362,8 +449,10 @@ export class Call extends EventEmitter<CallEvents> {
         uplink.receive(rtp.header.sequenceNumber, rtp.header.timestamp, rtp.payload);
         if (uplink.stats.lost !== before) metrics.packetsLost.inc(uplink.stats.lost - before);
         if (uplink.stats.late !== late) metrics.packetsLate.inc(uplink.stats.late - late);
+        this.#lastRtpAt = performance.now();
         if (!this.#firstAudio) {
           this.#firstAudio = true;
+          this.#watchMedia();
           this.emit("first_audio");
         }
       });
@@ -456,6 +545,7 @@ export class Call extends EventEmitter<CallEvents> {
       case "connected":
         if (this.#disconnectTimer) clearTimeout(this.#disconnectTimer);
         this.#disconnectTimer = undefined;
+        this.#iceDown = false;
         if (this.#state !== "connected") {
           this.#state = "connected";
           this.connectedAt = performance.now();
@@ -463,9 +553,12 @@ export class Call extends EventEmitter<CallEvents> {
           this.#log.info({ ms: Math.round(this.connectedAt - this.createdAt) }, "call connected");
           this.emit("connected");
         }
+        this.#reportLink();
         return;
       case "disconnected":
         // ICE may come back on its own or through a restart (PATCH); give it a while.
+        this.#iceDown = true;
+        this.#reportLink();
         this.#disconnectTimer ??= setTimeout(
           () => void this.end("ice_failed", "ICE disconnected."),
           DISCONNECTED_GRACE_MS,

@@ -31,6 +31,12 @@ export class ConnectionCap {
     res.once("close", () => entry.requests--);
   }
 
+  /** An upgraded connection (a sideband WebSocket) is busy for as long as it lives: never shed. */
+  hold(socket: Socket): void {
+    const entry = this.#open.get(tcpSocketOf(socket));
+    if (entry) entry.requests++;
+  }
+
   #admit(socket: Socket): void {
     if (this.#open.size >= this.#max) {
       const idle = this.#oldestIdle();

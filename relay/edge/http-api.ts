@@ -1,11 +1,24 @@
 // The relay's HTTP API for the edge (node:http): create a call from an offer and a ticket,
-// ICE-restart it, end it; health, and Prometheus metrics for a bearer of RELAY_METRICS_TOKEN
+// ICE-restart it, end it, attach a sideband WebSocket to it (an upgrade the edge passes on, with
+// a sideband ticket); health, and Prometheus metrics for a bearer of RELAY_METRICS_TOKEN
 // (edge/metrics-endpoint.ts). Requests are authenticated here (tickets, signatures, nonces) with
 // this relay's own key; what a call is and whether it may start is the Relay's.
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import {
+  createServer,
+  STATUS_CODES,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from "node:http";
 import { createServer as createTlsServer } from "node:https";
-import type { AddressInfo } from "node:net";
-import { CLOCK_SKEW_SECONDS, verifyTicket } from "../../protocol/ticket.ts";
+import type { AddressInfo, Socket } from "node:net";
+import { WebSocketServer } from "ws";
+import {
+  MAX_SIDEBAND_MESSAGE_BYTES,
+  MAX_SIDEBANDS_PER_CALL,
+  REALTIME_SUBPROTOCOL,
+} from "../../protocol/sideband.ts";
+import { CLOCK_SKEW_SECONDS, verifySidebandTicket, verifyTicket } from "../../protocol/ticket.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../../protocol/signed-request.ts";
 import {
   CallId,
@@ -22,6 +35,7 @@ import { HttpError } from "./http-error.ts";
 import { HTTP_LIMITS } from "./http-limits.ts";
 import { MetricsEndpoint } from "./metrics-endpoint.ts";
 import { NonceCache } from "./nonce-cache.ts";
+import { SidebandSocket } from "../sideband/sideband-socket.ts";
 
 /** Body caps: an offer plus a session config; an sdpfrag. */
 export const MAX_CREATE_BODY_BYTES = MAX_OFFER_BYTES + 96 * 1024;
@@ -40,6 +54,14 @@ export class RelayHttpApi {
   readonly #key: string;
   /** Ticket nonces, and the nonces of the edge's signed PATCH and DELETE: each accepted once. */
   readonly #nonces = new NonceCache();
+  /** Sideband upgrades; ws closes a frame over the cap with 1009 before buffering it whole. */
+  readonly #sidebandServer = new WebSocketServer({
+    noServer: true,
+    maxPayload: MAX_SIDEBAND_MESSAGE_BYTES,
+    perMessageDeflate: false,
+    // Browsers offer "realtime" (their key rides in another subprotocol, which the edge removes).
+    handleProtocols: (offered) => (offered.has(REALTIME_SUBPROTOCOL) ? REALTIME_SUBPROTOCOL : false),
+  });
 
   /** `key`: this relay's own key (protocol/relay-key.ts). */
   constructor(
@@ -65,6 +87,9 @@ export class RelayHttpApi {
     this.#connections = new ConnectionCap(this.#http, this.#config.httpMaxConnections, () =>
       relay.metrics.httpConnectionsShed.inc(),
     );
+    this.#http.on("upgrade", (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      void this.#upgrade(req, socket, head);
+    });
   }
 
   get port(): number {
@@ -90,6 +115,7 @@ export class RelayHttpApi {
   }
 
   close(): Promise<void> {
+    this.#sidebandServer.close();
     return new Promise<void>((resolve) => {
       this.#http.close(() => resolve());
       this.#http.closeAllConnections();
@@ -195,6 +221,79 @@ export class RelayHttpApi {
     sendJson(res, 201, response, { location: `/calls/${body.call_id}` });
   }
 
+  /**
+   * `GET /calls/{id}/sideband` with `Upgrade: websocket` and a sideband ticket: the edge passing
+   * on an app server's WebSocket. Refusals are HTTP answers in the error envelope, before the
+   * upgrade, so the edge can tell its client why.
+   */
+  async #upgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const relay = this.#relay;
+    socket.on("error", () => {}); // a client gone mid-upgrade is not the relay's problem
+    try {
+      const path = new URL(req.url ?? "/", "http://relay").pathname;
+      const match = /^\/calls\/([^/]+)\/sideband$/.exec(path);
+      if (!match) throw new HttpError(404, "not_found", `No WebSocket route for ${path}.`);
+      if (req.method !== "GET") throw methodNotAllowed("GET");
+      const callId = callIdOf(match[1]!);
+      const ticket = req.headers[TICKET_HEADER.toLowerCase()];
+      const verdict = await verifySidebandTicket(this.#key, typeof ticket === "string" ? ticket : undefined, {
+        callId,
+        relayId: this.#config.relayId,
+        bootId: relay.bootId,
+      });
+      if (!verdict.ok) {
+        throw new HttpError(verdict.code === "ticket_missing" ? 401 : 403, verdict.code, verdict.message, {
+          type: "authentication_error",
+          param: TICKET_HEADER,
+        });
+      }
+      const remembered = this.#nonces.remember(
+        `sideband:${verdict.claims.nonce}`,
+        verdict.claims.exp + CLOCK_SKEW_SECONDS,
+      );
+      if (remembered === "replayed") {
+        throw new HttpError(403, "ticket_replayed", "The ticket has been used already.", {
+          type: "authentication_error",
+          param: TICKET_HEADER,
+        });
+      }
+      if (remembered === "full")
+        throw unavailable("relay_busy", "Too many tickets in flight; retry shortly.");
+      const call = relay.calls.get(callId);
+      if (!call || call.state === "ended") {
+        throw new HttpError(404, "call_not_found", "The call is not live on this relay.", {
+          param: "call_id",
+        });
+      }
+      if (call.sidebands >= MAX_SIDEBANDS_PER_CALL) throw tooManySidebands();
+      this.#connections.hold(socket);
+      this.#sidebandServer.handleUpgrade(req, socket, head, (ws) => {
+        const sideband = new SidebandSocket(ws, {
+          keyId: verdict.claims.key_id,
+          log: this.#log.child({ call_id: callId, key_id: verdict.claims.key_id }),
+          metrics: relay.metrics,
+        });
+        // The call may have ended, or filled, while the handshake was written.
+        const outcome = call.attachSideband(sideband);
+        if (outcome === "attached") {
+          relay.metrics.sidebandsAttached.inc();
+          this.#log.info({ call_id: callId, key_id: verdict.claims.key_id }, "sideband attached");
+          return;
+        }
+        relay.metrics.sidebandsRefused.inc({ code: outcome });
+        sideband.close(outcome === "full" ? 1013 : 1011, `sideband refused: ${outcome}`);
+      });
+    } catch (error) {
+      const known =
+        error instanceof HttpError
+          ? error
+          : (this.#log.error({ err: error }, "sideband upgrade failed"),
+            new HttpError(500, "internal_error", "The relay failed to handle the request."));
+      if (known.code) relay.metrics.sidebandsRefused.inc({ code: known.code });
+      refuseUpgrade(socket, known);
+    }
+  }
+
   async #verifySigned(req: IncomingMessage, path: string, body: string): Promise<void> {
     const header = req.headers[SIGNATURE_HEADER.toLowerCase()];
     const verdict = await verifyRequest(
@@ -265,6 +364,34 @@ function refusal(error: CallRefused): HttpError {
     case "invalid_sdpfrag":
       return new HttpError(400, error.code, error.message, { param: "body" });
   }
+}
+
+function tooManySidebands(): HttpError {
+  return new HttpError(
+    409,
+    "too_many_sidebands",
+    `The call already has ${MAX_SIDEBANDS_PER_CALL} sidebands attached; close one first.`,
+    { param: "call_id" },
+  );
+}
+
+/** An HTTP answer on a socket that asked to upgrade, then the end of it. */
+function refuseUpgrade(socket: Socket, error: HttpError): void {
+  if (!socket.writable) return void socket.destroy();
+  const body = JSON.stringify(error.body());
+  const headers = {
+    "content-type": "application/json",
+    "content-length": String(Buffer.byteLength(body)),
+    connection: "close",
+    ...error.headers,
+  };
+  socket.end(
+    `HTTP/1.1 ${error.status} ${STATUS_CODES[error.status] ?? ""}\r\n` +
+      Object.entries(headers)
+        .map(([name, value]) => `${name}: ${value}\r\n`)
+        .join("") +
+      `\r\n${body}`,
+  );
 }
 
 function methodNotAllowed(allow: string): HttpError {

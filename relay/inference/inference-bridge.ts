@@ -5,6 +5,7 @@
 //  uplink PCM (20 ms) ──▶ [echo suppression, relay VAD] ──▶ input_audio_buffer.append (40 ms, base64)
 //  response.output_audio.delta ──▶ DownlinkPort.push (PlayoutLedger records generated/sent)
 //  oai-events ⇄ client events up (validated) / server events down (audio deltas excepted)
+//  sidebands  ⇄ the same, for app servers attached to the call (relay/sideband/)
 import { performance } from "node:perf_hooks";
 import { assertNever } from "../../protocol/assert-never.ts";
 import {
@@ -19,7 +20,14 @@ import {
   parseServerEvent,
 } from "../../protocol/realtime.ts";
 import type { SessionConfig } from "../../protocol/session.ts";
-import type { CallBridge, CallBridgeFactory, CallContext } from "../bridge.ts";
+import type {
+  CallBridge,
+  CallBridgeFactory,
+  CallContext,
+  CallStateChange,
+  SidebandHandle,
+  SidebandPort,
+} from "../bridge.ts";
 import type { UplinkMonitor, UplinkMonitorHooks } from "../barge-in/uplink-monitor.ts";
 import type { SentFrame } from "../media/downlink.ts";
 import { ProblemLog } from "../log.ts";
@@ -28,6 +36,9 @@ import { FRAME_SAMPLES } from "../media/audio-format.ts";
 import { BargeIn, RELAY_EVENT_PREFIX } from "../barge-in/barge-in.ts";
 import type { InferenceConfig } from "../config.ts";
 import { ModelSession, RECONNECTED_EVENT, type SessionOutcome, forModel } from "./model-session.ts";
+import { SidebandHub } from "../sideband/sideband-hub.ts";
+import { UsageTally } from "./usage-tally.ts";
+import type { ModelUsage } from "../../protocol/relay-api.ts";
 import { UpstreamConnection } from "./upstream-connection.ts";
 
 /** Uplink frames per input_audio_buffer.append: 2 × 20 ms. */
@@ -50,6 +61,27 @@ export const SESSION_CONFIRM_TIMEOUT_MS = 5000;
  */
 export const ERROR_REPLY_BURST = 20;
 export const ERROR_REPLIES_PER_SECOND = 10;
+
+/**
+ * A token bucket for error replies (ERROR_REPLY_BURST, ERROR_REPLIES_PER_SECOND): one for the
+ * data channel, one per sideband, so one source's garbage cannot use up another's replies.
+ */
+export class ErrorReplyBudget {
+  #tokens = ERROR_REPLY_BURST;
+  #refilledAt = performance.now();
+
+  take(): boolean {
+    const now = performance.now();
+    this.#tokens = Math.min(
+      ERROR_REPLY_BURST,
+      this.#tokens + ((now - this.#refilledAt) / 1000) * ERROR_REPLIES_PER_SECOND,
+    );
+    this.#refilledAt = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+}
 
 export interface InferenceBridgeOptions {
   config: InferenceConfig;
@@ -88,14 +120,16 @@ export class InferenceBridge implements CallBridge {
   readonly #problems: ProblemLog;
   #pendingUpstream: HeldEvent[] = [];
   #closed = false;
-  #errorReplyTokens = ERROR_REPLY_BURST;
-  #errorReplyRefilledAt = performance.now();
+  readonly #channelReplies = new ErrorReplyBudget();
+  readonly #sidebands: SidebandHub;
+  readonly #usage = new UsageTally();
 
   constructor(ctx: CallContext, options: InferenceBridgeOptions) {
     this.#ctx = ctx;
     this.#problems = new ProblemLog(ctx.log);
     this.#session = new ModelSession(ctx.session);
     this.#sessionConfirmTimeoutMs = options.sessionConfirmTimeoutMs ?? SESSION_CONFIRM_TIMEOUT_MS;
+    this.#sidebands = new SidebandHub(ctx.callId);
     const metrics = ctx.metrics;
     this.#bargeIn = new BargeIn({
       downlink: ctx.downlink,
@@ -186,12 +220,35 @@ export class InferenceBridge implements CallBridge {
   // ---------------------------------------------------------------------------------------------
 
   onClientMessage(text: string): void {
+    this.#onClientText(text, this.#channelReplies, (error) => this.#emit(error));
+  }
+
+  /**
+   * A sideband's events are the client's: the same validation and handling. Its own mistakes are
+   * answered to it alone; everything the upstream says goes to every listener.
+   */
+  attachSideband(port: SidebandPort): SidebandHandle {
+    const replies = new ErrorReplyBudget();
+    return this.#sidebands.attach(port, (text) =>
+      this.#onClientText(text, replies, (error) => port.send(JSON.stringify(error))),
+    );
+  }
+
+  modelUsage(): { turns: number; model: ModelUsage } {
+    return { turns: this.#usage.turns, model: this.#usage.model };
+  }
+
+  onCallState(change: CallStateChange): void {
+    if (!this.#closed) this.#sidebands.callState(change);
+  }
+
+  #onClientText(text: string, replies: ErrorReplyBudget, reply: (error: ServerEvent) => void): void {
     if (this.#closed) return;
     const parsed = parseClientEvent(text, MAX_CLIENT_EVENT_BYTES);
     switch (parsed.kind) {
       case "invalid":
         this.#ctx.metrics.rejectedClientEvents.inc({ code: parsed.code });
-        if (this.#takeErrorReply()) this.#emit(invalidEventError(parsed));
+        if (replies.take()) reply(invalidEventError(parsed));
         else this.#ctx.metrics.unansweredRejections.inc();
         return;
       case "unknown":
@@ -250,6 +307,8 @@ export class InferenceBridge implements CallBridge {
    */
   #announce(text: string, type: string): void {
     this.#announced = true;
+    // Sidebands hear it too, and one that attaches later is given it as the session so far.
+    this.#sidebands.broadcast(text, type);
     this.#pendingChannel.unshift([text, type]);
     if (this.#ctx.events.open) this.#flushChannel();
   }
@@ -332,6 +391,7 @@ export class InferenceBridge implements CallBridge {
         this.#emitText(text, event.type);
         return;
       case "response.done":
+        this.#usage.add(event.response.usage);
         this.#bargeIn.responseDone(event.response.id);
         this.#emitText(text, event.type);
         return;
@@ -487,26 +547,14 @@ export class InferenceBridge implements CallBridge {
     for (const held of pending) this.#sendUpstream(held.text, held.sessionUpdate);
   }
 
-  /** Token bucket for error replies (ERROR_REPLY_BURST, ERROR_REPLIES_PER_SECOND). */
-  #takeErrorReply(): boolean {
-    const now = performance.now();
-    this.#errorReplyTokens = Math.min(
-      ERROR_REPLY_BURST,
-      this.#errorReplyTokens + ((now - this.#errorReplyRefilledAt) / 1000) * ERROR_REPLIES_PER_SECOND,
-    );
-    this.#errorReplyRefilledAt = now;
-    if (this.#errorReplyTokens < 1) return false;
-    this.#errorReplyTokens -= 1;
-    return true;
-  }
-
   #emit(event: ServerEvent): void {
     this.#emitText(JSON.stringify(event), event.type);
   }
 
-  /** A server event to the client, or held until the data channel opens. */
+  /** A server event to the client (or held until the data channel opens) and to every sideband. */
   #emitText(text: string, type: string): void {
     if (this.#closed) return;
+    this.#sidebands.broadcast(text, type);
     if (this.#ctx.events.open && this.#announced) {
       this.#deliver(text, type);
       return;

@@ -1,5 +1,12 @@
 import { describe, expect, it } from "vitest";
-import { signTicket, verifyTicket, type TicketSubject } from "../../protocol/ticket.ts";
+import {
+  SIDEBAND_TICKET_TTL_SECONDS,
+  signSidebandTicket,
+  signTicket,
+  verifySidebandTicket,
+  verifyTicket,
+  type TicketSubject,
+} from "../../protocol/ticket.ts";
 import { signRequest, verifyRequest } from "../../protocol/signed-request.ts";
 import { deriveRelayKey, RELAY_KEY_PATTERN } from "../../protocol/relay-key.ts";
 
@@ -109,6 +116,47 @@ describe("relay keys", () => {
     ).toMatchObject({
       ok: false,
       code: "ticket_stale_boot",
+    });
+  });
+});
+
+describe("sideband tickets", () => {
+  const target = { callId: subject.callId, relayId: subject.relayId, bootId: subject.bootId };
+  const sign = (options: { nowSeconds?: number } = {}) =>
+    signSidebandTicket(secret, { ...target, keyId: "key_0123456789ab" }, { nowSeconds: now, ...options });
+
+  it("verify for their call, relay and boot, naming the key that attached", async () => {
+    const verdict = await verifySidebandTicket(secret, await sign(), target, now);
+    expect(verdict).toMatchObject({ ok: true, claims: { purpose: "sideband", key_id: "key_0123456789ab" } });
+  });
+
+  it("live SIDEBAND_TICKET_TTL_SECONDS, with the usual clock skew", async () => {
+    const ticket = await sign();
+    const lastGood = now + SIDEBAND_TICKET_TTL_SECONDS + 30;
+    expect((await verifySidebandTicket(secret, ticket, target, lastGood)).ok).toBe(true);
+    expect(await verifySidebandTicket(secret, ticket, target, lastGood + 1)).toMatchObject({
+      code: "ticket_expired",
+    });
+  });
+
+  it.each([
+    ["another call", { callId: "rtc_otherother1" }, "ticket_mismatch"],
+    ["another relay", { relayId: "relay-us-1" }, "ticket_mismatch"],
+    ["another boot", { bootId: "boot-after-restart" }, "ticket_stale_boot"],
+  ])("refuse one moved to %s", async (_name, change, code) => {
+    expect(await verifySidebandTicket(secret, await sign(), { ...target, ...change }, now)).toMatchObject({
+      ok: false,
+      code,
+    });
+  });
+
+  it("and offer tickets do not pass for each other", async () => {
+    const offerTicket = await signTicket(secret, subject, { nowSeconds: now });
+    expect(await verifySidebandTicket(secret, offerTicket, target, now)).toMatchObject({
+      code: "ticket_malformed",
+    });
+    expect(await verifyTicket(secret, await sign(), subject, now)).toMatchObject({
+      code: "ticket_malformed",
     });
   });
 });

@@ -3,7 +3,7 @@
 import { randomBytes } from "node:crypto";
 import { TICKET_HEADER, type Heartbeat } from "../../protocol/relay-api.ts";
 import { deriveRelayKey } from "../../protocol/relay-key.ts";
-import { signTicket } from "../../protocol/ticket.ts";
+import { signSidebandTicket, signTicket } from "../../protocol/ticket.ts";
 
 /** The relay secret of relays the tests start unless told otherwise. */
 export const TEST_SECRET = "test-relay-secret-0123456789";
@@ -47,6 +47,19 @@ export async function ticketFor(
   return signTicket(
     await deriveRelayKey(options.secret ?? TEST_SECRET, relayId),
     { callId, relayId, bootId: options.bootId, offerSdp, session },
+    options,
+  );
+}
+
+/** A sideband ticket as the edge signs it, for the relay's current boot (`bootId`). */
+export async function sidebandTicketFor(
+  callId: string,
+  options: { bootId: string; secret?: string; relayId?: string; keyId?: string; nowSeconds?: number },
+): Promise<string> {
+  const relayId = options.relayId ?? TEST_RELAY_ID;
+  return signSidebandTicket(
+    await deriveRelayKey(options.secret ?? TEST_SECRET, relayId),
+    { callId, relayId, bootId: options.bootId, keyId: options.keyId ?? "key_test" },
     options,
   );
 }

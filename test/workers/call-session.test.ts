@@ -360,3 +360,42 @@ describe("heartbeats that list the relay's live calls (issue 13.2)", () => {
     expect((await heartbeat({ relay_id: relayId, region, call_ids: ids(1001) })).status).toBe(400);
   });
 });
+
+describe("a call's usage", () => {
+  const usage = {
+    audio_in_seconds: 12.3,
+    audio_out_seconds: 8.2,
+    turns: 3,
+    model: { input_tokens: 60, output_tokens: 30, input_token_details: { audio_tokens: 24 } },
+  };
+
+  it("is what the relay reported at the end, shown on the call; null before", async () => {
+    const { callId, relayId } = await connectedCall();
+    expect((await callView(callId)) as unknown as { usage: unknown }).toMatchObject({ usage: null });
+    const ended = { type: "ended" as const, relay_id: relayId, at: at(), reason: "hangup" as const, usage };
+    expect((await relayEvent(callId, ended)).status).toBe(204);
+    expect(await callView(callId)).toMatchObject({ state: "ended", usage });
+  });
+
+  it("arrives after a hangup at the edge too, with the relay's own report of the end", async () => {
+    const { callId, relayId } = await connectedCall();
+    await edge(`/v1/realtime/calls/${callId}/hangup`, { method: "POST", apiKey: API_KEY });
+    const ended = { type: "ended" as const, relay_id: relayId, at: at(), reason: "hangup" as const, usage };
+    expect((await relayEvent(callId, ended)).status).toBe(204);
+    expect(await callView(callId)).toMatchObject({ state: "ended", end_reason: "hangup", usage });
+  });
+
+  it("is refused past its bounds (11 model fields), leaving the call as it was", async () => {
+    const { callId, relayId } = await connectedCall();
+    const model = Object.fromEntries(Array.from({ length: 11 }, (_, i) => [`f_${i}`, 1]));
+    const ended = {
+      type: "ended" as const,
+      relay_id: relayId,
+      at: at(),
+      reason: "hangup" as const,
+      usage: { ...usage, model },
+    };
+    expect((await relayEvent(callId, ended)).status).toBe(400);
+    expect(await callView(callId)).toMatchObject({ state: "connected" });
+  });
+});

@@ -95,6 +95,7 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
   const { callId, stub: session } = newCallSession(env);
   let bound: BoundSession;
   let owner: CallOwner;
+  let project: string | undefined;
   let ledger: ReturnType<typeof secretLedger>;
   if (placedBy.kind === "client_secret") {
     const { claims } = placedBy;
@@ -130,9 +131,11 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
     }
     bound = { session: claim.session, sha256: claims.sessionSha256 };
     owner = { kind: "client_secret", secretId: claims.id };
+    project = claims.project;
   } else {
     bound = placedBy.bound;
     owner = { kind: "api_key", keyId: placedBy.keyId };
+    project = placedBy.keyId;
   }
 
   // RPC retypes the result (tuples become arrays); it is the same plain data.
@@ -140,6 +143,7 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
     session.start({
       callId,
       owner,
+      project,
       relays: candidates.map((r) => ({
         id: r.relay_id,
         region: r.region,
@@ -185,7 +189,7 @@ export async function hangupCall(request: IRequest, env: Env): Promise<Response>
   return new Response(null, { status: 200 });
 }
 
-async function resolveCall(request: IRequest, env: Env) {
+export async function resolveCall(request: IRequest, env: Env) {
   const config = edgeConfig(env);
   const id = CallId.safeParse(request.params.id);
   const stub = id.success ? callSession(env, id.data) : undefined;
@@ -204,7 +208,7 @@ async function callActor(config: EdgeConfig, env: Env, request: Request): Promis
   return { kind: "client_secret", secretId: caller.claims.id };
 }
 
-function unwrap<T>(outcome: Outcome<T>): T {
+export function unwrap<T>(outcome: Outcome<T>): T {
   if (!outcome.ok) throw ApiError.from(outcome.error);
   return outcome.value;
 }

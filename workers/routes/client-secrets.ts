@@ -2,7 +2,7 @@
 // POST /dev/client_secret for the local demo page.
 import type { IRequest } from "itty-router";
 import { z } from "zod";
-import { requireApiKey } from "../auth.ts";
+import { apiKeyId, requireApiKey } from "../auth.ts";
 import { readJson } from "../body.ts";
 import { DEFAULT_TTL_SECONDS, MAX_TTL_SECONDS, MIN_TTL_SECONDS, mintClientSecret } from "../client-secret.ts";
 import { edgeConfig, type EdgeConfig } from "../config.ts";
@@ -31,13 +31,16 @@ export async function createClientSecret(request: IRequest, env: Env): Promise<R
   const timing = timingOf(request);
   const caller = await timing.time("auth", () => requireApiKey(config, request));
   const admitted = timing.time("limit", () => limitApiKey(env, config, caller.keyId));
-  return mint(request, env, config, admitted);
+  return mint(request, env, config, admitted, caller.keyId);
 }
 
 export async function createDevClientSecret(request: IRequest, env: Env): Promise<Response> {
   const config = edgeConfig(env);
   if (!config.dev) throw notFound();
-  return mint(request, env, config, Promise.resolve());
+  // The demo page's secrets belong to the first API key, the one `npm start` prints, so a
+  // server holding it can attach to the demo's calls.
+  const project = await apiKeyId(config.apiKeys[0] ?? "");
+  return mint(request, env, config, Promise.resolve(), project);
 }
 
 /**
@@ -50,6 +53,7 @@ async function mint(
   env: Env,
   config: EdgeConfig,
   admitted: Promise<void>,
+  project: string,
 ): Promise<Response> {
   const timing = timingOf(request);
   const input = readRequest(request, timing);
@@ -58,7 +62,12 @@ async function mint(
   const { bound, ttlSeconds } = await input;
   const ledger = newSecretLedger(env);
   const minted = await timing.time("sign", () =>
-    mintClientSecret(config.signingKeys, { sessionSha256: bound.sha256, ttlSeconds, id: ledger.secretId }),
+    mintClientSecret(config.signingKeys, {
+      sessionSha256: bound.sha256,
+      ttlSeconds,
+      id: ledger.secretId,
+      project,
+    }),
   );
   await timing.time("ledger", () =>
     ledger.stub.issue(bound.session, bound.sha256, minted.claims.expiresAt * 1000),
