@@ -187,7 +187,7 @@ describe("the sideband through the edge", () => {
       socket.once("error", reject);
     });
     expect(socket.protocol).toBe("realtime");
-    expect(first.type).toBe("session.updated");
+    expect(first.type).toBe("session.created");
   });
 
   it("hears the caller hang up", async () => {

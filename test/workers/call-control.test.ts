@@ -30,7 +30,7 @@ describe("accept, reject and refer on a WebRTC call", () => {
     const cases: [string, unknown, number, string, string | null][] = [
       ["accept", {}, 400, "missing_required_parameter", "type"],
       ["accept", { type: "transcription" }, 400, "invalid_value", "type"],
-      ["accept", { type: "realtime", instructions: 7 }, 400, "invalid_value", "instructions"],
+      ["accept", { type: "realtime", instructions: 7 }, 400, "invalid_type", "instructions"],
       ["accept", { type: "realtime", instructions: "Be brief." }, 400, "call_not_sip", "call_id"],
       ["reject", { status_code: 299 }, 400, "invalid_value", "status_code"],
       ["reject", { status_code: 700 }, 400, "invalid_value", "status_code"],

@@ -77,7 +77,7 @@ describe("sideband at the relay", () => {
     const client = await liveCall();
     const sideband = await attach(client.callId);
     await sideband.opened;
-    expect((await sideband.waitFor("session.updated")).session).toMatchObject({ type: "realtime" });
+    expect((await sideband.waitFor("session.created")).session).toMatchObject({ type: "realtime" });
     expect(await sideband.waitFor("earshot.call.state")).toMatchObject({
       call_id: client.callId,
       state: "connected",
@@ -202,7 +202,7 @@ describe("sideband at the relay", () => {
     expect(
       (await sideband.waitFor("error", (e) => (e.error as { event_id?: string }).event_id === "evt_bad"))
         .error,
-    ).toMatchObject({ code: "invalid_value", param: "content_index" });
+    ).toMatchObject({ code: "missing_required_parameter", param: "content_index" });
     // Exactly the data channel's event limit is handled; one byte more is refused by name.
     const sized = (bytes: number, marker: string) => {
       const head = `{"type":"conversation.item.create","event_id":"${marker}","item":{"type":"message","role":"user","content":[{"type":"input_text","text":"`;
