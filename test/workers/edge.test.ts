@@ -39,6 +39,19 @@ describe("errors", () => {
     });
   });
 
+  it("the beta session endpoints are not served: 404 with the envelope (mint with client_secrets)", async () => {
+    for (const path of ["/v1/realtime/sessions", "/v1/realtime/transcription_sessions"]) {
+      const response = await edge(path, {
+        method: "POST",
+        apiKey: "sk_test_primary",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "gpt-realtime" }),
+      });
+      expect(response.status, path).toBe(404);
+      expect((await errorOf(response)).code, path).toBe("not_found");
+    }
+  });
+
   it("a misconfigured edge answers 500 with a generic message and no detail", async () => {
     const response = await edgeWith({ EARSHOT_SIGNING_KEYS: "short:key" }, "/v1/realtime/client_secrets", {
       method: "POST",

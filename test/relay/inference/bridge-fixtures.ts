@@ -101,9 +101,12 @@ export class RecordingChannel implements EventChannelPort {
   maxMessageBytes = 0;
   readonly #log = new EventLog<ChannelEvent>();
   readonly events = this.#log.events;
+  /** Every message as sent, for byte-for-byte checks. */
+  readonly texts: string[] = [];
 
   send(text: string): EventSendResult {
     if (this.maxMessageBytes > 0 && Buffer.byteLength(text) > this.maxMessageBytes) return "too_large";
+    this.texts.push(text);
     this.#log.push(JSON.parse(text) as ChannelEvent);
     return "sent";
   }

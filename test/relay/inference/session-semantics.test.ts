@@ -359,6 +359,59 @@ describe("against an upstream that answers as OpenAI's server does", () => {
   });
 });
 
+describe("server events the relay does not act on", () => {
+  it("reach the client as the model sent them, byte for byte, in order (rate limits, text, function calls, transcription, vendor events)", async () => {
+    const upstream = await scripted();
+    const { call } = start(upstream.url);
+    await call.channel.waitFor("session.created");
+    const sent = [
+      {
+        type: "rate_limits.updated",
+        event_id: "event_a",
+        rate_limits: [{ name: "tokens", limit: 100, remaining: 99, reset_seconds: 1.5 }],
+      },
+      {
+        type: "response.output_text.delta",
+        event_id: "event_b",
+        response_id: "resp_1",
+        item_id: "item_1",
+        output_index: 0,
+        content_index: 0,
+        delta: "Hi",
+      },
+      {
+        type: "response.function_call_arguments.done",
+        event_id: "event_c",
+        response_id: "resp_1",
+        item_id: "item_2",
+        output_index: 1,
+        call_id: "call_1",
+        name: "get_weather",
+        arguments: '{"city":"Oslo"}',
+      },
+      {
+        type: "conversation.item.input_audio_transcription.completed",
+        event_id: "event_d",
+        item_id: "item_0",
+        content_index: 0,
+        transcript: "hello",
+      },
+      {
+        type: "input_audio_buffer.timeout_triggered",
+        event_id: "event_e",
+        audio_start_ms: 0,
+        audio_end_ms: 5000,
+        item_id: "item_3",
+      },
+      { type: "vendor.something_new", event_id: "event_f", detail: { nested: [1, 2, 3] } },
+    ];
+    const texts = sent.map((event) => JSON.stringify(event));
+    for (const text of texts) upstream.connections[0]!.socket.send(text);
+    await call.channel.waitFor("vendor.something_new");
+    expect(call.channel.texts.slice(-texts.length)).toEqual(texts);
+  });
+});
+
 describe("against the built-in agent", () => {
   it("session.created is the minted session; the SDK's own update is the first session.updated", async () => {
     const { call, bridge } = start(agent.url, MINTED, { openChannel: false });
