@@ -36,6 +36,8 @@ export interface ClassResult {
 export interface TurnTakingResult {
   configs: Partial<Record<TurnConfig, Partial<Record<StimulusClass, ClassResult>>>>;
   failures: Partial<Record<TurnConfig, { name: string; class: StimulusClass; bargedIn: boolean; ms: number }[]>>;
+  /** Trials that did not run to the end (no reply heard, say): not counted above. */
+  errors: Partial<Record<TurnConfig, { name: string; class: StimulusClass; error: string }[]>>;
   load: string;
 }
 
@@ -56,18 +58,24 @@ export async function runTurnTaking(
   const log = options.log ?? (() => {});
   const set = await evaluationSet("bench");
   const trials = set.trials.filter((t) => !options.only || options.only.includes(t.class));
-  const result: TurnTakingResult = { configs: {}, failures: {}, load: loadAverage() };
+  const result: TurnTakingResult = { configs: {}, failures: {}, errors: {}, load: loadAverage() };
   for (const config of options.configs ?? (["defaults", "vad-only"] as TurnConfig[])) {
     const agent = await AgentServer.start({ port: 0, speed: 4 });
     const relay = await startBenchRelay({ inferenceUrl: agent.url, env: TURN_CONFIGS[config] });
     const byClass = new Map<StimulusClass, TrialResult[]>();
     const failures: NonNullable<TurnTakingResult["failures"][TurnConfig]> = [];
+    const errors: NonNullable<TurnTakingResult["errors"][TurnConfig]> = [];
     try {
       for (let r = 0; r < (options.repeat ?? 1); r++)
         for (const trial of trials) {
           const client = await connectTurnClient(relay.url, {}, { secret: BENCH_SECRET, relayId: relay.relayId });
           try {
-            const outcome = await playTrial(client, trial);
+            const outcome = await playTrial(client, trial).catch((error: unknown) => {
+              errors.push({ name: trial.name, class: trial.class, error: String(error) });
+              log(`${config} ${trial.class} ${trial.name}: ERROR ${String(error)}`);
+              return null;
+            });
+            if (!outcome) continue;
             byClass.set(trial.class, [...(byClass.get(trial.class) ?? []), outcome]);
             const wrong = outcome.bargedIn !== SHOULD_BARGE_IN.has(trial.class);
             if (wrong) failures.push({ name: trial.name, class: trial.class, bargedIn: outcome.bargedIn, ms: Math.round(outcome.onsetToLastPacketMs) });
@@ -82,6 +90,7 @@ export async function runTurnTaking(
     }
     result.configs[config] = Object.fromEntries([...byClass].map(([k, v]) => [k, classSummary(v)]));
     result.failures[config] = failures;
+    result.errors[config] = errors;
   }
   result.load = `${result.load} → ${loadAverage()}`;
   return result;

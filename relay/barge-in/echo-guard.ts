@@ -13,9 +13,13 @@
 // is "echo only" when its level is within ECHO_MARGIN of the echo predicted from the reference at
 // that delay; such frames go upstream as silence and cannot start a relay barge-in. The user
 // talking over the assistant is louder than the echo alone and passes. For the first frames of a
-// reply, before the echo path can be measured, a frame counts as echo unless it is louder than
-// the assistant's own audio. If the envelopes do not correlate (a client with working AEC, or the
-// user alone), nothing is suppressed.
+// reply, before the echo path can be measured, every delay is a candidate, bounded by what the
+// uplink showed at that delay so far: a clean uplink (no echo at all) bounds every delay to
+// nothing within a few frames, so a user talking over the reply is heard at once; only the
+// delays that have no evidence yet assume an echo as loud as what was played. (Before issue 20
+// every frame of that phase, up to a second, was echo unless louder than the loudest assistant
+// frame: a user interrupting early in a reply waited for the model's own VAD.) If the envelopes
+// do not correlate (a client with working AEC, or the user alone), nothing is suppressed.
 //
 // Trade-off (documented): in double talk the user must be at least ECHO_MARGIN (6 dB) above
 // their own echo to be heard during the assistant's reply; with the echo at full level that
@@ -39,6 +43,22 @@ const MIN_MEASURED = 8;
 /** An "echo" louder than 1.5× what was played is not an echo (3.5 dB of headroom for AGC). */
 const MAX_GAIN = 1.5;
 const GAIN_PERCENTILE = 0.3;
+/** Frames at one delay before the uplink's record at that delay bounds the unmeasured echo. */
+const MIN_EVIDENCE = 1;
+
+/** Why the guard called a frame what it did (metrics: relay/metrics.ts echoGuardFrames). */
+export type EchoDecision =
+  /** No assistant audio within the echo path's reach, or the frame is below the noise floor. */
+  | "no_reference"
+  | "silent"
+  /** Path measured: within ECHO_MARGIN of the predicted echo, or louder (the user). */
+  | "echo"
+  | "user"
+  /** Envelopes do not correlate (a client with echo cancellation): not the assistant. */
+  | "uncorrelated"
+  /** Path not measured yet (a reply's first frames): judged against every delay's evidence. */
+  | "unmeasured_echo"
+  | "unmeasured_user";
 
 /** The 20 ms slot of the relay's clock that a time (performance.now() ms) falls in. */
 export function slotOf(timeMs: number): number {
@@ -61,6 +81,7 @@ export class EchoGuard {
   /** The last decision's estimate, for tests and tuning. */
   lastDelayFrames = -1;
   lastGain = 0;
+  lastDecision: EchoDecision = "no_reference";
 
   /**
    * The amplitude (RMS) of the assistant audio the pacer sent in `slot`. Slots never filed are
@@ -91,8 +112,14 @@ export class EchoGuard {
     this.#uplinkSlot[i] = t;
     this.#uplink[i] = uplink;
     // No assistant audio within the echo path's reach: nothing to suppress.
-    if (t - this.#lastReferenceSlot > MAX_LAG + 2) return false;
-    if (uplink <= NOISE_FLOOR) return false;
+    if (t - this.#lastReferenceSlot > MAX_LAG + 2) {
+      this.lastDecision = "no_reference";
+      return false;
+    }
+    if (uplink <= NOISE_FLOOR) {
+      this.lastDecision = "silent";
+      return false;
+    }
 
     let bestLag = -1;
     let bestCorrelation = 0;
@@ -134,21 +161,53 @@ export class EchoGuard {
     }
     const gain = measured > 0 ? this.#percentile(measured, GAIN_PERCENTILE) : 0;
     this.lastGain = gain;
-    // The reply just started: its echo path is not measured yet. Assume the worst (unit gain,
-    // any delay): only a user louder than the assistant's own audio is the user.
+    // The reply just started: its echo path is not measured yet.
     if (measured < MIN_MEASURED || t - this.#referenceOnsetSlot < Math.max(bestLag, 0) + MIN_MEASURED) {
-      let loudest = 0;
-      for (let k = 0; k <= MAX_LAG; k++) loudest = Math.max(loudest, this.#referenceAt(t - k));
-      return uplink <= loudest;
+      this.lastDecision = this.#explainedByAnyPath(t, uplink) ? "unmeasured_echo" : "unmeasured_user";
+      return this.lastDecision === "unmeasured_echo";
     }
     // Not correlated, or an "echo" louder than what was played: this is not the assistant.
-    if (bestCorrelation < MIN_CORRELATION || gain > MAX_GAIN) return false;
+    if (bestCorrelation < MIN_CORRELATION || gain > MAX_GAIN) {
+      this.lastDecision = "uncorrelated";
+      return false;
+    }
     // The reference level around the delay (±2 frames: the pacer, the network, the client's
     // playout and its microphone are not in step).
     let around = 0;
     for (let d = -2; d <= 2 && d <= bestLag; d++)
       around = Math.max(around, this.#referenceAt(t - bestLag + d));
-    return uplink <= ECHO_MARGIN * gain * around;
+    this.lastDecision = uplink <= ECHO_MARGIN * gain * around ? "echo" : "user";
+    return this.lastDecision === "echo";
+  }
+
+  /**
+   * Before the echo path is measured: could ANY echo path explain this frame? Every delay is a
+   * candidate, but each is judged by what the uplink already showed at that delay: the ratio of
+   * uplink to reference on the frames before this one (the smallest, scaled by ECHO_MARGIN) is
+   * the most that delay's echo can be. A clean uplink (a client with echo cancellation, or the
+   * user alone) shows near nothing at every delay within a few frames of the reply's start, so
+   * the user who then talks over the reply is heard at once. Only delays with fewer than
+   * MIN_EVIDENCE frames of evidence (the reply's first frames, reaching the microphone just now)
+   * are assumed the worst: an echo as loud as what was played.
+   */
+  #explainedByAnyPath(t: number, uplink: number): boolean {
+    for (let lag = 0; lag <= MAX_LAG; lag++) {
+      const r = this.#referenceAt(t - lag);
+      if (r <= NOISE_FLOOR) continue;
+      let evidence = 0;
+      let ratios = 0;
+      for (let k = 1; k <= WINDOW; k++) {
+        const earlier = this.#referenceAt(t - k - lag);
+        if (earlier <= NOISE_FLOOR * 4 || !this.#uplinkKnown(t - k)) continue;
+        evidence++;
+        ratios += this.#uplinkAt(t - k) / earlier;
+      }
+      // The mean ratio: the echo's misalignment at word edges only lowers a few ratios, the
+      // user's own earlier speech only raises them (then more is called echo, the safe side).
+      const gain = evidence >= MIN_EVIDENCE ? Math.min((ECHO_MARGIN * ratios) / evidence, MAX_GAIN) : 1;
+      if (uplink <= gain * r) return true;
+    }
+    return false;
   }
 
   /** Slots from the last non-silent reference to `slot` (tests). */
@@ -171,6 +230,10 @@ export class EchoGuard {
   #uplinkAt(slot: number): number {
     const i = at(slot);
     return this.#uplinkSlot[i] === slot ? this.#uplink[i]! : 0;
+  }
+
+  #uplinkKnown(slot: number): boolean {
+    return this.#uplinkSlot[at(slot)] === slot;
   }
 
   #referenceAt(slot: number): number {

@@ -25,6 +25,7 @@ import { ProblemLog } from "../log.ts";
 import type { RelayMetrics } from "../metrics.ts";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
 import { BargeIn, RELAY_EVENT_PREFIX } from "../barge-in/barge-in.ts";
+import { TurnPolicy } from "../barge-in/turn-policy.ts";
 import type { InferenceConfig } from "../config.ts";
 import { UpstreamConnection } from "./upstream-connection.ts";
 
@@ -55,6 +56,7 @@ export class InferenceBridge implements CallBridge {
   readonly #upstream: UpstreamConnection;
   readonly #bargeIn: BargeIn;
   readonly #monitor: UplinkMonitor | null;
+  readonly #turns: TurnPolicy;
 
   // Uplink batch: reused for every append, no per-frame allocation.
   readonly #batch = new Int16Array(FRAME_SAMPLES * FRAMES_PER_APPEND);
@@ -81,14 +83,18 @@ export class InferenceBridge implements CallBridge {
       sendUpstream: (event) => this.#sendUpstream(JSON.stringify(event)),
       emit: (event) => this.#emit(event),
     });
+    // The session's turn settings decide whether the relay's VAD may interrupt at all.
     this.#monitor =
       options.uplinkMonitor?.(
         {
-          assistantActive: () => this.#bargeIn.assistantActive,
+          assistantActive: () => this.#turns.relayMayInterrupt && this.#bargeIn.assistantActive,
+          onSpeechStart: () => this.#bargeIn.hold(),
+          onSpeechEnd: () => this.#bargeIn.resume(),
           onSpeech: () => this.#bargeIn.trigger("relay_vad"),
         },
         metrics,
       ) ?? null;
+    this.#turns = new TurnPolicy(this.#monitor?.detectsSpeech ?? false, ctx.session);
     this.#upstream = new UpstreamConnection(options.config, {
       onOpen: (reconnected) => this.#onUpstreamOpen(reconnected),
       onMessage: (text) => this.#onUpstreamMessage(text),
@@ -178,8 +184,11 @@ export class InferenceBridge implements CallBridge {
         this.#bargeIn.trigger("client_clear");
         return;
       case "session.update":
-        // The relay carries audio as PCM16 24 kHz whatever the client asks for.
-        this.#sendUpstream(JSON.stringify({ ...event, session: withRelayAudio(event.session) }));
+        // The relay carries audio as PCM16 24 kHz whatever the client asks for; its turn policy
+        // may own interruption (turn-policy.ts).
+        this.#sendUpstream(
+          JSON.stringify({ ...event, session: withRelayAudio(this.#turns.toUpstream(event.session, false)) }),
+        );
         return;
       case "input_audio_buffer.append":
       case "input_audio_buffer.commit":
@@ -232,7 +241,7 @@ export class InferenceBridge implements CallBridge {
       JSON.stringify({
         type: "session.update",
         event_id: RELAY_EVENT_PREFIX + newId("event"),
-        session: withRelayAudio(this.#ctx.session),
+        session: withRelayAudio(this.#turns.toUpstream(this.#ctx.session, true)),
       }),
     );
     if (reconnected) this.#ctx.log.info("upstream reconnected, new model session");
@@ -263,7 +272,7 @@ export class InferenceBridge implements CallBridge {
         this.#onAudioDelta(event.response_id, event.item_id, event.content_index, event.delta);
         return; // audio never goes down the data channel
       case "input_audio_buffer.speech_started":
-        this.#bargeIn.trigger("upstream_vad");
+        if (this.#turns.upstreamMayInterrupt) this.#bargeIn.trigger("upstream_vad");
         this.#emitText(text, event.type);
         return;
       case "response.created":
@@ -285,8 +294,10 @@ export class InferenceBridge implements CallBridge {
         this.#emitText(text, event.type);
         return;
       }
-      case "session.created":
       case "session.updated":
+        this.#emitText(this.#turns.fromUpstream(text, event.session), event.type);
+        return;
+      case "session.created":
       case "input_audio_buffer.speech_stopped":
       case "input_audio_buffer.committed":
       case "input_audio_buffer.cleared":

@@ -139,6 +139,12 @@ export function noiseBed(dbfsRms: number, ms: number, seed = 4): Int16Array {
   return scaleTo(out, 32768 * 10 ** (dbfsRms / 20), true);
 }
 
+/**
+ * The noise bed's level: a quiet room or a laptop fan at the microphone. (At -45 dBFS the
+ * built-in agent's energy VAD, threshold 0.5 = -40 dBFS onset, takes the bed for speech.)
+ */
+export const BED_DBFS = -52;
+
 export interface EvaluationSet {
   trials: Trial[];
   /** The sentence the interruptions use most, for single-trial tests. */
@@ -215,11 +221,11 @@ export async function evaluationSet(size: "test" | "bench" = "bench"): Promise<E
 
   // Noise beds under a sample of everything above.
   if (bench) {
-    const bedded = trials.filter((_, i) => i % 3 === 0).map((t) => ({ ...t, name: `${t.name} + bed -45 dBFS`, bedDbfs: -45 }));
+    const bedded = trials.filter((_, i) => i % 3 === 0).map((t) => ({ ...t, name: `${t.name} + bed ${BED_DBFS} dBFS`, bedDbfs: BED_DBFS }));
     trials.push(...bedded);
   } else {
-    add({ name: `"wait, stop" + echo + bed -45 dBFS`, class: "double_talk", stimulus: interruptions["wait, stop"], stimulusGainDb: 0, startAfterMs: 800, echo: echoPaths[0]!, bedDbfs: -45 });
-    add({ name: `echo + bed -45 dBFS`, class: "echo", stimulus: null, stimulusGainDb: 0, startAfterMs: 600, echo: echoPaths[1]!, bedDbfs: -45 });
+    add({ name: `"wait, stop" + echo + bed ${BED_DBFS} dBFS`, class: "double_talk", stimulus: interruptions["wait, stop"], stimulusGainDb: 0, startAfterMs: 800, echo: echoPaths[0]!, bedDbfs: BED_DBFS });
+    add({ name: `echo + bed ${BED_DBFS} dBFS`, class: "echo", stimulus: null, stimulusGainDb: 0, startAfterMs: 600, echo: echoPaths[1]!, bedDbfs: BED_DBFS });
   }
   return { trials, interruption: interruptions["wait, stop"], backchannels };
 }
@@ -311,6 +317,8 @@ export class TurnClient extends TestPeer {
   startMicrophone(options: { echo?: EchoPath | null; bedDbfs?: number | null } = {}): void {
     this.#echo = options.echo ?? null;
     this.#bed = options.bedDbfs != null ? noiseBed(options.bedDbfs, 10_000) : null;
+    // Already running: the RTP clock runs on (a microphone does not restart its timeline).
+    if (this.#timer) return;
     this.#origin = performance.now();
     this.#ticks = 0;
     const tick = () => {
@@ -372,7 +380,7 @@ export class TurnClient extends TestPeer {
     this.transceiver.sender.sendRtp(this.rtpPacket(payload)).catch(() => {});
   }
 
-  async close(): Promise<void> {
+  override async close(): Promise<void> {
     this.stopMicrophone();
     await super.close();
   }
@@ -445,4 +453,16 @@ export async function connectTurnClient(
   await client.channelOpen();
   await client.waitEvent("session.updated");
   return client;
+}
+
+/** Ms of assistant audio above -40 dBFS the client heard arrive between `from` and `to` (performance.now()). */
+export function voicedHeardMs(client: TurnClient, from: number, to: number): number {
+  let voiced = 0;
+  for (const h of client.heard) if (h.at >= from && h.at < to && dbfs(h.pcm) > -40) voiced += 20;
+  return voiced;
+}
+
+/** The last assistant packet heard (its arrival time), or NaN. */
+export function lastHeardAt(client: TurnClient): number {
+  return client.heard.at(-1)?.at ?? NaN;
 }
