@@ -20,6 +20,10 @@
 // every frame of that phase, up to a second, was echo unless louder than the loudest assistant
 // frame: a user interrupting early in a reply waited for the model's own VAD.) If the envelopes
 // do not correlate (a client with working AEC, or the user alone), nothing is suppressed.
+// And when the uplink has shown, a few times in the last 3 s, only its noise floor while the
+// assistant's audio filled the whole reach of the echo path, the uplink carries no audible echo
+// (browsers cancel echo by default): then nothing is suppressed and the user is heard from the
+// first frame, whatever the envelopes happen to correlate with.
 //
 // Trade-off (documented): in double talk the user must be at least ECHO_MARGIN (6 dB) above
 // their own echo to be heard during the assistant's reply; with the echo at full level that
@@ -46,11 +50,22 @@ const GAIN_PERCENTILE = 0.3;
 /** Frames at one delay before the uplink's record at that delay bounds the unmeasured echo. */
 const MIN_EVIDENCE = 1;
 
+/**
+ * Echo-free evidence, per delay: a frame in which the uplink stayed at its noise floor while the
+ * assistant's audio at that delay was audible. A delay with EVIDENCE_NEEDED such frames within
+ * the last EVIDENCE_FRAMES (3 s) carries no audible echo.
+ */
+const EVIDENCE_FRAMES = 150;
+/** How fast the uplink's noise-floor estimate may rise per frame (about 10 % a second). */
+const FLOOR_RISE = 1.002;
+
 /** Why the guard called a frame what it did (metrics: relay/metrics.ts echoGuardFrames). */
 export type EchoDecision =
   /** No assistant audio within the echo path's reach, or the frame is below the noise floor. */
   | "no_reference"
   | "silent"
+  /** The uplink showed no echo where the assistant's audio would have put one: the user. */
+  | "clean"
   /** Path measured: within ECHO_MARGIN of the predicted echo, or louder (the user). */
   | "echo"
   | "user"
@@ -82,6 +97,10 @@ export class EchoGuard {
   lastDelayFrames = -1;
   lastGain = 0;
   lastDecision: EchoDecision = "no_reference";
+  /** Per delay, the last two slots that showed it free of echo (echo-free evidence). */
+  readonly #clearAt = new Float64Array(MAX_LAG + 1).fill(-Infinity);
+  readonly #clearBefore = new Float64Array(MAX_LAG + 1).fill(-Infinity);
+  #uplinkFloor = NOISE_FLOOR;
 
   /**
    * The amplitude (RMS) of the assistant audio the pacer sent in `slot`. Slots never filed are
@@ -116,8 +135,29 @@ export class EchoGuard {
       this.lastDecision = "no_reference";
       return false;
     }
+    // The uplink's noise floor (a bed of room noise is not an echo), and echo-free evidence.
+    this.#uplinkFloor = Math.max(NOISE_FLOOR, Math.min(uplink, this.#uplinkFloor * FLOOR_RISE));
+    if (uplink <= 2 * this.#uplinkFloor) {
+      for (let lag = 0; lag <= MAX_LAG; lag++) {
+        if (this.#referenceAt(t - lag) <= NOISE_FLOOR * 4) continue;
+        this.#clearBefore[lag] = this.#clearAt[lag]!;
+        this.#clearAt[lag] = t;
+      }
+    }
     if (uplink <= NOISE_FLOOR) {
       this.lastDecision = "silent";
+      return false;
+    }
+    // Clean: no delay at which the assistant's audio could account for this frame (even at the
+    // full level it was played) has shown an echo lately. Only a reply's first frames, reaching
+    // the microphone just now at the delay that lines them up with this frame, are unproven.
+    let clean = true;
+    for (let lag = 0; lag <= MAX_LAG && clean; lag++) {
+      if (this.#referenceAt(t - lag) < uplink) continue;
+      if (t - this.#clearBefore[lag]! > EVIDENCE_FRAMES) clean = false;
+    }
+    if (clean) {
+      this.lastDecision = "clean";
       return false;
     }
 

@@ -24,8 +24,11 @@ const SPEECH_PROBABILITY = 0.5;
 const ONSET_CHUNKS = 2;
 /** Speech needed before a held reply is interrupted (RELAY_BARGE_IN_MIN_SPEECH_MS's default). */
 export const DEFAULT_MIN_SPEECH_MS = 480;
-/** Non-speech after which speech that did not reach the minimum was not an interruption. */
-export const RESUME_SILENCE_MS = 160;
+/**
+ * Non-speech after which speech that did not reach the minimum was not an interruption. Longer
+ * than the pause at a comma ("Wait, stop, I have…"), which must not let the reply resume.
+ */
+export const RESUME_SILENCE_MS = 320;
 /** Echo-guard decision counts are added to the metrics this often (frames), not per frame. */
 const DECISION_FLUSH_FRAMES = 250;
 /** Energy fallback: frames above this level (dBFS) count as speech. */
@@ -208,6 +211,7 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   readonly #decisions: Record<EchoDecision, number> = {
     no_reference: 0,
     silent: 0,
+    clean: 0,
     echo: 0,
     user: 0,
     uncorrelated: 0,
@@ -240,6 +244,12 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   /** Echo-only verdicts of the frames in the chunk being collected: a chunk of echo is not the user. */
   #chunkHasUser = false;
   #pendingHasUser = false;
+  /**
+   * Audible frames in the chunk, echo or not. Once the reply is held nothing new is played, so
+   * an echo dies out within the echo path's delay; speech that goes on is the user, even where
+   * the guard (its estimate thrown by the user's own voice) calls it echo.
+   */
+  #chunkAudible = false;
   #pendingReady = false;
   #closed = false;
 
@@ -305,6 +315,7 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     }
     // Silence is not the user either: only audible frames the echo does not explain count.
     this.#chunkHasUser ||= !echoOnly && amplitude > USER_FLOOR;
+    this.#chunkAudible ||= amplitude > USER_FLOOR;
     const n = this.#resampler.process(pcm, this.#resampled);
     for (let i = 0; i < n; i++) {
       this.#chunk[this.#chunkLength++] = this.#resampled[i]! / 32768;
@@ -324,8 +335,9 @@ export class RelayUplinkMonitor implements UplinkMonitor {
 
   /** Runs Silero on the completed chunk; one inference in flight, the newest chunk waits. */
   #submit(): void {
-    const hasUser = this.#chunkHasUser;
+    const hasUser = this.#chunkHasUser || (this.#speaking && this.#chunkAudible);
     this.#chunkHasUser = false;
+    this.#chunkAudible = false;
     if (this.#running) {
       // The previous inference is still out: keep only the newest chunk (speech onsets are
       // what matter, and stale chunks would only delay them).
