@@ -56,6 +56,8 @@ const MIN_EVIDENCE = 1;
  * the last EVIDENCE_FRAMES (3 s) carries no audible echo.
  */
 const EVIDENCE_FRAMES = 150;
+/** The weakest echo that matters (-30 dB): evidence needs audio loud enough to show it. */
+const MIN_ECHO_GAIN = 0.03;
 /** How fast the uplink's noise-floor estimate may rise per frame (about 10 % a second). */
 const FLOOR_RISE = 1.002;
 
@@ -138,8 +140,10 @@ export class EchoGuard {
     // The uplink's noise floor (a bed of room noise is not an echo), and echo-free evidence.
     this.#uplinkFloor = Math.max(NOISE_FLOOR, Math.min(uplink, this.#uplinkFloor * FLOOR_RISE));
     if (uplink <= 2 * this.#uplinkFloor) {
+      // Only audio whose weakest echo would stand clearly above the floor proves anything.
+      const loudEnough = (2 * this.#uplinkFloor) / MIN_ECHO_GAIN;
       for (let lag = 0; lag <= MAX_LAG; lag++) {
-        if (this.#referenceAt(t - lag) <= NOISE_FLOOR * 4) continue;
+        if (this.#referenceAt(t - lag) <= loudEnough) continue;
         this.#clearBefore[lag] = this.#clearAt[lag]!;
         this.#clearAt[lag] = t;
       }

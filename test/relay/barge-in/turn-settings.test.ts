@@ -71,8 +71,11 @@ async function expectReplyStops(client: TurnClient, onset: number): Promise<void
   await new Promise((r) => setTimeout(r, 600));
   expect(lastHeardAt(client) - onset).toBeLessThan(300);
   expect(voicedHeardMs(client, onset + 300, onset + 5000)).toBe(0);
+  // The model's memory of the reply ends where the user stopped hearing it (800 ms heard, then
+  // the reaction time), not at the 4.6 s it generated.
   const truncated = await client.waitEvent("conversation.item.truncated");
   expect(truncated.audio_end_ms).toBeGreaterThan(700);
+  expect(truncated.audio_end_ms).toBeLessThan(1500);
 }
 
 describe("the session's turn settings win", () => {
@@ -80,8 +83,6 @@ describe("the session's turn settings win", () => {
     const client = await call();
     const onset = await talkOverReply(client);
     await expectReplyStops(client, onset);
-    const done = await client.waitEvent("response.done");
-    expect((done.response as { status: string }).status).toBe("cancelled");
   }, 40_000);
 
   it("interrupt_response: false: the reply plays on; the model still hears the turn", async () => {
