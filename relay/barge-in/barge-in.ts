@@ -44,6 +44,11 @@ export interface BargeInPorts {
 /** Prefix of event ids the relay itself sends upstream, so errors they provoke are recognised. */
 export const RELAY_EVENT_PREFIX = "event_relay_";
 const REMEMBERED = 64;
+/**
+ * Longest a reply stays held without the VAD deciding: the uplink may stop (a muted microphone,
+ * DTX, a lost connection) between the onset and the decision, and a held reply must not hang.
+ */
+export const MAX_HOLD_MS = 2000;
 
 interface AudioItem {
   responseId: string;
@@ -59,6 +64,7 @@ export class BargeIn {
   readonly #cancelledItems = new Set<string>();
   readonly #itemResponse = new Map<string, string>();
   #held = false;
+  #holdTimer: NodeJS.Timeout | undefined;
 
   constructor(ports: BargeInPorts) {
     this.#ports = ports;
@@ -107,6 +113,7 @@ export class BargeIn {
     if (this.#held || downlink.queuedMs === 0) return false;
     this.#held = true;
     downlink.hold(true);
+    this.#holdTimer = setTimeout(() => this.resume(), MAX_HOLD_MS);
     return true;
   }
 
@@ -114,8 +121,15 @@ export class BargeIn {
   resume(): void {
     if (!this.#held) return;
     this.#held = false;
+    clearTimeout(this.#holdTimer);
     this.#ports.downlink.hold(false);
     this.#ports.metrics.bargeInHolds.inc({ outcome: "resumed" });
+  }
+
+  /** The call is closing: no timer may outlive it. */
+  close(): void {
+    clearTimeout(this.#holdTimer);
+    this.#held = false;
   }
 
   /** Returns true if it interrupted something. */
@@ -123,6 +137,7 @@ export class BargeIn {
     const { downlink } = this.#ports;
     if (this.#held) {
       this.#held = false;
+      clearTimeout(this.#holdTimer);
       downlink.hold(false);
       this.#ports.metrics.bargeInHolds.inc({ outcome: trigger === "relay_vad" ? "interrupted" : "superseded" });
     }

@@ -426,6 +426,7 @@ export class InferenceBridge implements CallBridge {
     if (this.#closed) return;
     this.#closed = true;
     this.#problems.flush();
+    this.#bargeIn.close();
     this.#monitor?.close();
     this.#upstream.close();
     this.#pendingChannel = [];
