@@ -124,7 +124,10 @@ const summary = table([
   [
     "turn-taking: false barge-ins echo / backchannel / noise (defaults)",
     (["echo", "backchannel", "noise"] as const)
-      .map((c) => `${turnTaking.configs.defaults?.[c]?.bargeIns ?? "-"}/${turnTaking.configs.defaults?.[c]?.trials ?? "-"}`)
+      .map(
+        (c) =>
+          `${turnTaking.configs.defaults?.[c]?.bargeIns ?? "-"}/${turnTaking.configs.defaults?.[c]?.trials ?? "-"}`,
+      )
       .join(" / "),
     "0 / 0 / 0",
   ],

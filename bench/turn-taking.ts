@@ -35,7 +35,9 @@ export interface ClassResult {
 
 export interface TurnTakingResult {
   configs: Partial<Record<TurnConfig, Partial<Record<StimulusClass, ClassResult>>>>;
-  failures: Partial<Record<TurnConfig, { name: string; class: StimulusClass; bargedIn: boolean; ms: number }[]>>;
+  failures: Partial<
+    Record<TurnConfig, { name: string; class: StimulusClass; bargedIn: boolean; ms: number }[]>
+  >;
   /** Trials that did not run to the end (no reply heard, say): not counted above. */
   errors: Partial<Record<TurnConfig, { name: string; class: StimulusClass; error: string }[]>>;
   load: string;
@@ -53,7 +55,12 @@ function classSummary(results: TrialResult[]): ClassResult {
 }
 
 export async function runTurnTaking(
-  options: { repeat?: number; only?: StimulusClass[]; configs?: TurnConfig[]; log?: (line: string) => void } = {},
+  options: {
+    repeat?: number;
+    only?: StimulusClass[];
+    configs?: TurnConfig[];
+    log?: (line: string) => void;
+  } = {},
 ): Promise<TurnTakingResult> {
   const log = options.log ?? (() => {});
   const set = await evaluationSet("bench");
@@ -68,7 +75,11 @@ export async function runTurnTaking(
     try {
       for (let r = 0; r < (options.repeat ?? 1); r++)
         for (const trial of trials) {
-          const client = await connectTurnClient(relay.url, {}, { secret: BENCH_SECRET, relayId: relay.relayId });
+          const client = await connectTurnClient(
+            relay.url,
+            {},
+            { secret: BENCH_SECRET, relayId: relay.relayId },
+          );
           try {
             const outcome = await playTrial(client, trial).catch((error: unknown) => {
               errors.push({ name: trial.name, class: trial.class, error: String(error) });
@@ -78,8 +89,16 @@ export async function runTurnTaking(
             if (!outcome) continue;
             byClass.set(trial.class, [...(byClass.get(trial.class) ?? []), outcome]);
             const wrong = outcome.bargedIn !== SHOULD_BARGE_IN.has(trial.class);
-            if (wrong) failures.push({ name: trial.name, class: trial.class, bargedIn: outcome.bargedIn, ms: Math.round(outcome.onsetToLastPacketMs) });
-            log(`${config} ${trial.class} ${trial.name}: ${outcome.bargedIn ? `barge-in, last packet ${outcome.onsetToLastPacketMs.toFixed(0)} ms after onset` : `played on (longest pause ${outcome.longestPauseMs.toFixed(0)} ms)`}${wrong ? "  ✗" : ""}`);
+            if (wrong)
+              failures.push({
+                name: trial.name,
+                class: trial.class,
+                bargedIn: outcome.bargedIn,
+                ms: Math.round(outcome.onsetToLastPacketMs),
+              });
+            log(
+              `${config} ${trial.class} ${trial.name}: ${outcome.bargedIn ? `barge-in, last packet ${outcome.onsetToLastPacketMs.toFixed(0)} ms after onset` : `played on (longest pause ${outcome.longestPauseMs.toFixed(0)} ms)`}${wrong ? "  ✗" : ""}`,
+            );
           } finally {
             await client.close();
           }
@@ -98,7 +117,14 @@ export async function runTurnTaking(
 
 export function turnTakingTable(r: TurnTakingResult): string {
   const configs = Object.keys(r.configs) as TurnConfig[];
-  const classes: StimulusClass[] = ["interruption", "double_talk", "continuation", "echo", "backchannel", "noise"];
+  const classes: StimulusClass[] = [
+    "interruption",
+    "double_talk",
+    "continuation",
+    "echo",
+    "backchannel",
+    "noise",
+  ];
   const rows: (string | number)[][] = [
     ["class (wanted)", ...configs.flatMap((c) => [`${c}: barge-ins`, `${c}: onset→last p50/p95 ms`])],
   ];
@@ -109,7 +135,10 @@ export function turnTakingTable(r: TurnTakingResult): string {
       ...configs.flatMap((c) => {
         const s = r.configs[c]?.[cls];
         if (!s) return ["-", "-"];
-        return [`${s.bargeIns}/${s.trials}`, s.bargeIns ? `${s.onsetToLastPacketMs.p50} / ${s.onsetToLastPacketMs.p95}` : "-"];
+        return [
+          `${s.bargeIns}/${s.trials}`,
+          s.bargeIns ? `${s.onsetToLastPacketMs.p50} / ${s.onsetToLastPacketMs.p95}` : "-",
+        ];
       }),
     ]);
   }

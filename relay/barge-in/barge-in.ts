@@ -139,7 +139,9 @@ export class BargeIn {
       this.#held = false;
       clearTimeout(this.#holdTimer);
       downlink.hold(false);
-      this.#ports.metrics.bargeInHolds.inc({ outcome: trigger === "relay_vad" ? "interrupted" : "superseded" });
+      this.#ports.metrics.bargeInHolds.inc({
+        outcome: trigger === "relay_vad" ? "interrupted" : "superseded",
+      });
     }
     const item = this.#lastItem;
     const activeId = this.#activeResponseId;

@@ -18,12 +18,7 @@ import { waitFor } from "./loopback.ts";
 import { TestPeer } from "./peer.ts";
 
 export type StimulusClass =
-  | "interruption"
-  | "echo"
-  | "double_talk"
-  | "backchannel"
-  | "continuation"
-  | "noise";
+  "interruption" | "echo" | "double_talk" | "backchannel" | "continuation" | "noise";
 
 /** Classes where a barge-in is the right answer. */
 export const SHOULD_BARGE_IN: ReadonlySet<StimulusClass> = new Set([
@@ -58,7 +53,8 @@ export interface Trial {
 
 /** First 20 ms frame louder than -40 dBFS, in ms: where a listener hears the stimulus start. */
 export function onsetOf(pcm: Int16Array): number {
-  for (let i = 0; i + FRAME <= pcm.length; i += FRAME) if (dbfs(pcm, i, i + FRAME) > -40) return (i / FRAME) * 20;
+  for (let i = 0; i + FRAME <= pcm.length; i += FRAME)
+    if (dbfs(pcm, i, i + FRAME) > -40) return (i / FRAME) * 20;
   return 0;
 }
 
@@ -184,10 +180,20 @@ export async function evaluationSet(size: "test" | "bench" = "bench"): Promise<E
   // Real interruptions: several sentences, loudness, starting points.
   const starts = bench ? [600, 1000, 1600] : [800];
   const gains = bench ? [0, -6, -12] : [0];
-  for (const [name, pcm] of Object.entries(bench ? interruptions : { "wait, stop": interruptions["wait, stop"] }))
+  for (const [name, pcm] of Object.entries(
+    bench ? interruptions : { "wait, stop": interruptions["wait, stop"] },
+  ))
     for (const gainDb of gains)
       for (const startAfterMs of starts.slice(0, bench && gainDb !== 0 ? 1 : starts.length))
-        add({ name: `"${name}" ${gainDb} dB at ${startAfterMs} ms`, class: "interruption", stimulus: pcm, stimulusGainDb: gainDb, startAfterMs, echo: null, bedDbfs: null });
+        add({
+          name: `"${name}" ${gainDb} dB at ${startAfterMs} ms`,
+          class: "interruption",
+          stimulus: pcm,
+          stimulusGainDb: gainDb,
+          startAfterMs,
+          echo: null,
+          bedDbfs: null,
+        });
 
   // Pure echo: the assistant's own audio back at realistic delays and gains.
   const echoPaths: EchoPath[] = bench
@@ -204,28 +210,86 @@ export async function evaluationSet(size: "test" | "bench" = "bench"): Promise<E
         { delayMs: 180, gainDb: -12, room: true },
       ];
   for (const echo of echoPaths)
-    add({ name: `echo ${echo.delayMs} ms ${echo.gainDb} dB${echo.room ? " room" : ""}`, class: "echo", stimulus: null, stimulusGainDb: 0, startAfterMs: 600, echo, bedDbfs: null });
+    add({
+      name: `echo ${echo.delayMs} ms ${echo.gainDb} dB${echo.room ? " room" : ""}`,
+      class: "echo",
+      stimulus: null,
+      stimulusGainDb: 0,
+      startAfterMs: 600,
+      echo,
+      bedDbfs: null,
+    });
 
   // Double talk: the user interrupts over their own echo; the user must still win.
   for (const echo of bench ? echoPaths.slice(0, 3) : echoPaths.slice(1, 2))
-    add({ name: `"wait, stop" over echo ${echo.delayMs} ms ${echo.gainDb} dB`, class: "double_talk", stimulus: interruptions["wait, stop"], stimulusGainDb: 0, startAfterMs: 1000, echo, bedDbfs: null });
+    add({
+      name: `"wait, stop" over echo ${echo.delayMs} ms ${echo.gainDb} dB`,
+      class: "double_talk",
+      stimulus: interruptions["wait, stop"],
+      stimulusGainDb: 0,
+      startAfterMs: 1000,
+      echo,
+      bedDbfs: null,
+    });
 
   // Backchannels and short noises: the assistant keeps talking.
   for (const [name, pcm] of Object.entries(bench ? backchannels : { "uh huh": backchannels["uh huh"]! }))
-    add({ name: `"${name}"`, class: "backchannel", stimulus: pcm, stimulusGainDb: -3, startAfterMs: 800, echo: null, bedDbfs: null });
+    add({
+      name: `"${name}"`,
+      class: "backchannel",
+      stimulus: pcm,
+      stimulusGainDb: -3,
+      startAfterMs: 800,
+      echo: null,
+      bedDbfs: null,
+    });
   for (const [name, pcm] of Object.entries(bench ? noises : { cough: noises.cough }))
-    add({ name, class: "noise", stimulus: pcm, stimulusGainDb: 0, startAfterMs: 800, echo: null, bedDbfs: null });
+    add({
+      name,
+      class: "noise",
+      stimulus: pcm,
+      stimulusGainDb: 0,
+      startAfterMs: 800,
+      echo: null,
+      bedDbfs: null,
+    });
 
   // A backchannel the user keeps talking past: an interruption from the backchannel's onset.
-  add({ name: `"yeah… but wait"`, class: "continuation", stimulus: continuation, stimulusGainDb: 0, startAfterMs: 800, echo: null, bedDbfs: null });
+  add({
+    name: `"yeah… but wait"`,
+    class: "continuation",
+    stimulus: continuation,
+    stimulusGainDb: 0,
+    startAfterMs: 800,
+    echo: null,
+    bedDbfs: null,
+  });
 
   // Noise beds under a sample of everything above.
   if (bench) {
-    const bedded = trials.filter((_, i) => i % 3 === 0).map((t) => ({ ...t, name: `${t.name} + bed ${BED_DBFS} dBFS`, bedDbfs: BED_DBFS }));
+    const bedded = trials
+      .filter((_, i) => i % 3 === 0)
+      .map((t) => ({ ...t, name: `${t.name} + bed ${BED_DBFS} dBFS`, bedDbfs: BED_DBFS }));
     trials.push(...bedded);
   } else {
-    add({ name: `"wait, stop" + echo + bed ${BED_DBFS} dBFS`, class: "double_talk", stimulus: interruptions["wait, stop"], stimulusGainDb: 0, startAfterMs: 800, echo: echoPaths[0]!, bedDbfs: BED_DBFS });
-    add({ name: `echo + bed ${BED_DBFS} dBFS`, class: "echo", stimulus: null, stimulusGainDb: 0, startAfterMs: 600, echo: echoPaths[1]!, bedDbfs: BED_DBFS });
+    add({
+      name: `"wait, stop" + echo + bed ${BED_DBFS} dBFS`,
+      class: "double_talk",
+      stimulus: interruptions["wait, stop"],
+      stimulusGainDb: 0,
+      startAfterMs: 800,
+      echo: echoPaths[0]!,
+      bedDbfs: BED_DBFS,
+    });
+    add({
+      name: `echo + bed ${BED_DBFS} dBFS`,
+      class: "echo",
+      stimulus: null,
+      stimulusGainDb: 0,
+      startAfterMs: 600,
+      echo: echoPaths[1]!,
+      bedDbfs: BED_DBFS,
+    });
   }
   return { trials, interruption: interruptions["wait, stop"], backchannels };
 }
@@ -294,7 +358,10 @@ export class TurnClient extends TestPeer {
     this.transceiver.onTrack.subscribe((track) => {
       track.onReceiveRtp.subscribe((rtp) => {
         const decoded = this.#decoder.decode(rtp.payload);
-        this.heard.push({ at: performance.now(), pcm: new Int16Array(decoded.buffer, decoded.byteOffset, decoded.length / 2).slice() });
+        this.heard.push({
+          at: performance.now(),
+          pcm: new Int16Array(decoded.buffer, decoded.byteOffset, decoded.length / 2).slice(),
+        });
       });
     });
   }
@@ -303,7 +370,11 @@ export class TurnClient extends TestPeer {
     this.channel.send(JSON.stringify(event));
   }
 
-  async waitEvent(type: string, predicate: (e: ClientEvent) => boolean = () => true, ms = 10_000): Promise<ClientEvent> {
+  async waitEvent(
+    type: string,
+    predicate: (e: ClientEvent) => boolean = () => true,
+    ms = 10_000,
+  ): Promise<ClientEvent> {
     const find = () => this.events.find((e) => e.type === type && predicate(e));
     await waitFor(() => find() !== undefined, ms, type);
     return find()!;
@@ -356,7 +427,8 @@ export class TurnClient extends TestPeer {
     if (this.#echo) {
       // What was playing `delayMs` before this frame's capture: packets play as they arrive.
       const playedAt = capturedAt - this.#echo.delayMs;
-      while (this.#echoIndex < this.heard.length && this.heard[this.#echoIndex]!.at <= playedAt - 20) this.#echoIndex++;
+      while (this.#echoIndex < this.heard.length && this.heard[this.#echoIndex]!.at <= playedAt - 20)
+        this.#echoIndex++;
       const playing = this.heard[this.#echoIndex];
       const gain = 10 ** (this.#echo.gainDb / 20);
       const source = playing && playing.at <= playedAt ? playing.pcm : null;
@@ -369,7 +441,8 @@ export class TurnClient extends TestPeer {
     if (this.#stimulus && this.#stimulusTick >= 0) {
       const offset = (n - this.#stimulusTick) * FRAME;
       if (offset >= 0 && offset < this.#stimulus.length)
-        for (let i = 0; i < FRAME && offset + i < this.#stimulus.length; i++) mix[i]! += this.#stimulus[offset + i]! * this.#stimulusGain;
+        for (let i = 0; i < FRAME && offset + i < this.#stimulus.length; i++)
+          mix[i]! += this.#stimulus[offset + i]! * this.#stimulusGain;
     }
     if (this.#bed) {
       const offset = (n * FRAME) % (this.#bed.length - FRAME);

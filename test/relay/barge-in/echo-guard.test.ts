@@ -11,7 +11,8 @@ let reply: number[];
 let user: number[];
 const levels = (pcm: Int16Array) => {
   const out: number[] = [];
-  for (let i = 0; i + FRAME_SAMPLES <= pcm.length; i += FRAME_SAMPLES) out.push(rms(pcm, i, i + FRAME_SAMPLES));
+  for (let i = 0; i + FRAME_SAMPLES <= pcm.length; i += FRAME_SAMPLES)
+    out.push(rms(pcm, i, i + FRAME_SAMPLES));
   return out;
 };
 beforeAll(async () => {
@@ -25,13 +26,25 @@ beforeAll(async () => {
  * slots later plus the user's speech × `userGain` from slot `userFrom`. Returns, per uplink slot,
  * whether the guard called it echo, with what the frame held.
  */
-function run(options: { delay: number; echoGain: number; userFrom: number; userGain: number; slots: number }) {
+function run(options: {
+  delay: number;
+  echoGain: number;
+  userFrom: number;
+  userGain: number;
+  slots: number;
+}) {
   const guard = new EchoGuard();
   const out: { slot: number; echo: number; user: number; echoOnly: boolean }[] = [];
   for (let t = 0; t < options.slots; t++) {
     if (t < reply.length) guard.reference(t, reply[t]!);
-    const echo = t - options.delay >= 0 && t - options.delay < reply.length ? reply[t - options.delay]! * options.echoGain : 0;
-    const u = t >= options.userFrom && t - options.userFrom < user.length ? user[t - options.userFrom]! * options.userGain : 0;
+    const echo =
+      t - options.delay >= 0 && t - options.delay < reply.length
+        ? reply[t - options.delay]! * options.echoGain
+        : 0;
+    const u =
+      t >= options.userFrom && t - options.userFrom < user.length
+        ? user[t - options.userFrom]! * options.userGain
+        : 0;
     // Levels add as powers (uncorrelated signals).
     out.push({ slot: t, echo, user: u, echoOnly: guard.push(t, Math.sqrt(echo * echo + u * u)) });
   }

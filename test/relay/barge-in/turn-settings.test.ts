@@ -89,7 +89,9 @@ describe("the session's turn settings win", () => {
     const client = await call(turnDetection({ type: "server_vad", interrupt_response: false }));
     const updated = client.ofType("session.updated").at(-1)!;
     // The client sees its own setting, not what the relay told the model.
-    expect(updated.session).toMatchObject({ audio: { input: { turn_detection: { interrupt_response: false } } } });
+    expect(updated.session).toMatchObject({
+      audio: { input: { turn_detection: { interrupt_response: false } } },
+    });
     const onset = await talkOverReply(client);
     await expectReplyPlaysOn(client, onset);
     expect(client.ofType("input_audio_buffer.speech_started").length).toBeGreaterThan(0);
@@ -129,7 +131,12 @@ describe("the session's turn settings win", () => {
     expect(client.ofType("session.updated").at(-1)!.session).toMatchObject({
       audio: {
         input: {
-          turn_detection: { type: "semantic_vad", eagerness: "low", idle_timeout_ms: 6000, interrupt_response: true },
+          turn_detection: {
+            type: "semantic_vad",
+            eagerness: "low",
+            idle_timeout_ms: 6000,
+            interrupt_response: true,
+          },
         },
       },
     });
