@@ -47,6 +47,17 @@ const MIN_MEASURED = 8;
 /** An "echo" louder than 1.5× what was played is not an echo (3.5 dB of headroom for AGC). */
 const MAX_GAIN = 1.5;
 const GAIN_PERCENTILE = 0.3;
+/** Decisions under which the relay's VAD may take the frame for the user speaking. */
+export function isUserDecision(decision: EchoDecision): boolean {
+  return (
+    decision === "clean" ||
+    decision === "user" ||
+    decision === "uncorrelated" ||
+    decision === "unmeasured_user" ||
+    decision === "no_reference"
+  );
+}
+
 /** Frames at one delay before the uplink's record at that delay bounds the unmeasured echo. */
 const MIN_EVIDENCE = 1;
 
@@ -124,8 +135,9 @@ export class EchoGuard {
   }
 
   /**
-   * One uplink frame's amplitude (RMS), captured in `slot`. Returns true if the frame is
-   * explained by the assistant's echo.
+   * One uplink frame's amplitude (RMS), captured in `slot`. Returns true if the frame may be only
+   * the assistant's echo (it goes upstream as silence). `lastDecision` says why, and whether the
+   * VAD may take the frame for the user (isUserDecision).
    */
   push(slot: number, uplink: number): boolean {
     const t = slot;
@@ -207,8 +219,13 @@ export class EchoGuard {
     this.lastGain = gain;
     // The reply just started: its echo path is not measured yet.
     if (measured < MIN_MEASURED || t - this.#referenceOnsetSlot < Math.max(bestLag, 0) + MIN_MEASURED) {
+      // Two answers: for the VAD, whether any delay's evidence can explain the frame; for what
+      // goes upstream, the worst case (unit gain, any delay), as before: the model must not
+      // hear the reply's opening echo (it would take it for a turn and answer its own voice).
       this.lastDecision = this.#explainedByAnyPath(t, uplink) ? "unmeasured_echo" : "unmeasured_user";
-      return this.lastDecision === "unmeasured_echo";
+      let loudest = 0;
+      for (let k = 0; k <= MAX_LAG; k++) loudest = Math.max(loudest, this.#referenceAt(t - k));
+      return uplink <= loudest;
     }
     // Not correlated, or an "echo" louder than what was played: this is not the assistant.
     if (bestCorrelation < MIN_CORRELATION || gain > MAX_GAIN) {

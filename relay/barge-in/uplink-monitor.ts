@@ -13,7 +13,7 @@
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
 import type { SentFrame } from "../media/downlink.ts";
 import type { RelayMetrics } from "../metrics.ts";
-import { type EchoDecision, EchoGuard, slotOf } from "./echo-guard.ts";
+import { type EchoDecision, EchoGuard, isUserDecision, slotOf } from "./echo-guard.ts";
 import { MediaClock } from "./media-clock.ts";
 import { Resampler } from "../media/resampler.ts";
 import { SILERO_CHUNK, SILERO_SAMPLE_RATE, type SileroDetector, type SileroModel } from "./silero-vad.ts";
@@ -309,12 +309,13 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     this.#active = true;
     if (!this.#detector) {
       // Energy fallback: loud frames the echo does not explain.
-      const loud = 20 * Math.log10(amplitude / 32768 + 1e-12) > ENERGY_ONSET_DBFS && !echoOnly;
+      const loud =
+        20 * Math.log10(amplitude / 32768 + 1e-12) > ENERGY_ONSET_DBFS && isUserDecision(this.#guard.lastDecision);
       this.#vadResult(loud, 20, ENERGY_ONSET_FRAMES);
       return this.#echoSuppression && echoOnly;
     }
     // Silence is not the user either: only audible frames the echo does not explain count.
-    this.#chunkHasUser ||= !echoOnly && amplitude > USER_FLOOR;
+    this.#chunkHasUser ||= isUserDecision(this.#guard.lastDecision) && amplitude > USER_FLOOR;
     this.#chunkAudible ||= amplitude > USER_FLOOR;
     const n = this.#resampler.process(pcm, this.#resampled);
     for (let i = 0; i < n; i++) {

@@ -487,12 +487,18 @@ export async function playTrial(client: TurnClient, trial: Trial): Promise<Trial
     onsetAt = client.stimulusAt + trial.onsetMs;
   } else onsetAt = performance.now();
   const from = client.heard.length;
-  // The reply is over when it was cleared or stopped playing, and no packet came for 400 ms.
+  // The reply is over when it was cleared, or reported stopped after its last packet (a reply
+  // the relay holds while the user talks sends nothing and reports nothing), and no packet came
+  // for 400 ms.
   await waitFor(
-    () =>
-      (client.ofType("output_audio_buffer.cleared").length > 0 ||
-        client.ofType("output_audio_buffer.stopped").length > 0) &&
-      performance.now() - (client.heard.at(-1)?.at ?? 0) > 400,
+    () => {
+      const last = client.heard.at(-1)?.at ?? 0;
+      const stoppedAfterLast = client.ofType("output_audio_buffer.stopped").some((e) => e.at >= last);
+      return (
+        (client.ofType("output_audio_buffer.cleared").length > 0 || stoppedAfterLast) &&
+        performance.now() - last > 400
+      );
+    },
     30_000,
     "the reply to end",
   );
