@@ -487,17 +487,20 @@ export async function playTrial(client: TurnClient, trial: Trial): Promise<Trial
     onsetAt = client.stimulusAt + trial.onsetMs;
   } else onsetAt = performance.now();
   const from = client.heard.length;
-  // The reply is over when it was cleared, or reported stopped after its last packet (a reply
-  // the relay holds while the user talks sends nothing and reports nothing), and no packet came
-  // for 400 ms.
+  // The reply is over when it was cleared, or when its playout was last reported stopped (not
+  // started again) 400 ms ago. A reply the relay holds while the user talks reports nothing, so
+  // it is not over; replies after it (the model answering the user) are not this trial's.
+  const replyId = client.ofType("output_audio_buffer.started")[0]?.response_id;
   await waitFor(
     () => {
-      const last = client.heard.at(-1)?.at ?? 0;
-      const stoppedAfterLast = client.ofType("output_audio_buffer.stopped").some((e) => e.at >= last);
-      return (
-        (client.ofType("output_audio_buffer.cleared").length > 0 || stoppedAfterLast) &&
-        performance.now() - last > 400
+      if (client.ofType("output_audio_buffer.cleared").length > 0) return true;
+      const playout = client.events.filter(
+        (e) =>
+          (e.type === "output_audio_buffer.started" || e.type === "output_audio_buffer.stopped") &&
+          e.response_id === replyId,
       );
+      const last = playout.at(-1);
+      return last?.type === "output_audio_buffer.stopped" && performance.now() - last.at > 400;
     },
     30_000,
     "the reply to end",
