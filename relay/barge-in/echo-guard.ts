@@ -12,18 +12,24 @@
 // its gain as a low percentile of the uplink/reference ratios over the last half second. A frame
 // is "echo only" when its level is within ECHO_MARGIN of the echo predicted from the reference at
 // that delay; such frames go upstream as silence and cannot start a relay barge-in. The user
-// talking over the assistant is louder than the echo alone and passes. For the first frames of a
-// reply, before the echo path can be measured, every delay is a candidate, bounded by what the
-// uplink showed at that delay so far: a clean uplink (no echo at all) bounds every delay to
-// nothing within a few frames, so a user talking over the reply is heard at once; only the
-// delays that have no evidence yet assume an echo as loud as what was played. (Before issue 20
-// every frame of that phase, up to a second, was echo unless louder than the loudest assistant
-// frame: a user interrupting early in a reply waited for the model's own VAD.) If the envelopes
-// do not correlate (a client with working AEC, or the user alone), nothing is suppressed.
-// And when the uplink has shown, a few times in the last 3 s, only its noise floor while the
-// assistant's audio filled the whole reach of the echo path, the uplink carries no audible echo
-// (browsers cancel echo by default): then nothing is suppressed and the user is heard from the
-// first frame, whatever the envelopes happen to correlate with.
+// talking over the assistant is louder than the echo alone and passes. If the envelopes do not
+// correlate (a client with working AEC, or the user alone), nothing is suppressed.
+//
+// Echo-free evidence (issue 20): a frame in which the uplink stays at its noise floor while the
+// assistant's audio at some delay was loud enough that even a -30 dB echo would show proves that
+// delay free of echo. A frame that every delay able to explain it (at the full level played) has
+// been proven free of within the last 3 s is "clean": the user, heard from its first frame,
+// whatever the envelopes happen to correlate with (before, a user talking into a silent uplink
+// was taken for echo whenever the start of their speech lined up with the reply's envelope, and
+// waited for the model's own VAD). Browsers cancel echo by default, so this is the common case.
+//
+// A reply's first frames, before the echo path is measured: for what goes upstream, the worst
+// case as before (any delay, unit gain: the model must not hear, and answer, the reply's opening
+// echo); for the relay's VAD, each delay is bounded by the mean uplink/reference ratio it has
+// shown so far (lastDecision unmeasured_user / unmeasured_echo). One case stays unproven: a user
+// who starts talking within 0.8 s of a reply's start lines up with an echo of the reply's own
+// opening at delay = the time since it started, which no earlier frame can refute; such a user
+// must be louder than the reply's opening until it is (the bench's 0.6 s trials).
 //
 // Trade-off (documented): in double talk the user must be at least ECHO_MARGIN (6 dB) above
 // their own echo to be heard during the assistant's reply; with the echo at full level that
