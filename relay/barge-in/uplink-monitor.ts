@@ -310,7 +310,8 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     if (!this.#detector) {
       // Energy fallback: loud frames the echo does not explain.
       const loud =
-        20 * Math.log10(amplitude / 32768 + 1e-12) > ENERGY_ONSET_DBFS && isUserDecision(this.#guard.lastDecision);
+        20 * Math.log10(amplitude / 32768 + 1e-12) > ENERGY_ONSET_DBFS &&
+        isUserDecision(this.#guard.lastDecision);
       this.#vadResult(loud, 20, ENERGY_ONSET_FRAMES);
       return this.#echoSuppression && echoOnly;
     }
