@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark in turn, one table, bench/results/latest.json.
 //   npm run bench [-- --quick] [-- --edge]
-// Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/capacity.ts,
-// bench/edge.ts, bench/edge-events.ts, bench/sideband.ts.
+// Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/turn-taking.ts,
+// bench/capacity.ts, bench/edge.ts, bench/edge-events.ts, bench/sideband.ts.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -14,6 +14,7 @@ import { loadAverage, root } from "./lib/procs.ts";
 import { table } from "./lib/stats.ts";
 import { runSetup, setupTable, type SetupResult } from "./setup.ts";
 import { runSideband, sidebandTable, type SidebandResult } from "./sideband.ts";
+import { runTurnTaking, turnTakingTable, type TurnTakingResult } from "./turn-taking.ts";
 
 const args = process.argv.slice(2);
 const quick = args.includes("--quick");
@@ -46,6 +47,13 @@ log(setupTable(setup));
 log("bench: barge-in…");
 const bargeIn: BargeInResult = await runBargeIn({ runs: quick ? 3 : 8 });
 log(bargeInTable(bargeIn));
+// The labelled turn-taking set through a real relay and the built-in agent: production defaults
+// against the relay's VAD without echo suppression (--quick: defaults only).
+log("bench: turn-taking (labelled set)…");
+const turnTaking: TurnTakingResult = await runTurnTaking({
+  configs: quick ? ["defaults"] : ["defaults", "vad-only"],
+});
+log(turnTakingTable(turnTaking));
 log("bench: capacity (relay pinned to core 0)…");
 const capacity: CapacityResult = await runCapacity({ quick, log });
 log(capacityTable(capacity));
@@ -115,6 +123,21 @@ const summary = table([
     `${bargeIn.upstreamTruncateErrorMs.p50} / ${bargeIn.upstreamTruncateErrorMs.max}`,
     "0",
   ],
+  [
+    "turn-taking: interruption onset → last packet p50/p95 ms (defaults)",
+    `${turnTaking.configs.defaults?.interruption?.onsetToLastPacketMs.p50} / ${turnTaking.configs.defaults?.interruption?.onsetToLastPacketMs.p95}`,
+    "p95 < 100",
+  ],
+  [
+    "turn-taking: false barge-ins echo / backchannel / noise (defaults)",
+    (["echo", "backchannel", "noise"] as const)
+      .map(
+        (c) =>
+          `${turnTaking.configs.defaults?.[c]?.bargeIns ?? "-"}/${turnTaking.configs.defaults?.[c]?.trials ?? "-"}`,
+      )
+      .join(" / "),
+    "0 / 0 / 0",
+  ],
   [`capacity, calls per core (vad ${capacity.vad})`, capacity.capacity, "≥ 100"],
   ["  CPU-bound estimate (calls × 100 / CPU %)", capacity.cpuBoundEstimate, ""],
   ["  CPU % / RSS MB there", at ? `${at.cpuPct} / ${at.rssMb}` : "-", ""],
@@ -166,6 +189,7 @@ const result = {
   load: { before: loadBefore, after: loadAverage() },
   setup,
   bargeIn,
+  turnTaking,
   capacity,
   edge: { loaded: edgeLoaded, alone: edgeAlone },
   edgeEvents,

@@ -150,6 +150,11 @@ export const RelayEnv = z.object({
   RELAY_VAD: z.enum(["silero", "energy", "off"]).default("silero"),
   /** Silence uplink audio that is only the assistant's own echo, so no VAD hears it. */
   RELAY_ECHO_SUPPRESSION: z.enum(["0", "1"]).default("1"),
+  /**
+   * Speech over the assistant (ms) before the relay's VAD interrupts it. At speech onset the reply
+   * is paused; shorter speech (a backchannel, a cough) lets it play on. 0: interrupt at the onset.
+   */
+  RELAY_BARGE_IN_MIN_SPEECH_MS: number(z.number().int().min(0).max(5000)).default(480),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 
@@ -182,6 +187,7 @@ export interface RelayConfig {
   inference: InferenceConfig;
   relayVad: "silero" | "energy" | "off";
   echoSuppression: boolean;
+  bargeInMinSpeechMs: number;
   logLevel: string;
   /** With RELAY_PROCESSES > 1, what each relay process is given; empty when the relay runs in-process. */
   processes: RelayProcessSlot[];
@@ -293,6 +299,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     relayVad: e.RELAY_VAD,
     echoSuppression: e.RELAY_ECHO_SUPPRESSION === "1",
+    bargeInMinSpeechMs: e.RELAY_BARGE_IN_MIN_SPEECH_MS,
     logLevel: e.LOG_LEVEL,
     processes:
       e.RELAY_PROCESSES > 1

@@ -166,6 +166,23 @@ export class RelayMetrics {
     labelNames: ["class"] as const,
     registers: [this.registry],
   });
+  readonly bargeInHolds = new Counter({
+    name: "earshot_relay_barge_in_holds_total",
+    help: "Replies paused at the user's speech onset, by outcome: interrupted (it was a barge-in), resumed (a backchannel or noise), superseded (cleared otherwise)",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly echoGuardFrames = new Counter({
+    name: "earshot_relay_echo_guard_frames_total",
+    help: "Uplink frames the echo guard judged, by decision: echo, user, uncorrelated, unmeasured_echo, unmeasured_user, silent, no_reference",
+    labelNames: ["decision"] as const,
+    registers: [this.registry],
+  });
+  readonly echoSuppressedFrames = new Counter({
+    name: "earshot_relay_echo_suppressed_frames_total",
+    help: "Uplink frames sent upstream as silence because they were only the assistant's echo",
+    registers: [this.registry],
+  });
   readonly bargeIns = new Counter({
     name: "earshot_relay_barge_ins_total",
     help: "Barge-ins, by trigger",

@@ -4,10 +4,28 @@
 // conversation.item.truncate {audio_end_ms = audio actually sent}, output_audio_buffer.cleared,
 // and from then on drop late deltas of the cancelled response.
 //
-// Triggers: upstream `input_audio_buffer.speech_started`, the relay's own VAD (earlier), and the
-// client's `output_audio_buffer.clear` (which flushes and clears but leaves cancel and truncate
-// to the client, as OpenAI documents), and the loss of the upstream (whose session, and reply,
-// are gone). Firing twice for one reply does nothing the second time.
+// Triggers: the relay's own VAD, the upstream's `input_audio_buffer.speech_started` (only when
+// the relay's VAD is off), the client's `output_audio_buffer.clear` (which flushes and clears but
+// leaves cancel and truncate to the client, as OpenAI documents), and the loss of the upstream
+// (whose session, and reply, are gone). Firing twice for one reply does nothing the second time.
+//
+// The policy (issue 20), one for the relay and the model:
+//   - The session's turn settings come first (turn-policy.ts): with `turn_detection: null` or
+//     `interrupt_response: false` nothing here starts a barge-in; the reply plays on.
+//   - With the relay's VAD on (the default) the relay owns interruption: the upstream is told
+//     `interrupt_response: false`, so the model's `speech_started` (heard on audio the echo guard
+//     has already silenced where it was only echo) never cuts a reply the relay chose to keep. The
+//     model still detects turns and answers them (`create_response`); only the cut is the relay's.
+//   - Two steps, so a real interruption stops the assistant at once and a backchannel does not
+//     cost the reply: at speech onset (Silero, 64 ms of speech the echo guard does not explain)
+//     the relay HOLDS the downlink (no packet goes out; nothing is dropped). If the user keeps
+//     talking to RELAY_BARGE_IN_MIN_SPEECH_MS of speech, the hold becomes the barge-in above
+//     (truncate at what was actually sent, which the hold froze); if they stop first ("uh huh",
+//     "yeah", a cough), the reply RESUMES where it paused, nothing cancelled or truncated. A
+//     backchannel the user talks on past becomes an interruption, counted from its onset. The
+//     cost: a backchannel pauses the reply for about its own length plus RESUME_SILENCE_MS.
+//     RELAY_BARGE_IN_MIN_SPEECH_MS=0 cuts at onset (every sound Silero calls speech interrupts).
+//   - With the relay's VAD off the upstream's `speech_started` cuts, as the session allows.
 import { type ClientEvent, type ServerEvent, newId } from "../../protocol/realtime.ts";
 import type { DownlinkPort } from "../media/downlink.ts";
 import type { RelayMetrics } from "../metrics.ts";
@@ -26,6 +44,11 @@ export interface BargeInPorts {
 /** Prefix of event ids the relay itself sends upstream, so errors they provoke are recognised. */
 export const RELAY_EVENT_PREFIX = "event_relay_";
 const REMEMBERED = 64;
+/**
+ * Longest a reply stays held without the VAD deciding: the uplink may stop (a muted microphone,
+ * DTX, a lost connection) between the onset and the decision, and a held reply must not hang.
+ */
+export const MAX_HOLD_MS = 2000;
 
 interface AudioItem {
   responseId: string;
@@ -40,6 +63,8 @@ export class BargeIn {
   readonly #cancelledResponses = new Set<string>();
   readonly #cancelledItems = new Set<string>();
   readonly #itemResponse = new Map<string, string>();
+  #held = false;
+  #holdTimer: NodeJS.Timeout | undefined;
 
   constructor(ports: BargeInPorts) {
     this.#ports = ports;
@@ -77,9 +102,47 @@ export class BargeIn {
     return this.#ports.downlink.queuedMs > 0 || this.#activeResponseId !== null;
   }
 
+  /** Whether playout is held, waiting to see if the user's speech is an interruption. */
+  get held(): boolean {
+    return this.#held;
+  }
+
+  /** The user may be interrupting: pause the reply (nothing dropped). True if something was playing. */
+  hold(): boolean {
+    const { downlink } = this.#ports;
+    if (this.#held || downlink.queuedMs === 0) return false;
+    this.#held = true;
+    downlink.hold(true);
+    this.#holdTimer = setTimeout(() => this.resume(), MAX_HOLD_MS);
+    return true;
+  }
+
+  /** It was not an interruption: play on from where the hold paused. */
+  resume(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    clearTimeout(this.#holdTimer);
+    this.#ports.downlink.hold(false);
+    this.#ports.metrics.bargeInHolds.inc({ outcome: "resumed" });
+  }
+
+  /** The call is closing: no timer may outlive it. */
+  close(): void {
+    clearTimeout(this.#holdTimer);
+    this.#held = false;
+  }
+
   /** Returns true if it interrupted something. */
   trigger(trigger: BargeInTrigger): boolean {
     const { downlink } = this.#ports;
+    if (this.#held) {
+      this.#held = false;
+      clearTimeout(this.#holdTimer);
+      downlink.hold(false);
+      this.#ports.metrics.bargeInHolds.inc({
+        outcome: trigger === "relay_vad" ? "interrupted" : "superseded",
+      });
+    }
     const item = this.#lastItem;
     const activeId = this.#activeResponseId;
     const responseId = activeId ?? item?.responseId ?? null;

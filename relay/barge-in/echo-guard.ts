@@ -12,10 +12,24 @@
 // its gain as a low percentile of the uplink/reference ratios over the last half second. A frame
 // is "echo only" when its level is within ECHO_MARGIN of the echo predicted from the reference at
 // that delay; such frames go upstream as silence and cannot start a relay barge-in. The user
-// talking over the assistant is louder than the echo alone and passes. For the first frames of a
-// reply, before the echo path can be measured, a frame counts as echo unless it is louder than
-// the assistant's own audio. If the envelopes do not correlate (a client with working AEC, or the
-// user alone), nothing is suppressed.
+// talking over the assistant is louder than the echo alone and passes. If the envelopes do not
+// correlate (a client with working AEC, or the user alone), nothing is suppressed.
+//
+// Echo-free evidence (issue 20): a frame in which the uplink stays at its noise floor while the
+// assistant's audio at some delay was loud enough that even a -30 dB echo would show proves that
+// delay free of echo. A frame that every delay able to explain it (at the full level played) has
+// been proven free of within the last 3 s is "clean": the user, heard from its first frame,
+// whatever the envelopes happen to correlate with (before, a user talking into a silent uplink
+// was taken for echo whenever the start of their speech lined up with the reply's envelope, and
+// waited for the model's own VAD). Browsers cancel echo by default, so this is the common case.
+//
+// A reply's first frames, before the echo path is measured: for what goes upstream, the worst
+// case as before (any delay, unit gain: the model must not hear, and answer, the reply's opening
+// echo); for the relay's VAD, each delay is bounded by the mean uplink/reference ratio it has
+// shown so far (lastDecision unmeasured_user / unmeasured_echo). One case stays unproven: a user
+// who starts talking within 0.8 s of a reply's start lines up with an echo of the reply's own
+// opening at delay = the time since it started, which no earlier frame can refute; such a user
+// must be louder than the reply's opening until it is (the bench's 0.6 s trials).
 //
 // Trade-off (documented): in double talk the user must be at least ECHO_MARGIN (6 dB) above
 // their own echo to be heard during the assistant's reply; with the echo at full level that
@@ -39,6 +53,46 @@ const MIN_MEASURED = 8;
 /** An "echo" louder than 1.5× what was played is not an echo (3.5 dB of headroom for AGC). */
 const MAX_GAIN = 1.5;
 const GAIN_PERCENTILE = 0.3;
+/** Decisions under which the relay's VAD may take the frame for the user speaking. */
+export function isUserDecision(decision: EchoDecision): boolean {
+  return (
+    decision === "clean" ||
+    decision === "user" ||
+    decision === "uncorrelated" ||
+    decision === "unmeasured_user" ||
+    decision === "no_reference"
+  );
+}
+
+/** Frames at one delay before the uplink's record at that delay bounds the unmeasured echo. */
+const MIN_EVIDENCE = 1;
+
+/**
+ * Echo-free evidence, per delay: a frame in which the uplink stayed at its noise floor while the
+ * assistant's audio at that delay was audible. A delay with EVIDENCE_NEEDED such frames within
+ * the last EVIDENCE_FRAMES (3 s) carries no audible echo.
+ */
+const EVIDENCE_FRAMES = 150;
+/** The weakest echo that matters (-30 dB): evidence needs audio loud enough to show it. */
+const MIN_ECHO_GAIN = 0.03;
+/** How fast the uplink's noise-floor estimate may rise per frame (about 10 % a second). */
+const FLOOR_RISE = 1.002;
+
+/** Why the guard called a frame what it did (metrics: relay/metrics.ts echoGuardFrames). */
+export type EchoDecision =
+  /** No assistant audio within the echo path's reach, or the frame is below the noise floor. */
+  | "no_reference"
+  | "silent"
+  /** The uplink showed no echo where the assistant's audio would have put one: the user. */
+  | "clean"
+  /** Path measured: within ECHO_MARGIN of the predicted echo, or louder (the user). */
+  | "echo"
+  | "user"
+  /** Envelopes do not correlate (a client with echo cancellation): not the assistant. */
+  | "uncorrelated"
+  /** Path not measured yet (a reply's first frames): judged against every delay's evidence. */
+  | "unmeasured_echo"
+  | "unmeasured_user";
 
 /** The 20 ms slot of the relay's clock that a time (performance.now() ms) falls in. */
 export function slotOf(timeMs: number): number {
@@ -61,6 +115,11 @@ export class EchoGuard {
   /** The last decision's estimate, for tests and tuning. */
   lastDelayFrames = -1;
   lastGain = 0;
+  lastDecision: EchoDecision = "no_reference";
+  /** Per delay, the last two slots that showed it free of echo (echo-free evidence). */
+  readonly #clearAt = new Float64Array(MAX_LAG + 1).fill(-Infinity);
+  readonly #clearBefore = new Float64Array(MAX_LAG + 1).fill(-Infinity);
+  #uplinkFloor = NOISE_FLOOR;
 
   /**
    * The amplitude (RMS) of the assistant audio the pacer sent in `slot`. Slots never filed are
@@ -82,8 +141,9 @@ export class EchoGuard {
   }
 
   /**
-   * One uplink frame's amplitude (RMS), captured in `slot`. Returns true if the frame is
-   * explained by the assistant's echo.
+   * One uplink frame's amplitude (RMS), captured in `slot`. Returns true if the frame may be only
+   * the assistant's echo (it goes upstream as silence). `lastDecision` says why, and whether the
+   * VAD may take the frame for the user (isUserDecision).
    */
   push(slot: number, uplink: number): boolean {
     const t = slot;
@@ -91,8 +151,37 @@ export class EchoGuard {
     this.#uplinkSlot[i] = t;
     this.#uplink[i] = uplink;
     // No assistant audio within the echo path's reach: nothing to suppress.
-    if (t - this.#lastReferenceSlot > MAX_LAG + 2) return false;
-    if (uplink <= NOISE_FLOOR) return false;
+    if (t - this.#lastReferenceSlot > MAX_LAG + 2) {
+      this.lastDecision = "no_reference";
+      return false;
+    }
+    // The uplink's noise floor (a bed of room noise is not an echo), and echo-free evidence.
+    this.#uplinkFloor = Math.max(NOISE_FLOOR, Math.min(uplink, this.#uplinkFloor * FLOOR_RISE));
+    if (uplink <= 2 * this.#uplinkFloor) {
+      // Only audio whose weakest echo would stand clearly above the floor proves anything.
+      const loudEnough = (2 * this.#uplinkFloor) / MIN_ECHO_GAIN;
+      for (let lag = 0; lag <= MAX_LAG; lag++) {
+        if (this.#referenceAt(t - lag) <= loudEnough) continue;
+        this.#clearBefore[lag] = this.#clearAt[lag]!;
+        this.#clearAt[lag] = t;
+      }
+    }
+    if (uplink <= NOISE_FLOOR) {
+      this.lastDecision = "silent";
+      return false;
+    }
+    // Clean: no delay at which the assistant's audio could account for this frame (even at the
+    // full level it was played) has shown an echo lately. Only a reply's first frames, reaching
+    // the microphone just now at the delay that lines them up with this frame, are unproven.
+    let clean = true;
+    for (let lag = 0; lag <= MAX_LAG && clean; lag++) {
+      if (this.#referenceAt(t - lag) < uplink) continue;
+      if (t - this.#clearBefore[lag]! > EVIDENCE_FRAMES) clean = false;
+    }
+    if (clean) {
+      this.lastDecision = "clean";
+      return false;
+    }
 
     let bestLag = -1;
     let bestCorrelation = 0;
@@ -134,21 +223,58 @@ export class EchoGuard {
     }
     const gain = measured > 0 ? this.#percentile(measured, GAIN_PERCENTILE) : 0;
     this.lastGain = gain;
-    // The reply just started: its echo path is not measured yet. Assume the worst (unit gain,
-    // any delay): only a user louder than the assistant's own audio is the user.
+    // The reply just started: its echo path is not measured yet.
     if (measured < MIN_MEASURED || t - this.#referenceOnsetSlot < Math.max(bestLag, 0) + MIN_MEASURED) {
+      // Two answers: for the VAD, whether any delay's evidence can explain the frame; for what
+      // goes upstream, the worst case (unit gain, any delay), as before: the model must not
+      // hear the reply's opening echo (it would take it for a turn and answer its own voice).
+      this.lastDecision = this.#explainedByAnyPath(t, uplink) ? "unmeasured_echo" : "unmeasured_user";
       let loudest = 0;
       for (let k = 0; k <= MAX_LAG; k++) loudest = Math.max(loudest, this.#referenceAt(t - k));
       return uplink <= loudest;
     }
     // Not correlated, or an "echo" louder than what was played: this is not the assistant.
-    if (bestCorrelation < MIN_CORRELATION || gain > MAX_GAIN) return false;
+    if (bestCorrelation < MIN_CORRELATION || gain > MAX_GAIN) {
+      this.lastDecision = "uncorrelated";
+      return false;
+    }
     // The reference level around the delay (±2 frames: the pacer, the network, the client's
     // playout and its microphone are not in step).
     let around = 0;
     for (let d = -2; d <= 2 && d <= bestLag; d++)
       around = Math.max(around, this.#referenceAt(t - bestLag + d));
-    return uplink <= ECHO_MARGIN * gain * around;
+    this.lastDecision = uplink <= ECHO_MARGIN * gain * around ? "echo" : "user";
+    return this.lastDecision === "echo";
+  }
+
+  /**
+   * Before the echo path is measured: could ANY echo path explain this frame? Every delay is a
+   * candidate, but each is judged by what the uplink already showed at that delay: the ratio of
+   * uplink to reference on the frames before this one (the smallest, scaled by ECHO_MARGIN) is
+   * the most that delay's echo can be. A clean uplink (a client with echo cancellation, or the
+   * user alone) shows near nothing at every delay within a few frames of the reply's start, so
+   * the user who then talks over the reply is heard at once. Only delays with fewer than
+   * MIN_EVIDENCE frames of evidence (the reply's first frames, reaching the microphone just now)
+   * are assumed the worst: an echo as loud as what was played.
+   */
+  #explainedByAnyPath(t: number, uplink: number): boolean {
+    for (let lag = 0; lag <= MAX_LAG; lag++) {
+      const r = this.#referenceAt(t - lag);
+      if (r <= NOISE_FLOOR) continue;
+      let evidence = 0;
+      let ratios = 0;
+      for (let k = 1; k <= WINDOW; k++) {
+        const earlier = this.#referenceAt(t - k - lag);
+        if (earlier <= NOISE_FLOOR * 4 || !this.#uplinkKnown(t - k)) continue;
+        evidence++;
+        ratios += this.#uplinkAt(t - k) / earlier;
+      }
+      // The mean ratio: the echo's misalignment at word edges only lowers a few ratios, the
+      // user's own earlier speech only raises them (then more is called echo, the safe side).
+      const gain = evidence >= MIN_EVIDENCE ? Math.min((ECHO_MARGIN * ratios) / evidence, MAX_GAIN) : 1;
+      if (uplink <= gain * r) return true;
+    }
+    return false;
   }
 
   /** Slots from the last non-silent reference to `slot` (tests). */
@@ -171,6 +297,10 @@ export class EchoGuard {
   #uplinkAt(slot: number): number {
     const i = at(slot);
     return this.#uplinkSlot[i] === slot ? this.#uplink[i]! : 0;
+  }
+
+  #uplinkKnown(slot: number): boolean {
+    return this.#uplinkSlot[at(slot)] === slot;
   }
 
   #referenceAt(slot: number): number {

@@ -13,15 +13,24 @@
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "../media/audio-format.ts";
 import type { SentFrame } from "../media/downlink.ts";
 import type { RelayMetrics } from "../metrics.ts";
-import { EchoGuard, slotOf } from "./echo-guard.ts";
+import { type EchoDecision, EchoGuard, isUserDecision, slotOf } from "./echo-guard.ts";
 import { MediaClock } from "./media-clock.ts";
 import { Resampler } from "../media/resampler.ts";
 import { SILERO_CHUNK, SILERO_SAMPLE_RATE, type SileroDetector, type SileroModel } from "./silero-vad.ts";
 
 /** Silero speech probability that counts as speech. */
 const SPEECH_PROBABILITY = 0.5;
-/** Consecutive speech chunks (32 ms each) before a barge-in: one loud click is not the user. */
+/** Consecutive speech chunks (32 ms each) before a speech onset: one loud click is not the user. */
 const ONSET_CHUNKS = 2;
+/** Speech needed before a held reply is interrupted (RELAY_BARGE_IN_MIN_SPEECH_MS's default). */
+export const DEFAULT_MIN_SPEECH_MS = 480;
+/**
+ * Non-speech after which speech that did not reach the minimum was not an interruption. Longer
+ * than the pause at a comma ("Wait, stop, I have…"), which must not let the reply resume.
+ */
+export const RESUME_SILENCE_MS = 320;
+/** Echo-guard decision counts are added to the metrics this often (frames), not per frame. */
+const DECISION_FLUSH_FRAMES = 250;
 /** Energy fallback: frames above this level (dBFS) count as speech. */
 const ENERGY_ONSET_DBFS = -35;
 const ENERGY_ONSET_FRAMES = 3;
@@ -146,9 +155,16 @@ interface ReferenceItem {
 
 /** What the relay's uplink VAD and echo suppression need from the bridge. */
 export interface UplinkMonitorHooks {
-  /** True while assistant audio is queued or being generated: the only time barge-in matters. */
+  /**
+   * True while assistant audio is queued or being generated and the session lets the relay
+   * interrupt it: the only time the VAD needs to run.
+   */
   assistantActive(): boolean;
-  /** The relay VAD heard the user speak over the assistant. */
+  /** The user started speaking over the assistant (hold the reply). */
+  onSpeechStart(): void;
+  /** The user stopped before the minimum speech: not an interruption (play on). */
+  onSpeechEnd(): void;
+  /** The user spoke over the assistant long enough: an interruption (barge in). */
   onSpeech(): void;
 }
 
@@ -159,6 +175,8 @@ export interface UplinkMonitor {
    * `mediaTimeMs`: the frame's capture time on the client's media clock (CallBridge.onUplinkFrame).
    */
   onUplinkFrame(pcm: Int16Array, mediaTimeMs?: number): boolean;
+  /** Whether this monitor detects speech (the relay owns interruption), or only suppresses echo. */
+  readonly detectsSpeech: boolean;
   /** A downlink frame went out (CallBridge.onDownlinkSent): what the user may hear back as echo. */
   onDownlinkSent(frame: SentFrame): void;
   /** Assistant audio about to be queued on the downlink (the echo reference). */
@@ -172,6 +190,11 @@ export interface UplinkMonitorOptions {
   echoSuppression: boolean;
   /** Whether the monitor may start barge-ins at all (RELAY_VAD=off keeps echo suppression only). */
   vad?: boolean;
+  /**
+   * Speech (ms) before a held reply becomes a barge-in (DEFAULT_MIN_SPEECH_MS); 0 interrupts at
+   * the onset itself. See barge-in.ts.
+   */
+  minSpeechMs?: number;
   /** The relay's clock, ms; performance.now() unless a test drives time itself. */
   now?: () => number;
 }
@@ -182,6 +205,21 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   readonly #detector: SileroDetector | null;
   readonly #echoSuppression: boolean;
   readonly #vad: boolean;
+  readonly #minSpeechMs: number;
+  readonly #metrics: RelayMetrics | undefined;
+  /** Echo-guard decisions since the last flush to the metrics (plain counts: no per-frame labels). */
+  readonly #decisions: Record<EchoDecision, number> = {
+    no_reference: 0,
+    silent: 0,
+    clean: 0,
+    echo: 0,
+    user: 0,
+    uncorrelated: 0,
+    unmeasured_echo: 0,
+    unmeasured_user: 0,
+  };
+  #suppressed = 0;
+  #decided = 0;
   readonly #reference = new EchoReference();
   readonly #guard = new EchoGuard();
   readonly #now: () => number;
@@ -199,9 +237,19 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   #running = false;
   #active = false;
   #speechRun = 0;
+  /** Between a speech onset and its outcome (interruption, or play on). */
+  #speaking = false;
+  #voicedMs = 0;
+  #quietMs = 0;
   /** Echo-only verdicts of the frames in the chunk being collected: a chunk of echo is not the user. */
   #chunkHasUser = false;
   #pendingHasUser = false;
+  /**
+   * Audible frames in the chunk, echo or not. Once the reply is held nothing new is played, so
+   * an echo dies out within the echo path's delay; speech that goes on is the user, even where
+   * the guard (its estimate thrown by the user's own voice) calls it echo.
+   */
+  #chunkAudible = false;
   #pendingReady = false;
   #closed = false;
 
@@ -211,8 +259,14 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     this.#detector = options.silero?.detector() ?? null;
     this.#echoSuppression = options.echoSuppression;
     this.#vad = options.vad ?? true;
+    this.#minSpeechMs = options.minSpeechMs ?? DEFAULT_MIN_SPEECH_MS;
+    this.#metrics = metrics;
     this.#now = options.now ?? (() => performance.now());
     this.#resampled = new Float32Array(this.#resampler.maxOutput(FRAME_SAMPLES));
+  }
+
+  get detectsSpeech(): boolean {
+    return this.#vad;
   }
 
   onAssistantAudio(itemId: string, pcm: Int16Array): void {
@@ -243,6 +297,9 @@ export class RelayUplinkMonitor implements UplinkMonitor {
         : slotOf(this.#uplinkClock.wallTime(mediaTimeMs, this.#now()));
     this.#readBackSent(Number.isNaN(this.#sendSlot) ? slot : this.#sendSlot);
     const echoOnly = this.#guard.push(slot, amplitude);
+    this.#decisions[this.#guard.lastDecision]++;
+    if (echoOnly && this.#echoSuppression) this.#suppressed++;
+    if (++this.#decided >= DECISION_FLUSH_FRAMES) this.#flushDecisions();
 
     const active = this.#vad && this.#hooks.assistantActive();
     if (!active) {
@@ -252,13 +309,15 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     this.#active = true;
     if (!this.#detector) {
       // Energy fallback: loud frames the echo does not explain.
-      const loud = 20 * Math.log10(amplitude / 32768 + 1e-12) > ENERGY_ONSET_DBFS && !echoOnly;
-      this.#speechRun = loud ? this.#speechRun + 1 : 0;
-      if (this.#speechRun >= ENERGY_ONSET_FRAMES) this.#speech();
+      const loud =
+        20 * Math.log10(amplitude / 32768 + 1e-12) > ENERGY_ONSET_DBFS &&
+        isUserDecision(this.#guard.lastDecision);
+      this.#vadResult(loud, 20, ENERGY_ONSET_FRAMES);
       return this.#echoSuppression && echoOnly;
     }
     // Silence is not the user either: only audible frames the echo does not explain count.
-    this.#chunkHasUser ||= !echoOnly && amplitude > USER_FLOOR;
+    this.#chunkHasUser ||= isUserDecision(this.#guard.lastDecision) && amplitude > USER_FLOOR;
+    this.#chunkAudible ||= amplitude > USER_FLOOR;
     const n = this.#resampler.process(pcm, this.#resampled);
     for (let i = 0; i < n; i++) {
       this.#chunk[this.#chunkLength++] = this.#resampled[i]! / 32768;
@@ -278,8 +337,9 @@ export class RelayUplinkMonitor implements UplinkMonitor {
 
   /** Runs Silero on the completed chunk; one inference in flight, the newest chunk waits. */
   #submit(): void {
-    const hasUser = this.#chunkHasUser;
+    const hasUser = this.#chunkHasUser || (this.#speaking && this.#chunkAudible);
     this.#chunkHasUser = false;
+    this.#chunkAudible = false;
     if (this.#running) {
       // The previous inference is still out: keep only the newest chunk (speech onsets are
       // what matter, and stale chunks would only delay them).
@@ -300,9 +360,8 @@ export class RelayUplinkMonitor implements UplinkMonitor {
         if (this.#closed) return;
         this.#vadSeconds?.observe(detector.lastRunMs / 1000);
         if (!this.#active) return;
-        this.#speechRun = p >= SPEECH_PROBABILITY && hasUser ? this.#speechRun + 1 : 0;
-        if (this.#speechRun >= ONSET_CHUNKS) this.#speech();
-        else if (this.#pendingReady) {
+        this.#vadResult(p >= SPEECH_PROBABILITY && hasUser, 32, ONSET_CHUNKS);
+        if (this.#active && this.#pendingReady) {
           this.#pendingReady = false;
           this.#chunk.set(this.#pending);
           this.#run(this.#chunk, this.#pendingHasUser);
@@ -314,22 +373,70 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     );
   }
 
-  #speech(): void {
+  /**
+   * One VAD verdict covering `ms` of audio. `onsetUnits` speech verdicts in a row are an onset:
+   * the reply is held; speech that adds up to the minimum (short pauses allowed) interrupts it;
+   * RESUME_SILENCE_MS without speech before that lets it play on.
+   */
+  #vadResult(speech: boolean, ms: number, onsetUnits: number): void {
+    if (!this.#speaking) {
+      this.#speechRun = speech ? this.#speechRun + 1 : 0;
+      if (this.#speechRun < onsetUnits) return;
+      this.#speaking = true;
+      this.#voicedMs = this.#speechRun * ms;
+      this.#quietMs = 0;
+      if (this.#voicedMs >= this.#minSpeechMs) return this.#interrupt();
+      this.#hooks.onSpeechStart();
+      return;
+    }
+    if (speech) {
+      this.#voicedMs += ms;
+      this.#quietMs = 0;
+      if (this.#voicedMs >= this.#minSpeechMs) this.#interrupt();
+      return;
+    }
+    this.#quietMs += ms;
+    if (this.#quietMs >= RESUME_SILENCE_MS) this.#endSpeech();
+  }
+
+  #interrupt(): void {
+    this.#speaking = false;
     this.#speechRun = 0;
     this.#hooks.onSpeech();
   }
 
-  /** The assistant stopped: forget the VAD's state so the next reply starts clean. */
+  #endSpeech(): void {
+    this.#speaking = false;
+    this.#speechRun = 0;
+    this.#hooks.onSpeechEnd();
+  }
+
+  /** The assistant stopped (or may no longer be interrupted): the next reply starts clean. */
   #idle(): void {
     this.#active = false;
+    if (this.#speaking) this.#endSpeech();
     this.#speechRun = 0;
     this.#chunkLength = 0;
     this.#pendingReady = false;
     if (!this.#running) this.#detector?.reset();
   }
 
+  #flushDecisions(): void {
+    this.#decided = 0;
+    const metrics = this.#metrics;
+    const decisions = this.#decisions;
+    for (const decision of Object.keys(decisions) as EchoDecision[]) {
+      if (decisions[decision] > 0) metrics?.echoGuardFrames.inc({ decision }, decisions[decision]);
+      decisions[decision] = 0;
+    }
+    if (this.#suppressed > 0) metrics?.echoSuppressedFrames.inc(this.#suppressed);
+    this.#suppressed = 0;
+  }
+
   close(): void {
+    if (this.#closed) return;
     this.#closed = true;
+    this.#flushDecisions();
   }
 }
 

@@ -10,7 +10,7 @@ import type { Logger } from "../log.ts";
 import { inferenceBridgeFactory } from "./inference-bridge.ts";
 
 export async function createInferenceBridgeFactory(
-  config: Pick<RelayConfig, "inference" | "relayVad" | "echoSuppression">,
+  config: Pick<RelayConfig, "inference" | "relayVad" | "echoSuppression" | "bargeInMinSpeechMs">,
   log: Logger,
 ): Promise<CallBridgeFactory> {
   let silero: SileroModel | null = null;
@@ -28,6 +28,7 @@ export async function createInferenceBridgeFactory(
           silero: config.relayVad === "off" ? null : silero,
           echoSuppression: config.echoSuppression,
           vad: config.relayVad !== "off",
+          minSpeechMs: config.bargeInMinSpeechMs,
         });
   return inferenceBridgeFactory({ config: config.inference, uplinkMonitor: monitor });
 }

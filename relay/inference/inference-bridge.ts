@@ -34,6 +34,7 @@ import { ProblemLog } from "../log.ts";
 import type { RelayMetrics } from "../metrics.ts";
 import { FRAME_SAMPLES } from "../media/audio-format.ts";
 import { BargeIn, RELAY_EVENT_PREFIX } from "../barge-in/barge-in.ts";
+import { TurnPolicy } from "../barge-in/turn-policy.ts";
 import type { InferenceConfig } from "../config.ts";
 import { ModelSession, RECONNECTED_EVENT, type SessionOutcome, forModel } from "./model-session.ts";
 import { SidebandHub } from "../sideband/sideband-hub.ts";
@@ -105,6 +106,7 @@ export class InferenceBridge implements CallBridge {
   readonly #session: ModelSession;
   readonly #sessionConfirmTimeoutMs: number;
   #sessionTimer: NodeJS.Timeout | null = null;
+  readonly #turns: TurnPolicy;
 
   // Uplink batch: reused for every append, no per-frame allocation.
   readonly #batch = new Int16Array(FRAME_SAMPLES * FRAMES_PER_APPEND);
@@ -137,14 +139,18 @@ export class InferenceBridge implements CallBridge {
       sendUpstream: (event) => this.#sendUpstream(JSON.stringify(event)),
       emit: (event) => this.#emit(event),
     });
+    // The session's turn settings decide whether the relay's VAD may interrupt at all.
     this.#monitor =
       options.uplinkMonitor?.(
         {
-          assistantActive: () => this.#bargeIn.assistantActive,
+          assistantActive: () => this.#turns.relayMayInterrupt && this.#bargeIn.assistantActive,
+          onSpeechStart: () => this.#bargeIn.hold(),
+          onSpeechEnd: () => this.#bargeIn.resume(),
           onSpeech: () => this.#bargeIn.trigger("relay_vad"),
         },
         metrics,
       ) ?? null;
+    this.#turns = new TurnPolicy(this.#monitor?.detectsSpeech ?? false, ctx.session);
     this.#upstream = new UpstreamConnection(options.config, {
       onOpen: (reconnected) => this.#onUpstreamOpen(reconnected),
       onMessage: (text) => this.#onUpstreamMessage(text),
@@ -270,11 +276,12 @@ export class InferenceBridge implements CallBridge {
         this.#bargeIn.trigger("client_clear");
         return;
       case "session.update":
-        // The relay carries audio as PCM16 24 kHz whatever the client asks for.
-        this.#sendUpstream(JSON.stringify({ ...event, session: forModel(event.session) }), {
-          eventId: event.event_id,
-          session: event.session,
-        });
+        // The relay carries audio as PCM16 24 kHz whatever the client asks for; its turn policy
+        // may own interruption (turn-policy.ts).
+        this.#sendUpstream(
+          JSON.stringify({ ...event, session: forModel(this.#turns.toUpstream(event.session, false)) }),
+          { eventId: event.event_id, session: event.session },
+        );
         return;
       case "input_audio_buffer.append":
       case "input_audio_buffer.commit":
@@ -340,7 +347,9 @@ export class InferenceBridge implements CallBridge {
   #onUpstreamOpen(reconnected: boolean): void {
     if (this.#closed) return;
     // The call's session first; client events wait until the model has applied it.
-    const { update, unanswered } = this.#session.opened();
+    const { update, unanswered } = this.#session.opened((session) =>
+      forModel(this.#turns.toUpstream(session, true)),
+    );
     this.#upstream.send(update);
     if (reconnected) this.#ctx.log.info("upstream reconnected, new model session");
     // The client's updates the lost model session never answered go to the new one, first.
@@ -383,7 +392,7 @@ export class InferenceBridge implements CallBridge {
         this.#onAudioDelta(event.response_id, event.item_id, event.content_index, event.delta);
         return; // audio never goes down the data channel
       case "input_audio_buffer.speech_started":
-        this.#bargeIn.trigger("upstream_vad");
+        if (this.#turns.upstreamMayInterrupt) this.#bargeIn.trigger("upstream_vad");
         this.#emitText(text, event.type);
         return;
       case "response.created":
@@ -455,12 +464,14 @@ export class InferenceBridge implements CallBridge {
         return;
       case "forward":
         if (!event) return;
-        if (outcome.session)
-          this.#emitText(JSON.stringify({ ...event, session: outcome.session }), event.type);
-        else this.#emitText(text, event.type);
+        if (outcome.session) {
+          const session = this.#turns.clientSession(outcome.session);
+          this.#emitText(JSON.stringify({ ...event, session }), event.type);
+        } else this.#emitText(text, event.type);
         return;
       case "ready":
       case "refused":
+        outcome.session = this.#turns.clientSession(outcome.session);
         if (this.#sessionTimer) clearTimeout(this.#sessionTimer);
         this.#sessionTimer = null;
         if (outcome.first) {
@@ -592,6 +603,7 @@ export class InferenceBridge implements CallBridge {
     if (this.#sessionTimer) clearTimeout(this.#sessionTimer);
     this.#sessionTimer = null;
     this.#problems.flush();
+    this.#bargeIn.close();
     this.#monitor?.close();
     this.#upstream.close();
     this.#pendingChannel = [];

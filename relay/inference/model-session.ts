@@ -85,7 +85,7 @@ export class ModelSession {
    * first, and the client's updates the previous model session never answered, to send again
    * once this one is configured.
    */
-  opened(): {
+  opened(toModel: (session: SessionConfig) => SessionConfig = forModel): {
     update: string;
     unanswered: { text: string; eventId: string | undefined; session: SessionConfig }[];
   } {
@@ -93,7 +93,7 @@ export class ModelSession {
     this.#phase = "configuring";
     this.#defaults = null;
     const eventId = RELAY_EVENT_PREFIX + newId("event");
-    const session = forModel(this.#effective);
+    const session = toModel(this.#effective);
     const update = JSON.stringify({ type: "session.update", event_id: eventId, session });
     this.#inFlight = [{ origin: "relay", eventId, session, text: update, abandoned: false }];
     return { update, unanswered };

@@ -18,6 +18,11 @@ export interface DownlinkPort {
   push(itemId: string, contentIndex: number, pcm: Int16Array): void;
   /** Drops everything queued, so the next pacer tick sends silence. Returns the ms dropped. */
   flush(): number;
+  /**
+   * Holds playout (true): ticks send nothing and keep the queue, as a speaker pausing when
+   * someone starts to talk; false plays on from where it stopped. Playout is not reported stopped.
+   */
+  hold(held: boolean): void;
   /** Ms of audio queued and not yet sent. */
   readonly queuedMs: number;
   /** What was generated and what was actually sent, per item. */
@@ -94,6 +99,7 @@ export class Downlink implements DownlinkPort, PacedStream {
   #playing: string | null = null;
   #silent = true;
   #partialWait = 0;
+  #held = false;
   #closed = false;
 
   constructor(options: DownlinkOptions) {
@@ -131,6 +137,7 @@ export class Downlink implements DownlinkPort, PacedStream {
   }
 
   flush(): number {
+    this.#held = false;
     const dropped = this.#queuedSamples;
     this.#queue.length = 0;
     this.#queuedSamples = 0;
@@ -138,9 +145,18 @@ export class Downlink implements DownlinkPort, PacedStream {
     return samplesToMs(dropped);
   }
 
+  hold(held: boolean): void {
+    this.#held = held;
+  }
+
   tick(index: number): void {
     if (this.#closed) return;
     if (this.#firstIndex < 0) this.#firstIndex = index;
+    if (this.#held) {
+      // The first packet after the hold carries the marker, as after any silence.
+      this.#silent = true;
+      return;
+    }
     const head = this.#queue[0];
     if (!head || !this.#frameReady(head)) {
       if (this.#playing !== null) this.#stop();

@@ -28,6 +28,15 @@ describe("config", () => {
     expect(() => loadConfig({ ...base, [name]: value })).toThrow(ConfigError);
     expect(() => loadConfig({ ...base, [name]: value })).toThrow(name);
   });
+  it("takes RELAY_BARGE_IN_MIN_SPEECH_MS from 0 to 5000 (default 480), refuses -1 and 5001", () => {
+    expect(loadConfig(base).bargeInMinSpeechMs).toBe(480);
+    expect(loadConfig({ ...base, RELAY_BARGE_IN_MIN_SPEECH_MS: "0" }).bargeInMinSpeechMs).toBe(0);
+    expect(loadConfig({ ...base, RELAY_BARGE_IN_MIN_SPEECH_MS: "5000" }).bargeInMinSpeechMs).toBe(5000);
+    for (const value of ["-1", "5001", "soon"])
+      expect(() => loadConfig({ ...base, RELAY_BARGE_IN_MIN_SPEECH_MS: value })).toThrow(
+        "RELAY_BARGE_IN_MIN_SPEECH_MS",
+      );
+  });
   it("requires the relay secret or the relay's own key, not both", () => {
     expect(() => loadConfig({})).toThrow("EARSHOT_RELAY_SECRET");
     expect(() => loadConfig({ ...base, EARSHOT_RELAY_KEY: KEY })).toThrow("EARSHOT_RELAY_KEY");

@@ -48,7 +48,7 @@ interface Scenario {
 function run(s: Scenario) {
   let now = 0;
   const monitor = new RelayUplinkMonitor(
-    { assistantActive: () => false, onSpeech: () => {} },
+    { assistantActive: () => false, onSpeechStart: () => {}, onSpeechEnd: () => {}, onSpeech: () => {} },
     { silero: null, echoSuppression: true, vad: false, now: () => now },
   );
   const item = "item_reply";

@@ -28,6 +28,8 @@ export class PacedDownlink implements DownlinkPort {
   readonly ledger = new PlayoutLedger();
   readonly pushes: { at: number; itemId: string; samples: number }[] = [];
   readonly flushes: { at: number; droppedMs: number }[] = [];
+  readonly holds: { at: number; held: boolean }[] = [];
+  #held = false;
   readonly sent: SentFrame[] = [];
   #queue: Queued[] = [];
   #timer: NodeJS.Timeout;
@@ -46,7 +48,13 @@ export class PacedDownlink implements DownlinkPort {
     this.#queue.push({ itemId, contentIndex, pcm: pcm.slice() });
   }
 
+  hold(held: boolean): void {
+    this.holds.push({ at: performance.now(), held });
+    this.#held = held;
+  }
+
   flush(): number {
+    this.#held = false;
     const droppedMs = this.queuedMs;
     this.#queue = [];
     this.flushes.push({ at: performance.now(), droppedMs });
@@ -61,7 +69,7 @@ export class PacedDownlink implements DownlinkPort {
     const frame = new Int16Array(FRAME_SAMPLES);
     let filled = 0;
     let itemId: string | null = null;
-    while (filled < FRAME_SAMPLES && this.#queue.length > 0) {
+    while (!this.#held && filled < FRAME_SAMPLES && this.#queue.length > 0) {
       const head = this.#queue[0]!;
       itemId ??= head.itemId;
       if (head.itemId !== itemId) break;
@@ -77,7 +85,7 @@ export class PacedDownlink implements DownlinkPort {
       this.#playing = itemId;
       this.bridge?.onPlayoutStarted(itemId);
     }
-    if (!itemId && this.#playing) {
+    if (!itemId && this.#playing && !this.#held) {
       this.bridge?.onPlayoutStopped(this.#playing);
       this.#playing = null;
     }
