@@ -533,7 +533,7 @@ export async function connectTurnClient(
   }
   await client.connected();
   await client.channelOpen();
-  await client.waitEvent("session.updated");
+  await client.waitEvent("session.created");
   return client;
 }
 
