@@ -40,6 +40,8 @@ export class BargeIn {
   readonly #cancelledResponses = new Set<string>();
   readonly #cancelledItems = new Set<string>();
   readonly #itemResponse = new Map<string, string>();
+  /** Replies interrupted so far in this call (the call record's barge_ins). */
+  count = 0;
 
   constructor(ports: BargeInPorts) {
     this.#ports = ports;
@@ -125,6 +127,7 @@ export class BargeIn {
       response_id: responseId ?? "",
     });
     this.#ports.metrics.bargeIns.inc({ trigger });
+    this.count++;
     return true;
   }
 }
