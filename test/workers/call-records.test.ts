@@ -4,7 +4,7 @@ import { runDurableObjectAlarm, runInDurableObject } from "cloudflare:test";
 import { env } from "cloudflare:workers";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { MAX_LOG_ITEMS_PER_EVENT, MAX_LOG_TEXT_CHARS, type LogItem } from "../../protocol/relay-api.ts";
-import { MAX_PAGE_SIZE, type CallPage } from "../../workers/call-index.ts";
+import { MAX_INDEXED_CALLS, MAX_PAGE_SIZE, type CallPage } from "../../workers/call-index.ts";
 import type { CallView } from "../../workers/call-session.ts";
 import { MAX_LOG_ITEMS, MAX_LOG_TEXT_CHARS as MAX_KEPT_TEXT } from "../../workers/conversation-log.ts";
 import { apiKeyId } from "../../workers/auth.ts";
@@ -199,6 +199,49 @@ describe("GET /admin/calls", () => {
       expect(await errorOf(response)).toMatchObject({ type: "invalid_request_error", param: "limit" });
     }
   });
+
+  it(`keeps ${MAX_INDEXED_CALLS} calls a project: one more and the oldest goes`, async () => {
+    const since = await ownSecond();
+    // A project of its own (an index by another name), filled to the bound directly.
+    const index = callIndex(env, `bound-${since}`);
+    const record = (id: string, created: number): CallView => ({
+      id,
+      object: "realtime.call",
+      state: "ended",
+      relay: { id: "relay-x", region: "test" },
+      timestamps: { created, ended: created + 1 },
+      end_reason: "hangup",
+      end_message: null,
+      stats: null,
+      usage: null,
+      setup: { relay_answer_ms: null, relay_connect_ms: null },
+    });
+    const base = since * 1000;
+    // One statement: 100 000 inserts one by one take longer than a test may.
+    await runInDurableObject(index, async (_instance, state) => {
+      state.storage.sql.exec(
+        `WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+         INSERT INTO calls (call_id, created_ms, record, rank)
+         SELECT printf('rtc_bound%07d', i), ? + i, json_object('id', printf('rtc_bound%07d', i)), 4 FROM n`,
+        MAX_INDEXED_CALLS - 2,
+        base,
+      );
+    });
+    const count = () =>
+      runInDurableObject(
+        index,
+        async (_instance, state) =>
+          state.storage.sql.exec<{ n: number }>("SELECT count(*) AS n FROM calls").one().n,
+      );
+    await index.put(record("rtc_boundlast0001", base + MAX_INDEXED_CALLS));
+    expect(await count()).toBe(MAX_INDEXED_CALLS);
+    const oldest = async () =>
+      ((await index.list(base, MAX_INDEXED_CALLS, null)) as CallPage).records.at(-1)!.id;
+    expect(await oldest()).toBe("rtc_bound0000000");
+    await index.put(record("rtc_boundlast0002", base + MAX_INDEXED_CALLS + 1));
+    expect(await count()).toBe(MAX_INDEXED_CALLS);
+    expect(await oldest()).toBe("rtc_bound0000001");
+  }, 30_000);
 
   it("refuses a missing or malformed since, a forged cursor, and a request without an API key", async () => {
     const cases: [string, string][] = [
