@@ -18,6 +18,8 @@ const MAX_KNOWN_ITEMS = 1000;
 export interface ConversationRecorderOptions {
   /** Reports items that are new or changed, in conversation order. Never throws. */
   report: (items: LogItem[]) => void;
+  /** How much of an item's audio the model generated, in ms (the PlayoutLedger's); 0 if unknown. */
+  generatedMs?: (itemId: string) => number;
   flushMs?: number;
 }
 
@@ -25,6 +27,8 @@ export class ConversationRecorder {
   readonly #options: ConversationRecorderOptions;
   /** Every item seen, at its latest version, in the order first seen (bounded). */
   readonly #known = new Map<string, LogItem>();
+  /** A barged-in reply's share of its audio the caller heard (0..1), to cut its transcript. */
+  readonly #heard = new Map<string, { share: number; cut?: string }>();
   /** Ids changed since the last report, in the order they changed first. */
   readonly #changed = new Set<string>();
   #timer: NodeJS.Timeout | undefined;
@@ -46,9 +50,13 @@ export class ConversationRecorder {
       case "response.output_item.done":
         this.#item(event.item, undefined);
         return;
-      case "conversation.item.truncated":
+      case "conversation.item.truncated": {
+        const generated = this.#options.generatedMs?.(event.item_id) ?? 0;
+        if (generated > 0 && this.#heard.size < MAX_KNOWN_ITEMS)
+          this.#heard.set(event.item_id, { share: Math.min(1, event.audio_end_ms / generated) });
         this.#update(event.item_id, { truncated_at_ms: Math.round(event.audio_end_ms) });
         return;
+      }
       default:
         return;
     }
@@ -118,6 +126,12 @@ export class ConversationRecorder {
   }
 
   #put(item: LogItem): void {
+    const heard = this.#heard.get(item.id);
+    // Cut each new transcript once: a text that is already the cut one stays as it is.
+    if (heard && item.text !== undefined && item.text !== heard.cut) {
+      heard.cut = cutAt(item.text, heard.share);
+      item = { ...item, text: heard.cut };
+    }
     if (!this.#known.has(item.id) && this.#known.size >= MAX_KNOWN_ITEMS) {
       this.#known.delete(this.#known.keys().next().value!);
     }
@@ -184,6 +198,18 @@ function contentText(content: unknown): string | undefined {
 
 function shortString<K extends string>(key: K, value: unknown): Partial<Record<K, string>> {
   return typeof value === "string" && ID.test(value) ? ({ [key]: value } as Record<K, string>) : {};
+}
+
+/**
+ * The words of a transcript the caller heard, if its speech was even: the share `heard` of its
+ * characters, back to the last word boundary. Speech rate varies, so this is an estimate; the
+ * relay knows only how much audio was generated and how much was played.
+ */
+function cutAt(text: string, heard: number): string {
+  if (heard >= 1) return text;
+  const end = Math.round(text.length * heard);
+  const space = text.lastIndexOf(" ", end);
+  return text.slice(0, space > 0 ? space : end);
 }
 
 const clip = (text: string) => (text.length > MAX_LOG_TEXT_CHARS ? text.slice(0, MAX_LOG_TEXT_CHARS) : text);

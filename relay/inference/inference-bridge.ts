@@ -135,6 +135,7 @@ export class InferenceBridge implements CallBridge {
     const reportLog = ctx.reportLog?.bind(ctx);
     this.#conversation = reportLog
       ? new ConversationRecorder({
+          generatedMs: (itemId) => ctx.downlink.ledger.generatedMs(itemId),
           report: (items) => {
             try {
               reportLog(items);

@@ -175,3 +175,43 @@ describe("the conversation recorder", () => {
     expect(reports).toEqual([]);
   });
 });
+
+describe("a barged-in reply", () => {
+  it("keeps the words the caller heard, by the share of its audio played, and where it was cut", () => {
+    const reports: LogItem[][] = [];
+    const recorder = new ConversationRecorder({
+      report: (items) => reports.push(items),
+      generatedMs: (itemId) => (itemId === "item_a" ? 2000 : 0),
+    });
+    const observe = (event: Record<string, unknown>) => {
+      const parsed = parseServerEvent(JSON.stringify({ event_id: "event_1", ...event }));
+      if (parsed.kind === "known") recorder.observe(parsed.event as ServerEvent);
+    };
+    const reply = (transcript: string | null) => ({
+      type: "conversation.item.done",
+      previous_item_id: null,
+      item: {
+        id: "item_a",
+        type: "message",
+        role: "assistant",
+        content: [{ type: "output_audio", transcript }],
+      },
+    });
+    observe(reply(null));
+    // Half of two seconds heard; the transcript arrives after the truncation.
+    observe({ type: "conversation.item.truncated", item_id: "item_a", content_index: 0, audio_end_ms: 1000 });
+    observe({ type: "conversation.item.truncated", item_id: "item_a", content_index: 0, audio_end_ms: 1000 });
+    observe(reply("one two three four five six seven eight"));
+    recorder.close();
+    expect(reports.flat()).toEqual([
+      {
+        id: "item_a",
+        previous_item_id: null,
+        type: "message",
+        role: "assistant",
+        text: "one two three four",
+        truncated_at_ms: 1000,
+      },
+    ]);
+  });
+});
