@@ -537,6 +537,8 @@ export class CallSession extends DurableObject<Env> {
         call.relayDrop = undefined;
         this.#save();
         this.#nonces.clear();
+        // Index writes are not awaited; this one makes a listing that missed the end catch up.
+        this.#index(call);
       }
       this.#schedule();
       return;

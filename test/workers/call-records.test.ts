@@ -132,6 +132,13 @@ describe("GET /admin/calls", () => {
       ids.push(callId);
     }
     await hangupFromRelay(ids[0]!, relay.relayId);
+    // The end reaches the index in the background: wait for it there before paging.
+    const index = callIndex(env, await apiKeyId(API_KEY));
+    for (let tries = 0; tries < 300; tries++) {
+      const page = (await index.list(since * 1000, MAX_PAGE_SIZE, null)) as CallPage;
+      if (page.records.find((r) => r.id === ids[0])?.state === "ended") break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
     const seen: CallView[] = [];
     let query = `?since=${since}&limit=2`;
     const pages: number[] = [];
@@ -257,6 +264,34 @@ describe("GET /admin/calls", () => {
     }
     expect((await edge("/admin/calls?since=1")).status).toBe(401);
     expect((await edge("/admin/calls?since=1", { apiKey: "sk_wrong" })).status).toBe(401);
+  });
+
+  it("catches up with a call whose end the index missed, when the call drops its live details (24 h)", async () => {
+    const since = await ownSecond();
+    const { callId, relayId } = await connectedCall();
+    await hangupFromRelay(callId, relayId);
+    const index = callIndex(env, await apiKeyId(API_KEY));
+    await waitForIndexed(`?since=${since}`, 1);
+    // As if the write of the end had been lost: the index still says connected.
+    await runInDurableObject(index, async (_instance, state) => {
+      const row = state.storage.sql
+        .exec<{ record: string }>("SELECT record FROM calls WHERE call_id = ?", callId)
+        .one();
+      const stale = { ...(JSON.parse(row.record) as CallView), state: "connected", end_reason: null };
+      state.storage.sql.exec(
+        "UPDATE calls SET record = ?, rank = 3 WHERE call_id = ?",
+        JSON.stringify(stale),
+        callId,
+      );
+    });
+    const stateInIndex = async () =>
+      ((await index.list(since * 1000, 10, null)) as CallPage).records.find((r) => r.id === callId)?.state;
+    expect(await stateInIndex()).toBe("connected");
+    advance(DAY_MS + 1000);
+    await runDurableObjectAlarm(callSession(env, callId)!);
+    for (let tries = 0; tries < 100 && (await stateInIndex()) !== "ended"; tries++)
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(await stateInIndex()).toBe("ended");
   });
 
   it("forgets records past EARSHOT_CALL_RECORD_DAYS (30) when its alarm sweeps", async () => {
