@@ -118,6 +118,8 @@ export const CallUsage = z.strictObject({
   audio_out_seconds: z.number().nonnegative().max(1e7),
   /** The model's responses (`response.done`), and their usage summed. */
   turns: z.number().int().nonnegative().max(1e7),
+  /** Replies the caller interrupted (relay/barge-in/barge-in.ts); absent from older relays. */
+  barge_ins: z.number().int().nonnegative().max(1e7).optional(),
   model: ModelUsage,
 });
 export type CallUsage = z.infer<typeof CallUsage>;
@@ -128,8 +130,42 @@ const eventBase = { call_id: CallId, relay_id: RelayId, at: z.number().int().pos
  * Relay → edge, in batches (`RelayEventBatch`) or one at a time on `POST /internal/calls/{id}/events`.
  * `at` is epoch milliseconds.
  */
+/** Most characters of one text field (text, transcript, arguments, output) in a log item. */
+export const MAX_LOG_TEXT_CHARS = 4096;
+/** Most log items in one `log` event; the relay sends more in the next one. */
+export const MAX_LOG_ITEMS_PER_EVENT = 20;
+const itemId = z.string().min(1).max(64);
+const logText = z.string().max(MAX_LOG_TEXT_CHARS);
+
+/**
+ * One conversation item as the call's log keeps it: never audio. The relay sends an item again
+ * when it changes (a transcript arrives, a reply is cut by a barge-in); the edge keeps the
+ * latest, in the order items first arrived, which is the conversation's.
+ */
+export const LogItem = z.strictObject({
+  id: itemId,
+  previous_item_id: itemId.nullable(),
+  type: z.enum(["message", "function_call", "function_call_output"]),
+  role: z.enum(["user", "assistant", "system"]).optional(),
+  /** A message's text, or its audio's transcript. */
+  text: logText.optional(),
+  /** function_call and function_call_output: the call they belong to. */
+  call_id: z.string().min(1).max(64).optional(),
+  name: z.string().min(1).max(64).optional(),
+  arguments: logText.optional(),
+  output: logText.optional(),
+  /** A reply cut short by a barge-in: how much of its audio the caller heard. */
+  truncated_at_ms: z.number().int().nonnegative().max(1e8).optional(),
+});
+export type LogItem = z.infer<typeof LogItem>;
+
 export const RelayCallEvent = z.discriminatedUnion("type", [
-  z.strictObject({ ...eventBase, type: z.literal("connected") }),
+  z.strictObject({
+    ...eventBase,
+    type: z.literal("connected"),
+    /** From the relay taking the offer to ICE and DTLS connected, in ms. */
+    connect_ms: z.number().nonnegative().max(3_600_000).optional(),
+  }),
   z.strictObject({ ...eventBase, type: z.literal("first_audio") }),
   z.strictObject({ ...eventBase, type: z.literal("stats"), stats: CallStats }),
   z.strictObject({
@@ -138,6 +174,12 @@ export const RelayCallEvent = z.discriminatedUnion("type", [
     reason: EndReason,
     message: z.string().max(512).optional(),
     usage: CallUsage.optional(),
+  }),
+  /** Conversation items, new or changed since the last one, in conversation order. */
+  z.strictObject({
+    ...eventBase,
+    type: z.literal("log"),
+    items: z.array(LogItem).min(1).max(MAX_LOG_ITEMS_PER_EVENT),
   }),
 ]);
 export type RelayCallEvent = z.infer<typeof RelayCallEvent>;

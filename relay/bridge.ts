@@ -1,7 +1,7 @@
 // The seam between a call's media (relay/call/, relay/media/) and what its audio and events
 // are bridged to: the inference connection in production, simpler bridges in tests.
 // The call owns the PeerConnection and hands the bridge these three ports when media is set up.
-import type { CallUsage, EndReason, ModelUsage } from "../protocol/relay-api.ts";
+import type { CallUsage, EndReason, LogItem, ModelUsage } from "../protocol/relay-api.ts";
 import type { CallState } from "../protocol/sideband.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import type { Logger } from "./log.ts";
@@ -34,6 +34,8 @@ export interface CallContext {
   events: EventChannelPort;
   /** Ends the call (hang-up of the PeerConnection, report to the edge) with a reason. */
   end(reason: EndReason, message?: string): void;
+  /** Conversation items for the call's log at the edge (never audio); bounded by the caller. */
+  reportLog?(items: LogItem[]): void;
 }
 
 /**
@@ -93,7 +95,7 @@ export interface CallBridge {
    */
   attachSideband?(port: SidebandPort): SidebandHandle;
   /** The model's part of the call's usage: its responses and their `usage` summed. */
-  modelUsage?(): { turns: number; model: ModelUsage };
+  modelUsage?(): { turns: number; model: ModelUsage; bargeIns?: number };
   /** The caller's link changed (for the sidebands' `earshot.call.state`). */
   onCallState?(change: CallStateChange): void;
   /** Safe to call twice. */

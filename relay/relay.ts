@@ -259,7 +259,16 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.metrics.callsTotal.inc();
     this.metrics.activeCalls.set(this.calls.size);
     const base = () => ({ call_id: call.id, relay_id: this.#config.relayId, at: Date.now() });
-    call.on("connected", () => this.emit("callEvent", { ...base(), type: "connected" }));
+    call.on("connected", () =>
+      this.emit("callEvent", {
+        ...base(),
+        type: "connected",
+        ...(call.connectedAt === undefined
+          ? {}
+          : { connect_ms: Math.round(call.connectedAt - call.createdAt) }),
+      }),
+    );
+    call.on("log", (items) => this.emit("callEvent", { ...base(), type: "log", items }));
     call.on("first_audio", () => this.emit("callEvent", { ...base(), type: "first_audio" }));
     call.once("ended", (reason, message, usage) => {
       this.calls.delete(call.id);

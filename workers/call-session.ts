@@ -10,13 +10,14 @@
 // one call from ever reaching two relays.
 import { DurableObject } from "cloudflare:workers";
 import { sha256Hex } from "../protocol/encoding.ts";
-import type { CallStats, CallUsage, EndReason, RelayCallEvent } from "../protocol/relay-api.ts";
+import type { CallStats, CallUsage, EndReason, LogItem, RelayCallEvent } from "../protocol/relay-api.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import { assertNever } from "../protocol/assert-never.ts";
 import { edgeConfig } from "./config.ts";
 import { ApiError, type ApiErrorData } from "./errors.ts";
 import { log } from "./log.ts";
-import { secretLedger } from "./object-ids.ts";
+import { callIndex, secretLedger } from "./object-ids.ts";
+import { emptyLog, mergeLog, type StoredLog } from "./conversation-log.ts";
 import type { SignatureNonce } from "./relay-registry.ts";
 import { SeenNonces } from "./seen-nonces.ts";
 import { createRelayCall, deleteRelayCall, patchRelayCall, type RelayTarget } from "./relay-client.ts";
@@ -55,6 +56,21 @@ export interface CallView {
   stats: CallStats | null;
   /** What the call used, as its relay counted at the end; null until then. */
   usage: CallUsage | null;
+  /** Where the call's setup went, in ms; each null until known. */
+  setup: CallSetup;
+}
+
+export interface CallSetup {
+  /** The edge's wait for the relay's SDP answer (every relay tried). */
+  relay_answer_ms: number | null;
+  /** From the relay taking the offer to ICE and DTLS connected, as the relay measured it. */
+  relay_connect_ms: number | null;
+}
+
+/** The call's conversation log, as GET /v1/realtime/calls/{id}/log shows it. */
+export interface CallLogView extends StoredLog {
+  object: "realtime.call.log";
+  call_id: string;
 }
 
 export interface StartCall {
@@ -92,6 +108,7 @@ interface CallRecord {
   relayDrop?: { attempts: number; nextAtMs: number };
   /** When the relay's heartbeat stopped listing the call while it was live here (epoch ms). */
   relayGoneAt?: number;
+  setup?: Partial<CallSetup>;
 }
 
 /**
@@ -140,11 +157,14 @@ export class CallSession extends DurableObject<Env> {
   #pending: { offerSdp: string; relayId: string; result: Promise<Outcome<StartedCall>> } | undefined;
   /** Signatures of relay events already applied here: a replayed request is refused. */
   #nonces!: SeenNonces;
+  /** The conversation's items, as the relay reports them (stored under "log"). */
+  #log: StoredLog | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
     ctx.blockConcurrencyWhile(async () => {
       this.#call = ctx.storage.kv.get<CallRecord>("call");
+      this.#log = ctx.storage.kv.get<StoredLog>("log");
       this.#nonces = new SeenNonces(ctx.storage);
     });
   }
@@ -174,6 +194,7 @@ export class CallSession extends DurableObject<Env> {
         stats: undefined,
       };
       this.#save();
+      this.#index(this.#call);
       const result = this.#forward(this.#call, init);
       this.#pending = { offerSdp: init.offerSdp, relayId: init.relays[0]!.id, result };
       return result;
@@ -223,6 +244,12 @@ export class CallSession extends DurableObject<Env> {
           );
         }
         if (result.ok) {
+          call.setup = {
+            ...call.setup,
+            relay_answer_ms: Math.round(
+              timing.parts.reduce((sum, [name, ms]) => (name === "relay" ? sum + ms : sum), 0),
+            ),
+          };
           call.answerSdp = result.value.answer_sdp;
           this.#transition(call, "answered");
           this.#save();
@@ -280,6 +307,16 @@ export class CallSession extends DurableObject<Env> {
     const call = this.#call;
     if (!call || !mayAccess(call, actor)) return notFound();
     return { ok: true, value: view(call) };
+  }
+
+  /** The call's conversation log, for whoever may read the call. */
+  conversationLog(actor: CallOwner): Outcome<CallLogView> {
+    const call = this.#call;
+    if (!call || !mayAccess(call, actor)) return notFound();
+    return {
+      ok: true,
+      value: { object: "realtime.call.log", call_id: call.callId, ...(this.#log ?? emptyLog()) },
+    };
   }
 
   /**
@@ -403,6 +440,11 @@ export class CallSession extends DurableObject<Env> {
   }
 
   #applyRelayEvent(call: CallRecord, event: RelayCallEvent): Outcome<CallView> {
+    if (event.type === "log") {
+      // The last items may come in the batch that ends the call, or just after an edge hangup.
+      this.#appendLog(event.items);
+      return { ok: true, value: view(call) };
+    }
     if (isTerminal(call.state)) {
       // The relay confirming the end is what we want to hear. Anything else means the relay
       // still runs a call the edge has ended (it could not be told, or its reports were cut
@@ -413,6 +455,7 @@ export class CallSession extends DurableObject<Env> {
           call.relayDrop = undefined;
           if (event.usage) call.usage ??= event.usage;
           this.#save();
+          this.#index(call);
         }
         return { ok: true, value: view(call) };
       }
@@ -432,7 +475,10 @@ export class CallSession extends DurableObject<Env> {
             );
           }
           this.#transition(call, "connected");
+          if (event.connect_ms !== undefined)
+            call.setup = { ...call.setup, relay_connect_ms: event.connect_ms };
           this.#settleSecret(call);
+          this.#index(call);
         }
         break;
       case "first_audio":
@@ -477,12 +523,24 @@ export class CallSession extends DurableObject<Env> {
     const created = call.timestamps.created ?? now;
     if (isTerminal(call.state)) {
       if (call.relayDrop && now >= call.relayDrop.nextAtMs) await this.#dropOnRelay(call);
-      if (now >= (call.timestamps.ended ?? now) + config.callRetentionSeconds * 1000) {
+      const ended = call.timestamps.ended ?? now;
+      if (now >= ended + config.callRecordDays * 86_400_000) {
         this.#call = undefined;
+        this.#log = undefined;
         await this.ctx.storage.deleteAll();
-      } else {
-        this.#schedule();
+        return;
       }
+      if (now >= ended + config.callRetentionSeconds * 1000 && call.answerSdp !== undefined) {
+        // The live call's details are of no use now; the record and the log stay.
+        call.answerSdp = undefined;
+        call.offerSha256 = undefined;
+        call.relayDrop = undefined;
+        this.#save();
+        this.#nonces.clear();
+        // Index writes are not awaited; this one makes a listing that missed the end catch up.
+        this.#index(call);
+      }
+      this.#schedule();
       return;
     }
     let reason: EndReason | undefined;
@@ -526,6 +584,32 @@ export class CallSession extends DurableObject<Env> {
     call.endMessage = message?.slice(0, 512);
     this.#save();
     this.#schedule();
+    this.#index(call);
+  }
+
+  #appendLog(items: readonly LogItem[]): void {
+    this.#log = mergeLog(this.#log ?? emptyLog(), items);
+    this.ctx.storage.kv.put("log", this.#log);
+  }
+
+  /**
+   * The call's record in its project's index (GET /admin/calls). Not awaited: a lost write only
+   * leaves the listing a state behind, and the next change (the end) writes it again.
+   */
+  #index(call: CallRecord): void {
+    if (call.project === undefined) return;
+    const record = view(call);
+    this.ctx.waitUntil(
+      callIndex(this.env, call.project)
+        .put(record)
+        .catch((error: unknown) =>
+          log.warn("could not index a call", {
+            call_id: call.callId,
+            state: call.state,
+            error: String(error),
+          }),
+        ),
+    );
   }
 
   #save(): void {
@@ -562,10 +646,16 @@ export class CallSession extends DurableObject<Env> {
         );
         break;
       case "ended":
-      case "failed":
-        at = (call.timestamps.ended ?? Date.now()) + config.callRetentionSeconds * 1000;
+      case "failed": {
+        const ended = call.timestamps.ended ?? Date.now();
+        const forget = ended + config.callRecordDays * 86_400_000;
+        at =
+          call.answerSdp === undefined
+            ? forget
+            : Math.min(forget, ended + config.callRetentionSeconds * 1000);
         if (call.relayDrop) at = Math.min(at, call.relayDrop.nextAtMs);
         break;
+      }
       default:
         assertNever(call.state, "call state");
     }
@@ -639,5 +729,9 @@ function view(call: CallRecord): CallView {
     end_message: call.endMessage ?? null,
     stats: call.stats ?? null,
     usage: call.usage ?? null,
+    setup: {
+      relay_answer_ms: call.setup?.relay_answer_ms ?? null,
+      relay_connect_ms: call.setup?.relay_connect_ms ?? null,
+    },
   };
 }

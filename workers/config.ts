@@ -50,8 +50,13 @@ export interface EdgeConfig {
   relaySilenceSeconds: number;
   /** EARSHOT_MAX_CALL_SECONDS, default 3600: the longest a call may last. */
   maxCallSeconds: number;
-  /** EARSHOT_CALL_RETENTION_SECONDS, default 86400: how long an ended call stays readable. */
+  /** EARSHOT_CALL_RETENTION_SECONDS, default 86400: how long an ended call keeps its live details (SDP answer, relay nonces). */
   callRetentionSeconds: number;
+  /**
+   * EARSHOT_CALL_RECORD_DAYS, default 30: how long a call's record (times, end, usage, setup)
+   * and its conversation log are kept after it ends, here and in GET /admin/calls.
+   */
+  callRecordDays: number;
   /** EARSHOT_REGISTRY_CACHE_SECONDS, default 3: how often an isolate re-reads the relay registry. */
   registryCacheSeconds: number;
   /** EARSHOT_LOAD_PENALTY_KM, default 2000: distance added to a relay's score when it is full. */
@@ -199,6 +204,7 @@ export function resolveConfig(vars: Record<string, unknown>): EdgeConfig {
     relaySilenceSeconds: int("EARSHOT_RELAY_SILENCE_SECONDS", 15, 1, 3600),
     maxCallSeconds: int("EARSHOT_MAX_CALL_SECONDS", 3600, 10, 86_400),
     callRetentionSeconds: int("EARSHOT_CALL_RETENTION_SECONDS", 86_400, 60, 30 * 86_400),
+    callRecordDays: int("EARSHOT_CALL_RECORD_DAYS", 30, 1, 3650),
     registryCacheSeconds: int("EARSHOT_REGISTRY_CACHE_SECONDS", 3, 1, 60),
     loadPenaltyKm: int("EARSHOT_LOAD_PENALTY_KM", 2000, 0, 40_000),
     corsOrigins,

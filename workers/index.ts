@@ -12,6 +12,7 @@ import { enforceRateLimit } from "./rate-limiter.ts";
 import { createCall, getCall, hangupCall, patchCall } from "./routes/calls.ts";
 import { createClientSecret, createDevClientSecret } from "./routes/client-secrets.ts";
 import { callControl } from "./routes/call-control.ts";
+import { getCallLog, listCalls } from "./routes/call-records.ts";
 import { getIceServers, ICE_SERVERS_PATH } from "./routes/ice-servers.ts";
 import { attachSideband, REALTIME_WS_PATH } from "./routes/sideband.ts";
 import {
@@ -23,6 +24,7 @@ import {
 } from "./routes/internal.ts";
 import { timingOf, withServerTiming } from "./server-timing.ts";
 
+export { CallIndex } from "./call-index.ts";
 export { CallSession } from "./call-session.ts";
 export { ClientSecretLedger } from "./client-secret-ledger.ts";
 export { RateLimiter } from "./rate-limiter.ts";
@@ -89,6 +91,7 @@ router
   .options("/v1/realtime/calls/*", answerPreflight)
   .post("/v1/realtime/calls", createCall)
   .get("/v1/realtime/calls/:id", getCall)
+  .get("/v1/realtime/calls/:id/log", getCallLog)
   .patch("/v1/realtime/calls/:id", patchCall)
   .delete("/v1/realtime/calls/:id", hangupCall)
   .post("/v1/realtime/calls/:id/hangup", hangupCall)
@@ -97,6 +100,7 @@ router
   .post("/v1/realtime/calls/:id/refer", callControl("refer"))
   // The sideband: an app server's WebSocket to a live call (OpenAI's `?call_id=`).
   .get(REALTIME_WS_PATH, attachSideband)
+  .get("/admin/calls", listCalls)
   .get("/admin/relays", listRelays)
   .delete("/admin/relays/:relay_id", removeRelay)
   .post("/internal/relays/heartbeat", relayHeartbeat)

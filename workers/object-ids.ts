@@ -5,6 +5,7 @@
 // moment ("up to a few hundred milliseconds"); a unique id skips that check:
 // https://developers.cloudflare.com/durable-objects/api/namespace/#newuniqueid
 // Ids made before this (a random name, never 64 hex digits) still find their object by name.
+import type { CallIndex } from "./call-index.ts";
 import type { CallSession } from "./call-session.ts";
 import type { ClientSecretLedger } from "./client-secret-ledger.ts";
 import { REGISTRY_NAME, type RelayRegistry } from "./relay-registry.ts";
@@ -53,3 +54,7 @@ export const secretLedger = (env: Env, secretId: string): DurableObjectStub<Clie
 /** The deployment's one relay registry, found by its name (REGISTRY_NAME) from every Worker. */
 export const registry = (env: Env): DurableObjectStub<RelayRegistry> =>
   env.RELAY_REGISTRY.getByName(REGISTRY_NAME);
+
+/** The index of one project's calls (GET /admin/calls); a project is the API key id that owns it. */
+export const callIndex = (env: Env, project: string): DurableObjectStub<CallIndex> =>
+  env.CALL_INDEX.getByName(`project:${project}`);

@@ -31,6 +31,12 @@ export class SeenNonces {
     return true;
   }
 
+  /** Forgets every nonce (an ended call past its retention takes no more relay events). */
+  clear(): void {
+    for (const nonce of this.#expiries.keys()) this.#storage.kv.delete(this.#prefix + nonce);
+    this.#expiries.clear();
+  }
+
   #purge(nowSeconds: number): void {
     for (const [nonce, expires] of this.#expiries) {
       if (expires >= nowSeconds && this.#expiries.size < MAX_NONCES) break;

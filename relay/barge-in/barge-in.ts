@@ -65,6 +65,8 @@ export class BargeIn {
   readonly #itemResponse = new Map<string, string>();
   #held = false;
   #holdTimer: NodeJS.Timeout | undefined;
+  /** Replies interrupted so far in this call (the call record's barge_ins). */
+  count = 0;
 
   constructor(ports: BargeInPorts) {
     this.#ports = ports;
@@ -188,6 +190,7 @@ export class BargeIn {
       response_id: responseId ?? "",
     });
     this.#ports.metrics.bargeIns.inc({ trigger });
+    this.count++;
     return true;
   }
 }

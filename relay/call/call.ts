@@ -11,7 +11,7 @@ import {
   type RTCDataChannel,
   type RTCRtpTransceiver,
 } from "werift";
-import type { CallStats, CallUsage, EndReason } from "../../protocol/relay-api.ts";
+import type { CallStats, CallUsage, EndReason, LogItem } from "../../protocol/relay-api.ts";
 import type { SessionConfig } from "../../protocol/session.ts";
 import { MAX_SIDEBANDS_PER_CALL, SIDEBAND_CLOSE } from "../../protocol/sideband.ts";
 import type {
@@ -86,6 +86,8 @@ export interface CallEvents {
   connected: [];
   first_audio: [];
   ended: [reason: EndReason, message: string | undefined, usage: CallUsage];
+  /** Conversation items for the edge's log, before `ended`. */
+  log: [items: LogItem[]];
 }
 
 class CallSetupError extends Error {}
@@ -355,6 +357,7 @@ export class Call extends EventEmitter<CallEvents> {
       audio_in_seconds: ((this.#uplink?.stats.packets ?? 0) * FRAME_MS) / 1000,
       audio_out_seconds: (this.#packetsOut * FRAME_MS) / 1000,
       turns: model.turns,
+      ...(model.bargeIns === undefined ? {} : { barge_ins: model.bargeIns }),
       model: model.model,
     };
   }
@@ -469,6 +472,7 @@ export class Call extends EventEmitter<CallEvents> {
       downlink: this.#downlink,
       events,
       end: (reason, message) => void this.end(reason, message),
+      reportLog: (items) => this.emit("log", items),
     };
     this.#bridge = this.#options.bridgeFactory(ctx);
     // The downlink joins the pacer when the transport connects: a frame "sent" before DTLS is

@@ -6,7 +6,9 @@
 // round trip to the edge costs a batch, not an event. The queue is kept per call:
 // - a call's events keep their order, and a call is in at most one batch in flight at a time;
 // - only the latest stats of a call waits (stats replace stats), and a repeated `connected` or
-//   `first_audio` that has not gone yet is not queued twice, so a call holds at most four events;
+//   `first_audio` that has not gone yet is not queued twice; its conversation log events wait
+//   too, at most MAX_WAITING_LOG_EVENTS of them (the oldest go first), so a call holds a few
+//   state events and a bounded log;
 // - state events (connected, first_audio, ended) are never dropped to make room: memory is
 //   bounded by the number of calls waiting, and only beyond `maxQueuedCalls` (an edge outage of
 //   hours) is the oldest call's queue given up, counted and logged.
@@ -67,6 +69,8 @@ interface CallQueue {
 type PostResult =
   { kind: "ok"; body: string } | { kind: "refused"; status: number; body: string } | { kind: "failed" };
 
+/** A call's log events that may wait for the edge (each at most MAX_LOG_EVENT_BYTES, 32 KiB). */
+export const MAX_WAITING_LOG_EVENTS = 32;
 /** Batch framing: `{"events":[` … `]}`, and a comma between events. */
 const BATCH_OVERHEAD = 16;
 
@@ -190,6 +194,15 @@ export class EdgeClient {
       case "ended":
         queue.push(event);
         return queue;
+      case "log": {
+        // While the edge is away a call's log waits too, bounded: past MAX_WAITING_LOG_EVENTS
+        // the oldest log event goes (the edge keeps the latest version of each item anyway).
+        queue.push(event);
+        const logs = queue.filter((e) => e.type === "log");
+        if (logs.length <= MAX_WAITING_LOG_EVENTS) return queue;
+        this.stats.eventsDropped++;
+        return queue.filter((e) => e !== logs[0]);
+      }
     }
   }
 
@@ -243,17 +256,27 @@ export class EdgeClient {
       for (const [id, call] of this.#calls) {
         if (call.sending || call.waiting.length === 0) continue;
         if (call.waiting.every((e) => e.type === "stats") !== statsOnly) continue;
-        const size = call.waiting.reduce((n, e) => n + JSON.stringify(e).length + 1, 0);
-        if (
-          count > 0 &&
-          (count + call.waiting.length > MAX_EVENT_BATCH || bytes + size > MAX_EVENT_BATCH_BYTES)
-        )
-          return batch;
-        call.sending = call.waiting;
-        call.waiting = [];
+        // The call's waiting events from the oldest, as many as fit (a call's log can be more
+        // than one batch holds; a single event always fits, see MAX_LOG_EVENT_BYTES).
+        let take = 0;
+        let size = 0;
+        for (const event of call.waiting) {
+          const eventBytes = Buffer.byteLength(JSON.stringify(event)) + 1;
+          if (
+            count + take > 0 &&
+            (count + take + 1 > MAX_EVENT_BATCH || bytes + size + eventBytes > MAX_EVENT_BATCH_BYTES)
+          )
+            break;
+          take++;
+          size += eventBytes;
+        }
+        if (take === 0) return batch;
+        call.sending = call.waiting.slice(0, take);
+        call.waiting = call.waiting.slice(take);
         batch.push([id, call.sending]);
         count += call.sending.length;
         bytes += size;
+        if (call.waiting.length > 0) return batch;
       }
     }
     return batch;

@@ -39,6 +39,7 @@ import type { InferenceConfig } from "../config.ts";
 import { ModelSession, RECONNECTED_EVENT, type SessionOutcome, forModel } from "./model-session.ts";
 import { SidebandHub } from "../sideband/sideband-hub.ts";
 import { UsageTally } from "./usage-tally.ts";
+import { ConversationRecorder } from "./conversation-recorder.ts";
 import type { ModelUsage } from "../../protocol/relay-api.ts";
 import { UpstreamConnection } from "./upstream-connection.ts";
 
@@ -125,6 +126,7 @@ export class InferenceBridge implements CallBridge {
   readonly #channelReplies = new ErrorReplyBudget();
   readonly #sidebands: SidebandHub;
   readonly #usage = new UsageTally();
+  readonly #conversation: ConversationRecorder | null;
 
   constructor(ctx: CallContext, options: InferenceBridgeOptions) {
     this.#ctx = ctx;
@@ -132,6 +134,19 @@ export class InferenceBridge implements CallBridge {
     this.#session = new ModelSession(ctx.session);
     this.#sessionConfirmTimeoutMs = options.sessionConfirmTimeoutMs ?? SESSION_CONFIRM_TIMEOUT_MS;
     this.#sidebands = new SidebandHub(ctx.callId);
+    const reportLog = ctx.reportLog?.bind(ctx);
+    this.#conversation = reportLog
+      ? new ConversationRecorder({
+          generatedMs: (itemId) => ctx.downlink.ledger.generatedMs(itemId),
+          report: (items) => {
+            try {
+              reportLog(items);
+            } catch (error) {
+              this.#problems.warn("conversation log report failed", { message: String(error) });
+            }
+          },
+        })
+      : null;
     const metrics = ctx.metrics;
     this.#bargeIn = new BargeIn({
       downlink: ctx.downlink,
@@ -240,8 +255,8 @@ export class InferenceBridge implements CallBridge {
     );
   }
 
-  modelUsage(): { turns: number; model: ModelUsage } {
-    return { turns: this.#usage.turns, model: this.#usage.model };
+  modelUsage(): { turns: number; model: ModelUsage; bargeIns: number } {
+    return { turns: this.#usage.turns, model: this.#usage.model, bargeIns: this.#bargeIn.count };
   }
 
   onCallState(change: CallStateChange): void {
@@ -379,9 +394,11 @@ export class InferenceBridge implements CallBridge {
       return;
     }
     if (parsed.kind === "unknown") {
+      this.#conversation?.observeUnknown(parsed.type, text);
       this.#emitText(text, parsed.type);
       return;
     }
+    this.#conversation?.observe(parsed.event);
     this.#onServerEvent(parsed.event, text);
   }
 
@@ -602,6 +619,8 @@ export class InferenceBridge implements CallBridge {
     this.#closed = true;
     if (this.#sessionTimer) clearTimeout(this.#sessionTimer);
     this.#sessionTimer = null;
+    // The last items go before the call's `ended` (the call reports that after closing this).
+    this.#conversation?.close();
     this.#problems.flush();
     this.#bargeIn.close();
     this.#monitor?.close();

@@ -21,6 +21,7 @@ const DURABLE_OBJECTS = {
   RELAY_REGISTRY: "RelayRegistry",
   CLIENT_SECRET_LEDGER: "ClientSecretLedger",
   RATE_LIMITER: "RateLimiter",
+  CALL_INDEX: "CallIndex",
 };
 const REQUIRED_SECRETS = ["EARSHOT_API_KEYS", "EARSHOT_SIGNING_KEYS", "EARSHOT_RELAY_SECRET"];
 const OPTIONAL_SECRETS = ["EARSHOT_TURN_SECRET"];
@@ -109,7 +110,7 @@ describe("each environment's resolved configuration", () => {
     "%s has the Durable Object migrations in order, each class created once",
     (_, env) => {
       const { migrations } = readConfig(env);
-      expect(migrations.map((m) => m.tag)).toEqual(["v1", "v2"]);
+      expect(migrations.map((m) => m.tag)).toEqual(["v1", "v2", "v3"]);
       const created = migrations.flatMap((m) => [...(m.new_sqlite_classes ?? []), ...(m.new_classes ?? [])]);
       expect([...created].sort()).toEqual(Object.values(DURABLE_OBJECTS).sort());
       expect(migrations.every((m) => (m.new_classes ?? []).length === 0)).toBe(true); // SQLite-backed only

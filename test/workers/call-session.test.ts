@@ -231,15 +231,15 @@ describe("alarms", () => {
     expect(await callView(callId)).toMatchObject({ state: "ended", end_reason: "max_duration" });
   });
 
-  it("forget an ended call after the retention period", async () => {
+  it("forget an ended call after its record's retention (EARSHOT_CALL_RECORD_DAYS, 30)", async () => {
     vi.useFakeTimers({ toFake: ["Date"], now: Date.now() });
     const { query } = await soloRelay();
     const callId = await placeCall(query);
     await edge(`/v1/realtime/calls/${callId}`, { method: "DELETE", apiKey: API_KEY });
-    advance(3600_000);
+    advance(86_400_000 + 1000);
     await runDurableObjectAlarm(stubFor(callId));
     expect((await getCall(callId)).status).toBe(200);
-    advance(86_400_000);
+    advance(29 * 86_400_000);
     await runDurableObjectAlarm(stubFor(callId));
     expect((await getCall(callId)).status).toBe(404);
     await runInDurableObject(stubFor(callId), async (_instance, state) => {

@@ -4,12 +4,15 @@
 import { createServer, type Server } from "node:http";
 import { afterEach, expect, it } from "vitest";
 import {
+  MAX_EVENT_BATCH_BYTES,
+  MAX_LOG_TEXT_CHARS,
   RelayCallEvent,
   RelayEventBatch,
   type RelayEventBatchResponse,
 } from "../../../protocol/relay-api.ts";
 import { SIGNATURE_HEADER, verifyRequest } from "../../../protocol/signed-request.ts";
-import { EdgeClient } from "../../../relay/edge/edge-client.ts";
+import { EdgeClient, MAX_WAITING_LOG_EVENTS } from "../../../relay/edge/edge-client.ts";
+import { MAX_LOG_EVENT_BYTES } from "../../../relay/inference/conversation-recorder.ts";
 import { createLogger } from "../../../relay/log.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { testHeartbeat } from "../../support/relay-api.ts";
@@ -284,4 +287,46 @@ it("flushes what waits when closed, within the deadline", async () => {
   for (let call = 1; call <= 10; call++) relay.event(ended(call));
   await relay.close(2000);
   expect(edge.received.filter((e) => e.type === "ended")).toHaveLength(10);
+});
+
+/** A log event of about MAX_LOG_EVENT_BYTES: items of full text, numbered from `first`. */
+const logOf = (call: number, first: number): RelayCallEvent => ({
+  ...base(call),
+  type: "log",
+  items: Array.from({ length: 7 }, (_, i) => ({
+    id: `item_${first + i}`,
+    previous_item_id: null,
+    type: "message" as const,
+    role: "user" as const,
+    text: "x".repeat(MAX_LOG_TEXT_CHARS),
+  })),
+});
+
+it(`keeps ${MAX_WAITING_LOG_EVENTS} of a call's log events while the edge is out (the oldest go past it), and sends them in batches that fit`, async () => {
+  expect(Buffer.byteLength(JSON.stringify(logOf(1, 0)))).toBeLessThanOrEqual(MAX_LOG_EVENT_BYTES);
+  const edge = await standIn();
+  edge.down = 503;
+  const relay = client(edge.url);
+  relay.event(connected(1));
+  for (let n = 0; n < MAX_WAITING_LOG_EVENTS; n++) relay.event(logOf(1, n * 7));
+  await new Promise((r) => setTimeout(r, 100));
+  expect(relay.queuedEvents).toBe(1 + MAX_WAITING_LOG_EVENTS);
+  expect(relay.stats.eventsDropped).toBe(0);
+  relay.event(logOf(1, MAX_WAITING_LOG_EVENTS * 7)); // one past: the oldest log event goes
+  relay.event(ended(1));
+  expect(relay.queuedEvents).toBe(2 + MAX_WAITING_LOG_EVENTS);
+  expect(relay.stats.eventsDropped).toBe(1);
+  edge.down = undefined;
+  await waitFor(() => relay.queuedEvents === 0, 10_000, "the queue to drain");
+  const types = typesOf(edge.received, 1);
+  expect(types[0]).toBe("connected");
+  expect(types.at(-1)).toBe("ended");
+  const logs = edge.received.filter((e) => e.type === "log");
+  expect(logs).toHaveLength(MAX_WAITING_LOG_EVENTS);
+  expect(logs[0]!.type === "log" && logs[0]!.items[0]!.id).toBe("item_7");
+  // About 1 MiB of log went in batches the edge takes (128 KiB each), none refused.
+  expect(edge.requests.filter((r) => r.path.endsWith("/events")).length).toBeGreaterThan(
+    (MAX_WAITING_LOG_EVENTS * MAX_LOG_EVENT_BYTES * 0.8) / MAX_EVENT_BATCH_BYTES,
+  );
+  expect(relay.stats.rejected).toBe(0);
 });
