@@ -41,14 +41,17 @@ async function call(session: object = {}): Promise<TurnClient> {
 const turnDetection = (td: object | null) => ({ type: "realtime", audio: { input: { turn_detection: td } } });
 
 /**
- * Asks for a reply, and once 800 ms of it has been heard the user says "Wait, stop, I have a
- * question." Returns when the user's speech started (the first frame's capture time).
+ * Asks for a reply, and once 1.2 s of it has been heard the user says "Wait, stop, I have a
+ * question." Returns when the user's speech started (the first frame's capture time). Not
+ * earlier: in a reply's first 0.8 s the echo guard cannot yet rule out an echo of the reply's
+ * opening and a user must be louder than it (issue 20, bench/README.md); these tests are about
+ * the session's settings, and the labelled set in turn-taking.test.ts covers the opening.
  */
 async function talkOverReply(client: TurnClient): Promise<number> {
   const from = client.heard.length;
   client.startMicrophone();
   client.send({ type: "response.create" });
-  await waitFor(() => client.heard.length - from >= 40, 15_000, "800 ms of the reply");
+  await waitFor(() => client.heard.length - from >= 60, 15_000, "1.2 s of the reply");
   client.speak(interruption);
   return client.stimulusAt;
 }
@@ -71,11 +74,11 @@ async function expectReplyStops(client: TurnClient, onset: number): Promise<void
   await new Promise((r) => setTimeout(r, 600));
   expect(lastHeardAt(client) - onset).toBeLessThan(300);
   expect(voicedHeardMs(client, onset + 300, onset + 5000)).toBe(0);
-  // The model's memory of the reply ends where the user stopped hearing it (800 ms heard, then
+  // The model's memory of the reply ends where the user stopped hearing it (1.2 s heard, then
   // the reaction time), not at the 4.6 s it generated.
   const truncated = await client.waitEvent("conversation.item.truncated");
-  expect(truncated.audio_end_ms).toBeGreaterThan(700);
-  expect(truncated.audio_end_ms).toBeLessThan(1500);
+  expect(truncated.audio_end_ms).toBeGreaterThan(1100);
+  expect(truncated.audio_end_ms).toBeLessThan(1900);
 }
 
 describe("the session's turn settings win", () => {
