@@ -123,25 +123,7 @@ export class AgentResponse {
       text = text.slice(0, max * CHARS_PER_TOKEN);
       this.#truncated = true;
     }
-    const itemId = newId("item");
-    const item = (status: string, final: string | null): RealtimeItem => ({
-      id: itemId,
-      type: "message",
-      object: "realtime.item",
-      status,
-      role: "assistant",
-      content: final === null ? [] : [{ type: "output_text", text: final }],
-    });
-    this.#item = item("in_progress", null);
-    const ref = { response_id: this.id, item_id: itemId, output_index: 0, content_index: 0 };
-    this.#host.send({
-      type: "response.output_item.added",
-      response_id: this.id,
-      output_index: 0,
-      item: this.#item,
-    });
-    const previous = this.#addOutput(this.#item);
-    this.#host.send({ type: "response.content_part.added", ...ref, part: { type: "text", text: "" } });
+    const { item, ref, previous } = this.#openMessage("text");
     const words = text.split(" ");
     let sent = 0;
     const intervalMs = Math.max(1, (TEXT_WORD_MS / this.#host.streamSpeed) | 0);
@@ -160,6 +142,41 @@ export class AgentResponse {
       this.#finish(item(this.#truncated ? "incomplete" : "completed", text), previous);
     };
     next();
+  }
+
+  /**
+   * Opens the reply's assistant message as OpenAI streams one: output_item.added, then
+   * content_part.added for its one part (`output_text`, or `output_audio` with a transcript).
+   */
+  #openMessage(part: "text" | "audio") {
+    const itemId = newId("item");
+    const item = (status: string, final: string | null): RealtimeItem => ({
+      id: itemId,
+      type: "message",
+      object: "realtime.item",
+      status,
+      role: "assistant",
+      content:
+        final === null
+          ? []
+          : [
+              part === "text"
+                ? { type: "output_text", text: final }
+                : { type: "output_audio", transcript: final },
+            ],
+    });
+    this.#item = item("in_progress", null);
+    const ref = { response_id: this.id, item_id: itemId, output_index: 0, content_index: 0 };
+    this.#host.send({
+      type: "response.output_item.added",
+      response_id: this.id,
+      output_index: 0,
+      item: this.#item,
+    });
+    const previous = this.#addOutput(this.#item);
+    const empty = part === "text" ? { type: "text", text: "" } : { type: "audio", transcript: "" };
+    this.#host.send({ type: "response.content_part.added", ...ref, part: empty });
+    return { item, ref, previous };
   }
 
   /** A spoken reply: `text` by eSpeak at `speed`, or `echo` (the user's own audio) with no transcript. */
@@ -184,27 +201,10 @@ export class AgentResponse {
     }
     if (this.#stopped) return;
 
-    const itemId = newId("item");
-    const itemObject = (status: string, finalTranscript: string | null): RealtimeItem => ({
-      id: itemId,
-      type: "message",
-      object: "realtime.item",
-      status,
-      role: "assistant",
-      content: finalTranscript === null ? [] : [{ type: "output_audio", transcript: finalTranscript }],
-    });
-    this.#item = itemObject("in_progress", null);
-    const ref = { response_id: this.id, item_id: itemId, output_index: 0, content_index: 0 };
-    this.#host.send({
-      type: "response.output_item.added",
-      response_id: this.id,
-      output_index: 0,
-      item: this.#item,
-    });
-    const previous = this.#addOutput(this.#item);
+    const { item: itemObject, ref, previous } = this.#openMessage("audio");
+    const itemId = ref.item_id;
     const conversation = this.#host.conversation;
     conversation.setAudio(itemId, audio, 0);
-    this.#host.send({ type: "response.content_part.added", ...ref, part: { type: "audio", transcript: "" } });
 
     const words = transcript ? transcript.split(" ") : [];
     // The transcript is spread over the whole reply; max_output_tokens may cut both short.

@@ -1,7 +1,7 @@
 // The relay's own TLS (RELAY_TLS_CERT / RELAY_TLS_KEY): with both set its HTTP API is HTTPS only.
 // A self-signed certificate for 127.0.0.1 is made here with openssl; the client trusts exactly it.
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { request } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -11,6 +11,7 @@ import { ConfigError } from "../../relay/config.ts";
 import { TestPeer } from "../support/peer.ts";
 import { newCallId, ticketFor } from "../support/relay-api.ts";
 import { type InProcessRelay, startRelay, testConfig } from "../support/relays.ts";
+import { selfSignedFor127 } from "../support/self-signed.ts";
 
 const hasOpenssl = (() => {
   try {
@@ -48,32 +49,7 @@ describe.skipIf(!hasOpenssl)("relay HTTPS", () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "earshot-tls-"));
-    certPath = join(dir, "cert.pem");
-    keyPath = join(dir, "key.pem");
-    execFileSync(
-      "openssl",
-      [
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-days",
-        "1",
-        "-subj",
-        "/CN=127.0.0.1",
-        "-addext",
-        "subjectAltName=IP:127.0.0.1",
-        "-keyout",
-        keyPath,
-        "-out",
-        certPath,
-      ],
-      { stdio: "ignore" },
-    );
-    cert = readFileSync(certPath, "utf8");
+    ({ cert, certPath, keyPath } = selfSignedFor127(dir));
     relay = await startRelay({ env: { RELAY_TLS_CERT: certPath, RELAY_TLS_KEY: keyPath } });
   });
 

@@ -3,12 +3,12 @@
 // sockets (openai-node forces the scheme), so a test that attaches with them connects here; the
 // upgrade and everything after it are passed on byte for byte. The certificate is made here with
 // openssl for 127.0.0.1; `ca` is what a client trusts to reach it.
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:https";
 import { connect, type AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { selfSignedFor127 } from "./self-signed.ts";
 
 export interface TlsFront {
   /** `https://127.0.0.1:<port>`. */
@@ -19,32 +19,8 @@ export interface TlsFront {
 
 export async function startTlsFront(target: string): Promise<TlsFront> {
   const dir = mkdtempSync(join(tmpdir(), "earshot-front-"));
-  const [certPath, keyPath] = [join(dir, "cert.pem"), join(dir, "key.pem")];
-  execFileSync(
-    "openssl",
-    [
-      "req",
-      "-x509",
-      "-newkey",
-      "ec",
-      "-pkeyopt",
-      "ec_paramgen_curve:prime256v1",
-      "-nodes",
-      "-days",
-      "1",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-      "-keyout",
-      keyPath,
-      "-out",
-      certPath,
-    ],
-    { stdio: "ignore" },
-  );
-  const ca = readFileSync(certPath, "utf8");
-  const server = createServer({ cert: ca, key: readFileSync(keyPath, "utf8") }, (_req, res) => {
+  const { cert: ca, key } = selfSignedFor127(dir);
+  const server = createServer({ cert: ca, key }, (_req, res) => {
     res.writeHead(501, { "content-type": "text/plain" }).end("This front passes on WebSocket upgrades only.");
   });
   rmSync(dir, { recursive: true, force: true });
