@@ -3,6 +3,25 @@ import { defineConfig } from "vitest/config";
 import { stubRoute } from "./test/stubs/stub-relays.ts";
 import { RELAY_STUB_URL_VARIABLE, TEST_RELAY_SECRET } from "./test/stubs/relay-stub.setup.ts";
 
+// Test files that assert no timing tighter than seconds: they run two at a time (the edge's
+// tests in workerd beside these), before the timing-sensitive rest. On 2 cores this is most of
+// the edge's and the deploy tests' time hidden behind each other.
+const TOLERANT = {
+  sequence: { groupOrder: 0 },
+  maxWorkers: 2,
+  testTimeout: 30_000,
+  hookTimeout: 30_000,
+};
+const NODE_TOLERANT = [
+  "test/protocol/**/*.test.ts",
+  "test/deploy/**/*.test.ts",
+  "test/soak/**/*.test.ts",
+  "test/e2e/npm-start.test.ts",
+  "test/relay/config.test.ts",
+  "test/relay/edge/{api,edge-client,nonce-cache,http-limits}.test.ts",
+  "test/agent/{agent,conversation,tool-arguments}.test.ts",
+];
+
 export default defineConfig({
   test: {
     projects: [
@@ -41,20 +60,31 @@ export default defineConfig({
         test: {
           name: "workers",
           include: ["test/workers/**/*.test.ts"],
+          ...TOLERANT,
           // A relay stand-in on 127.0.0.1, reached by the tests through inject("relayStubUrl").
           globalSetup: ["test/stubs/relay-stub.setup.ts"],
         },
       },
       {
         test: {
+          name: "node-tolerant",
+          include: NODE_TOLERANT,
+          environment: "node",
+          ...TOLERANT,
+        },
+      },
+      {
+        test: {
           name: "node",
-          include: [
-            "test/{protocol,relay,agent,e2e,web,faults,soak}/**/*.test.ts",
-            "test/deploy/**/*.test.ts",
-          ],
+          include: ["test/{protocol,relay,agent,e2e,web,faults,soak,deploy}/**/*.test.ts"],
+          exclude: NODE_TOLERANT,
           environment: "node",
           testTimeout: 30_000,
           hookTimeout: 30_000,
+          // Timing-sensitive files (latency bounds, pacing, floods) run one at a time, after
+          // the rest, so no other test file shares the two cores with them.
+          sequence: { groupOrder: 1 },
+          maxWorkers: 1,
         },
       },
     ],
