@@ -76,7 +76,7 @@ export default defineConfig({
       {
         test: {
           name: "node",
-          include: ["test/{protocol,relay,agent,e2e,web,faults,soak,deploy}/**/*.test.ts"],
+          include: ["test/{protocol,relay,agent,e2e,web,faults,soak,deploy,network}/**/*.test.ts"],
           exclude: NODE_TOLERANT,
           environment: "node",
           testTimeout: 30_000,
