@@ -39,6 +39,8 @@ const ENERGY_ONSET_FRAMES = 3;
 const ITEMS_TRACKED = 4;
 /** About -50 dBFS: quieter frames cannot be the user barging in. */
 const USER_FLOOR = 100;
+/** One 20 ms frame at Silero's rate. */
+const QUIET_SAMPLES = (FRAME_SAMPLES * SILERO_SAMPLE_RATE) / PCM_SAMPLE_RATE;
 
 /**
  * The 20 ms levels of one item not yet read back, as a growable ring: levels are pushed as the
@@ -320,9 +322,12 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     // Silence is not the user either: only audible frames the echo does not explain count.
     this.#chunkHasUser ||= isUserDecision(this.#guard.lastDecision) && amplitude > USER_FLOOR;
     this.#chunkAudible ||= amplitude > USER_FLOOR;
-    const n = this.#resampler.process(pcm, this.#resampled);
+    // A quiet frame goes into the chunk as zeros, not resampled: to Silero it is silence
+    // either way, and most frames are quiet while the user listens.
+    const quiet = amplitude <= USER_FLOOR;
+    const n = quiet ? QUIET_SAMPLES : this.#resampler.process(pcm, this.#resampled);
     for (let i = 0; i < n; i++) {
-      this.#chunk[this.#chunkLength++] = this.#resampled[i]! / 32768;
+      this.#chunk[this.#chunkLength++] = quiet ? 0 : this.#resampled[i]! / 32768;
       if (this.#chunkLength === SILERO_CHUNK) {
         this.#chunkLength = 0;
         this.#submit();
