@@ -31,8 +31,9 @@ export interface UpstreamOptions {
   /**
    * "stream" only: spread the calls' deltas over the 100 ms period (10 ms slots, each call in
    * its own), turn replies over at different times and send one chunk of lead, as a model's
-   * deltas for different calls would arrive. Off by default: the relay measured worse this way
-   * (bench/README.md, session 2) and why is not understood yet.
+   * deltas for different calls would arrive. It once measured the relay worse (bench/README.md,
+   * session 2): the cause was this upstream's own clock (setInterval drift at 10 ms ticks
+   * delivered 79 % of real time on a loaded core, starving the downlink), now drift-free.
    */
   stagger?: boolean;
 }
@@ -127,7 +128,7 @@ export class BenchUpstream {
   }
 
   async close(): Promise<void> {
-    if (this.#timer) clearInterval(this.#timer);
+    clearTimeout(this.#timer);
     for (const s of this.sessions) s.socket.terminate();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
@@ -318,10 +319,7 @@ export class BenchUpstream {
           this.#lead(session);
         }
         this.#streaming.add(session);
-        this.#timer ??= setInterval(
-          () => this.#streamTick(),
-          this.#options.stagger ? CHUNK_MS / SLOTS : CHUNK_MS,
-        );
+        if (!this.#timer) this.#streamClock(this.#options.stagger ? CHUNK_MS / SLOTS : CHUNK_MS);
         return;
       case "reply":
         void this.#reply(session);
@@ -363,8 +361,26 @@ export class BenchUpstream {
       session.socket.send(this.#delta(session, this.#chunk));
   }
 
+  /**
+   * Runs #streamTick every `periodMs` on a drift-free clock: a late timer runs every tick that
+   * fell due. (setInterval loses each tick's lateness for good: on a loaded core the staggered
+   * 10 ms ticks delivered 79 % of real time, starving the relay's downlink.)
+   */
+  #streamClock(periodMs: number): void {
+    const start = performance.now();
+    const run = () => {
+      const due = Math.floor((performance.now() - start) / periodMs);
+      while (this.#streamTicks < due) this.#streamTick();
+      this.#timer = setTimeout(
+        run,
+        Math.max(0, start + (this.#streamTicks + 1) * periodMs - performance.now()),
+      );
+    };
+    this.#timer = setTimeout(run, periodMs);
+  }
+
   #streamTick(): void {
-    const slot = this.#options.stagger ? this.#streamTicks++ % SLOTS : 0;
+    const slot = this.#streamTicks++ % (this.#options.stagger ? SLOTS : 1);
     for (const session of this.#streaming) {
       if (session.slot !== slot) continue;
       if (++session.chunks > 50) this.#newReply(session); // a new reply every 5 s
