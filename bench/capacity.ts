@@ -1,17 +1,24 @@
-// Capacity: the most concurrent full-duplex calls one relay process holds on one core.
-// The relay runs pinned to core 0 (taskset); the bench upstream (the assistant talks all the
-// time) and the load generators (werift clients, each talking all the time) run on core 1.
+// Capacity: the most concurrent calls one relay process holds on one core.
+// The relay runs pinned to core 0 (taskset); the bench upstream and the load generators (werift
+// clients) run on core 1. By default the relay runs as users run it (Silero VAD, echo
+// suppression, load-adaptive Opus) and each call is a conversation: the client talks in turns
+// (an utterance, silence while the assistant answers, a barge-in every third turn) and the
+// upstream answers each turn as OpenAI does (server VAD events, a 4 s reply of audio deltas with
+// transcript deltas and the response events). `--upstream=stream` is the old full-duplex load:
+// the assistant and every client talk all the time (with `--vad=off`, the first figures).
 // Calls are added in steps; each step is held for a few seconds and judged on the relay's own
 // numbers: per-frame work p99 < 5 ms, < 1 % late pacer ticks, no loss. Also reports the relay's
 // CPU % and RSS per call, and per-frame work at the lightest step.
-//   npx node bench/capacity.ts [--quick] [--vad=off|energy|silero] [--steps=10,20,40] [--profile=DIR] [--heap=DIR]
-//     [--relay-env=RELAY_OPUS_COMPLEXITY=5] [--relay-node-args="--max-semi-space-size=8"] [--stagger]
+//   npx node bench/capacity.ts [--quick] [--vad=silero|energy|off] [--upstream=converse|stream] [--steps=10,20,40]
+//     [--profile=DIR] [--heap=DIR] [--relay-env=RELAY_OPUS_COMPLEXITY=5]
+//     [--relay-node-args="--max-semi-space-size=8"] [--stagger]
 import { mkdirSync, readdirSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import type { RelayTarget } from "./lib/bench-client.ts";
 import { cpuSeconds, loadAverage, rssMb, startBenchRelay, startNode, type Child } from "./lib/procs.ts";
 import {
   counterDelta,
+  counterSumDelta,
   histogramCount,
   histogramPercentileUs,
   scrape,
@@ -44,12 +51,20 @@ export interface CapacityStep {
   /** Downlink Opus complexity at the end of the step (RELAY_OPUS_COMPLEXITY=auto lowers it under load). */
   opusComplexity: number;
   generatorLate: number;
+  /** Barge-ins the relay made in the step (any trigger): the conversation's interruptions. */
+  bargeIns: number;
+  /** Silero (or energy) VAD runs per second, all calls together. */
+  vadRunsPerSecond: number;
   pass: boolean;
   why: string;
 }
 
+export type CapacityLoad = "converse" | "stream";
+
 export interface CapacityResult {
   vad: string;
+  /** converse: calls taking turns (production); stream: everyone talks all the time. */
+  upstream: CapacityLoad;
   capacity: number;
   atCapacity: CapacityStep | undefined;
   steps: CapacityStep[];
@@ -90,8 +105,11 @@ interface Generator {
   request<T>(message: object): Promise<T>;
 }
 
-function generator(): Generator {
-  const child = startNode(["bench/load-generator.ts"], { cpu: "1", ipc: true });
+function generator(load: CapacityLoad): Generator {
+  const child = startNode(["bench/load-generator.ts", load === "stream" ? "tone" : "converse"], {
+    cpu: "1",
+    ipc: true,
+  });
   const waiting: ((value: unknown) => void)[] = [];
   child.proc.on("message", (m) => waiting.shift()?.(m));
   return {
@@ -133,7 +151,10 @@ async function genStats(gens: Generator[]): Promise<GenStats> {
 export async function runCapacity(
   options: {
     quick?: boolean;
+    /** silero (default, as in production), energy or off. */
     vad?: string;
+    /** converse (default) or stream: see the header. */
+    upstream?: CapacityLoad;
     steps?: number[];
     /** Directory for a --cpu-prof profile of the relay. */
     profileDir?: string;
@@ -149,18 +170,20 @@ export async function runCapacity(
   } = {},
 ): Promise<CapacityResult> {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const vad = options.vad ?? "off";
+  const vad = options.vad ?? "silero";
+  const load = options.upstream ?? "converse";
   const seconds = options.quick ? 5 : 10;
   const steps =
     options.steps ?? (options.quick ? [10, 40, 80, 120, 160] : [10, 20, 40, 60, 80, 100, 120, 150, 180, 220]);
   const upstream = startNode(
-    ["bench/lib/bench-upstream.ts", "stream", ...(options.stagger ? ["--stagger"] : [])],
+    ["bench/lib/bench-upstream.ts", load, ...(options.stagger ? ["--stagger"] : [])],
     { cpu: "1" },
   );
   const gens: Generator[] = [];
   let relay: Awaited<ReturnType<typeof startBenchRelay>> | undefined;
   const result: CapacityResult = {
     vad,
+    upstream: load,
     capacity: 0,
     atCapacity: undefined,
     steps: [],
@@ -201,7 +224,7 @@ export async function runCapacity(
       while (calls < want) {
         let gen = gens.find((g) => g.clients < PER_GENERATOR);
         if (!gen) {
-          gen = generator();
+          gen = generator(load);
           gens.push(gen);
         }
         const count = Math.min(want - calls, PER_GENERATOR - gen.clients);
@@ -260,6 +283,8 @@ export async function runCapacity(
         cpuUsPerFrame: round(((after[2] - before[2]) * 1e6) / (framesUp + framesDown), 1),
         opusComplexity: m1.values.get("earshot_relay_opus_complexity") ?? NaN,
         generatorLate: g1.lateTicks - g0.lateTicks,
+        bargeIns: counterSumDelta(m0, m1, "earshot_relay_barge_ins_total"),
+        vadRunsPerSecond: round(histogramCount(m0, m1, "earshot_relay_vad_chunk_seconds") / elapsed, 0),
         pass: true,
         why: "",
       };
@@ -267,7 +292,9 @@ export async function runCapacity(
       if (Math.max(step.uplinkP99Us, step.downlinkP99Us) >= 5000) reasons.push("p99 ≥ 5 ms");
       if (step.lateTickPct >= 1) reasons.push("≥ 1 % late ticks");
       if (step.uplinkLost > 0 || step.downlinkGaps > 0) reasons.push("loss");
-      if (step.downlinkFill < 0.95) reasons.push("downlink short of frames");
+      // A conversation's downlink is silent (nothing sent) between replies: fill is only a
+      // criterion when the assistant talks all the time.
+      if (load === "stream" && step.downlinkFill < 0.95) reasons.push("downlink short of frames");
       step.pass = reasons.length === 0;
       step.why = reasons.join(", ");
       if (step.generatorLate > ticks * 0.01 * Math.max(1, gens.length))
@@ -318,6 +345,8 @@ export function capacityTable(r: CapacityResult): string {
       "heap used/total, ext MB",
       "µs CPU/frame",
       "opus cx",
+      "barge-ins",
+      "VAD runs/s",
       "ok",
     ],
     ...r.steps.map((s) => [
@@ -333,6 +362,8 @@ export function capacityTable(r: CapacityResult): string {
       `${s.heapUsedMb}/${s.heapTotalMb}, ${s.externalMb}`,
       s.cpuUsPerFrame,
       s.opusComplexity,
+      s.bargeIns,
+      s.vadRunsPerSecond,
       s.pass ? "yes" : `no: ${s.why}`,
     ]),
   ]);
@@ -375,9 +406,10 @@ if (import.meta.main) {
     relayNodeArgs,
     relayEnv,
     stagger: args.includes("--stagger"),
+    upstream: args.find((a) => a.startsWith("--upstream="))?.slice(11) as CapacityLoad | undefined,
   });
   process.stdout.write(
-    `${capacityTable(result)}\nidle relay: rss ${result.baselineRssMb} MB, heap ${result.baselineHeapMb} MB, external ${result.baselineExternalMb} MB\ncapacity: ${result.capacity} calls (vad ${result.vad}), CPU-bound estimate ${result.cpuBoundEstimate}, load ${result.load}\n`,
+    `${capacityTable(result)}\nidle relay: rss ${result.baselineRssMb} MB, heap ${result.baselineHeapMb} MB, external ${result.baselineExternalMb} MB\ncapacity: ${result.capacity} calls (vad ${result.vad}, ${result.upstream}), CPU-bound estimate ${result.cpuBoundEstimate}, load ${result.load}\n`,
   );
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
   process.exit(0);

@@ -54,9 +54,14 @@ const turnTaking: TurnTakingResult = await runTurnTaking({
   configs: quick ? ["defaults"] : ["defaults", "vad-only"],
 });
 log(turnTakingTable(turnTaking));
-log("bench: capacity (relay pinned to core 0)…");
+// Capacity twice: as users run it (Silero, echo suppression, calls taking turns: the headline)
+// and the old full-duplex load (VAD off, everyone talking all the time) for comparison.
+log("bench: capacity, production defaults and a conversation (relay pinned to core 0)…");
 const capacity: CapacityResult = await runCapacity({ quick, log });
 log(capacityTable(capacity));
+log("bench: capacity, VAD off and everyone talking all the time…");
+const capacityStream: CapacityResult = await runCapacity({ quick, log, vad: "off", upstream: "stream" });
+log(capacityTable(capacityStream));
 // Edge: throughput with 8 requests in flight, then one at a time for the edge's own share of
 // setup (offer → answer with nothing queued). Each starts its own wrangler dev (~15 s).
 log("bench: edge (wrangler dev, stub relay)…");
@@ -138,10 +143,16 @@ const summary = table([
       .join(" / "),
     "0 / 0 / 0",
   ],
-  [`capacity, calls per core (vad ${capacity.vad})`, capacity.capacity, "≥ 100"],
+  [`capacity, calls per core (production: vad ${capacity.vad}, conversation)`, capacity.capacity, "≥ 100"],
   ["  CPU-bound estimate (calls × 100 / CPU %)", capacity.cpuBoundEstimate, ""],
   ["  CPU % / RSS MB there", at ? `${at.cpuPct} / ${at.rssMb}` : "-", ""],
   ["memory per call MB", at ? `${at.rssPerCallMb}` : "-", "< 2"],
+  [
+    `capacity, calls per core (vad ${capacityStream.vad}, all talking all the time)`,
+    capacityStream.capacity,
+    "",
+  ],
+  ["  CPU-bound estimate (calls × 100 / CPU %)", capacityStream.cpuBoundEstimate, ""],
   [
     "edge: client secrets/s, calls/s (8 in flight)",
     `${edgeLoaded.secretsPerSecond} / ${edgeLoaded.callsPerSecond}`,
@@ -191,6 +202,7 @@ const result = {
   bargeIn,
   turnTaking,
   capacity,
+  capacityStream,
   edge: { loaded: edgeLoaded, alone: edgeAlone },
   edgeEvents,
   sideband,

@@ -172,6 +172,11 @@ export class BenchClient {
       const packets = tonePackets();
       payload = packets[this.#frame++ % packets.length]!;
     }
+    this.send(payload);
+  }
+
+  /** Sends one 20 ms Opus packet as the next RTP packet. */
+  send(payload: Buffer): void {
     this.packetsOut++;
     this.peer.transceiver.sender.sendRtp(this.peer.rtpPacket(payload)).catch(() => {});
   }

@@ -40,6 +40,14 @@ export function counterDelta(before: Scrape, after: Scrape, name: string): numbe
   return (after.values.get(name) ?? 0) - (before.values.get(name) ?? 0);
 }
 
+/** A labelled counter's change between two scrapes, summed over its labels. */
+export function counterSumDelta(before: Scrape, after: Scrape, name: string): number {
+  let sum = 0;
+  for (const [key, value] of after.values)
+    if (key.startsWith(`${name}{`)) sum += value - (before.values.get(key) ?? 0);
+  return sum;
+}
+
 /** Percentile (0–100) of a histogram's observations between two scrapes, in µs. */
 export function histogramPercentileUs(before: Scrape, after: Scrape, name: string, p: number): number {
   const a = after.buckets.get(name);
