@@ -75,6 +75,11 @@ export class ConversationRecorder {
     this.#update(event.item_id, { text: clip(event.transcript) });
   }
 
+  /** The conversation as recorded, oldest first (the most recent MAX_KNOWN_ITEMS items). */
+  items(): LogItem[] {
+    return [...this.#known.values()];
+  }
+
   /** Reports what is left; nothing after. Safe to call twice. */
   close(): void {
     if (this.#closed) return;
