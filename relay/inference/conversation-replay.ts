@@ -59,7 +59,11 @@ function replayable(item: LogItem): boolean {
  * The replay of `log` (oldest first) within `budgetTokens`. `skip` names items the new session
  * has already been given (a rollover's catch-up); those are neither replayed nor summarised.
  */
-export function planReplay(log: readonly LogItem[], budgetTokens: number, skip?: ReadonlySet<string>): ReplayPlan {
+export function planReplay(
+  log: readonly LogItem[],
+  budgetTokens: number,
+  skip?: ReadonlySet<string>,
+): ReplayPlan {
   const items = log.filter((item) => replayable(item) && !skip?.has(item.id));
   const calls = new Set(items.filter((i) => i.type === "function_call").map((i) => i.call_id));
   // An output whose call is not in the log (older than the log keeps) cannot be replayed alone.
@@ -73,7 +77,9 @@ export function planReplay(log: readonly LogItem[], budgetTokens: number, skip?:
     const item = usable[start - 1]!;
     let from = start - 1;
     if (item.type === "function_call_output") {
-      const call = usable.findLastIndex((i, n) => n < from && i.type === "function_call" && i.call_id === item.call_id);
+      const call = usable.findLastIndex(
+        (i, n) => n < from && i.type === "function_call" && i.call_id === item.call_id,
+      );
       if (call >= 0) from = call;
     }
     const cost = usable.slice(from, start).reduce((sum, i) => sum + estimateTokens(i), 0);
@@ -100,7 +106,13 @@ export function planReplay(log: readonly LogItem[], budgetTokens: number, skip?:
     itemIds.push(item.id);
     events.push(create(toItem(item)));
   }
-  return { events, itemIds, replayed: recent.length, summarised, dropped: items.length - recent.length - summarised };
+  return {
+    events,
+    itemIds,
+    replayed: recent.length,
+    summarised,
+    dropped: items.length - recent.length - summarised,
+  };
 }
 
 /** The older turns' words, newest kept, within `maxChars`; null if there are none. */
