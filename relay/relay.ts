@@ -11,6 +11,7 @@ import {
   type EndReason,
   type Heartbeat,
   type RelayCallEvent,
+  type ResumeOf,
 } from "../protocol/relay-api.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import type { CallBridge, CallBridgeFactory } from "./bridge.ts";
@@ -149,7 +150,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     callId: string,
     session: SessionConfig,
     offerSdp: string,
-    options: { deadlineMs?: number } = {},
+    options: { deadlineMs?: number; resume?: ResumeOf } = {},
   ): Promise<string> {
     if (this.calls.has(callId)) throw new CallRefused("call_exists", "A call with this id exists.");
     this.checkAdmission();
@@ -170,6 +171,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       log: this.#log,
       connectTimeoutMs: this.#config.connectTimeoutSeconds * 1000,
       ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
+      ...(options.resume ? { resume: options.resume } : {}),
     });
     let answerSdp: string;
     try {

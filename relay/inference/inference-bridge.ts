@@ -105,6 +105,8 @@ export interface InferenceBridgeOptions {
 
 /** The relay's own server event telling the client its model session was replaced by a primed one. */
 export const ROLLED_OVER_EVENT = "earshot.session.rolled_over";
+/** The relay's own server event telling the client its call moved here from a lost relay. */
+export const RESUMED_EVENT = "earshot.call.resumed";
 /** How often a primed standby checks for a quiet point to take over at. */
 const QUIET_POLL_MS = 100;
 /** A standby that failed to open or prime is tried again this much later. */
@@ -209,6 +211,7 @@ export class InferenceBridge implements CallBridge {
         metrics,
       ) ?? null;
     this.#turns = new TurnPolicy(this.#monitor?.detectsSpeech ?? false, ctx.session);
+    if (ctx.resume) this.#conversation.adopt(ctx.resume.conversation);
     this.#upstream = this.#connect();
   }
 
@@ -442,16 +445,18 @@ export class InferenceBridge implements CallBridge {
     const { update, unanswered } = this.#session.opened((session) => this.#toModel(session));
     this.#upstream.send(update);
     this.#scheduleRollover();
-    if (reconnected) {
+    if (reconnected || this.#ctx.resume) {
       // A new model session knows nothing of the call: it is told the conversation before
-      // anything of the client's reaches it.
+      // anything of the client's reaches it (a resumed call's, from its lost relay, included).
       const plan = planReplay(this.#conversation.items(), this.#config.replayTokenBudget);
       for (const event of plan.events) this.#upstream.send(event);
       this.#replayed = new Set(plan.itemIds);
       this.#lastReplay = plan;
       this.#ctx.log.info(
         { replayed: plan.replayed, summarised: plan.summarised, dropped: plan.dropped },
-        "upstream reconnected, new model session primed with the conversation",
+        reconnected
+          ? "upstream reconnected, new model session primed with the conversation"
+          : "resumed call: model session primed with the conversation from the lost relay",
       );
     }
     // The client's updates the lost model session never answered go to the new one, first.
@@ -751,6 +756,7 @@ export class InferenceBridge implements CallBridge {
         if (outcome.first) {
           const created = { type: "session.created", event_id: newId("event"), session: outcome.session };
           this.#announce(JSON.stringify(created), created.type);
+          if (this.#ctx.resume) this.#tellResumed(this.#ctx.resume.previous_relay_id);
         } else {
           this.#emitText(
             JSON.stringify({
@@ -775,6 +781,27 @@ export class InferenceBridge implements CallBridge {
       default:
         assertNever(outcome, "session outcome");
     }
+  }
+
+  /**
+   * The client learns, right after its session.created, that this is its call resumed on a new
+   * relay: what the new model session was told, and what could not be carried over.
+   */
+  #tellResumed(previousRelayId: string): void {
+    const plan = this.#lastReplay;
+    this.#emitText(
+      JSON.stringify({
+        type: RESUMED_EVENT,
+        event_id: newId("event"),
+        previous_relay_id: previousRelayId,
+        message:
+          "The call's relay was lost and the call resumed on another. The conversation so far was replayed into a new model session. Lost: audio in flight when the relay failed (the user's last words if not yet transcribed, the rest of a reply being played, which the log still holds as generated).",
+        replayed_items: plan?.replayed ?? 0,
+        summarised_items: plan?.summarised ?? 0,
+        dropped_items: plan?.dropped ?? 0,
+      }),
+      RESUMED_EVENT,
+    );
   }
 
   /** The model refused the call's session: logged once, and the client told in OpenAI's shape. */
