@@ -374,7 +374,7 @@ export class CallSession extends DurableObject<Env> {
         return fail(new ApiError(502, "relay_error", "The media relay could not take the call; try again."));
       }
       if (resume) {
-        this.#end(call, "relay_lost", `The call's relay was lost and no other could take it: ${refusals.join("; ")}`);
+        this.#end(call, "relay_lost", `The call's relay was lost and no other relay could take it: ${refusals.join("; ")}`);
         return fail(
           new ApiError(503, "no_relay_available", "The call's relay was lost and no other relay could take it; the call has ended."),
         );

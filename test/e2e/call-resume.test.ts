@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EventClient, connectViaEdge, type Event } from "../faults/fixtures.ts";
 import { dominantFrequency, rms } from "../support/audio.ts";
-import { waitFor } from "../support/loopback.ts";
+import { waitFor, waitUntil } from "../support/loopback.ts";
 import {
   startEdge,
   startRelayProcess,
@@ -101,16 +101,16 @@ async function turn(client: EventClient, itemId: string, text: string): Promise<
 
 /** Waits until the edge's log of the call holds `ids` (the relay reports every 500 ms). */
 async function logged(callId: string, ids: string[]): Promise<void> {
-  await waitFor(
+  await waitUntil(
+    "the conversation in the edge's log",
     async () => {
       const response = await fetch(`${edge.url}/v1/realtime/calls/${callId}/log`, {
         headers: { authorization: `Bearer ${KEY}` },
       });
       const log = (await response.json()) as { items: { id: string }[] };
-      return ids.every((id) => log.items.some((item) => item.id === id));
+      return ids.every((id) => log.items.some((item) => item.id === id)) || undefined;
     },
     10_000,
-    "the conversation in the edge's log",
   );
 }
 
