@@ -197,6 +197,11 @@ export const RelayCallEvent = z.discriminatedUnion("type", [
     message: z.string().max(512).optional(),
     usage: CallUsage.optional(),
   }),
+  /**
+   * The call's session as the model confirmed it, after a client's or a sideband's
+   * session.update changed it: what a relay the call is resumed on must run.
+   */
+  z.strictObject({ ...eventBase, type: z.literal("session"), session: SessionConfig }),
   /** Conversation items, new or changed since the last one, in conversation order. */
   z.strictObject({
     ...eventBase,

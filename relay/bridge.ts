@@ -36,6 +36,8 @@ export interface CallContext {
   end(reason: EndReason, message?: string): void;
   /** Conversation items for the call's log at the edge (never audio); bounded by the caller. */
   reportLog?(items: LogItem[]): void;
+  /** The session as the model confirmed it, after an update changed it (for a resume). */
+  reportSession?(session: SessionConfig): void;
   /**
    * The call was resumed here after its relay was lost: the conversation so far, to be told to
    * the model before the client's events and audio reach it.

@@ -271,6 +271,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       }),
     );
     call.on("log", (items) => this.emit("callEvent", { ...base(), type: "log", items }));
+    call.on("session", (session) => this.emit("callEvent", { ...base(), type: "session", session }));
     call.on("first_audio", () => this.emit("callEvent", { ...base(), type: "first_audio" }));
     call.once("ended", (reason, message, usage) => {
       this.calls.delete(call.id);

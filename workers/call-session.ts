@@ -572,6 +572,9 @@ export class CallSession extends DurableObject<Env> {
       case "first_audio":
         call.timestamps.first_audio ??= now;
         break;
+      case "session":
+        call.session = event.session;
+        break;
       case "stats":
         call.stats = event.stats;
         break;

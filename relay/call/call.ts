@@ -90,6 +90,8 @@ export interface CallEvents {
   ended: [reason: EndReason, message: string | undefined, usage: CallUsage];
   /** Conversation items for the edge's log, before `ended`. */
   log: [items: LogItem[]];
+  /** The call's session changed (a confirmed session.update), for a relay it may resume on. */
+  session: [session: SessionConfig];
 }
 
 class CallSetupError extends Error {}
@@ -475,6 +477,7 @@ export class Call extends EventEmitter<CallEvents> {
       events,
       end: (reason, message) => void this.end(reason, message),
       reportLog: (items) => this.emit("log", items),
+      reportSession: (session) => this.emit("session", session),
       ...(this.#options.resume ? { resume: this.#options.resume } : {}),
     };
     this.#bridge = this.#options.bridgeFactory(ctx);

@@ -683,9 +683,12 @@ export class InferenceBridge implements CallBridge {
       case "session.created":
         this.#onSessionOutcome(this.#session.onCreated(event.session), event, text);
         return;
-      case "session.updated":
+      case "session.updated": {
+        const before = this.#session.effective;
         this.#onSessionOutcome(this.#session.onUpdated(event.session), event, text);
+        if (this.#session.effective !== before) this.#ctx.reportSession?.(this.#session.effective);
         return;
+      }
       case "error": {
         const answer = this.#session.onError(event.error);
         if (answer) {

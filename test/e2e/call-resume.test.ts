@@ -1,7 +1,8 @@
 // A call outlives its relay (issue 18, part 1): two real relay processes behind a real edge
 // (`wrangler dev`), a werift caller, a scripted model that records what each session receives.
 // The serving relay gets SIGKILL; the caller offers again on POST /v1/realtime/calls/{id}/resume;
-// the other relay answers, primes a new model session with the conversation from the edge's log
+// the other relay answers, primes a new model session with the caller's session as it last
+// changed it and the conversation from the edge's log
 // and says so (`earshot.call.resumed`); the caller hears the next reply; the record shows both
 // relays. Then the faults: someone else's key, a key the edge does not know, an ended call, and
 // no relay left to resume on.
@@ -114,9 +115,9 @@ async function logged(callId: string, ids: string[]): Promise<void> {
   );
 }
 
-/** The reply heard from packet `from` on: a 440 Hz tone at speaking level. */
-async function hearsReply(client: EventClient, from: number): Promise<void> {
-  let heard = new Int16Array(0);
+/** The reply heard from packet `from` on: a tone of `hz` at speaking level. */
+async function hearsReply(client: EventClient, from: number, hz: number): Promise<void> {
+  let heard: Int16Array = new Int16Array(0);
   await waitFor(
     () => {
       if (client.received.length - from < 30) return false;
@@ -128,13 +129,16 @@ async function hearsReply(client: EventClient, from: number): Promise<void> {
   );
   const reply = heard.subarray(0, 24_000 * 0.5);
   expect(rms(reply)).toBeGreaterThan(2000);
-  expect(Math.abs(dominantFrequency(reply) - 440)).toBeLessThanOrEqual(15);
+  expect(Math.abs(dominantFrequency(reply) - hz)).toBeLessThanOrEqual(15);
 }
 
 describe("a call whose relay is killed", () => {
-  it("resumes on the other relay with its conversation, and the caller hears the next reply", async () => {
+  it("resumes on the other relay with its conversation, and the caller hears the next reply under its changed session", async () => {
     const caller = await connectViaEdge(edge, clients);
     const callId = caller.edgeCallId;
+    // The caller changes its session: the resumed call must run the changed one.
+    send(caller, { type: "session.update", session: { type: "realtime", instructions: "tone:660" } });
+    await caller.waitEvent("session.updated");
     const replyId = await turn(caller, "item_user_ada", "I am Ada.");
     await logged(callId, ["item_user_ada", replyId]);
     const before = await view(callId);
@@ -157,15 +161,16 @@ describe("a call whose relay is killed", () => {
     const told = fresh.received.filter((r) => r.type === "conversation.item.create").map((r) => r.event.item);
     expect(told).toEqual([
       { id: "item_user_ada", type: "message", role: "user", content: [{ type: "input_text", text: "I am Ada." }] },
-      { id: replyId, type: "message", role: "assistant", content: [{ type: "output_text", text: "tone 440" }] },
+      { id: replyId, type: "message", role: "assistant", content: [{ type: "output_text", text: "tone 660" }] },
     ]);
+    expect(fresh.received[0]!.event).toMatchObject({ type: "session.update", session: { instructions: "tone:660" } });
     // None of the replay's echoes reached the caller.
     expect(client.events.filter((e: Event) => e.type.startsWith("conversation.item."))).toEqual([]);
 
     // The caller speaks on; the reply comes from the new session, and is heard.
     const from = client.received.length;
     send(client, { type: "response.create" });
-    await hearsReply(client, from);
+    await hearsReply(client, from, 660);
     const heardAfterMs = client.received[from]!.at - killedAt;
     expect(heardAfterMs).toBeLessThan(10_000); // a generous bound; the figure is in bench/
     expect(fresh.received.some((r) => r.type === "response.create")).toBe(true);
