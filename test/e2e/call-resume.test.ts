@@ -1,11 +1,12 @@
 // A call outlives its relay (issue 18, part 1): two real relay processes behind a real edge
 // (`wrangler dev`), a werift caller, a scripted model that records what each session receives.
-// The serving relay gets SIGKILL; the caller offers again on POST /v1/realtime/calls/{id}/resume;
+// Three relays. The serving relay gets SIGKILL; the caller offers again on POST …/{id}/resume;
 // the other relay answers, primes a new model session with the caller's session as it last
 // changed it and the conversation from the edge's log
 // and says so (`earshot.call.resumed`); the caller hears the next reply; the record shows both
-// relays. Then the faults: someone else's key, a key the edge does not know, an ended call, and
-// no relay left to resume on.
+// relays. Then the faults: someone else's key, a key the edge does not know; the relay the call
+// resumed on dies too (it resumes again, on the third, with everything said on both); no relay
+// left to resume on (the call ends relay_lost); an ended call.
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EventClient, connectViaEdge, type Event } from "../faults/fixtures.ts";
@@ -34,7 +35,7 @@ beforeAll(async () => {
   edge = { ...started, apiKey: KEY };
   relays.push(
     ...(await Promise.all(
-      [0, 1].map(() =>
+      [0, 1, 2].map(() =>
         startRelayProcess({
           edge: { url: edge.url, relaySecret: edge.relaySecret },
           inferenceUrl: model.url,
@@ -88,16 +89,16 @@ const send = (client: EventClient, event: object) => client.channel.send(JSON.st
 
 /** The user's words and the model's spoken answer; returns the reply's item id. */
 async function turn(client: EventClient, itemId: string, text: string): Promise<string> {
+  const isReply = (e: Event) =>
+    e.type === "response.output_item.done" && (e.item as { role?: string }).role === "assistant";
+  const earlier = client.events.filter(isReply).length;
   send(client, {
     type: "conversation.item.create",
     item: { id: itemId, type: "message", role: "user", content: [{ type: "input_text", text }] },
   });
   send(client, { type: "response.create" });
-  const done = await client.waitEvent(
-    "response.output_item.done",
-    (e) => (e.item as { role?: string }).role === "assistant",
-  );
-  return (done.item as { id: string }).id;
+  await waitFor(() => client.events.filter(isReply).length > earlier, 10_000, "the model's reply");
+  return (client.events.filter(isReply)[earlier]!.item as { id: string }).id;
 }
 
 /** Waits until the edge's log of the call holds `ids` (the relay reports every 500 ms). */
@@ -143,7 +144,6 @@ describe("a call whose relay is killed", () => {
     await logged(callId, ["item_user_ada", replyId]);
     const before = await view(callId);
     const serving = relays.find((r) => r.id === before.relay.id)!;
-    const other = relays.find((r) => r !== serving)!;
 
     const killedAt = performance.now();
     await serving.stop("SIGKILL");
@@ -177,17 +177,42 @@ describe("a call whose relay is killed", () => {
 
     const after = await view(callId);
     expect(after.state).toBe("connected");
-    expect(after.relay.id).toBe(other.id);
-    expect(after.relays.map((r) => r.id)).toEqual([serving.id, other.id]);
+    const second = relays.find((r) => r.id === after.relay.id)!;
+    expect(second).not.toBe(serving);
+    expect(after.relays.map((r) => r.id)).toEqual([serving.id, second.id]);
 
     // Faults on a live call: someone else's key finds no call; a key the edge does not know is refused.
     expect((await resume(callId, OTHER_KEY)).response.status).toBe(404);
     const stale = await resume(callId, `sk_e2e_${randomBytes(18).toString("base64url")}`);
     expect(stale.response.status).toBe(401);
-    expect((await view(callId)).relay.id).toBe(other.id);
+    expect((await view(callId)).relay.id).toBe(second.id);
+
+    // The relay it resumed on dies too, after another turn: it resumes again, on the third,
+    // whose model session is told what was said on both.
+    const afterResumeReply = (
+      client.events.find((e) => e.type === "response.output_item.done")!.item as { id: string }
+    ).id;
+    const bobReply = await turn(client, "item_user_bob", "Still there?");
+    await logged(callId, ["item_user_bob", bobReply]);
+    await second.stop("SIGKILL");
+    const again = await resume(callId);
+    expect(again.response.status, await again.response.clone().text()).toBe(201);
+    await again.client.connected();
+    await again.client.channelOpen();
+    expect(await again.client.waitEvent("earshot.call.resumed")).toMatchObject({
+      previous_relay_id: second.id,
+      replayed_items: 5,
+    });
+    const third = relays.find((r) => r !== serving && r !== second)!;
+    const toldAgain = model.sessions
+      .at(-1)!
+      .received.filter((r) => r.type === "conversation.item.create")
+      .map((r) => (r.event.item as { id: string }).id);
+    expect(toldAgain).toEqual(["item_user_ada", replyId, afterResumeReply, "item_user_bob", bobReply]);
+    expect((await view(callId)).relays.map((r) => r.id)).toEqual([serving.id, second.id, third.id]);
 
     // The last relay dies too: a resume finds no relay left; the call ends relay_lost, saying why.
-    await other.stop("SIGKILL");
+    await third.stop("SIGKILL");
     const last = await resume(callId);
     expect(last.response.status).toBe(503);
     expect(await last.response.json()).toMatchObject({ error: { code: "no_relay_available" } });
