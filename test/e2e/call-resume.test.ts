@@ -160,10 +160,23 @@ describe("a call whose relay is killed", () => {
     const fresh = model.sessions.at(-1)!;
     const told = fresh.received.filter((r) => r.type === "conversation.item.create").map((r) => r.event.item);
     expect(told).toEqual([
-      { id: "item_user_ada", type: "message", role: "user", content: [{ type: "input_text", text: "I am Ada." }] },
-      { id: replyId, type: "message", role: "assistant", content: [{ type: "output_text", text: "tone 660" }] },
+      {
+        id: "item_user_ada",
+        type: "message",
+        role: "user",
+        content: [{ type: "input_text", text: "I am Ada." }],
+      },
+      {
+        id: replyId,
+        type: "message",
+        role: "assistant",
+        content: [{ type: "output_text", text: "tone 660" }],
+      },
     ]);
-    expect(fresh.received[0]!.event).toMatchObject({ type: "session.update", session: { instructions: "tone:660" } });
+    expect(fresh.received[0]!.event).toMatchObject({
+      type: "session.update",
+      session: { instructions: "tone:660" },
+    });
     // None of the replay's echoes reached the caller.
     expect(client.events.filter((e: Event) => e.type.startsWith("conversation.item."))).toEqual([]);
 
