@@ -243,33 +243,56 @@ export class CallSession extends DurableObject<Env> {
    * old relay is told to drop the call (it may still be alive: the client may only have lost
    * its way to it). With no other relay, the call ends (relay_lost) and the client is told why.
    */
-  async resume(actor: CallOwner, init: { offerSdp: string; relays: RelayTarget[] }): Promise<Outcome<StartedCall>> {
+  async resume(
+    actor: CallOwner,
+    init: { offerSdp: string; relays: RelayTarget[] },
+  ): Promise<Outcome<StartedCall>> {
     const call = this.#call;
     if (!call || !mayAccess(call, actor)) return notFound();
     if (isTerminal(call.state)) {
       return fail(
-        new ApiError(410, "call_ended", `The call has ended (${call.endReason ?? call.state}); place a new one.`),
+        new ApiError(
+          410,
+          "call_ended",
+          `The call has ended (${call.endReason ?? call.state}); place a new one.`,
+        ),
       );
     }
     if (this.#pending) {
       if (this.#pending.offerSdp === init.offerSdp) return this.#pending.result;
-      return fail(new ApiError(409, "call_busy", "The call is being offered to a relay; retry shortly.", {
-        headers: { "Retry-After": "1" },
-      }));
+      return fail(
+        new ApiError(409, "call_busy", "The call is being offered to a relay; retry shortly.", {
+          headers: { "Retry-After": "1" },
+        }),
+      );
     }
     if (call.state !== "answered" && call.state !== "connected") {
-      return fail(new ApiError(409, "call_not_active", `The call is ${call.state}; only a live call resumes.`));
+      return fail(
+        new ApiError(409, "call_not_active", `The call is ${call.state}; only a live call resumes.`),
+      );
     }
     const lost = call.relay;
     const others = init.relays.filter((relay) => relay.id !== lost.id);
     if (others.length === 0) {
-      this.#end(call, "relay_lost", "The call's relay was lost and no other relay was available to resume it.");
+      this.#end(
+        call,
+        "relay_lost",
+        "The call's relay was lost and no other relay was available to resume it.",
+      );
       this.#tellRelayToDrop(call);
       return fail(
-        new ApiError(503, "no_relay_available", "The call's relay was lost and no other relay is available; the call has ended."),
+        new ApiError(
+          503,
+          "no_relay_available",
+          "The call's relay was lost and no other relay is available; the call has ended.",
+        ),
       );
     }
-    log.warn("call's relay lost: resuming on another", { call_id: call.callId, from: lost.id, to: others[0]!.id });
+    log.warn("call's relay lost: resuming on another", {
+      call_id: call.callId,
+      from: lost.id,
+      to: others[0]!.id,
+    });
     // The old relay lets go of the call (the client has left it); its late events are refused.
     this.#tellRelayToDrop(call);
     call.previousRelays = [...(call.previousRelays ?? []), lost];
@@ -374,9 +397,17 @@ export class CallSession extends DurableObject<Env> {
         return fail(new ApiError(502, "relay_error", "The media relay could not take the call; try again."));
       }
       if (resume) {
-        this.#end(call, "relay_lost", `The call's relay was lost and no other relay could take it: ${refusals.join("; ")}`);
+        this.#end(
+          call,
+          "relay_lost",
+          `The call's relay was lost and no other relay could take it: ${refusals.join("; ")}`,
+        );
         return fail(
-          new ApiError(503, "no_relay_available", "The call's relay was lost and no other relay could take it; the call has ended."),
+          new ApiError(
+            503,
+            "no_relay_available",
+            "The call's relay was lost and no other relay could take it; the call has ended.",
+          ),
         );
       }
       this.#end(call, "relay_full", refusals.join("; "));
@@ -818,7 +849,10 @@ function view(call: CallRecord): CallView {
     object: "realtime.call",
     state: call.state,
     relay: { id: call.relay.id, region: call.relay.region },
-    relays: [...(call.previousRelays ?? []), call.relay].map((relay) => ({ id: relay.id, region: relay.region })),
+    relays: [...(call.previousRelays ?? []), call.relay].map((relay) => ({
+      id: relay.id,
+      region: relay.region,
+    })),
     timestamps: { ...call.timestamps },
     end_reason: call.endReason ?? null,
     end_message: call.endMessage ?? null,

@@ -177,7 +177,9 @@ export async function resumeCall(request: IRequest, env: Env, ctx: ExecutionCont
   if (mediaType(request) !== SDP) throw unsupportedMediaType(SDP);
   const config = edgeConfig(env);
   const timing = timingOf(request);
-  const offer = checkOffer(decodeText(await readCapped(request, MAX_OFFER_BYTES, "SDP offer"), "SDP offer", "sdp"));
+  const offer = checkOffer(
+    decodeText(await readCapped(request, MAX_OFFER_BYTES, "SDP offer"), "SDP offer", "sdp"),
+  );
   const { stub, actor } = await resolveCall(request, env);
   const relays = await timing.time("relays", () => cachedRelays(env, ctx, config));
   // One more than a new call tries: the lost relay may still be listed, and is left out.
