@@ -249,15 +249,7 @@ export class CallSession extends DurableObject<Env> {
   ): Promise<Outcome<StartedCall>> {
     const call = this.#call;
     if (!call || !mayAccess(call, actor)) return notFound();
-    if (isTerminal(call.state)) {
-      return fail(
-        new ApiError(
-          410,
-          "call_ended",
-          `The call has ended (${call.endReason ?? call.state}); place a new one.`,
-        ),
-      );
-    }
+    if (isTerminal(call.state)) return callEnded(call, "place a new one.");
     if (this.#pending) {
       if (this.#pending.offerSdp === init.offerSdp) return this.#pending.result;
       return fail(
@@ -293,8 +285,16 @@ export class CallSession extends DurableObject<Env> {
       from: lost.id,
       to: others[0]!.id,
     });
-    // The old relay lets go of the call (the client has left it); its late events are refused.
-    this.#tellRelayToDrop(call);
+    // The old relay lets go of the call if it is alive (the client has left it): one try, not
+    // the retried drop of an ended call (that would go on after the call moved). Its late
+    // events are refused: they come from a relay that is no longer the call's.
+    const config = this.#config;
+    this.ctx.waitUntil(
+      deleteRelayCall(lost, call.callId, config.relaySecret, config.relayTimeoutMs).then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
     call.previousRelays = [...(call.previousRelays ?? []), lost];
     call.relayGoneAt = undefined;
     call.answerSdp = undefined;
@@ -447,14 +447,7 @@ export class CallSession extends DurableObject<Env> {
     const call = this.#call;
     if (!call || !mayAccess(call, actor)) return notFound();
     if (isTerminal(call.state)) {
-      return fail(
-        new ApiError(
-          410,
-          "call_ended",
-          `The call has ended (${call.endReason ?? call.state}); there is nothing to attach to.`,
-          { param: "call_id" },
-        ),
-      );
+      return callEnded(call, "there is nothing to attach to.", { param: "call_id" });
     }
     if (call.state !== "answered" && call.state !== "connected") {
       return fail(
@@ -836,6 +829,18 @@ export class CallSession extends DurableObject<Env> {
   #tellRelayToDrop(call: CallRecord): void {
     this.ctx.waitUntil(this.#dropOnRelay(call));
   }
+}
+
+/** 410 for a call that has ended: how it ended, and what the caller may do instead. */
+function callEnded<T>(call: CallRecord, instead: string, options?: { param: string }): Outcome<T> {
+  return fail(
+    new ApiError(
+      410,
+      "call_ended",
+      `The call has ended (${call.endReason ?? call.state}); ${instead}`,
+      options,
+    ),
+  );
 }
 
 function mayAccess(call: CallRecord, actor: CallOwner): boolean {
