@@ -495,8 +495,9 @@ export class InferenceBridge implements CallBridge {
     this.#rolloverTimer = undefined;
     if (this.#closed || this.#standby) return;
     this.#ctx.log.info("model session at its age limit: priming a new one to take over");
+    // Its events are routed by comparing it with #standby, which is set before any can arrive.
     const standby: Standby = {
-      upstream: null as unknown as UpstreamConnection,
+      upstream: this.#connect(),
       session: null,
       replayed: new Set(),
       plan: null,
@@ -506,7 +507,6 @@ export class InferenceBridge implements CallBridge {
       timer: undefined,
     };
     this.#standby = standby;
-    standby.upstream = this.#connect();
     // Opening and priming take well under a second; one that takes this long is not used.
     standby.timer = setTimeout(
       () => this.#abandonStandby("not primed in time"),

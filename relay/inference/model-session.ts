@@ -104,9 +104,12 @@ export class ModelSession {
     this.#phase = "connecting";
   }
 
-  /** No `session.update` is waiting for its answer: a model session could be swapped now. */
+  /**
+   * No `session.update` is waiting for its answer (one the relay stopped waiting for does not
+   * count): a model session could be swapped now.
+   */
   get settled(): boolean {
-    return this.#phase === "ready" && this.#inFlight.length === 0;
+    return this.#phase === "ready" && this.#inFlight.every((u) => u.abandoned);
   }
 
   /**

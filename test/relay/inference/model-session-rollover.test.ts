@@ -180,6 +180,47 @@ describe("a planned rollover (the model session at its age limit)", () => {
   }, 40_000);
 });
 
+describe("a rollover the cap forces (no quiet point before the old session closes)", () => {
+  it("switches to the primed session at once when the old one drops: no reconnect, one rolled_over", async () => {
+    const client = await place(rolling);
+    const old = model.sessions.at(-1)!;
+    const sessionsBefore = model.sessions.length;
+    send(client, {
+      type: "conversation.item.create",
+      item: {
+        id: "item_user_cap",
+        type: "message",
+        role: "user",
+        content: [{ type: "input_text", text: "Hi." }],
+      },
+    });
+    // The user starts talking and never stops (as far as the model says): no quiet point comes.
+    model.inject(
+      { type: "input_audio_buffer.speech_started", audio_start_ms: 0, item_id: "item_talking" },
+      old,
+    );
+    await waitFor(() => model.sessions.length === sessionsBefore + 1, 10_000, "the standby session");
+    const standby = model.sessions.at(-1)!;
+    await waitFor(
+      () => standby.received.some((r) => r.type === "conversation.item.create"),
+      5000,
+      "the standby primed",
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    expect(client.events.map((e) => e.type)).not.toContain("earshot.session.rolled_over");
+    // The old session's cap: it closes. The primed one takes over at once.
+    old.socket.close(1000);
+    await client.waitEvent("earshot.session.rolled_over");
+    expect(model.sessions.length).toBe(sessionsBefore + 1); // no reconnect: the standby is the session
+    expect(client.events.map((e) => e.type)).not.toContain("earshot.inference.reconnected");
+    const before = responses(client);
+    send(client, { type: "response.create" });
+    await waitFor(() => responses(client) > before, 10_000, "a reply from the new session");
+    expect(standby.received.some((r) => r.type === "response.create")).toBe(true);
+    expect(client.errors()).toEqual([]);
+  }, 30_000);
+});
+
 describe("an unplanned rollover (the model's socket dies mid-reply)", () => {
   it("cuts the reply, primes the reconnected session with the conversation, and answers again", async () => {
     const client = await place(steady);
