@@ -20,6 +20,7 @@ import {
   type RelayProcess,
 } from "../support/relays.ts";
 import { ScriptedModel } from "../support/scripted-model.ts";
+import { SidebandClient } from "../support/sideband-client.ts";
 
 const KEY = `sk_e2e_${randomBytes(18).toString("base64url")}`;
 const OTHER_KEY = `sk_e2e_${randomBytes(18).toString("base64url")}`;
@@ -28,6 +29,7 @@ let model: ScriptedModel;
 let edge: Edge;
 const relays: RelayProcess[] = [];
 const clients: EventClient[] = [];
+const sidebands: SidebandClient[] = [];
 
 beforeAll(async () => {
   model = await ScriptedModel.start();
@@ -53,7 +55,7 @@ afterAll(async () => {
   await model?.close();
 });
 afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close()));
+  await Promise.all([...clients.splice(0), ...sidebands.splice(0)].map((c) => c.close()));
 });
 
 interface CallView {
@@ -144,6 +146,11 @@ describe("a call whose relay is killed", () => {
     await logged(callId, ["item_user_ada", replyId]);
     const before = await view(callId);
     const serving = relays.find((r) => r.id === before.relay.id)!;
+    // An app server's sideband on the call: it is told (its socket closes) when the relay dies,
+    // and reattaches on the same URL to the relay the call resumed on.
+    const sideband = SidebandClient.viaEdge(edge.url, callId, KEY);
+    sidebands.push(sideband);
+    await sideband.opened;
 
     const killedAt = performance.now();
     await serving.stop("SIGKILL");
@@ -184,6 +191,12 @@ describe("a call whose relay is killed", () => {
     const from = client.received.length;
     send(client, { type: "response.create" });
     await hearsReply(client, from, 660);
+    await sideband.closed;
+    const reattached = SidebandClient.viaEdge(edge.url, callId, KEY);
+    sidebands.push(reattached);
+    await reattached.opened;
+    const session = await reattached.waitFor("session.created");
+    expect(session.session).toMatchObject({ instructions: "tone:660" });
     const heardAfterMs = client.received[from]!.at - killedAt;
     expect(heardAfterMs).toBeLessThan(10_000); // a generous bound; the figure is in bench/
     expect(fresh.received.some((r) => r.type === "response.create")).toBe(true);
