@@ -1,13 +1,14 @@
 // `npm run bench`: every benchmark in turn, one table, bench/results/latest.json.
 //   npm run bench [-- --quick] [-- --edge]
 // Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/turn-taking.ts,
-// bench/capacity.ts, bench/edge.ts, bench/edge-events.ts, bench/sideband.ts.
+// bench/capacity.ts, bench/edge.ts, bench/edge-events.ts, bench/sideband.ts, bench/continuity.ts.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import { bargeInTable, runBargeIn, type BargeInResult } from "./barge-in.ts";
 import { capacityTable, runCapacity, type CapacityResult } from "./capacity.ts";
+import { continuityTable, runContinuity, type ContinuityResult } from "./continuity.ts";
 import { edgeTable, runEdge, type EdgeResult } from "./edge.ts";
 import { edgeEventsTable, runEdgeEvents, type EdgeEventsResult } from "./edge-events.ts";
 import { loadAverage, root } from "./lib/procs.ts";
@@ -81,6 +82,12 @@ log(edgeEventsTable(edgeEvents));
 log("bench: sideband (relay process, wrangler dev)…");
 const sideband: SidebandResult = await runSideband({ rounds: quick ? 100 : 300, edge: true });
 log(sidebandTable(sideband));
+
+// A call outliving its relay (SIGKILL, resumed on another through the edge) and its model
+// session (rollovers every 2 s between replies): ~60 s with its own wrangler dev.
+log("bench: continuity (wrangler dev, two relays, SIGKILL; rollovers)…");
+const continuity: ContinuityResult = await runContinuity({ runs: quick ? 5 : 10, replies: quick ? 8 : 16 });
+log(continuityTable(continuity));
 
 const light = capacity.steps[0];
 const at = capacity.atCapacity;
@@ -185,6 +192,16 @@ const summary = table([
     `${edgeEvents.endedDelayMs.p50} / ${edgeEvents.endedDelayMs.p99} / ${edgeEvents.endedDelayMs.max}`,
     "< 1000, none lost",
   ],
+  [
+    `continuity: relay SIGKILL → assistant audio on the next relay p50/p95 ms (${continuity.runs} runs, client detection excluded)`,
+    `${continuity.killToAudioMs.p50} / ${continuity.killToAudioMs.p95}`,
+    "p95 < 1500 with detection",
+  ],
+  [
+    `continuity: missing frames across ${continuity.rollovers} model-session rollovers`,
+    `${continuity.missingFrames}`,
+    "0",
+  ],
 ]);
 process.stdout.write(`\n${summary}\n`);
 
@@ -206,6 +223,7 @@ const result = {
   edge: { loaded: edgeLoaded, alone: edgeAlone },
   edgeEvents,
   sideband,
+  continuity,
 };
 mkdirSync(join(root, "bench/results"), { recursive: true });
 writeFileSync(join(root, "bench/results/latest.json"), `${JSON.stringify(result, null, 2)}\n`);

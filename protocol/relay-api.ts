@@ -13,14 +13,6 @@ export const RelayId = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/);
 export const BootId = z.string().regex(/^[A-Za-z0-9_-]{8,64}$/);
 export const CallId = z.string().regex(/^rtc_[A-Za-z0-9_-]{8,64}$/);
 
-/** Edge → relay `POST /calls` (ticket in the `Earshot-Ticket` header). */
-export const CreateCallRequest = z.strictObject({
-  call_id: CallId,
-  offer_sdp: z.string().min(1).max(MAX_OFFER_BYTES),
-  session: SessionConfig,
-});
-export type CreateCallRequest = z.infer<typeof CreateCallRequest>;
-
 export const CreateCallResponse = z.strictObject({
   call_id: CallId,
   answer_sdp: z.string().min(1),
@@ -159,6 +151,36 @@ export const LogItem = z.strictObject({
 });
 export type LogItem = z.infer<typeof LogItem>;
 
+/** Most conversation items a resumed call's new relay is handed: the edge log's own bound. */
+export const MAX_RESUME_ITEMS = 1000;
+
+/**
+ * A call moving to this relay because its relay was lost (POST /v1/realtime/calls/{id}/resume):
+ * the conversation so far, from the edge's log, for the new model session to be primed with.
+ */
+export const ResumeOf = z.strictObject({
+  previous_relay_id: RelayId,
+  conversation: z.array(LogItem).max(MAX_RESUME_ITEMS),
+});
+export type ResumeOf = z.infer<typeof ResumeOf>;
+
+/** Edge → relay `POST /calls` (ticket in the `Earshot-Ticket` header). */
+export const CreateCallRequest = z.strictObject({
+  call_id: CallId,
+  offer_sdp: z.string().min(1).max(MAX_OFFER_BYTES),
+  session: SessionConfig,
+  resume: ResumeOf.optional(),
+});
+export type CreateCallRequest = z.infer<typeof CreateCallRequest>;
+
+/**
+ * What a call's ticket binds besides its offer: the session, and for a resumed call the
+ * conversation handed over with it, so neither can be swapped on the way.
+ */
+export function ticketSubject(request: Pick<CreateCallRequest, "session" | "resume">): unknown {
+  return request.resume ? { session: request.session, resume: request.resume } : request.session;
+}
+
 export const RelayCallEvent = z.discriminatedUnion("type", [
   z.strictObject({
     ...eventBase,
@@ -175,6 +197,11 @@ export const RelayCallEvent = z.discriminatedUnion("type", [
     message: z.string().max(512).optional(),
     usage: CallUsage.optional(),
   }),
+  /**
+   * The call's session as the model confirmed it, after a client's or a sideband's
+   * session.update changed it: what a relay the call is resumed on must run.
+   */
+  z.strictObject({ ...eventBase, type: z.literal("session"), session: SessionConfig }),
   /** Conversation items, new or changed since the last one, in conversation order. */
   z.strictObject({
     ...eventBase,

@@ -1,7 +1,7 @@
 // The seam between a call's media (relay/call/, relay/media/) and what its audio and events
 // are bridged to: the inference connection in production, simpler bridges in tests.
 // The call owns the PeerConnection and hands the bridge these three ports when media is set up.
-import type { CallUsage, EndReason, LogItem, ModelUsage } from "../protocol/relay-api.ts";
+import type { CallUsage, EndReason, LogItem, ModelUsage, ResumeOf } from "../protocol/relay-api.ts";
 import type { CallState } from "../protocol/sideband.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import type { Logger } from "./log.ts";
@@ -36,6 +36,13 @@ export interface CallContext {
   end(reason: EndReason, message?: string): void;
   /** Conversation items for the call's log at the edge (never audio); bounded by the caller. */
   reportLog?(items: LogItem[]): void;
+  /** The session as the model confirmed it, after an update changed it (for a resume). */
+  reportSession?(session: SessionConfig): void;
+  /**
+   * The call was resumed here after its relay was lost: the conversation so far, to be told to
+   * the model before the client's events and audio reach it.
+   */
+  resume?: ResumeOf;
 }
 
 /**

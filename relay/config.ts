@@ -146,6 +146,13 @@ export const RelayEnv = z.object({
   INFERENCE_MAX_RETRIES: number(z.number().int().min(0).max(10)).default(3),
   INFERENCE_RETRY_BASE_MS: number(z.number().int().min(10).max(10_000)).default(250),
   INFERENCE_PING_INTERVAL_MS: number(z.number().int().min(100).max(60_000)).default(5000),
+  /**
+   * Age of a model session at which the relay rolls the call over to a fresh one (make-before-
+   * break, conversation replayed): under OpenAI's 60-minute cap. Seconds.
+   */
+  RELAY_MODEL_SESSION_MAX_SECONDS: number(z.number().int().min(1).max(86_400)).default(3300),
+  /** Most tokens (estimated at 4 characters each) of conversation replayed into a new model session. */
+  RELAY_REPLAY_TOKEN_BUDGET: number(z.number().int().min(500).max(100_000)).default(8000),
   /** The relay's own uplink VAD for barge-in: Silero, an energy fallback, or off. */
   RELAY_VAD: z.enum(["silero", "energy", "off"]).default("silero"),
   /** Silence uplink audio that is only the assistant's own echo, so no VAD hears it. */
@@ -221,6 +228,10 @@ export interface InferenceConfig {
    * for a whole interval after a ping has stalled: the socket is dropped and the retry loop runs.
    */
   pingIntervalMs: number;
+  /** A model session this old is replaced by a primed one at the next quiet point (rollover). */
+  modelSessionMaxMs: number;
+  /** Estimated tokens of conversation a new model session is primed with (conversation-replay.ts). */
+  replayTokenBudget: number;
 }
 
 /** One of RELAY_PROCESSES relay processes: the variables that differ between them. */
@@ -296,6 +307,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       retryBaseMs: e.INFERENCE_RETRY_BASE_MS,
       retryMaxMs: 4000,
       pingIntervalMs: e.INFERENCE_PING_INTERVAL_MS,
+      modelSessionMaxMs: e.RELAY_MODEL_SESSION_MAX_SECONDS * 1000,
+      replayTokenBudget: e.RELAY_REPLAY_TOKEN_BUDGET,
     },
     relayVad: e.RELAY_VAD,
     echoSuppression: e.RELAY_ECHO_SUPPRESSION === "1",

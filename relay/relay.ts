@@ -11,6 +11,7 @@ import {
   type EndReason,
   type Heartbeat,
   type RelayCallEvent,
+  type ResumeOf,
 } from "../protocol/relay-api.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import type { CallBridge, CallBridgeFactory } from "./bridge.ts";
@@ -149,7 +150,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     callId: string,
     session: SessionConfig,
     offerSdp: string,
-    options: { deadlineMs?: number } = {},
+    options: { deadlineMs?: number; resume?: ResumeOf } = {},
   ): Promise<string> {
     if (this.calls.has(callId)) throw new CallRefused("call_exists", "A call with this id exists.");
     this.checkAdmission();
@@ -170,6 +171,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       log: this.#log,
       connectTimeoutMs: this.#config.connectTimeoutSeconds * 1000,
       ...(options.deadlineMs === undefined ? {} : { deadlineMs: options.deadlineMs }),
+      ...(options.resume ? { resume: options.resume } : {}),
     });
     let answerSdp: string;
     try {
@@ -269,6 +271,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       }),
     );
     call.on("log", (items) => this.emit("callEvent", { ...base(), type: "log", items }));
+    call.on("session", (session) => this.emit("callEvent", { ...base(), type: "session", session }));
     call.on("first_audio", () => this.emit("callEvent", { ...base(), type: "first_audio" }));
     call.once("ended", (reason, message, usage) => {
       this.calls.delete(call.id);

@@ -4,13 +4,22 @@
 //
 //   created → offered → answered → connected → ended | failed
 //
-// (ended or failed may also follow created, offered or answered). Every method is idempotent
+// (ended or failed may also follow created, offered or answered). A live call whose relay was
+// lost goes back to offered when its client resumes it (POST …/resume) on another relay, which
+// is handed the conversation log; the record keeps every relay the call ran on. Every method is idempotent
 // and safe to interleave: a request can arrive at any `await`, so each decision is taken and
 // written to memory before the first await that follows it. That is what keeps two offers for
 // one call from ever reaching two relays.
 import { DurableObject } from "cloudflare:workers";
 import { sha256Hex } from "../protocol/encoding.ts";
-import type { CallStats, CallUsage, EndReason, LogItem, RelayCallEvent } from "../protocol/relay-api.ts";
+import type {
+  CallStats,
+  CallUsage,
+  EndReason,
+  LogItem,
+  RelayCallEvent,
+  ResumeOf,
+} from "../protocol/relay-api.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import { assertNever } from "../protocol/assert-never.ts";
 import { edgeConfig } from "./config.ts";
@@ -42,7 +51,14 @@ export interface SidebandRoute {
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: ApiErrorData };
 
 export type CallStep =
-  "created" | "offered" | "answered" | "connected" | "first_audio" | "ended" | "last_relay_report";
+  | "created"
+  | "offered"
+  | "answered"
+  | "connected"
+  | "first_audio"
+  | "ended"
+  | "last_relay_report"
+  | "resumed";
 
 /** The call as GET /v1/realtime/calls/{id} shows it. Times are epoch milliseconds. */
 export interface CallView {
@@ -50,6 +66,8 @@ export interface CallView {
   object: "realtime.call";
   state: CallState;
   relay: { id: string; region: string };
+  /** Every relay the call ran on, first to current: more than one if it was resumed (absent from older records). */
+  relays?: { id: string; region: string }[];
   timestamps: Partial<Record<CallStep, number>>;
   end_reason: EndReason | null;
   end_message: string | null;
@@ -97,6 +115,10 @@ interface CallRecord {
   /** Absent from calls placed before projects, and from secrets minted before them. */
   project?: string;
   relay: RelayTarget;
+  /** Relays the call ran on before this one (it was resumed after losing them), oldest first. */
+  previousRelays?: RelayTarget[];
+  /** The session the call was placed with: a resumed call's new relay runs it too. */
+  session?: SessionConfig;
   offerSha256: string | undefined;
   answerSdp: string | undefined;
   timestamps: Partial<Record<CallStep, number>>;
@@ -129,8 +151,9 @@ const DROP_RETRY_AFTER_DEADLINE_MS = 60_000;
 const NEXT: Record<CallState, readonly CallState[]> = {
   created: ["offered", "ended", "failed"],
   offered: ["answered", "ended", "failed"],
-  answered: ["connected", "ended", "failed"],
-  connected: ["ended", "failed"],
+  // Back to offered: resumed on another relay after losing its own.
+  answered: ["connected", "offered", "ended", "failed"],
+  connected: ["offered", "ended", "failed"],
   ended: [],
   failed: [],
 };
@@ -186,6 +209,7 @@ export class CallSession extends DurableObject<Env> {
         owner: init.owner,
         ...(init.project === undefined ? {} : { project: init.project }),
         relay: init.relays[0]!,
+        session: init.session,
         offerSha256: undefined,
         answerSdp: undefined,
         timestamps: { created: Date.now() },
@@ -213,7 +237,83 @@ export class CallSession extends DurableObject<Env> {
     return fail(new ApiError(409, "call_exists", `The call already has an offer and is ${call.state}.`));
   }
 
-  async #forward(call: CallRecord, init: StartCall): Promise<Outcome<StartedCall>> {
+  /**
+   * The client lost the call's relay and offers again: the call moves to the best of `relays`
+   * that is not its current one, which is handed the session and the conversation log. The
+   * old relay is told to drop the call (it may still be alive: the client may only have lost
+   * its way to it). With no other relay, the call ends (relay_lost) and the client is told why.
+   */
+  async resume(
+    actor: CallOwner,
+    init: { offerSdp: string; relays: RelayTarget[] },
+  ): Promise<Outcome<StartedCall>> {
+    const call = this.#call;
+    if (!call || !mayAccess(call, actor)) return notFound();
+    if (isTerminal(call.state)) return callEnded(call, "place a new one.");
+    if (this.#pending) {
+      if (this.#pending.offerSdp === init.offerSdp) return this.#pending.result;
+      return fail(
+        new ApiError(409, "call_busy", "The call is being offered to a relay; retry shortly.", {
+          headers: { "Retry-After": "1" },
+        }),
+      );
+    }
+    if (call.state !== "answered" && call.state !== "connected") {
+      return fail(
+        new ApiError(409, "call_not_active", `The call is ${call.state}; only a live call resumes.`),
+      );
+    }
+    const lost = call.relay;
+    const others = init.relays.filter((relay) => relay.id !== lost.id);
+    if (others.length === 0) {
+      this.#end(
+        call,
+        "relay_lost",
+        "The call's relay was lost and no other relay was available to resume it.",
+      );
+      this.#tellRelayToDrop(call);
+      return fail(
+        new ApiError(
+          503,
+          "no_relay_available",
+          "The call's relay was lost and no other relay is available; the call has ended.",
+        ),
+      );
+    }
+    log.warn("call's relay lost: resuming on another", {
+      call_id: call.callId,
+      from: lost.id,
+      to: others[0]!.id,
+    });
+    // The old relay lets go of the call if it is alive (the client has left it): one try, not
+    // the retried drop of an ended call (that would go on after the call moved). Its late
+    // events are refused: they come from a relay that is no longer the call's.
+    const config = this.#config;
+    this.ctx.waitUntil(
+      deleteRelayCall(lost, call.callId, config.relaySecret, config.relayTimeoutMs).then(
+        () => undefined,
+        () => undefined,
+      ),
+    );
+    call.previousRelays = [...(call.previousRelays ?? []), lost];
+    call.relayGoneAt = undefined;
+    call.answerSdp = undefined;
+    call.timestamps.resumed = Date.now();
+    const resume: ResumeOf = { previous_relay_id: lost.id, conversation: this.#log?.items ?? [] };
+    const result = this.#forward(
+      call,
+      { offerSdp: init.offerSdp, relays: others, session: call.session ?? {} },
+      resume,
+    );
+    this.#pending = { offerSdp: init.offerSdp, relayId: others[0]!.id, result };
+    return result;
+  }
+
+  async #forward(
+    call: CallRecord,
+    init: Pick<StartCall, "offerSdp" | "relays" | "session">,
+    resume?: ResumeOf,
+  ): Promise<Outcome<StartedCall>> {
     const timing = new ServerTiming();
     try {
       this.#transition(call, "offered");
@@ -229,7 +329,12 @@ export class CallSession extends DurableObject<Env> {
         const result = await timing.time("relay", () =>
           createRelayCall(
             relay,
-            { call_id: call.callId, offer_sdp: init.offerSdp, session: init.session },
+            {
+              call_id: call.callId,
+              offer_sdp: init.offerSdp,
+              session: init.session,
+              ...(resume ? { resume } : {}),
+            },
             config.relaySecret,
             config.relayTimeoutMs,
             this.#deadlineMs(call),
@@ -291,6 +396,20 @@ export class CallSession extends DurableObject<Env> {
         this.#end(call, "relay_error", result.message);
         return fail(new ApiError(502, "relay_error", "The media relay could not take the call; try again."));
       }
+      if (resume) {
+        this.#end(
+          call,
+          "relay_lost",
+          `The call's relay was lost and no other relay could take it: ${refusals.join("; ")}`,
+        );
+        return fail(
+          new ApiError(
+            503,
+            "no_relay_available",
+            "The call's relay was lost and no other relay could take it; the call has ended.",
+          ),
+        );
+      }
       this.#end(call, "relay_full", refusals.join("; "));
       return fail(
         new ApiError(503, "no_relay_available", "Every media relay is full right now; try again shortly.", {
@@ -328,14 +447,7 @@ export class CallSession extends DurableObject<Env> {
     const call = this.#call;
     if (!call || !mayAccess(call, actor)) return notFound();
     if (isTerminal(call.state)) {
-      return fail(
-        new ApiError(
-          410,
-          "call_ended",
-          `The call has ended (${call.endReason ?? call.state}); there is nothing to attach to.`,
-          { param: "call_id" },
-        ),
-      );
+      return callEnded(call, "there is nothing to attach to.", { param: "call_id" });
     }
     if (call.state !== "answered" && call.state !== "connected") {
       return fail(
@@ -484,6 +596,9 @@ export class CallSession extends DurableObject<Env> {
       case "first_audio":
         call.timestamps.first_audio ??= now;
         break;
+      case "session":
+        call.session = event.session;
+        break;
       case "stats":
         call.stats = event.stats;
         break;
@@ -548,7 +663,10 @@ export class CallSession extends DurableObject<Env> {
     if (call.relayGoneAt !== undefined && now >= call.relayGoneAt + RELAY_GONE_GRACE_MS) {
       reason = "relay_lost";
       message = "The relay no longer has the call.";
-    } else if (call.state !== "connected" && now >= created + config.connectTimeoutSeconds * 1000) {
+    } else if (
+      call.state !== "connected" &&
+      now >= (call.timestamps.resumed ?? created) + config.connectTimeoutSeconds * 1000
+    ) {
       reason = "never_connected";
     } else if (
       call.state === "connected" &&
@@ -637,7 +755,7 @@ export class CallSession extends DurableObject<Env> {
       case "created":
       case "offered":
       case "answered":
-        at = Math.min(created + config.connectTimeoutSeconds * 1000, maxEnd);
+        at = Math.min((call.timestamps.resumed ?? created) + config.connectTimeoutSeconds * 1000, maxEnd);
         break;
       case "connected":
         at = Math.min(
@@ -713,6 +831,18 @@ export class CallSession extends DurableObject<Env> {
   }
 }
 
+/** 410 for a call that has ended: how it ended, and what the caller may do instead. */
+function callEnded<T>(call: CallRecord, instead: string, options?: { param: string }): Outcome<T> {
+  return fail(
+    new ApiError(
+      410,
+      "call_ended",
+      `The call has ended (${call.endReason ?? call.state}); ${instead}`,
+      options,
+    ),
+  );
+}
+
 function mayAccess(call: CallRecord, actor: CallOwner): boolean {
   if (actor.kind === "api_key") return call.project === undefined || call.project === actor.keyId;
   return call.owner.kind === "client_secret" && call.owner.secretId === actor.secretId;
@@ -724,6 +854,10 @@ function view(call: CallRecord): CallView {
     object: "realtime.call",
     state: call.state,
     relay: { id: call.relay.id, region: call.relay.region },
+    relays: [...(call.previousRelays ?? []), call.relay].map((relay) => ({
+      id: relay.id,
+      region: relay.region,
+    })),
     timestamps: { ...call.timestamps },
     end_reason: call.endReason ?? null,
     end_message: call.endMessage ?? null,

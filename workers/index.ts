@@ -9,7 +9,7 @@ import { unrouted } from "./allowed-methods.ts";
 import { errorResponse } from "./errors.ts";
 import { ipBucket } from "./client-ip.ts";
 import { enforceRateLimit } from "./rate-limiter.ts";
-import { createCall, getCall, hangupCall, patchCall } from "./routes/calls.ts";
+import { createCall, getCall, hangupCall, patchCall, resumeCall } from "./routes/calls.ts";
 import { createClientSecret, createDevClientSecret } from "./routes/client-secrets.ts";
 import { callControl } from "./routes/call-control.ts";
 import { getCallLog, listCalls } from "./routes/call-records.ts";
@@ -95,6 +95,7 @@ router
   .patch("/v1/realtime/calls/:id", patchCall)
   .delete("/v1/realtime/calls/:id", hangupCall)
   .post("/v1/realtime/calls/:id/hangup", hangupCall)
+  .post("/v1/realtime/calls/:id/resume", resumeCall)
   .post("/v1/realtime/calls/:id/accept", callControl("accept"))
   .post("/v1/realtime/calls/:id/reject", callControl("reject"))
   .post("/v1/realtime/calls/:id/refer", callControl("refer"))

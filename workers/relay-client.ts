@@ -2,7 +2,12 @@
 // /calls/{id} with a signed request, all with the relay's own key (derived from
 // EARSHOT_RELAY_SECRET and its id, protocol/relay-key.ts). Every call has a deadline; results are data, not throws,
 // so the CallSession can record exactly how a relay failed.
-import { CreateCallResponse, TICKET_HEADER, type CreateCallRequest } from "../protocol/relay-api.ts";
+import {
+  CreateCallResponse,
+  TICKET_HEADER,
+  ticketSubject,
+  type CreateCallRequest,
+} from "../protocol/relay-api.ts";
 import { deriveRelayKey } from "../protocol/relay-key.ts";
 import { SIGNATURE_HEADER, signRequest } from "../protocol/signed-request.ts";
 import { signTicket } from "../protocol/ticket.ts";
@@ -62,7 +67,7 @@ export async function createRelayCall(
       relayId: relay.id,
       bootId: relay.bootId,
       offerSdp: request.offer_sdp,
-      session: request.session,
+      session: ticketSubject(request),
     },
     callDeadlineMs === undefined ? {} : { callDeadline: Math.ceil(callDeadlineMs / 1000) },
   );

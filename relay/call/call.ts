@@ -11,7 +11,7 @@ import {
   type RTCDataChannel,
   type RTCRtpTransceiver,
 } from "werift";
-import type { CallStats, CallUsage, EndReason, LogItem } from "../../protocol/relay-api.ts";
+import type { CallStats, CallUsage, EndReason, LogItem, ResumeOf } from "../../protocol/relay-api.ts";
 import type { SessionConfig } from "../../protocol/session.ts";
 import { MAX_SIDEBANDS_PER_CALL, SIDEBAND_CLOSE } from "../../protocol/sideband.ts";
 import type {
@@ -78,6 +78,8 @@ export interface CallOptions {
   connectTimeoutMs: number;
   /** When the call ends (max_duration) whatever happens, epoch ms; from the edge's ticket. */
   deadlineMs?: number;
+  /** The call comes from a lost relay: its conversation so far (CallContext.resume). */
+  resume?: ResumeOf;
 }
 
 export type CallState = "new" | "connecting" | "connected" | "ended";
@@ -88,6 +90,8 @@ export interface CallEvents {
   ended: [reason: EndReason, message: string | undefined, usage: CallUsage];
   /** Conversation items for the edge's log, before `ended`. */
   log: [items: LogItem[]];
+  /** The call's session changed (a confirmed session.update), for a relay it may resume on. */
+  session: [session: SessionConfig];
 }
 
 class CallSetupError extends Error {}
@@ -473,6 +477,8 @@ export class Call extends EventEmitter<CallEvents> {
       events,
       end: (reason, message) => void this.end(reason, message),
       reportLog: (items) => this.emit("log", items),
+      reportSession: (session) => this.emit("session", session),
+      ...(this.#options.resume ? { resume: this.#options.resume } : {}),
     };
     this.#bridge = this.#options.bridgeFactory(ctx);
     // The downlink joins the pacer when the transport connects: a frame "sent" before DTLS is

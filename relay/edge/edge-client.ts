@@ -191,6 +191,9 @@ export class EdgeClient {
       case "first_audio":
         if (!queue.some((e) => e.type === event.type)) queue.push(event);
         return queue;
+      case "session":
+        // Only the latest session matters.
+        return [...queue.filter((e) => e.type !== "session"), event];
       case "ended":
         queue.push(event);
         return queue;

@@ -25,6 +25,7 @@ import {
   CreateCallRequest,
   MAX_OFFER_BYTES,
   TICKET_HEADER,
+  ticketSubject,
   type CreateCallResponse,
 } from "../../protocol/relay-api.ts";
 import type { RelayConfig } from "../config.ts";
@@ -38,7 +39,8 @@ import { NonceCache } from "./nonce-cache.ts";
 import { SidebandSocket } from "../sideband/sideband-socket.ts";
 
 /** Body caps: an offer plus a session config; an sdpfrag. */
-export const MAX_CREATE_BODY_BYTES = MAX_OFFER_BYTES + 96 * 1024;
+/** The offer, the session, and a resumed call's conversation (MAX_RESUME_ITEMS, its text bounded by the edge's log). */
+export const MAX_CREATE_BODY_BYTES = MAX_OFFER_BYTES + 96 * 1024 + 1024 * 1024;
 export const MAX_PATCH_BODY_BYTES = 8 * 1024;
 
 /** A request whose client went away before its body was read: nothing to answer, nothing broken. */
@@ -193,7 +195,7 @@ export class RelayHttpApi {
       relayId: this.#config.relayId,
       bootId: this.#relay.bootId,
       offerSdp: body.offer_sdp,
-      session: body.session,
+      session: ticketSubject(body),
     });
     if (!verdict.ok) {
       const status = verdict.code === "ticket_missing" ? 401 : 403;
@@ -216,6 +218,7 @@ export class RelayHttpApi {
     const deadline = verdict.claims.call_deadline;
     const answerSdp = await this.#relay.createCall(body.call_id, body.session, body.offer_sdp, {
       ...(deadline === undefined ? {} : { deadlineMs: deadline * 1000 }),
+      ...(body.resume ? { resume: body.resume } : {}),
     });
     const response: CreateCallResponse = { call_id: body.call_id, answer_sdp: answerSdp };
     sendJson(res, 201, response, { location: `/calls/${body.call_id}` });

@@ -75,6 +75,19 @@ export class ConversationRecorder {
     this.#update(event.item_id, { text: clip(event.transcript) });
   }
 
+  /**
+   * Items the call had before it came to this relay (a resumed call): known, so a rollover
+   * replays them and their later changes are reported whole, but not reported again as they are.
+   */
+  adopt(items: readonly LogItem[]): void {
+    for (const item of items) if (this.#known.size < MAX_KNOWN_ITEMS) this.#known.set(item.id, item);
+  }
+
+  /** The conversation as recorded, oldest first (the most recent MAX_KNOWN_ITEMS items). */
+  items(): LogItem[] {
+    return [...this.#known.values()];
+  }
+
   /** Reports what is left; nothing after. Safe to call twice. */
   close(): void {
     if (this.#closed) return;

@@ -6,6 +6,15 @@
 //  response.output_audio.delta ──▶ DownlinkPort.push (PlayoutLedger records generated/sent)
 //  oai-events ⇄ client events up (validated) / server events down (audio deltas excepted)
 //  sidebands  ⇄ the same, for app servers attached to the call (relay/sideband/)
+//
+// Model-session rollover (OpenAI ends a Realtime session at 60 minutes): once the model session
+// is `modelSessionMaxMs` old, a second upstream (the standby) is opened and primed with the
+// call's session and its conversation (conversation-replay.ts); everything it says while primed
+// is the relay's. At the next quiet point (no reply generating or playing, the user not talking,
+// no session.update unanswered) the items added since are appended to it, the uplink moves to it
+// and the old one is closed: make-before-break, so the client hears no gap and sees one
+// `earshot.session.rolled_over`. If the old upstream drops first, a primed standby takes over at
+// once; without one, the reconnected upstream is primed the same way before client events flow.
 import { performance } from "node:perf_hooks";
 import { assertNever } from "../../protocol/assert-never.ts";
 import {
@@ -40,8 +49,9 @@ import { ModelSession, RECONNECTED_EVENT, type SessionOutcome, forModel } from "
 import { SidebandHub } from "../sideband/sideband-hub.ts";
 import { UsageTally } from "./usage-tally.ts";
 import { ConversationRecorder } from "./conversation-recorder.ts";
+import { type ReplayPlan, planReplay, withModalities } from "./conversation-replay.ts";
 import type { ModelUsage } from "../../protocol/relay-api.ts";
-import { UpstreamConnection } from "./upstream-connection.ts";
+import { UpstreamConnection, type UpstreamFailure } from "./upstream-connection.ts";
 
 /** Uplink frames per input_audio_buffer.append: 2 × 20 ms. */
 const FRAMES_PER_APPEND = 2;
@@ -93,6 +103,31 @@ export interface InferenceBridgeOptions {
   sessionConfirmTimeoutMs?: number;
 }
 
+/** The relay's own server event telling the client its model session was replaced by a primed one. */
+export const ROLLED_OVER_EVENT = "earshot.session.rolled_over";
+/** The relay's own server event telling the client its call moved here from a lost relay. */
+export const RESUMED_EVENT = "earshot.call.resumed";
+/** How often a primed standby checks for a quiet point to take over at. */
+const QUIET_POLL_MS = 100;
+/** A standby that failed to open or prime is tried again this much later. */
+const STANDBY_RETRY_MS = 10_000;
+
+/** A second model session being primed to take the call over (a rollover). */
+interface Standby {
+  upstream: UpstreamConnection;
+  /** The call's session as the standby was given it; null until it opened. */
+  session: SessionConfig | null;
+  /** Item ids it was given: its echoes of them are the relay's, never the client's. */
+  replayed: Set<string>;
+  plan: ReplayPlan | null;
+  /** The last priming event, and its item: their answer means the standby has it all. */
+  lastEventId: string;
+  lastItemId: string | null;
+  primed: boolean;
+  /** Bounds the priming, then polls for a quiet point. */
+  timer: NodeJS.Timeout | undefined;
+}
+
 /** A client event waiting for the model session; a session.update keeps its parsed session. */
 interface HeldEvent {
   text: string;
@@ -101,7 +136,16 @@ interface HeldEvent {
 
 export class InferenceBridge implements CallBridge {
   readonly #ctx: CallContext;
-  readonly #upstream: UpstreamConnection;
+  readonly #config: InferenceConfig;
+  /** The model session the call runs on; replaced at a rollover. */
+  #upstream: UpstreamConnection;
+  #standby: Standby | null = null;
+  #rolloverTimer: NodeJS.Timeout | undefined;
+  /** Items the current model session was primed with: its echoes of them are swallowed. */
+  #replayed = new Set<string>();
+  #lastReplay: ReplayPlan | null = null;
+  /** The upstream's VAD heard the user start and not yet stop (no rollover mid-utterance). */
+  #userSpeaking = false;
   readonly #bargeIn: BargeIn;
   readonly #monitor: UplinkMonitor | null;
   readonly #session: ModelSession;
@@ -126,27 +170,28 @@ export class InferenceBridge implements CallBridge {
   readonly #channelReplies = new ErrorReplyBudget();
   readonly #sidebands: SidebandHub;
   readonly #usage = new UsageTally();
-  readonly #conversation: ConversationRecorder | null;
+  /** The conversation so far: reported to the edge's log, and replayed into a new model session. */
+  readonly #conversation: ConversationRecorder;
 
   constructor(ctx: CallContext, options: InferenceBridgeOptions) {
     this.#ctx = ctx;
+    this.#config = options.config;
     this.#problems = new ProblemLog(ctx.log);
     this.#session = new ModelSession(ctx.session);
     this.#sessionConfirmTimeoutMs = options.sessionConfirmTimeoutMs ?? SESSION_CONFIRM_TIMEOUT_MS;
     this.#sidebands = new SidebandHub(ctx.callId);
     const reportLog = ctx.reportLog?.bind(ctx);
-    this.#conversation = reportLog
-      ? new ConversationRecorder({
-          generatedMs: (itemId) => ctx.downlink.ledger.generatedMs(itemId),
-          report: (items) => {
-            try {
-              reportLog(items);
-            } catch (error) {
-              this.#problems.warn("conversation log report failed", { message: String(error) });
-            }
-          },
-        })
-      : null;
+    this.#conversation = new ConversationRecorder({
+      generatedMs: (itemId) => ctx.downlink.ledger.generatedMs(itemId),
+      report: (items) => {
+        if (!reportLog) return;
+        try {
+          reportLog(items);
+        } catch (error) {
+          this.#problems.warn("conversation log report failed", { message: String(error) });
+        }
+      },
+    });
     const metrics = ctx.metrics;
     this.#bargeIn = new BargeIn({
       downlink: ctx.downlink,
@@ -166,34 +211,69 @@ export class InferenceBridge implements CallBridge {
         metrics,
       ) ?? null;
     this.#turns = new TurnPolicy(this.#monitor?.detectsSpeech ?? false, ctx.session);
-    this.#upstream = new UpstreamConnection(options.config, {
-      onOpen: (reconnected) => this.#onUpstreamOpen(reconnected),
-      onMessage: (text) => this.#onUpstreamMessage(text),
+    if (ctx.resume) this.#conversation.adopt(ctx.resume.conversation);
+    this.#upstream = this.#connect();
+  }
+
+  /**
+   * An upstream whose events go where its role says: the call's model session, the standby being
+   * primed, or nowhere (one the call has moved away from, still winding down).
+   */
+  #connect(): UpstreamConnection {
+    const upstream: UpstreamConnection = new UpstreamConnection(this.#config, {
+      onOpen: (reconnected) => {
+        if (upstream === this.#upstream) this.#onUpstreamOpen(reconnected);
+        else if (upstream === this.#standby?.upstream) this.#onStandbyOpen(this.#standby);
+      },
+      onMessage: (text) => {
+        if (upstream === this.#upstream) this.#onUpstreamMessage(text);
+        else if (upstream === this.#standby?.upstream) this.#onStandbyMessage(this.#standby, text);
+      },
       // Not the client's fault and nothing to forward: counted, logged once per call.
       onBinaryMessage: (bytes) => this.#problems.warn("binary upstream frame", { bytes }),
       onDrop: (failure) => {
-        metrics.upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
-        ctx.log.warn({ retryable: failure.retryable }, `upstream dropped: ${failure.message}`);
-        this.#session.dropped();
-        // Whatever the model was saying is gone with its session.
-        this.#bargeIn.trigger("upstream_lost");
+        if (upstream === this.#upstream) this.#onUpstreamDrop(failure);
+        else if (upstream === this.#standby?.upstream) this.#abandonStandby(failure.message);
       },
       onGiveUp: (failure) => {
-        metrics.upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
-        // No session will come: whatever is held goes out, and this error last.
-        this.#announced = true;
-        if (ctx.events.open) this.#flushChannel();
-        this.#emit(
-          errorEvent({
-            type: "server_error",
-            code: failure.retryable ? "inference_lost" : "inference_error",
-            message: `The inference connection failed: ${failure.message}.`,
-            param: null,
-          }),
-        );
-        this.#ctx.end(failure.retryable ? "inference_lost" : "inference_error", failure.message);
+        if (upstream === this.#upstream) this.#onUpstreamGiveUp(failure);
+        else if (upstream === this.#standby?.upstream) this.#abandonStandby(failure.message);
       },
     });
+    return upstream;
+  }
+
+  #onUpstreamDrop(failure: UpstreamFailure): void {
+    const metrics = this.#ctx.metrics;
+    metrics.upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
+    this.#ctx.log.warn({ retryable: failure.retryable }, `upstream dropped: ${failure.message}`);
+    this.#userSpeaking = false;
+    // Whatever the model was saying is gone with its session.
+    this.#bargeIn.trigger("upstream_lost");
+    const standby = this.#standby;
+    if (standby?.primed) {
+      // Its cap came before a quiet point: the primed session takes over now.
+      this.#promote(standby);
+      return;
+    }
+    if (standby) this.#abandonStandby("the model session it would replace dropped first");
+    this.#session.dropped();
+  }
+
+  #onUpstreamGiveUp(failure: UpstreamFailure): void {
+    this.#ctx.metrics.upstreamFailures.inc({ class: failure.retryable ? "retryable" : "fatal" });
+    // No session will come: whatever is held goes out, and this error last.
+    this.#announced = true;
+    if (this.#ctx.events.open) this.#flushChannel();
+    this.#emit(
+      errorEvent({
+        type: "server_error",
+        code: failure.retryable ? "inference_lost" : "inference_error",
+        message: `The inference connection failed: ${failure.message}.`,
+        param: null,
+      }),
+    );
+    this.#ctx.end(failure.retryable ? "inference_lost" : "inference_error", failure.message);
   }
 
   /** The call's session as the model confirmed it: the ticket's and the client's updates. */
@@ -362,11 +442,23 @@ export class InferenceBridge implements CallBridge {
   #onUpstreamOpen(reconnected: boolean): void {
     if (this.#closed) return;
     // The call's session first; client events wait until the model has applied it.
-    const { update, unanswered } = this.#session.opened((session) =>
-      forModel(this.#turns.toUpstream(session, true)),
-    );
+    const { update, unanswered } = this.#session.opened((session) => this.#toModel(session));
     this.#upstream.send(update);
-    if (reconnected) this.#ctx.log.info("upstream reconnected, new model session");
+    this.#scheduleRollover();
+    if (reconnected || this.#ctx.resume) {
+      // A new model session knows nothing of the call: it is told the conversation before
+      // anything of the client's reaches it (a resumed call's, from its lost relay, included).
+      const plan = planReplay(this.#conversation.items(), this.#config.replayTokenBudget);
+      for (const event of plan.events) this.#upstream.send(event);
+      this.#replayed = new Set(plan.itemIds);
+      this.#lastReplay = plan;
+      this.#ctx.log.info(
+        { replayed: plan.replayed, summarised: plan.summarised, dropped: plan.dropped },
+        reconnected
+          ? "upstream reconnected, new model session primed with the conversation"
+          : "resumed call: model session primed with the conversation from the lost relay",
+      );
+    }
     // The client's updates the lost model session never answered go to the new one, first.
     const resend: HeldEvent[] = unanswered.map(({ text, eventId, session }) => ({
       text,
@@ -385,6 +477,159 @@ export class InferenceBridge implements CallBridge {
     }, this.#sessionConfirmTimeoutMs);
   }
 
+  // ---------------------------------------------------------------------------------------------
+  // Rollover: a standby model session primed with the conversation takes the call over
+  // ---------------------------------------------------------------------------------------------
+
+  /** The session as a model gets it: PCM audio, the relay's turn policy, modalities explicit. */
+  #toModel(session: SessionConfig): SessionConfig {
+    return forModel(this.#turns.toUpstream(withModalities(session), true));
+  }
+
+  #scheduleRollover(delayMs = this.#config.modelSessionMaxMs): void {
+    clearTimeout(this.#rolloverTimer);
+    this.#rolloverTimer = setTimeout(() => this.#startRollover(), delayMs);
+  }
+
+  #startRollover(): void {
+    this.#rolloverTimer = undefined;
+    if (this.#closed || this.#standby) return;
+    this.#ctx.log.info("model session at its age limit: priming a new one to take over");
+    // Its events are routed by comparing it with #standby, which is set before any can arrive.
+    const standby: Standby = {
+      upstream: this.#connect(),
+      session: null,
+      replayed: new Set(),
+      plan: null,
+      lastEventId: "",
+      lastItemId: null,
+      primed: false,
+      timer: undefined,
+    };
+    this.#standby = standby;
+    // Opening and priming take well under a second; one that takes this long is not used.
+    standby.timer = setTimeout(
+      () => this.#abandonStandby("not primed in time"),
+      this.#config.connectTimeoutMs + this.#sessionConfirmTimeoutMs,
+    );
+  }
+
+  #onStandbyOpen(standby: Standby): void {
+    const session = this.#session.effective;
+    const updateId = RELAY_EVENT_PREFIX + newId("event");
+    standby.upstream.send(
+      JSON.stringify({ type: "session.update", event_id: updateId, session: this.#toModel(session) }),
+    );
+    const plan = planReplay(this.#conversation.items(), this.#config.replayTokenBudget);
+    for (const event of plan.events) standby.upstream.send(event);
+    standby.session = session;
+    standby.plan = plan;
+    standby.replayed = new Set(plan.itemIds);
+    standby.lastItemId = plan.itemIds.at(-1) ?? null;
+    standby.lastEventId = plan.events.length > 0 ? eventIdOf(plan.events.at(-1)!) : updateId;
+  }
+
+  /** Nothing a standby says reaches the client; its answer to the last priming event primes it. */
+  #onStandbyMessage(standby: Standby, text: string): void {
+    if (this.#closed || !standby.session || standby.primed) return;
+    const parsed = parseServerEvent(text);
+    if (parsed.kind !== "known") return;
+    const event = parsed.event;
+    let done = false;
+    switch (event.type) {
+      case "error":
+        this.#problems.warn("model rejected part of a rollover's priming", { message: event.error.message });
+        done = event.error.event_id === standby.lastEventId;
+        break;
+      case "session.updated":
+        done = standby.lastItemId === null;
+        break;
+      case "conversation.item.added":
+      case "conversation.item.created":
+      case "conversation.item.done":
+        done = event.item.id === standby.lastItemId;
+        break;
+      default:
+        break;
+    }
+    if (!done) return;
+    standby.primed = true;
+    clearTimeout(standby.timer);
+    this.#switchWhenQuiet(standby);
+  }
+
+  /** The standby takes over at a quiet point: nothing said or heard is cut. */
+  #switchWhenQuiet(standby: Standby): void {
+    standby.timer = undefined;
+    if (this.#closed || this.#standby !== standby) return;
+    const quiet =
+      this.#session.settled &&
+      this.#pendingUpstream.length === 0 &&
+      !this.#bargeIn.assistantActive &&
+      !this.#bargeIn.held &&
+      !this.#userSpeaking;
+    if (quiet) this.#promote(standby);
+    else standby.timer = setTimeout(() => this.#switchWhenQuiet(standby), QUIET_POLL_MS);
+  }
+
+  #promote(standby: Standby): void {
+    clearTimeout(standby.timer);
+    this.#standby = null;
+    const previous = this.#upstream;
+    const { upstream, replayed } = standby;
+    // What the conversation gained since the standby was primed goes to it, in order.
+    const catchUp = planReplay(this.#conversation.items(), Number.POSITIVE_INFINITY, replayed);
+    for (const event of catchUp.events) upstream.send(event);
+    for (const id of catchUp.itemIds) replayed.add(id);
+    // A session.update the old session confirmed while this one was primed.
+    let update: Parameters<ModelSession["rolledOver"]>[0] = null;
+    if (standby.session !== this.#session.effective) {
+      const eventId = RELAY_EVENT_PREFIX + newId("event");
+      const session = this.#toModel(this.#session.effective);
+      const text = JSON.stringify({ type: "session.update", event_id: eventId, session });
+      upstream.send(text);
+      update = { eventId, session, text };
+    }
+    this.#upstream = upstream;
+    this.#replayed = replayed;
+    this.#batchFrames = 0;
+    this.#userSpeaking = false;
+    previous.close();
+    const resend = this.#session.rolledOver(update);
+    for (const text of resend) this.#sendUpstream(text);
+    this.#scheduleRollover();
+    const plan = standby.plan!;
+    this.#ctx.log.info(
+      {
+        replayed: plan.replayed + catchUp.replayed,
+        summarised: plan.summarised,
+        dropped: plan.dropped,
+      },
+      "rolled over to a new model session",
+    );
+    this.#emitText(
+      JSON.stringify({
+        type: ROLLED_OVER_EVENT,
+        event_id: newId("event"),
+        replayed_items: plan.replayed + catchUp.replayed,
+        summarised_items: plan.summarised,
+        dropped_items: plan.dropped,
+      }),
+      ROLLED_OVER_EVENT,
+    );
+  }
+
+  #abandonStandby(why: string): void {
+    const standby = this.#standby;
+    if (!standby) return;
+    this.#standby = null;
+    clearTimeout(standby.timer);
+    standby.upstream.close();
+    this.#problems.warn("model session rollover abandoned", { message: why });
+    // The current session goes on; the next try comes a little later (or a drop replays anyway).
+    if (!this.#closed) this.#scheduleRollover(STANDBY_RETRY_MS);
+  }
+
   #onUpstreamMessage(text: string): void {
     if (this.#closed) return;
     const parsed = parseServerEvent(text);
@@ -393,13 +638,26 @@ export class InferenceBridge implements CallBridge {
       this.#problems.warn("bad upstream event", { code: parsed.code, message: parsed.message });
       return;
     }
+    // The model's echoes of the conversation the relay replayed into it.
+    if (parsed.kind === "known" && this.#replayed.size > 0 && this.#isReplayEcho(parsed.event)) return;
     if (parsed.kind === "unknown") {
-      this.#conversation?.observeUnknown(parsed.type, text);
+      this.#conversation.observeUnknown(parsed.type, text);
       this.#emitText(text, parsed.type);
       return;
     }
-    this.#conversation?.observe(parsed.event);
+    this.#conversation.observe(parsed.event);
     this.#onServerEvent(parsed.event, text);
+  }
+
+  #isReplayEcho(event: ServerEvent): boolean {
+    switch (event.type) {
+      case "conversation.item.added":
+      case "conversation.item.created":
+      case "conversation.item.done":
+        return this.#replayed.has(event.item.id);
+      default:
+        return false;
+    }
   }
 
   #onServerEvent(event: ServerEvent, text: string): void {
@@ -409,6 +667,7 @@ export class InferenceBridge implements CallBridge {
         this.#onAudioDelta(event.response_id, event.item_id, event.content_index, event.delta);
         return; // audio never goes down the data channel
       case "input_audio_buffer.speech_started":
+        this.#userSpeaking = true;
         if (this.#turns.upstreamMayInterrupt) this.#bargeIn.trigger("upstream_vad");
         this.#emitText(text, event.type);
         return;
@@ -424,9 +683,12 @@ export class InferenceBridge implements CallBridge {
       case "session.created":
         this.#onSessionOutcome(this.#session.onCreated(event.session), event, text);
         return;
-      case "session.updated":
+      case "session.updated": {
+        const before = this.#session.effective;
         this.#onSessionOutcome(this.#session.onUpdated(event.session), event, text);
+        if (this.#session.effective !== before) this.#ctx.reportSession?.(this.#session.effective);
         return;
+      }
       case "error": {
         const answer = this.#session.onError(event.error);
         if (answer) {
@@ -444,6 +706,9 @@ export class InferenceBridge implements CallBridge {
         return;
       }
       case "input_audio_buffer.speech_stopped":
+        this.#userSpeaking = false;
+        this.#emitText(text, event.type);
+        return;
       case "input_audio_buffer.committed":
       case "input_audio_buffer.cleared":
       case "conversation.item.added":
@@ -494,14 +759,18 @@ export class InferenceBridge implements CallBridge {
         if (outcome.first) {
           const created = { type: "session.created", event_id: newId("event"), session: outcome.session };
           this.#announce(JSON.stringify(created), created.type);
+          if (this.#ctx.resume) this.#tellResumed(this.#ctx.resume.previous_relay_id);
         } else {
           this.#emitText(
             JSON.stringify({
               type: RECONNECTED_EVENT,
               event_id: newId("event"),
               message:
-                "The model connection was lost and re-established. The new model session runs the call's session; the conversation before it is not in its context.",
+                "The model connection was lost and re-established. The new model session runs the call's session and was told the conversation so far.",
               session: outcome.session,
+              replayed_items: this.#lastReplay?.replayed ?? 0,
+              summarised_items: this.#lastReplay?.summarised ?? 0,
+              dropped_items: this.#lastReplay?.dropped ?? 0,
             }),
             RECONNECTED_EVENT,
           );
@@ -515,6 +784,27 @@ export class InferenceBridge implements CallBridge {
       default:
         assertNever(outcome, "session outcome");
     }
+  }
+
+  /**
+   * The client learns, right after its session.created, that this is its call resumed on a new
+   * relay: what the new model session was told, and what could not be carried over.
+   */
+  #tellResumed(previousRelayId: string): void {
+    const plan = this.#lastReplay;
+    this.#emitText(
+      JSON.stringify({
+        type: RESUMED_EVENT,
+        event_id: newId("event"),
+        previous_relay_id: previousRelayId,
+        message:
+          "The call's relay was lost and the call resumed on another. The conversation so far was replayed into a new model session. Lost: audio in flight when the relay failed (the user's last words if not yet transcribed, the rest of a reply being played, which the log still holds as generated).",
+        replayed_items: plan?.replayed ?? 0,
+        summarised_items: plan?.summarised ?? 0,
+        dropped_items: plan?.dropped ?? 0,
+      }),
+      RESUMED_EVENT,
+    );
   }
 
   /** The model refused the call's session: logged once, and the client told in OpenAI's shape. */
@@ -619,8 +909,14 @@ export class InferenceBridge implements CallBridge {
     this.#closed = true;
     if (this.#sessionTimer) clearTimeout(this.#sessionTimer);
     this.#sessionTimer = null;
+    clearTimeout(this.#rolloverTimer);
+    if (this.#standby) {
+      clearTimeout(this.#standby.timer);
+      this.#standby.upstream.close();
+      this.#standby = null;
+    }
     // The last items go before the call's `ended` (the call reports that after closing this).
-    this.#conversation?.close();
+    this.#conversation.close();
     this.#problems.flush();
     this.#bargeIn.close();
     this.#monitor?.close();
@@ -628,6 +924,11 @@ export class InferenceBridge implements CallBridge {
     this.#pendingChannel = [];
     this.#pendingUpstream = [];
   }
+}
+
+/** The `event_id` of an event the relay built (its replay's, a JSON string starting with its type). */
+function eventIdOf(text: string): string {
+  return (JSON.parse(text) as { event_id: string }).event_id;
 }
 
 /** The factory the relay server takes: one InferenceBridge per call. */

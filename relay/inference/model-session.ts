@@ -104,6 +104,27 @@ export class ModelSession {
     this.#phase = "connecting";
   }
 
+  /**
+   * No `session.update` is waiting for its answer (one the relay stopped waiting for does not
+   * count): a model session could be swapped now.
+   */
+  get settled(): boolean {
+    return this.#phase === "ready" && this.#inFlight.every((u) => u.abandoned);
+  }
+
+  /**
+   * The call moved to a model session primed beforehand (a rollover): it runs the call's session
+   * already. `update`: a relay `session.update` just sent to it (the session changed while it was
+   * primed), whose answer is not the client's. Returns the client's updates the previous session
+   * never answered, to send again.
+   */
+  rolledOver(update: { eventId: string; session: SessionConfig; text: string } | null): string[] {
+    const unanswered = this.#inFlight.filter((u) => u.origin === "client" && !u.abandoned).map((u) => u.text);
+    this.#inFlight = update ? [{ origin: "relay", ...update, abandoned: true }] : [];
+    this.#phase = "ready";
+    return unanswered;
+  }
+
   /** A client's `session.update` was written upstream. */
   sent(eventId: string | undefined, session: SessionConfig, text: string): void {
     this.#inFlight.push({ origin: "client", eventId, session, text, abandoned: false });

@@ -46,9 +46,10 @@ function classifyStatus(status: number): UpstreamFailure {
 
 function classifyClose(code: number): UpstreamFailure {
   // 1008 policy, 1003/1007/1009 bad data, 4xxx application: the same request would fail again.
-  // 1000/1001: the upstream ended the session on purpose; a new one would lose the conversation.
+  // 1000/1001: the upstream ended the session (OpenAI's does at its 60-minute cap). A new one is
+  // primed with the conversation (inference-bridge.ts), so the call goes on.
   if (code === 1000 || code === 1001)
-    return { retryable: false, message: `upstream closed the session (${code})` };
+    return { retryable: true, message: `upstream closed the session (${code})` };
   const fatal =
     code === 1008 || code === 1003 || code === 1007 || code === 1009 || (code >= 4000 && code < 5000);
   return { retryable: !fatal, message: `upstream connection closed (${code})` };

@@ -8,6 +8,7 @@
 //     JSON added since its last reply, or else the `tone:<hz>` in the session's instructions
 //     (440 Hz without), so a test can hear which answer or which instructions the model used;
 //   - conversation.item.create is kept and answered with conversation.item.created;
+//   - a spoken reply ends with its item (transcript `tone <hz>`) in response.output_item.done;
 //   - every response.done carries USAGE.
 // It records every event it receives with its arrival time, and `inject` sends any event.
 import { performance } from "node:perf_hooks";
@@ -173,6 +174,16 @@ export class ScriptedModel {
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     }
     send({ type: "response.output_audio.done", ...ref });
+    // The reply's transcript names its tone, so a test can see which replies a session knows of.
+    const item = {
+      id: itemId,
+      type: "message",
+      role: "assistant",
+      status: "completed",
+      content: [{ type: "output_audio", transcript: `tone ${hz}` }],
+    };
+    model.items.push(item);
+    send({ type: "response.output_item.done", response_id: responseId, output_index: 0, item });
     send({ type: "response.done", response: { id: responseId, status: "completed", usage: USAGE } });
   }
 }

@@ -1,5 +1,6 @@
 // The call resource: POST /v1/realtime/calls places a call (OpenAI's WebRTC flow, and WHIP),
-// GET / PATCH / DELETE /v1/realtime/calls/{id} and POST …/hangup read, ICE-restart and end it.
+// GET / PATCH / DELETE /v1/realtime/calls/{id} and POST …/hangup read, ICE-restart and end it;
+// POST …/resume moves a live call whose relay was lost to another relay (an Earshot extension).
 import type { IRequest } from "itty-router";
 import { CallId } from "../../protocol/relay-api.ts";
 import { requireCaller } from "../auth.ts";
@@ -164,6 +165,49 @@ export async function createCall(request: IRequest, env: Env, ctx: ExecutionCont
   return new Response(started.answerSdp, {
     status: 201,
     headers: { "Content-Type": SDP, Location: `/v1/realtime/calls/${callId}`, "Cache-Control": "no-store" },
+  });
+}
+
+/**
+ * `POST /v1/realtime/calls/{id}/resume` with a fresh SDP offer, by the call's client secret (even
+ * expired: a call outlives its secret) or an API key of its project. Another relay answers; the
+ * call keeps its id, record and conversation. 404 for someone else's call, 410 for an ended one.
+ */
+export async function resumeCall(request: IRequest, env: Env, ctx: ExecutionContext): Promise<Response> {
+  if (mediaType(request) !== SDP) throw unsupportedMediaType(SDP);
+  const config = edgeConfig(env);
+  const timing = timingOf(request);
+  const offer = checkOffer(
+    decodeText(await readCapped(request, MAX_OFFER_BYTES, "SDP offer"), "SDP offer", "sdp"),
+  );
+  const { stub, actor } = await resolveCall(request, env);
+  const relays = await timing.time("relays", () => cachedRelays(env, ctx, config));
+  // One more than a new call tries: the lost relay may still be listed, and is left out.
+  const candidates = rankRelays(relays, {
+    from: callerLocation(request, config.dev),
+    nowMs: Date.now(),
+    loadPenaltyKm: config.loadPenaltyKm,
+  }).slice(0, MAX_RELAY_ATTEMPTS + 1);
+  const outcome = (await timing.time("session", async () =>
+    stub.resume(actor, {
+      offerSdp: offer.sdp,
+      relays: candidates.map((r) => ({
+        id: r.relay_id,
+        region: r.region,
+        publicUrl: r.public_url,
+        bootId: r.boot_id,
+      })),
+    }),
+  )) as Outcome<StartedCall>;
+  const started = unwrap(outcome);
+  timing.merge(started.timing);
+  return new Response(started.answerSdp, {
+    status: 201,
+    headers: {
+      "Content-Type": SDP,
+      Location: `/v1/realtime/calls/${String(request.params.id)}`,
+      "Cache-Control": "no-store",
+    },
   });
 }
 
