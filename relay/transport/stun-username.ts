@@ -17,7 +17,7 @@ export function localUfrag(datagram: Uint8Array): string | undefined {
   const view = new DataView(datagram.buffer, datagram.byteOffset, datagram.byteLength);
   if (view.getUint16(0) !== BINDING_REQUEST || view.getUint32(4) !== MAGIC_COOKIE) return undefined;
   const end = Math.min(datagram.length, HEADER_BYTES + view.getUint16(2));
-  for (let at = HEADER_BYTES; at + 4 <= end; ) {
+  for (let at = HEADER_BYTES; at + 4 <= end;) {
     const type = view.getUint16(at);
     const length = view.getUint16(at + 2);
     const value = at + 4;

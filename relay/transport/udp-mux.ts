@@ -85,27 +85,28 @@ export class UdpMux implements IceUdpMux {
   attach(protocol: StunProtocol): Transport {
     const route: Route = { protocol, ufrags: [], addresses: [] };
     this.#routes.set(protocol, route);
-    const mux = this;
+    const socket = this.#socket;
     const [address, port] = this.localAddress;
-    return {
+    const transport: Transport = {
       type: "udp",
       closed: false,
       address: { address, port, family: "IPv4" },
       addressFamily: 4,
       onData: () => {},
-      send(data: Buffer, addr?: Address): Promise<void> {
+      send: (data, addr) => {
         // A shared socket has no "last sender" to fall back to: every send names its peer.
-        if (!addr || this.closed) return Promise.resolve();
-        mux.#bind(route, addr[0], addr[1]);
-        mux.#socket.send(data, addr[1], addr[0]);
+        if (!addr || transport.closed) return Promise.resolve();
+        this.#bind(route, addr[0], addr[1]);
+        socket.send(data, addr[1], addr[0]);
         return Promise.resolve();
       },
-      close(): Promise<void> {
-        this.closed = true;
-        mux.#forget(route);
+      close: () => {
+        transport.closed = true;
+        this.#forget(route);
         return Promise.resolve();
       },
     };
+    return transport;
   }
 
   addUfrag(ufrag: string, protocol: StunProtocol): void {

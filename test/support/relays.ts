@@ -94,7 +94,11 @@ export async function startRelay(options: InProcessRelayOptions = {}): Promise<I
         }),
       )
     : createLogger("silent");
-  const { relay, port, udpMux, close } = await serveRelay({ config, log, bridgeFactory: options.bridgeFactory });
+  const { relay, port, udpMux, close } = await serveRelay({
+    config,
+    log,
+    bridgeFactory: options.bridgeFactory,
+  });
   return {
     url: `http://127.0.0.1:${port}`,
     config,

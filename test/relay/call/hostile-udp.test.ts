@@ -5,7 +5,7 @@
 // are refused by the replay windows.
 import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
-import { Message, RtcpRrPacket, parseMessage } from "werift";
+import { RtcpRrPacket, parseMessage } from "werift";
 import { afterEach, describe, expect, it } from "vitest";
 import type { Call } from "../../../relay/call/call.ts";
 import { RecordingBridge, connectRecorded } from "../fixtures.ts";

@@ -96,9 +96,14 @@ describe("the shared UDP port (full ICE)", () => {
       // Another call's live ufrag with this call's password, and with a guessed one.
       ...forgeries({ ...credentials, relayUfrag: ufragOf(other.client.answerSdp) }),
     ];
-    for (const f of cases) for (let i = 0; i < 3; i++) await sendUdp(attacker.socket, f.bytes, relay.udpMux!.port);
+    for (const f of cases)
+      for (let i = 0; i < 3; i++) await sendUdp(attacker.socket, f.bytes, relay.udpMux!.port);
     // Not STUN at all, from an address no call has answered: dropped before any call sees it.
-    await sendUdp(attacker.socket, Buffer.from([0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]), relay.udpMux!.port);
+    await sendUdp(
+      attacker.socket,
+      Buffer.from([0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]),
+      relay.udpMux!.port,
+    );
     await settle(300);
     expect(attacker.received.map((r) => parseMessage(r)?.messageClass)).toEqual([]);
     const after = relay.udpMux!.stats;
@@ -109,9 +114,17 @@ describe("the shared UDP port (full ICE)", () => {
 
     // Control: the relay's real credentials from the same socket are answered, and only then
     // is the attacker's address bound (to that call).
-    await sendUdp(attacker.socket, request({ username: `${credentials.relayUfrag}:x`, key: credentials.relayPwd }), relay.udpMux!.port);
+    await sendUdp(
+      attacker.socket,
+      request({ username: `${credentials.relayUfrag}:x`, key: credentials.relayPwd }),
+      relay.udpMux!.port,
+    );
     const key = Buffer.from(credentials.relayPwd, "utf8");
-    await waitFor(() => attacker.received.some((r) => parseMessage(r, key)?.messageClass === 0x100), 2000, "answer");
+    await waitFor(
+      () => attacker.received.some((r) => parseMessage(r, key)?.messageClass === 0x100),
+      2000,
+      "answer",
+    );
     expect(relay.udpMux!.stats.addresses).toBe(before.addresses + 1);
 
     // The call carries on.
