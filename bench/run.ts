@@ -1,7 +1,7 @@
 // `npm run bench`: every benchmark in turn, one table, bench/results/latest.json.
 //   npm run bench [-- --quick] [-- --edge]
 // Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/turn-taking.ts,
-// bench/capacity.ts, bench/edge.ts, bench/edge-events.ts, bench/sideband.ts.
+// bench/capacity.ts, bench/edge.ts, bench/edge-events.ts, bench/sideband.ts, bench/shared-port.ts.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -13,6 +13,7 @@ import { edgeEventsTable, runEdgeEvents, type EdgeEventsResult } from "./edge-ev
 import { loadAverage, root } from "./lib/procs.ts";
 import { table } from "./lib/stats.ts";
 import { runSetup, setupTable, type SetupResult } from "./setup.ts";
+import { runSharedPort, sharedPortTable, type SharedPortResult } from "./shared-port.ts";
 import { runSideband, sidebandTable, type SidebandResult } from "./sideband.ts";
 import { runTurnTaking, turnTakingTable, type TurnTakingResult } from "./turn-taking.ts";
 
@@ -76,6 +77,15 @@ log(edgeEventsTable(edgeEvents));
 log("bench: sideband (relay process, wrangler dev)…");
 const sideband: SidebandResult = await runSideband({ rounds: quick ? 100 : 300, edge: true });
 log(sidebandTable(sideband));
+
+// The shared UDP port (RELAY_UDP_PORT) against per-call sockets, interleaved rounds (~1 min).
+log("bench: shared UDP port against per-call sockets…");
+const sharedPort: SharedPortResult = await runSharedPort({
+  calls: 20,
+  seconds: quick ? 3 : 5,
+  rounds: quick ? 1 : 2,
+});
+log(sharedPortTable(sharedPort));
 
 const light = capacity.steps[0];
 const at = capacity.atCapacity;
@@ -194,6 +204,7 @@ const result = {
   edge: { loaded: edgeLoaded, alone: edgeAlone },
   edgeEvents,
   sideband,
+  sharedPort,
 };
 mkdirSync(join(root, "bench/results"), { recursive: true });
 writeFileSync(join(root, "bench/results/latest.json"), `${JSON.stringify(result, null, 2)}\n`);

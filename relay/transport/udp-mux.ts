@@ -13,6 +13,9 @@ import { localUfrag } from "./stun-username.ts";
 
 type Address = readonly [host: string, port: number];
 
+/** SO_RCVBUF asked for the shared socket. */
+const RECEIVE_BUFFER_BYTES = 4 * 1024 * 1024;
+
 /** Addresses one call may bind: werift keeps at most this many remote candidates per call. */
 export const MAX_ADDRESSES_PER_CALL = 32;
 
@@ -63,6 +66,9 @@ export class UdpMux implements IceUdpMux {
         socket.off("error", reject);
         // A send error (ICMP unreachable surfacing later, EPERM) must not kill the process.
         socket.on("error", () => {});
+        // Every call's packets queue here, not in a socket each: room for a busy event loop's
+        // backlog (the kernel caps it at net.core.rmem_max).
+        socket.setRecvBufferSize(RECEIVE_BUFFER_BYTES);
         resolve(new UdpMux(socket));
       });
     });

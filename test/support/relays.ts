@@ -277,7 +277,12 @@ export function metricValue(text: string, name: string, labels: Record<string, s
 
 /** UDP sockets held by `pid`: its socket fds matched against /proc/net/udp's inodes. */
 export function udpSocketsOf(pid: number): number {
-  const udpInodes = new Set<string>();
+  return udpPortsOf(pid).length;
+}
+
+/** The local port of each UDP socket `pid` holds (one entry per socket). */
+export function udpPortsOf(pid: number): number[] {
+  const portByInode = new Map<string, number>();
   for (const file of ["/proc/net/udp", "/proc/net/udp6"]) {
     let text = "";
     try {
@@ -287,20 +292,21 @@ export function udpSocketsOf(pid: number): number {
     }
     for (const line of text.split("\n").slice(1)) {
       const fields = line.trim().split(/\s+/);
-      if (fields[9]) udpInodes.add(fields[9]);
+      if (fields[9]) portByInode.set(fields[9], parseInt(fields[1]!.split(":").at(-1)!, 16));
     }
   }
-  let count = 0;
+  const ports: number[] = [];
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     try {
       const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
       const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
-      if (inode && udpInodes.has(inode)) count++;
+      const port = inode === undefined ? undefined : portByInode.get(inode);
+      if (port !== undefined) ports.push(port);
     } catch {
       // closed while we looked
     }
   }
-  return count;
+  return ports;
 }
 
 // ─── behind an edge ──────────────────────────────────────────────────────────────────────────

@@ -2,13 +2,12 @@
 // UDP socket for all its calls (RELAY_UDP_PORT + i - 1), its ufrags naming it. Calls are real
 // werift calls with audio both ways through the echoing built-in agent.
 import { createSocket } from "node:dgram";
-import { readdirSync, readFileSync, readlinkSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UfragMint, ufragKey } from "../../../relay/transport/ufrag.ts";
 import { EventClient, callRelay, expectEchoOf } from "../../faults/fixtures.ts";
 import { freePort, waitUntil } from "../../support/loopback.ts";
 import { TEST_RELAY_ID, TEST_SECRET } from "../../support/relay-api.ts";
-import { startRelayProcess, type RelayProcess } from "../../support/relays.ts";
+import { startRelayProcess, udpPortsOf, type RelayProcess } from "../../support/relays.ts";
 
 /** A UDP port on loopback whose next port is free too. */
 async function freeUdpPair(): Promise<number> {
@@ -25,26 +24,6 @@ async function freeUdpPair(): Promise<number> {
     if (ok) second.close();
     if (ok && port < 65535) return port;
   }
-}
-
-/** UDP ports bound by `pid` (from /proc: its socket inodes against /proc/net/udp). */
-function udpPortsOf(pid: number): number[] {
-  const inodes = new Set<string>();
-  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-    try {
-      const link = readlinkSync(`/proc/${pid}/fd/${fd}`);
-      const inode = /^socket:\[(\d+)\]$/.exec(link)?.[1];
-      if (inode) inodes.add(inode);
-    } catch {
-      // closed while we looked
-    }
-  }
-  return readFileSync("/proc/net/udp", "utf8")
-    .split("\n")
-    .slice(1)
-    .map((line) => line.trim().split(/\s+/))
-    .filter((cols) => cols.length > 9 && inodes.has(cols[9]!))
-    .map((cols) => parseInt(cols[1]!.split(":")[1]!, 16));
 }
 
 /** The pid of each relay process (worker index → pid), from the supervisor's log. */
@@ -77,12 +56,15 @@ describe("RELAY_UDP_PORT with RELAY_PROCESSES=2", { timeout: 60_000 }, () => {
       },
       readyWhen: "listening",
     });
-    const url = `http://127.0.0.1:${httpPort + 1}`;
-    await waitUntil(
-      `${url} to answer`,
-      async () => (await fetch(`${url}/healthz`).catch(() => undefined))?.ok || undefined,
-      15_000,
-    );
+    // Ready once both relay processes answer (the supervisor's first "listening" is either one).
+    for (const port of [httpPort, httpPort + 1]) {
+      const url = `http://127.0.0.1:${port}/healthz`;
+      await waitUntil(
+        `${url} to answer`,
+        async () => (await fetch(url).catch(() => undefined))?.ok || undefined,
+        15_000,
+      );
+    }
   });
 
   afterAll(async () => {
