@@ -6,11 +6,12 @@
 import { parseMessage } from "werift";
 import { afterEach, describe, expect, it } from "vitest";
 import type { CreateCallResponse } from "../../../protocol/relay-api.ts";
+import { SIGNATURE_HEADER, signRequest } from "../../../protocol/signed-request.ts";
 import { UfragMint, ufragKey } from "../../../relay/transport/ufrag.ts";
 import { dominantFrequency, goertzel, sine } from "../../support/audio.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
-import { bootIdOf, postCall, ticketFor, TEST_SECRET } from "../../support/relay-api.ts";
+import { bootIdOf, postCall, relayKeyOf, ticketFor, TEST_SECRET } from "../../support/relay-api.ts";
 import { useRelay, type UsedRelay } from "../../support/relays.ts";
 import { forgeries, request } from "../../support/stun-forgery.ts";
 import { closeRawSockets, rawSocket, sendUdp } from "../../support/udp.ts";
@@ -149,15 +150,46 @@ describe("the shared UDP port (full ICE)", () => {
     await exchangeTones([victim], 500);
   });
 
+  it("gives a call a new minted ufrag on ICE restart (PATCH), routed to it beside the old one", async () => {
+    const call = await connectRecorded(relay);
+    const { client } = call;
+    const ufragsBefore = relay.udpMux!.stats.ufrags;
+    client.pc.restartIce();
+    await client.pc.setLocalDescription(await client.pc.createOffer());
+    const local = client.pc.localDescription!.sdp;
+    const candidates = [...new Set(local.split(/\r?\n/).filter((l) => l.startsWith("a=candidate:")))];
+    const fragment = [`a=ice-ufrag:${ufragOf(local)}`, `a=ice-pwd:${pwdOf(local)}`, ...candidates, ""].join(
+      "\r\n",
+    );
+    const path = `/calls/${client.callId}`;
+    const patched = await fetch(`${relay.url}${path}`, {
+      method: "PATCH",
+      headers: {
+        "content-type": "application/trickle-ice-sdpfrag",
+        [SIGNATURE_HEADER]: await signRequest(await relayKeyOf(), "PATCH", path, fragment),
+      },
+      body: fragment,
+    });
+    expect(patched.status).toBe(200);
+    const theirs = await patched.text();
+    const ufrag = ufragOf(theirs);
+    expect(ufrag).not.toBe(ufragOf(client.answerSdp));
+    expect(new UfragMint(ufragKey(TEST_SECRET), 0).owner(ufrag)).toBe(0);
+    // The new ufrag routes to the call too (the old one stays until the call ends).
+    expect(relay.udpMux!.stats.ufrags).toBe(ufragsBefore + 1);
+  });
+
   it("refuses an offer that does not bundle its media, with a 400 naming BUNDLE", async () => {
     const client = relay.track(new TestPeer());
     const offer = (await client.offer()).replace(/^a=group:BUNDLE.*\r?\n/m, "");
+    const ufrags = relay.udpMux!.stats.ufrags;
     const response = await placeWith(relay, client, offer);
     expect(response.status).toBe(400);
     const body = (await response.json()) as { error: { code: string; message: string } };
     expect(body.error.code).toBe("invalid_offer");
     expect(body.error.message).toMatch(/BUNDLE/);
-    expect(relay.udpMux!.stats.ufrags).toBe(relay.calls.size);
+    // Refused before werift gathered: nothing routes to it.
+    expect(relay.udpMux!.stats.ufrags).toBe(ufrags);
   });
 
   it("refuses an audio m-line without rtcp-mux, with a 400 naming rtcp-mux", async () => {
