@@ -1,7 +1,8 @@
 // `npm run bench`: every benchmark in turn, one table, bench/results/latest.json.
 //   npm run bench [-- --quick] [-- --edge]
 // Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/turn-taking.ts,
-// bench/capacity.ts, bench/edge.ts, bench/edge-events.ts, bench/sideband.ts, bench/continuity.ts.
+// bench/capacity.ts, bench/edge.ts, bench/edge-events.ts, bench/sideband.ts, bench/continuity.ts,
+// bench/shared-port.ts.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -14,6 +15,7 @@ import { edgeEventsTable, runEdgeEvents, type EdgeEventsResult } from "./edge-ev
 import { loadAverage, root } from "./lib/procs.ts";
 import { table } from "./lib/stats.ts";
 import { runSetup, setupTable, type SetupResult } from "./setup.ts";
+import { runSharedPort, sharedPortTable, type SharedPortResult } from "./shared-port.ts";
 import { runSideband, sidebandTable, type SidebandResult } from "./sideband.ts";
 import { runTurnTaking, turnTakingTable, type TurnTakingResult } from "./turn-taking.ts";
 
@@ -88,6 +90,15 @@ log(sidebandTable(sideband));
 log("bench: continuity (wrangler dev, two relays, SIGKILL; rollovers)…");
 const continuity: ContinuityResult = await runContinuity({ runs: quick ? 5 : 10, replies: quick ? 8 : 16 });
 log(continuityTable(continuity));
+
+// The shared UDP port (RELAY_UDP_PORT) against per-call sockets, interleaved rounds (~1 min).
+log("bench: shared UDP port against per-call sockets…");
+const sharedPort: SharedPortResult = await runSharedPort({
+  calls: 20,
+  seconds: quick ? 3 : 5,
+  rounds: quick ? 1 : 2,
+});
+log(sharedPortTable(sharedPort));
 
 const light = capacity.steps[0];
 const at = capacity.atCapacity;
@@ -224,6 +235,7 @@ const result = {
   edgeEvents,
   sideband,
   continuity,
+  sharedPort,
 };
 mkdirSync(join(root, "bench/results"), { recursive: true });
 writeFileSync(join(root, "bench/results/latest.json"), `${JSON.stringify(result, null, 2)}\n`);

@@ -6,6 +6,7 @@ import { availableParallelism } from "node:os";
 import { z } from "zod";
 import { bareOrigin } from "../protocol/relay-api.ts";
 import { RELAY_KEY_PATTERN } from "../protocol/relay-key.ts";
+import { MAX_PROCESS_INDEX } from "./transport/ufrag.ts";
 
 const PORT_RANGE = /^(\d{1,5})-(\d{1,5})$/;
 
@@ -98,7 +99,15 @@ export const RelayEnv = z.object({
   RELAY_PUBLIC_IP: ipv4.optional(),
   /** Local IPv4 address the media sockets bind to. */
   RELAY_MEDIA_IP: ipv4.default("127.0.0.1"),
+  /**
+   * One UDP port for all of this process's calls, routed by ICE ufrag (relay/transport/). Process
+   * i of RELAY_PROCESSES takes RELAY_UDP_PORT + i - 1. Unset: per-call ports from RELAY_UDP_PORTS.
+   */
+  RELAY_UDP_PORT: number(z.number().int().min(0).max(65535)).optional(),
+  /** Per-call UDP ports: the fallback mode, kept for one release; RELAY_UDP_PORT replaces it. */
   RELAY_UDP_PORTS: portRange.default([40000, 40999]),
+  /** Set by the supervisor (1-based); names the owning process in this relay's ICE ufrags. */
+  RELAY_PROCESS_INDEX: number(z.number().int().min(0).max(MAX_PROCESS_INDEX)).default(0),
   /** Most concurrent calls, per relay process (each of RELAY_PROCESSES takes this many). */
   RELAY_CAPACITY: number(z.number().int().min(0).max(100_000)).default(100),
   /**
@@ -179,7 +188,11 @@ export interface RelayConfig {
   tls: { cert: Buffer; key: Buffer } | undefined;
   publicIp: string | undefined;
   mediaIp: string;
+  /** The shared UDP port (RELAY_UDP_PORT); undefined in the per-call fallback mode. */
+  udpPort: number | undefined;
   udpPorts: [number, number];
+  /** This process among RELAY_PROCESSES (1-based), 0 for a relay on its own. */
+  processIndex: number;
   capacity: number;
   drainSeconds: number;
   heartbeatSeconds: number;
@@ -244,6 +257,8 @@ export interface RelayProcessSlot {
   metricsPort: number | undefined;
   /** RELAY_PUBLIC_URL with this process's port, if one was given (else the default follows the port). */
   publicUrl: string | undefined;
+  /** RELAY_UDP_PORT + index - 1 (0 stays 0), with a shared port; else the slice of RELAY_UDP_PORTS. */
+  udpPort: number | undefined;
   udpPorts: [number, number];
 }
 
@@ -268,6 +283,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(String(issue.path[0]), issue.message);
   }
   const e = parsed.data;
+  if (e.RELAY_UDP_PORT !== undefined && present.RELAY_UDP_PORTS !== undefined)
+    throw new ConfigError("RELAY_UDP_PORT", "set either it or RELAY_UDP_PORTS (per-call ports), not both");
   const credential = relayCredential(e.EARSHOT_RELAY_SECRET, e.EARSHOT_RELAY_KEY, e.RELAY_PROCESSES);
   const tls = loadTls(e.RELAY_TLS_CERT, e.RELAY_TLS_KEY);
   return {
@@ -288,7 +305,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     tls,
     publicIp: e.RELAY_PUBLIC_IP,
     mediaIp: e.RELAY_MEDIA_IP,
+    udpPort: e.RELAY_UDP_PORT,
     udpPorts: e.RELAY_UDP_PORTS,
+    processIndex: e.RELAY_PROCESS_INDEX,
     capacity: e.RELAY_CAPACITY,
     drainSeconds: e.RELAY_DRAIN_SECONDS,
     heartbeatSeconds: e.RELAY_HEARTBEAT_SECONDS,
@@ -321,6 +340,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
             httpPort: e.RELAY_HTTP_PORT,
             metricsPort: e.RELAY_METRICS_PORT,
             publicUrl: e.RELAY_PUBLIC_URL,
+            udpPort: e.RELAY_UDP_PORT,
             udpPorts: e.RELAY_UDP_PORTS,
             capacity: e.RELAY_CAPACITY,
           })
@@ -341,6 +361,7 @@ export function relayProcesses(
     httpPort: number;
     metricsPort?: number | undefined;
     publicUrl: string | undefined;
+    udpPort?: number | undefined;
     udpPorts: [number, number];
     capacity: number;
   },
@@ -387,10 +408,13 @@ export function relayProcesses(
       "RELAY_PUBLIC_URL",
       `port ${publicPort.port} + RELAY_PROCESSES=${count} - 1 is past 65535`,
     );
+  const udpPort = host.udpPort;
+  if (udpPort !== undefined && udpPort !== 0 && udpPort + count - 1 > 65535)
+    throw new ConfigError("RELAY_UDP_PORT", `${udpPort} + RELAY_PROCESSES=${count} - 1 is past 65535`);
   const [lo, hi] = host.udpPorts;
   const perProcess = Math.floor((hi - lo + 1) / count);
   const needed = Math.max(2, host.capacity);
-  if (perProcess < needed)
+  if (udpPort === undefined && perProcess < needed)
     throw new ConfigError(
       "RELAY_UDP_PORTS",
       `${lo}-${hi} split across RELAY_PROCESSES=${count} gives ${perProcess} ports per process; each needs ` +
@@ -405,6 +429,7 @@ export function relayProcesses(
       httpPort: host.httpPort + i,
       metricsPort: metricsPort === undefined ? undefined : metricsPort + i,
       publicUrl: publicPort && `${publicPort.before}${publicPort.port + i}${publicPort.after}`,
+      udpPort: udpPort === undefined || udpPort === 0 ? udpPort : udpPort + i,
       udpPorts: [first, first + perProcess - 1],
     };
   });

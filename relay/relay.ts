@@ -16,6 +16,7 @@ import {
 import type { SessionConfig } from "../protocol/session.ts";
 import type { CallBridge, CallBridgeFactory } from "./bridge.ts";
 import { Call, CallSetupError } from "./call/call.ts";
+import type { MediaNetwork } from "./call/peer-config.ts";
 import type { RelayConfig } from "./config.ts";
 import type { Logger } from "./log.ts";
 import { EncoderGovernor } from "./media/encoder-governor.ts";
@@ -51,6 +52,8 @@ export interface RelayOptions {
   config: RelayConfig;
   log: Logger;
   bridgeFactory?: CallBridgeFactory;
+  /** The process's shared UDP port (RELAY_UDP_PORT); without it each call binds its own. */
+  sharedPort?: MediaNetwork["sharedPort"];
 }
 
 export interface RelayEvents {
@@ -73,6 +76,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly #config: RelayConfig;
   readonly #log: Logger;
   readonly #bridgeFactory: CallBridgeFactory;
+  readonly #sharedPort: MediaNetwork["sharedPort"];
   #draining = false;
   #statsTimer: NodeJS.Timeout | undefined;
   #drainTimer: NodeJS.Timeout | undefined;
@@ -87,6 +91,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.#log = options.log;
     this.metrics = new RelayMetrics({ maxAgeMs: this.#config.metrics.maxAgeSeconds * 1000 });
     this.#bridgeFactory = options.bridgeFactory ?? discardingBridge;
+    this.#sharedPort = options.sharedPort;
     const complexity = this.#config.opusComplexity;
     this.encoderGovernor = new EncoderGovernor({
       ...(complexity === "auto" ? {} : { ladder: [complexity] }),
@@ -162,6 +167,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         mediaIp: this.#config.mediaIp,
         publicIp: this.#config.publicIp,
         udpPorts: this.#config.udpPorts,
+        sharedPort: this.#sharedPort,
         iceLite: this.#config.iceLite,
       },
       bridgeFactory: this.#bridgeFactory,

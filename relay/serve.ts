@@ -8,6 +8,8 @@ import { RelayHttpApi } from "./edge/http-api.ts";
 import { MetricsEndpoint, MetricsListener } from "./edge/metrics-endpoint.ts";
 import type { Logger } from "./log.ts";
 import { Relay } from "./relay.ts";
+import { UdpMux } from "./transport/udp-mux.ts";
+import { UfragMint, ufragKey } from "./transport/ufrag.ts";
 
 export interface ServedRelay {
   relay: Relay;
@@ -17,6 +19,8 @@ export interface ServedRelay {
   port: number;
   /** The metrics-only listener's port, with RELAY_METRICS_PORT. */
   metricsPort: number | undefined;
+  /** The shared UDP port's router, with RELAY_UDP_PORT. */
+  udpMux: UdpMux | undefined;
   /** Ends every call, tells the edge, stops the API and all timers. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -32,7 +36,19 @@ export async function serveRelay(options: {
     config.credential.kind === "key"
       ? config.credential.key
       : await deriveRelayKey(config.credential.secret, config.relayId);
-  const relay = new Relay(options);
+  // The ufrag key comes from the deployment secret when there is one, so every process of the
+  // host (and a dispatcher in front of them) can check any of the host's ufrags.
+  const sharedPort =
+    config.udpPort === undefined
+      ? undefined
+      : {
+          mux: await UdpMux.open(config.mediaIp, config.udpPort),
+          ufrags: new UfragMint(
+            ufragKey(config.credential.kind === "secret" ? config.credential.secret : key),
+            config.processIndex,
+          ),
+        };
+  const relay = new Relay({ ...options, sharedPort });
   const metrics = new MetricsEndpoint(relay.metrics, config.metrics);
   const api = new RelayHttpApi(relay, { config, log, metrics, key });
   const metricsListener =
@@ -67,9 +83,11 @@ export async function serveRelay(options: {
     edge,
     port,
     metricsPort,
+    udpMux: sharedPort?.mux,
     close: () =>
       (closing ??= (async () => {
         await relay.close();
+        await sharedPort?.mux.close();
         // Without this, a relay with no calls exits before the edge hears it is draining, and the
         // edge keeps sending it calls until its heartbeats go stale. Bounded by the request timeout.
         await drainNotice;

@@ -43,7 +43,10 @@ export function slotEnv(slot: RelayProcessSlot): Record<string, string> {
     RELAY_PROCESSES: "1",
     RELAY_ID: slot.relayId,
     RELAY_HTTP_PORT: String(slot.httpPort),
-    RELAY_UDP_PORTS: `${slot.udpPorts[0]}-${slot.udpPorts[1]}`,
+    RELAY_PROCESS_INDEX: String(slot.index),
+    ...(slot.udpPort === undefined
+      ? { RELAY_UDP_PORTS: `${slot.udpPorts[0]}-${slot.udpPorts[1]}` }
+      : { RELAY_UDP_PORT: String(slot.udpPort) }),
     ...(slot.metricsPort === undefined ? {} : { RELAY_METRICS_PORT: String(slot.metricsPort) }),
     ...(slot.publicUrl === undefined ? {} : { RELAY_PUBLIC_URL: slot.publicUrl }),
   };

@@ -40,6 +40,7 @@ import {
   iceFragment,
   restartOffer,
   rewriteCandidateAddress,
+  sharedPortProblem,
   withoutEndOfCandidates,
 } from "./sdp.ts";
 import { startRestartedIce } from "./werift-fixes.ts";
@@ -172,6 +173,10 @@ export class Call extends EventEmitter<CallEvents> {
   async answer(offerSdp: string): Promise<string> {
     offerSdp = withoutEndOfCandidates(offerSdp);
     this.#offerSdp = offerSdp;
+    if (this.#options.network.sharedPort) {
+      const problem = sharedPortProblem(offerSdp);
+      if (problem) throw new CallSetupError(problem);
+    }
     const pc = this.#pc;
     pc.onDataChannel.subscribe((channel) => this.#onDataChannel(channel));
     pc.connectionStateChange.subscribe((state) => this.#onConnectionState(state));

@@ -1,13 +1,18 @@
 // The werift PeerConnection config every relay call uses, from the relay config. Kept apart
 // from the call so the media network settings are in one place (pion's SettingEngine idea).
 import { RTCRtpCodecParameters, type PeerConfig } from "werift";
+import type { UdpMux } from "../transport/udp-mux.ts";
+import type { UfragMint } from "../transport/ufrag.ts";
 
 export interface MediaNetwork {
   /** Local IPv4 the media sockets bind to. */
   mediaIp: string;
   /** Address advertised in candidates instead of mediaIp (1:1 NAT, containers). */
   publicIp: string | undefined;
+  /** Per-call sockets from this range: the fallback when there is no shared port. */
   udpPorts: [number, number];
+  /** The process's shared UDP port (RELAY_UDP_PORT) and the ufrags that route to it. */
+  sharedPort?: { mux: UdpMux; ufrags: UfragMint } | undefined;
   iceLite: boolean;
 }
 
@@ -42,6 +47,10 @@ export function peerConfig(network: MediaNetwork): Partial<PeerConfig> {
     iceInterfaceAddresses: { udp4: network.mediaIp },
     iceAdditionalHostAddresses: [network.mediaIp],
     icePortRange: network.udpPorts,
+    ...(network.sharedPort && {
+      iceUdpMux: network.sharedPort.mux,
+      iceLocalUsername: () => network.sharedPort!.ufrags.mint(),
+    }),
     // Hostile-input limits (patched werift, see patches/README.md): a client can't make the relay
     // hold or check more candidates than this, and `.local` names are not resolved (a relay has
     // no link-local peers; a browser's real address arrives as a peer-reflexive candidate).

@@ -64,3 +64,24 @@ export function iceFragment(answerSdp: string): string {
     );
   return [...new Set(lines)].join("\r\n") + "\r\n";
 }
+
+/**
+ * Why an offer cannot share the relay's one UDP port, or undefined when it can. Every media
+ * section must be in one BUNDLE group (RFC 9143) and multiplex RTCP (RFC 5761): otherwise werift
+ * gives the call a second ICE transport with the same ufrag, and a first packet could not say
+ * which one it is for.
+ */
+export function sharedPortProblem(offerSdp: string): string | undefined {
+  const sections = offerSdp.split(/^(?=m=)/m).slice(1);
+  const bundle = /^a=group:BUNDLE(?: +(.*?))?\s*$/m.exec(offerSdp)?.[1]?.split(/ +/) ?? [];
+  for (const section of sections) {
+    if (/^m=\S+ 0 /.test(section)) continue;
+    const mid = /^a=mid:(\S+)\s*$/m.exec(section)?.[1];
+    if (mid === undefined || !bundle.includes(mid))
+      return "The offer must bundle all its media (a=group:BUNDLE naming every a=mid).";
+    const rtp = /^m=\S+ \d+ \S*RTP/.test(section);
+    if (rtp && !/^a=rtcp-mux\s*$/m.test(section))
+      return "The offer must multiplex RTCP (a=rtcp-mux in every audio m-line).";
+  }
+  return undefined;
+}

@@ -181,3 +181,30 @@ describe("config: RELAY_PROCESSES", () => {
     expect(refusal({ RELAY_PROCESSES: "2", RELAY_ID: "r".repeat(63) })).toContain("RELAY_ID");
   });
 });
+
+describe("RELAY_UDP_PORT (one UDP port per relay process)", () => {
+  const base = { EARSHOT_RELAY_SECRET: TEST_SECRET };
+  it("is off by default (per-call ports from RELAY_UDP_PORTS), and on when set", () => {
+    expect(loadConfig(base)).toMatchObject({ udpPort: undefined, processIndex: 0 });
+    expect(loadConfig({ ...base, RELAY_UDP_PORT: "3478" })).toMatchObject({ udpPort: 3478 });
+  });
+  it("refuses RELAY_UDP_PORTS beside it, and a port past 65535", () => {
+    expect(() => loadConfig({ ...base, RELAY_UDP_PORT: "3478", RELAY_UDP_PORTS: "40000-40999" })).toThrow(
+      /RELAY_UDP_PORT: set either it or RELAY_UDP_PORTS/,
+    );
+    expect(() => loadConfig({ ...base, RELAY_UDP_PORT: "65536" })).toThrow("RELAY_UDP_PORT");
+  });
+  it("gives process i of RELAY_PROCESSES the port + i - 1, at the top of the range and just past it", () => {
+    const env = { ...base, RELAY_PROCESSES: "2", RELAY_HTTP_PORT: "9000" };
+    expect(loadConfig({ ...env, RELAY_UDP_PORT: "65534" }).processes.map((p) => p.udpPort)).toEqual([
+      65534, 65535,
+    ]);
+    expect(() => loadConfig({ ...env, RELAY_UDP_PORT: "65535" })).toThrow(
+      /RELAY_UDP_PORT: 65535 \+ RELAY_PROCESSES=2/,
+    );
+    // Port 0: each process takes one the OS chooses.
+    expect(loadConfig({ ...env, RELAY_UDP_PORT: "0" }).processes.map((p) => p.udpPort)).toEqual([0, 0]);
+    // No UDP range to split: RELAY_CAPACITY needs no ports of its own.
+    expect(loadConfig({ ...env, RELAY_UDP_PORT: "3478", RELAY_CAPACITY: "5000" }).processes).toHaveLength(2);
+  });
+});

@@ -34,6 +34,8 @@ export interface PeerOptions {
   relayOnly?: boolean;
   /** Keep every packet heard in `received` and every message in `messages` (default true). */
   record?: boolean;
+  /** The local IPv4 address to gather on (default 127.0.0.1), e.g. in a test's network namespace. */
+  address?: string;
 }
 
 export class TestPeer {
@@ -59,8 +61,8 @@ export class TestPeer {
       iceServers: options.iceServers ?? [],
       ...(options.relayOnly ? { iceTransportPolicy: "relay" as const } : {}),
       iceUseIpv6: false,
-      iceInterfaceAddresses: { udp4: "127.0.0.1" },
-      iceAdditionalHostAddresses: ["127.0.0.1"],
+      iceInterfaceAddresses: { udp4: options.address ?? "127.0.0.1" },
+      iceAdditionalHostAddresses: [options.address ?? "127.0.0.1"],
     });
     this.transceiver = this.pc.addTransceiver("audio", { direction: "sendrecv" });
     this.channel = this.pc.createDataChannel("oai-events");

@@ -17,6 +17,7 @@ import type { EncoderGovernor } from "../../relay/media/encoder-governor.ts";
 import type { Pacer } from "../../relay/media/pacer.ts";
 import type { RelayMetrics } from "../../relay/metrics.ts";
 import { serveRelay } from "../../relay/serve.ts";
+import type { UdpMux } from "../../relay/transport/udp-mux.ts";
 import {
   freePort,
   root,
@@ -40,7 +41,8 @@ export function testEnv(overrides: Record<string, string> = {}): Record<string, 
     RELAY_ID: TEST_RELAY_ID,
     RELAY_HTTP_PORT: "0",
     RELAY_MEDIA_IP: "127.0.0.1",
-    RELAY_UDP_PORTS: udpRange(),
+    // A shared port (RELAY_UDP_PORT) replaces the per-call range.
+    ...("RELAY_UDP_PORT" in overrides ? {} : { RELAY_UDP_PORTS: udpRange() }),
     EARSHOT_RELAY_SECRET: TEST_SECRET,
     RELAY_METRICS_TOKEN: TEST_METRICS_TOKEN,
     // Tests read a counter right after what moves it: every scrape is rendered afresh.
@@ -71,6 +73,8 @@ export interface InProcessRelay {
   readonly metrics: RelayMetrics;
   readonly pacer: Pacer;
   readonly encoderGovernor: EncoderGovernor;
+  /** The shared UDP port's router, with RELAY_UDP_PORT. */
+  readonly udpMux: UdpMux | undefined;
   heartbeat(): Heartbeat;
   close(): Promise<void>;
 }
@@ -90,7 +94,11 @@ export async function startRelay(options: InProcessRelayOptions = {}): Promise<I
         }),
       )
     : createLogger("silent");
-  const { relay, port, close } = await serveRelay({ config, log, bridgeFactory: options.bridgeFactory });
+  const { relay, port, udpMux, close } = await serveRelay({
+    config,
+    log,
+    bridgeFactory: options.bridgeFactory,
+  });
   return {
     url: `http://127.0.0.1:${port}`,
     config,
@@ -98,6 +106,7 @@ export async function startRelay(options: InProcessRelayOptions = {}): Promise<I
     metrics: relay.metrics,
     pacer: relay.pacer,
     encoderGovernor: relay.encoderGovernor,
+    udpMux,
     heartbeat: () => relay.heartbeat(),
     close,
   };
@@ -191,7 +200,7 @@ export async function startRelayProcess(options: RelayProcessOptions = {}): Prom
     RELAY_LAT: String(options.lat ?? 0),
     RELAY_LON: String(options.lon ?? 0),
     RELAY_MEDIA_IP: "127.0.0.1",
-    RELAY_UDP_PORTS: udpRange(),
+    ...(options.env && "RELAY_UDP_PORT" in options.env ? {} : { RELAY_UDP_PORTS: udpRange() }),
     EARSHOT_RELAY_SECRET: options.edge?.relaySecret ?? options.secret ?? TEST_SECRET,
     INFERENCE_URL: options.inferenceUrl ?? agent!.url,
     RELAY_METRICS_TOKEN: TEST_METRICS_TOKEN,
@@ -268,7 +277,12 @@ export function metricValue(text: string, name: string, labels: Record<string, s
 
 /** UDP sockets held by `pid`: its socket fds matched against /proc/net/udp's inodes. */
 export function udpSocketsOf(pid: number): number {
-  const udpInodes = new Set<string>();
+  return udpPortsOf(pid).length;
+}
+
+/** The local port of each UDP socket `pid` holds (one entry per socket). */
+export function udpPortsOf(pid: number): number[] {
+  const portByInode = new Map<string, number>();
   for (const file of ["/proc/net/udp", "/proc/net/udp6"]) {
     let text = "";
     try {
@@ -278,20 +292,21 @@ export function udpSocketsOf(pid: number): number {
     }
     for (const line of text.split("\n").slice(1)) {
       const fields = line.trim().split(/\s+/);
-      if (fields[9]) udpInodes.add(fields[9]);
+      if (fields[9]) portByInode.set(fields[9], parseInt(fields[1]!.split(":").at(-1)!, 16));
     }
   }
-  let count = 0;
+  const ports: number[] = [];
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
     try {
       const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
       const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
-      if (inode && udpInodes.has(inode)) count++;
+      const port = inode === undefined ? undefined : portByInode.get(inode);
+      if (port !== undefined) ports.push(port);
     } catch {
       // closed while we looked
     }
   }
-  return count;
+  return ports;
 }
 
 // ─── behind an edge ──────────────────────────────────────────────────────────────────────────
