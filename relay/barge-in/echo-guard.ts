@@ -57,6 +57,7 @@ const GAIN_PERCENTILE = 0.3;
 export function isUserDecision(decision: EchoDecision): boolean {
   return (
     decision === "clean" ||
+    decision === "refuted" ||
     decision === "user" ||
     decision === "uncorrelated" ||
     decision === "unmeasured_user" ||
@@ -77,6 +78,18 @@ const EVIDENCE_FRAMES = 150;
 const MIN_ECHO_GAIN = 0.03;
 /** How fast the uplink's noise-floor estimate may rise per frame (about 10 % a second). */
 const FLOOR_RISE = 1.002;
+/**
+ * Refutation (double talk before the path is measured). An echo is the reference at one delay
+ * times one gain; the pacer, the network, the client's playout and its microphone are not in
+ * step, so within REFUTE_SPREAD frames of that delay. Each uplink frame bounds that gain from both
+ * sides; bounds that contradict each other by more than REFUTE_TOLERANCE (codec, room, noise)
+ * over the last REFUTE_WINDOW frames rule the delay out. REFUTE_FLOOR: how far above the noise
+ * floor a frame must be to bound the gain from below.
+ */
+const REFUTE_SPREAD = 2;
+const REFUTE_WINDOW = 8;
+const REFUTE_TOLERANCE = 2;
+const REFUTE_FLOOR = 3;
 
 /** Why the guard called a frame what it did (metrics: relay/metrics.ts echoGuardFrames). */
 export type EchoDecision =
@@ -85,6 +98,11 @@ export type EchoDecision =
   | "silent"
   /** The uplink showed no echo where the assistant's audio would have put one: the user. */
   | "clean"
+  /**
+   * Every delay not proven echo-free has, within the last few frames, seen the uplink louder
+   * than any echo of what was played at that delay could be: the user (double talk).
+   */
+  | "refuted"
   /** Path measured: within ECHO_MARGIN of the predicted echo, or louder (the user). */
   | "echo"
   | "user"
@@ -182,6 +200,10 @@ export class EchoGuard {
       this.lastDecision = "clean";
       return false;
     }
+    if (this.#refuted(t, uplink)) {
+      this.lastDecision = "refuted";
+      return false;
+    }
 
     let bestLag = -1;
     let bestCorrelation = 0;
@@ -275,6 +297,44 @@ export class EchoGuard {
       if (uplink <= gain * r) return true;
     }
     return false;
+  }
+
+  /**
+   * Double talk in a reply's opening, before the path is measured: can any delay not already
+   * proven echo-free explain the last REFUTE_WINDOW frames as an echo? At a delay, a frame bounds
+   * the echo's gain from below (its level, less the noise floor, over the loudest reference
+   * around that delay) and from above (its level over the quietest reference around it). An echo
+   * has one gain, at most MAX_GAIN: a lower bound above MAX_GAIN, or above another frame's upper
+   * bound by more than REFUTE_TOLERANCE, rules the delay out. If every delay is ruled out, the
+   * user is talking. Pure echo can never rule out its own delay (every frame's bounds contain its
+   * gain), so this adds no false barge-in; it hears a user over the reply's opening, where the
+   * evidence test needs them louder than all of that opening: their words and pauses do not rise
+   * and fall with the reply's.
+   */
+  #refuted(t: number, uplink: number): boolean {
+    const floor = this.#uplinkFloor;
+    if (uplink <= REFUTE_FLOOR * floor) return false;
+    for (let lag = 0; lag <= MAX_LAG; lag++) {
+      if (t - this.#clearBefore[lag]! <= EVIDENCE_FRAMES) continue;
+      let lowest = 0;
+      let highest = MAX_GAIN;
+      for (let k = 0; k < REFUTE_WINDOW; k++) {
+        const s = t - k;
+        if (!this.#uplinkKnown(s)) continue;
+        const u = this.#uplinkAt(s);
+        let most = 0;
+        let least = Infinity;
+        for (let d = -REFUTE_SPREAD; d <= REFUTE_SPREAD; d++) {
+          const r = this.#referenceAt(s - lag + d);
+          if (r > most) most = r;
+          if (r < least) least = r;
+        }
+        if (u > REFUTE_FLOOR * floor) lowest = Math.max(lowest, most > 0 ? (u - 2 * floor) / most : Infinity);
+        if (least > NOISE_FLOOR * 4) highest = Math.min(highest, REFUTE_TOLERANCE * (u / least));
+      }
+      if (lowest <= highest) return false;
+    }
+    return true;
   }
 
   /** Slots from the last non-silent reference to `slot` (tests). */

@@ -212,6 +212,7 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     no_reference: 0,
     silent: 0,
     clean: 0,
+    refuted: 0,
     echo: 0,
     user: 0,
     uncorrelated: 0,
@@ -244,6 +245,7 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   /** Echo-only verdicts of the frames in the chunk being collected: a chunk of echo is not the user. */
   #chunkHasUser = false;
   #pendingHasUser = false;
+  #pendingHeard = false;
   /**
    * Audible frames in the chunk, echo or not. Once the reply is held nothing new is played, so
    * an echo dies out within the echo path's delay; speech that goes on is the user, even where
@@ -337,7 +339,8 @@ export class RelayUplinkMonitor implements UplinkMonitor {
 
   /** Runs Silero on the completed chunk; one inference in flight, the newest chunk waits. */
   #submit(): void {
-    const hasUser = this.#chunkHasUser || (this.#speaking && this.#chunkAudible);
+    const heard = this.#chunkHasUser;
+    const hasUser = heard || (this.#speaking && this.#chunkAudible);
     this.#chunkHasUser = false;
     this.#chunkAudible = false;
     if (this.#running) {
@@ -345,13 +348,18 @@ export class RelayUplinkMonitor implements UplinkMonitor {
       // what matter, and stale chunks would only delay them).
       this.#pending.set(this.#chunk);
       this.#pendingHasUser = hasUser;
+      this.#pendingHeard = heard;
       this.#pendingReady = true;
       return;
     }
-    this.#run(this.#chunk, hasUser);
+    this.#run(this.#chunk, hasUser, heard);
   }
 
-  #run(chunk: Float32Array, hasUser: boolean): void {
+  /**
+   * `hasUser`: the chunk may hold the user (see #chunkAudible); `heard`: it holds audible sound
+   * the echo guard puts down to the user, speech or not.
+   */
+  #run(chunk: Float32Array, hasUser: boolean, heard: boolean): void {
     this.#running = true;
     const detector = this.#detector!;
     detector.probability(chunk).then(
@@ -360,11 +368,11 @@ export class RelayUplinkMonitor implements UplinkMonitor {
         if (this.#closed) return;
         this.#vadSeconds?.observe(detector.lastRunMs / 1000);
         if (!this.#active) return;
-        this.#vadResult(p >= SPEECH_PROBABILITY && hasUser, 32, ONSET_CHUNKS);
+        this.#vadResult(p >= SPEECH_PROBABILITY && hasUser, 32, ONSET_CHUNKS, heard);
         if (this.#active && this.#pendingReady) {
           this.#pendingReady = false;
           this.#chunk.set(this.#pending);
-          this.#run(this.#chunk, this.#pendingHasUser);
+          this.#run(this.#chunk, this.#pendingHasUser, this.#pendingHeard);
         }
       },
       () => {
@@ -376,9 +384,13 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   /**
    * One VAD verdict covering `ms` of audio. `onsetUnits` speech verdicts in a row are an onset:
    * the reply is held; speech that adds up to the minimum (short pauses allowed) interrupts it;
-   * RESUME_SILENCE_MS without speech before that lets it play on.
+   * RESUME_SILENCE_MS without speech before that lets it play on. Audible sound from the user
+   * that the VAD does not call speech (`heard`: a fricative, a breath, the soft start of the
+   * next word after a comma) is not silence either: it neither adds to the speech nor lets the
+   * reply resume (before, "Wait, stop…" resumed the reply in the comma, as Silero took the "s"
+   * of "stop" for silence, and the reply went on until "top").
    */
-  #vadResult(speech: boolean, ms: number, onsetUnits: number): void {
+  #vadResult(speech: boolean, ms: number, onsetUnits: number, heard = false): void {
     if (!this.#speaking) {
       this.#speechRun = speech ? this.#speechRun + 1 : 0;
       if (this.#speechRun < onsetUnits) return;
@@ -395,6 +407,7 @@ export class RelayUplinkMonitor implements UplinkMonitor {
       if (this.#voicedMs >= this.#minSpeechMs) this.#interrupt();
       return;
     }
+    if (heard) return;
     this.#quietMs += ms;
     if (this.#quietMs >= RESUME_SILENCE_MS) this.#endSpeech();
   }
