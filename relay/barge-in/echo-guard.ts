@@ -28,14 +28,11 @@
 // echo); for the relay's VAD, each delay is bounded by the mean uplink/reference ratio it has
 // shown so far (lastDecision unmeasured_user / unmeasured_echo). One case stays hard: a user who
 // starts talking within 0.8 s of a call's FIRST reply lines up with an echo of the reply's own
-// opening at delay = the time since it started, which no earlier frame can refute. Two things
-// shorten it: the evidence carries over from reply to reply (it ages only while the assistant is
-// heard; the echo path of a call is stable), so from the second reply on every delay is proven
-// from the first frame; and within the first reply, a delay whose gain the uplink contradicts
-// (louder than any echo could be, or rising and falling against the reply) is ruled out
-// ("refuted"), so the user is heard once every delay is, without waiting to be louder than the
-// reply's whole opening. Envelopes alone cannot tell a user whose words happen to rise and fall
-// with the reply's from its echo; that part of the first reply remains (bench/README.md).
+// opening at delay = the time since it started, which no earlier frame can refute; such a user
+// must be louder than the reply's opening until it is (the bench's 0.6 s trials). From the
+// second reply on this is gone: the evidence carries over from reply to reply (it ages only while
+// the assistant is heard; the echo path of a call is stable), so every delay is proven from the
+// reply's first frame.
 //
 // Assumption: the echo path does not go from none to audible mid-call (a user leaving a headset
 // for the loudspeaker with echo cancellation off): for up to 3 s of the assistant's audio after
@@ -67,7 +64,6 @@ const GAIN_PERCENTILE = 0.3;
 export function isUserDecision(decision: EchoDecision): boolean {
   return (
     decision === "clean" ||
-    decision === "refuted" ||
     decision === "user" ||
     decision === "uncorrelated" ||
     decision === "unmeasured_user" ||
@@ -90,18 +86,6 @@ const EVIDENCE_FRAMES = 150;
 const MIN_ECHO_GAIN = 0.03;
 /** How fast the uplink's noise-floor estimate may rise per frame (about 10 % a second). */
 const FLOOR_RISE = 1.002;
-/**
- * Refutation (double talk before the path is measured). An echo is the reference at one delay
- * times one gain; the pacer, the network, the client's playout and its microphone are not in
- * step, so within REFUTE_SPREAD frames of that delay. Each uplink frame bounds that gain from both
- * sides; bounds that contradict each other by more than REFUTE_TOLERANCE (codec, room, noise)
- * over the last REFUTE_WINDOW frames rule the delay out. REFUTE_FLOOR: how far above the noise
- * floor a frame must be to bound the gain from below.
- */
-const REFUTE_SPREAD = 2;
-const REFUTE_WINDOW = 8;
-const REFUTE_TOLERANCE = 2;
-const REFUTE_FLOOR = 3;
 
 /** Why the guard called a frame what it did (metrics: relay/metrics.ts echoGuardFrames). */
 export type EchoDecision =
@@ -110,11 +94,6 @@ export type EchoDecision =
   | "silent"
   /** The uplink showed no echo where the assistant's audio would have put one: the user. */
   | "clean"
-  /**
-   * Every delay not proven echo-free has, within the last few frames, seen the uplink louder
-   * than any echo of what was played at that delay could be: the user (double talk).
-   */
-  | "refuted"
   /** Path measured: within ECHO_MARGIN of the predicted echo, or louder (the user). */
   | "echo"
   | "user"
@@ -215,10 +194,6 @@ export class EchoGuard {
       this.lastDecision = "clean";
       return false;
     }
-    if (this.#refuted(t, uplink)) {
-      this.lastDecision = "refuted";
-      return false;
-    }
 
     let bestLag = -1;
     let bestCorrelation = 0;
@@ -312,44 +287,6 @@ export class EchoGuard {
       if (uplink <= gain * r) return true;
     }
     return false;
-  }
-
-  /**
-   * Double talk in a reply's opening, before the path is measured: can any delay not already
-   * proven echo-free explain the last REFUTE_WINDOW frames as an echo? At a delay, a frame bounds
-   * the echo's gain from below (its level, less the noise floor, over the loudest reference
-   * around that delay) and from above (its level over the quietest reference around it). An echo
-   * has one gain, at most MAX_GAIN: a lower bound above MAX_GAIN, or above another frame's upper
-   * bound by more than REFUTE_TOLERANCE, rules the delay out. If every delay is ruled out, the
-   * user is talking. Pure echo can never rule out its own delay (every frame's bounds contain its
-   * gain), so this adds no false barge-in; it hears a user over the reply's opening, where the
-   * evidence test needs them louder than all of that opening: their words and pauses do not rise
-   * and fall with the reply's.
-   */
-  #refuted(t: number, uplink: number): boolean {
-    const floor = this.#uplinkFloor;
-    if (uplink <= REFUTE_FLOOR * floor) return false;
-    for (let lag = 0; lag <= MAX_LAG; lag++) {
-      if (this.#proven(lag)) continue;
-      let lowest = 0;
-      let highest = MAX_GAIN;
-      for (let k = 0; k < REFUTE_WINDOW; k++) {
-        const s = t - k;
-        if (!this.#uplinkKnown(s)) continue;
-        const u = this.#uplinkAt(s);
-        let most = 0;
-        let least = Infinity;
-        for (let d = -REFUTE_SPREAD; d <= REFUTE_SPREAD; d++) {
-          const r = this.#referenceAt(s - lag + d);
-          if (r > most) most = r;
-          if (r < least) least = r;
-        }
-        if (u > REFUTE_FLOOR * floor) lowest = Math.max(lowest, most > 0 ? (u - 2 * floor) / most : Infinity);
-        if (least > NOISE_FLOOR * 4) highest = Math.min(highest, REFUTE_TOLERANCE * (u / least));
-      }
-      if (lowest <= highest) return false;
-    }
-    return true;
   }
 
   /** Whether the delay has shown no echo lately (echo-free evidence, see EVIDENCE_FRAMES). */

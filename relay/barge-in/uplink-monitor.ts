@@ -212,7 +212,6 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     no_reference: 0,
     silent: 0,
     clean: 0,
-    refuted: 0,
     echo: 0,
     user: 0,
     uncorrelated: 0,
