@@ -37,6 +37,11 @@ const ENERGY_ONSET_FRAMES = 3;
 const ITEMS_TRACKED = 4;
 /** About -50 dBFS: quieter frames cannot be the user barging in. */
 const USER_FLOOR = 100;
+/**
+ * Sound this far above the uplink's noise floor (12 dB) that Silero does not call speech keeps a
+ * held reply held (a breath, a fricative between words); a steady noise bed does not.
+ */
+const HEARD_ABOVE_FLOOR = 4;
 
 /**
  * The 20 ms levels of one item not yet read back, as a growable ring: levels are pushed as the
@@ -251,6 +256,8 @@ export class RelayUplinkMonitor implements UplinkMonitor {
    * the guard (its estimate thrown by the user's own voice) calls it echo.
    */
   #chunkAudible = false;
+  /** Frames in the chunk the guard puts down to the user, clearly above the noise floor. */
+  #chunkHeard = false;
   #pendingReady = false;
   #closed = false;
 
@@ -319,6 +326,9 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     // Silence is not the user either: only audible frames the echo does not explain count.
     this.#chunkHasUser ||= isUserDecision(this.#guard.lastDecision) && amplitude > USER_FLOOR;
     this.#chunkAudible ||= amplitude > USER_FLOOR;
+    this.#chunkHeard ||=
+      isUserDecision(this.#guard.lastDecision) &&
+      amplitude > Math.max(USER_FLOOR, HEARD_ABOVE_FLOOR * this.#guard.noiseFloor);
     const n = this.#resampler.process(pcm, this.#resampled);
     for (let i = 0; i < n; i++) {
       this.#chunk[this.#chunkLength++] = this.#resampled[i]! / 32768;
@@ -338,9 +348,10 @@ export class RelayUplinkMonitor implements UplinkMonitor {
 
   /** Runs Silero on the completed chunk; one inference in flight, the newest chunk waits. */
   #submit(): void {
-    const heard = this.#chunkHasUser;
-    const hasUser = heard || (this.#speaking && this.#chunkAudible);
+    const heard = this.#chunkHeard;
+    const hasUser = this.#chunkHasUser || (this.#speaking && this.#chunkAudible);
     this.#chunkHasUser = false;
+    this.#chunkHeard = false;
     this.#chunkAudible = false;
     if (this.#running) {
       // The previous inference is still out: keep only the newest chunk (speech onsets are
