@@ -289,11 +289,6 @@ export class EchoGuard {
     return false;
   }
 
-  /** The uplink's noise floor (RMS) while the assistant's audio is within reach. */
-  get noiseFloor(): number {
-    return this.#uplinkFloor;
-  }
-
   /** Whether the delay has shown no echo lately (echo-free evidence, see EVIDENCE_FRAMES). */
   #proven(lag: number): boolean {
     return this.#playing - this.#clearBefore[lag]! <= EVIDENCE_FRAMES;

@@ -37,11 +37,6 @@ const ENERGY_ONSET_FRAMES = 3;
 const ITEMS_TRACKED = 4;
 /** About -50 dBFS: quieter frames cannot be the user barging in. */
 const USER_FLOOR = 100;
-/**
- * Sound this far above the uplink's noise floor (12 dB) that Silero does not call speech keeps a
- * held reply held (a breath, a fricative between words); a steady noise bed does not.
- */
-const HEARD_ABOVE_FLOOR = 4;
 
 /**
  * The 20 ms levels of one item not yet read back, as a growable ring: levels are pushed as the
@@ -249,15 +244,12 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   /** Echo-only verdicts of the frames in the chunk being collected: a chunk of echo is not the user. */
   #chunkHasUser = false;
   #pendingHasUser = false;
-  #pendingHeard = false;
   /**
    * Audible frames in the chunk, echo or not. Once the reply is held nothing new is played, so
    * an echo dies out within the echo path's delay; speech that goes on is the user, even where
    * the guard (its estimate thrown by the user's own voice) calls it echo.
    */
   #chunkAudible = false;
-  /** Frames in the chunk the guard puts down to the user, clearly above the noise floor. */
-  #chunkHeard = false;
   #pendingReady = false;
   #closed = false;
 
@@ -326,9 +318,6 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     // Silence is not the user either: only audible frames the echo does not explain count.
     this.#chunkHasUser ||= isUserDecision(this.#guard.lastDecision) && amplitude > USER_FLOOR;
     this.#chunkAudible ||= amplitude > USER_FLOOR;
-    this.#chunkHeard ||=
-      isUserDecision(this.#guard.lastDecision) &&
-      amplitude > Math.max(USER_FLOOR, HEARD_ABOVE_FLOOR * this.#guard.noiseFloor);
     const n = this.#resampler.process(pcm, this.#resampled);
     for (let i = 0; i < n; i++) {
       this.#chunk[this.#chunkLength++] = this.#resampled[i]! / 32768;
@@ -348,28 +337,21 @@ export class RelayUplinkMonitor implements UplinkMonitor {
 
   /** Runs Silero on the completed chunk; one inference in flight, the newest chunk waits. */
   #submit(): void {
-    const heard = this.#chunkHeard;
     const hasUser = this.#chunkHasUser || (this.#speaking && this.#chunkAudible);
     this.#chunkHasUser = false;
-    this.#chunkHeard = false;
     this.#chunkAudible = false;
     if (this.#running) {
       // The previous inference is still out: keep only the newest chunk (speech onsets are
       // what matter, and stale chunks would only delay them).
       this.#pending.set(this.#chunk);
       this.#pendingHasUser = hasUser;
-      this.#pendingHeard = heard;
       this.#pendingReady = true;
       return;
     }
-    this.#run(this.#chunk, hasUser, heard);
+    this.#run(this.#chunk, hasUser);
   }
 
-  /**
-   * `hasUser`: the chunk may hold the user (see #chunkAudible); `heard`: it holds audible sound
-   * the echo guard puts down to the user, speech or not.
-   */
-  #run(chunk: Float32Array, hasUser: boolean, heard: boolean): void {
+  #run(chunk: Float32Array, hasUser: boolean): void {
     this.#running = true;
     const detector = this.#detector!;
     detector.probability(chunk).then(
@@ -378,11 +360,11 @@ export class RelayUplinkMonitor implements UplinkMonitor {
         if (this.#closed) return;
         this.#vadSeconds?.observe(detector.lastRunMs / 1000);
         if (!this.#active) return;
-        this.#vadResult(p >= SPEECH_PROBABILITY && hasUser, 32, ONSET_CHUNKS, heard);
+        this.#vadResult(p >= SPEECH_PROBABILITY && hasUser, 32, ONSET_CHUNKS);
         if (this.#active && this.#pendingReady) {
           this.#pendingReady = false;
           this.#chunk.set(this.#pending);
-          this.#run(this.#chunk, this.#pendingHasUser, this.#pendingHeard);
+          this.#run(this.#chunk, this.#pendingHasUser);
         }
       },
       () => {
@@ -394,13 +376,9 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   /**
    * One VAD verdict covering `ms` of audio. `onsetUnits` speech verdicts in a row are an onset:
    * the reply is held; speech that adds up to the minimum (short pauses allowed) interrupts it;
-   * RESUME_SILENCE_MS without speech before that lets it play on. Audible sound from the user
-   * that the VAD does not call speech (`heard`: a fricative, a breath, the soft start of the
-   * next word after a comma) is not silence either: it neither adds to the speech nor lets the
-   * reply resume (before, "Wait, stop…" resumed the reply in the comma, as Silero took the "s"
-   * of "stop" for silence, and the reply went on until "top").
+   * RESUME_SILENCE_MS without speech before that lets it play on.
    */
-  #vadResult(speech: boolean, ms: number, onsetUnits: number, heard = false): void {
+  #vadResult(speech: boolean, ms: number, onsetUnits: number): void {
     if (!this.#speaking) {
       this.#speechRun = speech ? this.#speechRun + 1 : 0;
       if (this.#speechRun < onsetUnits) return;
@@ -417,7 +395,6 @@ export class RelayUplinkMonitor implements UplinkMonitor {
       if (this.#voicedMs >= this.#minSpeechMs) this.#interrupt();
       return;
     }
-    if (heard) return;
     this.#quietMs += ms;
     if (this.#quietMs >= RESUME_SILENCE_MS) this.#endSpeech();
   }
