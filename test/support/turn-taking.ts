@@ -489,6 +489,12 @@ export interface TrialResult {
 }
 
 /**
+ * Between a trial's first reply and its second (Trial.secondReply): about a user's turn, when the
+ * user would speak and the model answer. Longer than the echo guard's old 3 s memory of a path.
+ */
+export const SECOND_REPLY_GAP_MS = 3500;
+
+/**
  * Plays one trial on a connected client: asks for a reply, starts the stimulus once
  * `startAfterMs` of it has been heard, and waits for the reply to end (played out or cleared).
  */
@@ -499,7 +505,7 @@ export async function playTrial(client: TurnClient, trial: Trial): Promise<Trial
     await waitFor(
       () => {
         const stopped = client.ofType("output_audio_buffer.stopped").at(-1);
-        return stopped !== undefined && performance.now() - stopped.at > 400;
+        return stopped !== undefined && performance.now() - stopped.at > SECOND_REPLY_GAP_MS;
       },
       30_000,
       "the first reply to play out",
