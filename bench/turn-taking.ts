@@ -4,6 +4,7 @@
 // assistant packet (p50/p95), for production defaults and for the relay's VAD without echo
 // suppression, side by side.
 //   npx node bench/turn-taking.ts [--repeat=1] [--only=class,class] [--configs=defaults,vad-only]
+//     [--second-reply] (only the trials in a call's second reply)
 import { AgentServer } from "../agent/agent-server.ts";
 import {
   SHOULD_BARGE_IN,
@@ -11,6 +12,7 @@ import {
   evaluationSet,
   playTrial,
   type StimulusClass,
+  type Trial,
   type TrialResult,
 } from "../test/support/turn-taking.ts";
 import { loadAverage, startBenchRelay, BENCH_SECRET } from "./lib/procs.ts";
@@ -33,8 +35,15 @@ export interface ClassResult {
   longestPauseMs: Summary;
 }
 
+/**
+ * A row of the table: a class, or a class in a call's second reply (Trial.secondReply), where the
+ * echo guard starts with what the first reply showed it.
+ */
+export type TrialGroup = StimulusClass | `${StimulusClass}, second reply`;
+const groupOf = (t: Trial): TrialGroup => (t.secondReply ? `${t.class}, second reply` : t.class);
+
 export interface TurnTakingResult {
-  configs: Partial<Record<TurnConfig, Partial<Record<StimulusClass, ClassResult>>>>;
+  configs: Partial<Record<TurnConfig, Partial<Record<TrialGroup, ClassResult>>>>;
   failures: Partial<
     Record<TurnConfig, { name: string; class: StimulusClass; bargedIn: boolean; ms: number }[]>
   >;
@@ -58,18 +67,21 @@ export async function runTurnTaking(
   options: {
     repeat?: number;
     only?: StimulusClass[];
+    secondReplyOnly?: boolean;
     configs?: TurnConfig[];
     log?: (line: string) => void;
   } = {},
 ): Promise<TurnTakingResult> {
   const log = options.log ?? (() => {});
   const set = await evaluationSet("bench");
-  const trials = set.trials.filter((t) => !options.only || options.only.includes(t.class));
+  const trials = set.trials.filter(
+    (t) => (!options.only || options.only.includes(t.class)) && (!options.secondReplyOnly || t.secondReply),
+  );
   const result: TurnTakingResult = { configs: {}, failures: {}, errors: {}, load: loadAverage() };
   for (const config of options.configs ?? (["defaults", "vad-only"] as TurnConfig[])) {
     const agent = await AgentServer.start({ port: 0, speed: 4 });
     const relay = await startBenchRelay({ inferenceUrl: agent.url, env: TURN_CONFIGS[config] });
-    const byClass = new Map<StimulusClass, TrialResult[]>();
+    const byClass = new Map<TrialGroup, TrialResult[]>();
     const failures: NonNullable<TurnTakingResult["failures"][TurnConfig]> = [];
     const errors: NonNullable<TurnTakingResult["errors"][TurnConfig]> = [];
     try {
@@ -87,7 +99,7 @@ export async function runTurnTaking(
               return null;
             });
             if (!outcome) continue;
-            byClass.set(trial.class, [...(byClass.get(trial.class) ?? []), outcome]);
+            byClass.set(groupOf(trial), [...(byClass.get(groupOf(trial)) ?? []), outcome]);
             const wrong = outcome.bargedIn !== SHOULD_BARGE_IN.has(trial.class);
             if (wrong)
               failures.push({
@@ -117,8 +129,9 @@ export async function runTurnTaking(
 
 export function turnTakingTable(r: TurnTakingResult): string {
   const configs = Object.keys(r.configs) as TurnConfig[];
-  const classes: StimulusClass[] = [
+  const classes: TrialGroup[] = [
     "interruption",
+    "interruption, second reply",
     "double_talk",
     "continuation",
     "echo",
@@ -126,18 +139,26 @@ export function turnTakingTable(r: TurnTakingResult): string {
     "noise",
   ];
   const rows: (string | number)[][] = [
-    ["class (wanted)", ...configs.flatMap((c) => [`${c}: barge-ins`, `${c}: onset→last p50/p95 ms`])],
+    [
+      "class (wanted)",
+      ...configs.flatMap((c) => [
+        `${c}: barge-ins`,
+        `${c}: onset→last p50/p95 ms (played on: longest pause p50/max)`,
+      ]),
+    ],
   ];
   for (const cls of classes) {
     if (!configs.some((c) => r.configs[c]?.[cls])) continue;
     rows.push([
-      `${cls} (${SHOULD_BARGE_IN.has(cls) ? "barge in" : "play on"})`,
+      `${cls} (${SHOULD_BARGE_IN.has(cls.split(",")[0] as StimulusClass) ? "barge in" : "play on"})`,
       ...configs.flatMap((c) => {
         const s = r.configs[c]?.[cls];
         if (!s) return ["-", "-"];
         return [
           `${s.bargeIns}/${s.trials}`,
-          s.bargeIns ? `${s.onsetToLastPacketMs.p50} / ${s.onsetToLastPacketMs.p95}` : "-",
+          s.bargeIns
+            ? `${s.onsetToLastPacketMs.p50} / ${s.onsetToLastPacketMs.p95}`
+            : `pause ${s.longestPauseMs.p50} / ${s.longestPauseMs.max}`,
         ];
       }),
     ]);
@@ -150,6 +171,7 @@ if (import.meta.main) {
   const result = await runTurnTaking({
     repeat: Number(arg("repeat") ?? 1),
     only: arg("only")?.split(",") as StimulusClass[] | undefined,
+    secondReplyOnly: process.argv.includes("--second-reply"),
     configs: arg("configs")?.split(",") as TurnConfig[] | undefined,
     log: (line) => process.stderr.write(`${line}\n`),
   });

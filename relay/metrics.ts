@@ -174,7 +174,7 @@ export class RelayMetrics {
   });
   readonly echoGuardFrames = new Counter({
     name: "earshot_relay_echo_guard_frames_total",
-    help: "Uplink frames the echo guard judged, by decision: echo, user, uncorrelated, unmeasured_echo, unmeasured_user, silent, no_reference",
+    help: "Uplink frames the echo guard judged, by decision: echo, user, clean, uncorrelated, unmeasured_echo, unmeasured_user, silent, no_reference",
     labelNames: ["decision"] as const,
     registers: [this.registry],
   });

@@ -26,10 +26,17 @@
 // A reply's first frames, before the echo path is measured: for what goes upstream, the worst
 // case as before (any delay, unit gain: the model must not hear, and answer, the reply's opening
 // echo); for the relay's VAD, each delay is bounded by the mean uplink/reference ratio it has
-// shown so far (lastDecision unmeasured_user / unmeasured_echo). One case stays unproven: a user
-// who starts talking within 0.8 s of a reply's start lines up with an echo of the reply's own
+// shown so far (lastDecision unmeasured_user / unmeasured_echo). One case stays hard: a user who
+// starts talking within 0.8 s of a call's FIRST reply lines up with an echo of the reply's own
 // opening at delay = the time since it started, which no earlier frame can refute; such a user
-// must be louder than the reply's opening until it is (the bench's 0.6 s trials).
+// must be louder than the reply's opening until it is (the bench's 0.6 s trials). From the
+// second reply on this is gone: the evidence carries over from reply to reply (it ages only while
+// the assistant is heard; the echo path of a call is stable), so every delay is proven from the
+// reply's first frame.
+//
+// Assumption: the echo path does not go from none to audible mid-call (a user leaving a headset
+// for the loudspeaker with echo cancellation off): for up to 3 s of the assistant's audio after
+// such a switch, its echo could pass for the user (a hold; a barge-in if it lasts 480 ms).
 //
 // Trade-off (documented): in double talk the user must be at least ECHO_MARGIN (6 dB) above
 // their own echo to be heard during the assistant's reply; with the echo at full level that
@@ -69,8 +76,10 @@ const MIN_EVIDENCE = 1;
 
 /**
  * Echo-free evidence, per delay: a frame in which the uplink stayed at its noise floor while the
- * assistant's audio at that delay was audible. A delay with EVIDENCE_NEEDED such frames within
- * the last EVIDENCE_FRAMES (3 s) carries no audible echo.
+ * assistant's audio at that delay was audible. A delay with two such frames within the last
+ * EVIDENCE_FRAMES (3 s) of the assistant's audio carries no audible echo. The echo path of a
+ * call is stable, so the evidence ages only while the assistant is heard: a reply starts with
+ * what the previous one proved, and a user who talks over its opening is heard at once.
  */
 const EVIDENCE_FRAMES = 150;
 /** The weakest echo that matters (-30 dB): evidence needs audio loud enough to show it. */
@@ -119,6 +128,8 @@ export class EchoGuard {
   /** Per delay, the last two slots that showed it free of echo (echo-free evidence). */
   readonly #clearAt = new Float64Array(MAX_LAG + 1).fill(-Infinity);
   readonly #clearBefore = new Float64Array(MAX_LAG + 1).fill(-Infinity);
+  /** Uplink frames within the echo path's reach of the assistant's audio: the evidence's clock. */
+  #playing = 0;
   #uplinkFloor = NOISE_FLOOR;
 
   /**
@@ -155,6 +166,7 @@ export class EchoGuard {
       this.lastDecision = "no_reference";
       return false;
     }
+    this.#playing++;
     // The uplink's noise floor (a bed of room noise is not an echo), and echo-free evidence.
     this.#uplinkFloor = Math.max(NOISE_FLOOR, Math.min(uplink, this.#uplinkFloor * FLOOR_RISE));
     if (uplink <= 2 * this.#uplinkFloor) {
@@ -163,7 +175,7 @@ export class EchoGuard {
       for (let lag = 0; lag <= MAX_LAG; lag++) {
         if (this.#referenceAt(t - lag) <= loudEnough) continue;
         this.#clearBefore[lag] = this.#clearAt[lag]!;
-        this.#clearAt[lag] = t;
+        this.#clearAt[lag] = this.#playing;
       }
     }
     if (uplink <= NOISE_FLOOR) {
@@ -176,7 +188,7 @@ export class EchoGuard {
     let clean = true;
     for (let lag = 0; lag <= MAX_LAG && clean; lag++) {
       if (this.#referenceAt(t - lag) < uplink) continue;
-      if (t - this.#clearBefore[lag]! > EVIDENCE_FRAMES) clean = false;
+      if (!this.#proven(lag)) clean = false;
     }
     if (clean) {
       this.lastDecision = "clean";
@@ -275,6 +287,11 @@ export class EchoGuard {
       if (uplink <= gain * r) return true;
     }
     return false;
+  }
+
+  /** Whether the delay has shown no echo lately (echo-free evidence, see EVIDENCE_FRAMES). */
+  #proven(lag: number): boolean {
+    return this.#playing - this.#clearBefore[lag]! <= EVIDENCE_FRAMES;
   }
 
   /** Slots from the last non-silent reference to `slot` (tests). */

@@ -44,6 +44,11 @@ export interface Trial {
   onsetMs: number;
   /** The stimulus starts once this much of the reply has been heard, ms. */
   startAfterMs: number;
+  /**
+   * The trial's reply is the call's second: a first one plays out before it, so the relay has
+   * heard the uplink under one reply already (the echo path of a call is stable).
+   */
+  secondReply?: boolean;
   echo: EchoPath | null;
   /** A noise bed under everything, dBFS (RMS), or null. */
   bedDbfs: number | null;
@@ -271,6 +276,16 @@ export async function evaluationSet(size: "test" | "bench" = "bench"): Promise<E
       .filter((_, i) => i % 3 === 0)
       .map((t) => ({ ...t, name: `${t.name} + bed ${BED_DBFS} dBFS`, bedDbfs: BED_DBFS }));
     trials.push(...bedded);
+
+    // The same early interruptions in a call's second reply (bench only: each plays a whole reply
+    // first), where the echo guard starts with what the first reply showed it. (No echo trial
+    // here: the built-in agent answers the first reply's echo the guard lets upstream, so there
+    // is no second reply of the trial's own to judge; see bench/README.md.)
+    const early = trials.filter(
+      (t) =>
+        t.class === "interruption" && t.startAfterMs === 600 && t.stimulusGainDb !== 0 && t.bedDbfs === null,
+    );
+    for (const t of early) trials.push({ ...t, name: `${t.name} of the second reply`, secondReply: true });
   } else {
     add({
       name: `"wait, stop" + echo + bed ${BED_DBFS} dBFS`,
@@ -474,13 +489,32 @@ export interface TrialResult {
 }
 
 /**
+ * Between a trial's first reply and its second (Trial.secondReply): about a user's turn, when the
+ * user would speak and the model answer. Longer than the echo guard's old 3 s memory of a path.
+ */
+export const SECOND_REPLY_GAP_MS = 3500;
+
+/**
  * Plays one trial on a connected client: asks for a reply, starts the stimulus once
  * `startAfterMs` of it has been heard, and waits for the reply to end (played out or cleared).
  */
 export async function playTrial(client: TurnClient, trial: Trial): Promise<TrialResult> {
   client.startMicrophone({ echo: trial.echo, bedDbfs: trial.bedDbfs });
+  if (trial.secondReply) {
+    client.send({ type: "response.create" });
+    await waitFor(
+      () => {
+        const stopped = client.ofType("output_audio_buffer.stopped").at(-1);
+        return stopped !== undefined && performance.now() - stopped.at > SECOND_REPLY_GAP_MS;
+      },
+      30_000,
+      "the first reply to play out",
+    );
+  }
+  const started = client.ofType("output_audio_buffer.started").length;
+  const heardBefore = client.heardMs;
   client.send({ type: "response.create" });
-  await waitFor(() => client.heardMs >= trial.startAfterMs, 15_000, "the reply to be heard");
+  await waitFor(() => client.heardMs - heardBefore >= trial.startAfterMs, 15_000, "the reply to be heard");
   let onsetAt = NaN;
   if (trial.stimulus) {
     client.speak(trial.stimulus, trial.stimulusGainDb);
@@ -490,7 +524,7 @@ export async function playTrial(client: TurnClient, trial: Trial): Promise<Trial
   // The reply is over when it was cleared, or when its playout was last reported stopped (not
   // started again) 400 ms ago. A reply the relay holds while the user talks reports nothing, so
   // it is not over; replies after it (the model answering the user) are not this trial's.
-  const replyId = client.ofType("output_audio_buffer.started")[0]?.response_id;
+  const replyId = client.ofType("output_audio_buffer.started")[started]?.response_id;
   await waitFor(
     () => {
       if (client.ofType("output_audio_buffer.cleared").length > 0) return true;
@@ -515,7 +549,7 @@ export async function playTrial(client: TurnClient, trial: Trial): Promise<Trial
     bargedIn,
     onsetToLastPacketMs: bargedIn ? (client.heard.at(-1)?.at ?? onsetAt) - onsetAt : NaN,
     longestPauseMs,
-    heardMs: client.heardMs,
+    heardMs: client.heardMs - heardBefore,
   };
 }
 
