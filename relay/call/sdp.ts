@@ -38,7 +38,8 @@ export function withoutEndOfCandidates(sdp: string): string {
 /**
  * The offer an ICE restart applies (RFC 8840): the call's offer with the sdpfrag's new
  * credentials and candidates in place of the old ones. Undefined when the sdpfrag lacks
- * a=ice-ufrag or a=ice-pwd.
+ * a=ice-ufrag or a=ice-pwd. A restart that trickles its candidates sends none in the sdpfrag:
+ * the old offer's a=end-of-candidates must not then tell werift there are none to come.
  */
 export function restartOffer(offerSdp: string, fragment: string): string | undefined {
   const ufrag = /^a=ice-ufrag:(\S+)\s*$/m.exec(fragment)?.[1];
@@ -52,7 +53,7 @@ export function restartOffer(offerSdp: string, fragment: string): string | undef
   if (candidates.length > 0) {
     offer = offer.replace(/(^m=audio.*\r?\n)/m, `$1${candidates.map((c) => `${c}\r\n`).join("")}`);
   }
-  return offer;
+  return withoutEndOfCandidates(offer);
 }
 
 /** The ICE part of an answer as an sdpfrag: credentials and candidates, each line once. */

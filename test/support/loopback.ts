@@ -153,7 +153,12 @@ export async function waitFor(
   intervalMs = 10,
 ): Promise<void> {
   const start = performance.now();
-  while (!predicate()) {
+  for (;;) {
+    const met: unknown = predicate();
+    // An async predicate's promise is truthy: it would pass at once, whatever it resolves to.
+    if (met instanceof Promise)
+      throw new Error(`waitFor(${what}) takes a synchronous predicate; use waitUntil`);
+    if (met) return;
     if (performance.now() - start > timeoutMs)
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await new Promise((r) => setTimeout(r, intervalMs));

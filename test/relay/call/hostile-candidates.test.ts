@@ -115,6 +115,16 @@ describe("remote candidates trickled through PATCH (ICE restart sdpfrag)", () =>
     expect(call.udpGuard.refusedCandidates).toBe(0);
   });
 
+  it("none yet (a browser that trickles them): the call waits for them instead of failing ICE", async () => {
+    const { client, call } = await callWith([]);
+    await client.connected();
+    const response = await patch(client.callId, sdpfrag([]));
+    expect(response.status).toBe(200);
+    // The old offer's a=end-of-candidates, left in place, made werift fail ICE at once.
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(call.state).not.toBe("ended");
+  });
+
   it("past the cap are refused", async () => {
     const { client, call } = await callWith([]);
     await client.connected();
