@@ -49,7 +49,7 @@ export default defineConfig({
         test: {
           name: "node",
           include: [
-            "test/{protocol,relay,agent,e2e,web,faults,soak}/**/*.test.ts",
+            "test/{protocol,relay,agent,e2e,web,faults,soak,network}/**/*.test.ts",
             "test/deploy/**/*.test.ts",
           ],
           environment: "node",
