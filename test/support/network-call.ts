@@ -25,6 +25,7 @@ import {
 } from "./impairment.ts";
 import { TestPeer } from "./peer.ts";
 import { bootIdOf, postCall, ticketFor } from "./relay-api.ts";
+import { metricValue } from "./relays.ts";
 import { envelopeScore } from "./speech-quality.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -38,7 +39,9 @@ export class NetworkModel {
   readonly heard: { at: number; pcm: Int16Array }[] = [];
   readonly events: { type: string; at: number; event: Record<string, unknown> }[] = [];
   #socket: WebSocket | undefined;
-  #opened: (() => void) | undefined;
+  /** Sessions whose session.update has arrived (the relay sends one as it connects). */
+  #ready = 0;
+  #waiters: (() => void)[] = [];
   #replies = 0;
 
   readonly server: WebSocketServer;
@@ -63,7 +66,10 @@ export class NetworkModel {
           socket.send(
             JSON.stringify({ type: "session.updated", event_id: eventId(), session: { type: "realtime" } }),
           );
-          this.#opened?.();
+          if (socket === this.#socket) {
+            this.#ready++;
+            for (const wake of this.#waiters.splice(0)) wake();
+          }
         }
       });
     });
@@ -86,9 +92,14 @@ export class NetworkModel {
     return this.#socket?.readyState === this.#socket?.OPEN;
   }
 
-  opened(): Promise<void> {
-    if (this.#socket && this.events.some((e) => e.type === "session.update")) return Promise.resolve();
-    return new Promise((resolve) => (this.#opened = resolve));
+  /** Sessions opened so far: pass it to opened() before placing a call. */
+  get sessions(): number {
+    return this.#ready;
+  }
+
+  /** Resolves once a session after the first `after` has opened. */
+  async opened(after: number): Promise<void> {
+    while (this.#ready <= after) await new Promise<void>((resolve) => this.#waiters.push(resolve));
   }
 
   /** Says `pcm` as one reply, all deltas at once (a model runs ahead; the relay paces). */
@@ -189,12 +200,6 @@ export interface NetworkCallOptions {
   interruption: Int16Array;
 }
 
-/** The counter's value in Prometheus exposition text (0 if absent). */
-export function metricValue(text: string, name: string): number {
-  const match = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
-  return match ? Number(match[1]) : 0;
-}
-
 /** Encodes PCM as 20 ms Opus packets, the way a browser's microphone track would. */
 function encode(pcm: Int16Array, encoder: ReturnType<typeof createOpusEncoder>): Buffer[] {
   const packets: Buffer[] = [];
@@ -224,12 +229,14 @@ function receive(packets: Heard[]): {
 } {
   if (packets.length === 0)
     return { pcm: new Int16Array(0), frames: 0, recovered: [], concealed: [], delayMs: 0 };
+  // Index packets from the lowest sequence number heard (the first to arrive may be a reordered
+  // later one); signed 16-bit distances from the first arrival find it.
+  const offset = (p: Heard) => (((p.sequenceNumber - packets[0]!.sequenceNumber) & 0xffff) << 16) >> 16;
+  const lowest = Math.min(...packets.map(offset));
   const bySequence = new Map<number, Heard>();
-  const first = packets[0]!.sequenceNumber;
   let last = 0;
   for (const p of packets) {
-    const index = (p.sequenceNumber - first) & 0xffff;
-    if (index > 0x8000) continue;
+    const index = offset(p) - lowest;
     bySequence.set(index, p);
     last = Math.max(last, index);
   }
@@ -251,11 +258,16 @@ function receive(packets: Heard[]): {
     }
   }
   // Transit = arrival − send time on the sender's clock (RTP timestamp): its spread is the jitter.
-  const transit = packets.map((p) => p.at - (((p.timestamp - packets[0]!.timestamp) >>> 0) * 1000) / 48_000);
+  const transit = packets.map(
+    (p) => p.at - (rtpDistance(packets[0]!.timestamp, p.timestamp) * 1000) / 48_000,
+  );
   transit.sort((a, b) => a - b);
   const delayMs = transit[Math.floor(0.99 * (transit.length - 1))]! - transit[0]!;
   return { pcm, frames: last + 1, recovered, concealed, delayMs };
 }
+
+/** `to` − `from` in RTP timestamp units, signed (32-bit wrap): a reordered packet may come first. */
+const rtpDistance = (from: number, to: number) => (to - from) | 0;
 
 /** Indexes of the 20 ms frames of `pcm` within 30 dB of its loudest frame: its speech. */
 function voicedFrames(pcm: Int16Array): Set<number> {
@@ -291,6 +303,7 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
         bootId: await bootIdOf(relay.url),
       },
     );
+    const sessions = model.sessions;
     const response = await postCall(relay.url, { call_id: peer.callId, offer_sdp: offer }, ticket);
     const body = (await response.json()) as { answer_sdp?: string };
     if (response.status !== 201 || !body.answer_sdp) throw new Error(`POST /calls: ${response.status}`);
@@ -302,7 +315,7 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     // at 80 ms of jitter can outlast the test peer's 10 s connect timeout).
     proxy.up.profile = profile;
     proxy.down.profile = profile;
-    await model.opened();
+    await model.opened(sessions);
     const atStart = await relay.metrics();
 
     // The microphone: a packet every 20 ms on a real clock, silence unless speech is queued.
@@ -387,12 +400,20 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     const truncateWait = performance.now();
     while (!findTruncate() && performance.now() - truncateWait < 3000) await sleep(10);
     const truncate = findTruncate();
+    if (process.env.NETWORK_DEBUG)
+      process.stderr.write(
+        `barge-in: onset ${onset.toFixed(0)} last ${lastAt.toFixed(0)} packets ${bargePackets.length} events ${model.events
+          .map(
+            (e) =>
+              `${e.type}@${(e.at - onset).toFixed(0)}${e.event.item_id ? `:${String(e.event.item_id)}/${String(e.event.audio_end_ms)}` : ""}`,
+          )
+          .join(",")} item ${itemId}\n`,
+      );
     // What the client heard of the reply: its packets' span on the sender's clock (a lost packet
     // inside it was concealed or recovered and played all the same).
+    const heardSpan = bargePackets.map((p) => rtpDistance(bargePackets[0]!.timestamp, p.timestamp));
     const heardMs =
-      bargePackets.length > 0
-        ? (((bargePackets.at(-1)!.timestamp - bargePackets[0]!.timestamp) >>> 0) * 1000) / 48_000 + 20
-        : 0;
+      bargePackets.length > 0 ? ((Math.max(...heardSpan) - Math.min(...heardSpan)) * 1000) / 48_000 + 20 : 0;
     const after = await relay.metrics();
     clearTimeout(mic);
     mic = undefined;
