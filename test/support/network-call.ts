@@ -409,11 +409,13 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
           )
           .join(",")} item ${itemId}\n`,
       );
-    // What the client heard of the reply: its packets' span on the sender's clock (a lost packet
-    // inside it was concealed or recovered and played all the same).
-    const heardSpan = bargePackets.map((p) => rtpDistance(bargePackets[0]!.timestamp, p.timestamp));
-    const heardMs =
-      bargePackets.length > 0 ? ((Math.max(...heardSpan) - Math.min(...heardSpan)) * 1000) / 48_000 + 20 : 0;
+    // What the client heard of the reply: its packets' sequence span (a lost packet inside it was
+    // concealed or recovered and played all the same). Not the RTP timestamp span: the relay's
+    // clock runs on through a hold at speech onset, which the client hears as nothing.
+    const heardSpan = bargePackets.map(
+      (p) => (((p.sequenceNumber - bargePackets[0]!.sequenceNumber) & 0xffff) << 16) >> 16,
+    );
+    const heardMs = bargePackets.length > 0 ? (Math.max(...heardSpan) - Math.min(...heardSpan) + 1) * 20 : 0;
     const after = await relay.metrics();
     clearTimeout(mic);
     mic = undefined;
