@@ -4,9 +4,9 @@
 // a VOIP-mode encoder with in-band FEC (SILK LBRR: each packet carries a coarse copy of the one
 // before, RFC 6716 §2.1.7, which the client's decoder uses when that one is lost), told the loss
 // to expect so it spends the right share of bits on it. After CLEAN_MS without reported loss
-// the call goes back to CELT. A call starts with FEC on until the first report (about a second:
-// a greeting on a lossy link is protected before anyone has measured the loss), and a first
-// report without loss switches it off at once. The receiver's Opus decoder follows the mode from
+// the call goes back to CELT. A call starts with FEC on (a greeting on a lossy link is protected
+// before anyone has measured the loss) until FIRST_CLEAN_REPORTS reports in a row show none:
+// one report covers about 50 packets, and at 5 % loss one in 13 of those shows no loss at all. The receiver's Opus decoder follows the mode from
 // each packet's TOC.
 import { RTP_TIMESTAMP_STEP } from "./audio-format.ts";
 import type { DownlinkEncoder } from "./codec.ts";
@@ -14,6 +14,8 @@ import { OpusEncoder } from "./opus-codec.ts";
 
 /** Reported loss (fraction) from which the call switches to FEC: 1 %, above RTCP's 1/256 noise. */
 const FEC_FROM_FRACTION = 0.01;
+/** Loss-free reports in a row that end the FEC a call starts with (about 3 s). */
+const FIRST_CLEAN_REPORTS = 3;
 /** What FEC plans for before the first report. */
 const INITIAL_EXPECTED_LOSS = 5;
 /** Loss-free time before the call goes back to CELT only. */
@@ -34,8 +36,9 @@ export class LossAdaptiveOpusEncoder implements DownlinkEncoder {
   #robust: OpusEncoder | undefined;
   #complexity: number;
   #useRobust = true;
-  /** When a report last showed loss; -Infinity before any did, so a clean first report ends FEC. */
+  /** When a report last showed loss; -Infinity before any did. */
   #lastLossAt = -Infinity;
+  #cleanReports = 0;
   /** Fast up, slow down: a burst of loss in one report should keep FEC strong for a while. */
   #expectedLoss = INITIAL_EXPECTED_LOSS;
   /** Frames encoded with in-band FEC, for the call's stats. */
@@ -79,6 +82,7 @@ export class LossAdaptiveOpusEncoder implements DownlinkEncoder {
     const percent = Math.min(MAX_EXPECTED_LOSS, Math.ceil(fractionLost * 100));
     if (fractionLost >= FEC_FROM_FRACTION) {
       this.#lastLossAt = now;
+      this.#cleanReports = 0;
       const expected = Math.max(percent, Math.floor(this.#expectedLoss * 0.8));
       if (!this.#useRobust) {
         // A fresh encoder: one that sat idle would start from stale state.
@@ -89,7 +93,9 @@ export class LossAdaptiveOpusEncoder implements DownlinkEncoder {
       return;
     }
     if (!this.#useRobust) return;
-    if (now - this.#lastLossAt > CLEAN_MS) {
+    this.#cleanReports++;
+    const neverLost = this.#lastLossAt === -Infinity;
+    if (neverLost ? this.#cleanReports >= FIRST_CLEAN_REPORTS : now - this.#lastLossAt > CLEAN_MS) {
       this.#useRobust = false;
       this.#robust = undefined;
       this.#expectedLoss = 0;

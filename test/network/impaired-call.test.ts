@@ -49,8 +49,9 @@ it("at 5 % loss and 40 ms jitter each way, speech gets through and barge-in trun
     seed: 19,
     ...speech,
   });
-  // Measured (bench/README.md): 99–100 % each way; the bound leaves room for a loaded machine.
-  expect(result.uplink.deliveredOrRecoveredPercent).toBeGreaterThanOrEqual(97);
+  // Measured (bench/README.md): 98.8 % up (all frames, pauses included, where SILK sends no FEC;
+  // 95 % seen on a loaded machine) and 100 % of the reply's speech frames down.
+  expect(result.uplink.deliveredOrRecoveredPercent).toBeGreaterThanOrEqual(93);
   expect(result.downlink.deliveredOrRecoveredPercent).toBeGreaterThanOrEqual(97);
   // Lost frames were rebuilt from FEC, not only concealed, in both directions.
   expect(result.uplink.recovered).toBeGreaterThan(0);

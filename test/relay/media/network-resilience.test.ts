@@ -128,11 +128,14 @@ describe("LossAdaptiveOpusEncoder", () => {
   };
   const celt = (packet: Uint8Array) => packet[0]! >> 3 >= 16;
 
-  it("starts with FEC, drops it on a clean first report, takes it up again on loss", () => {
+  it("starts with FEC, drops it after three clean reports, takes it up again on loss", () => {
     const encoder = new LossAdaptiveOpusEncoder(5);
     expect(encodeSome(encoder).some((p) => opusPacketHasFec(p))).toBe(true);
     expect(encoder.expectedLossPercent).toBe(5);
     encoder.onReceiverReport({ fractionLost: 0, now: 1000 });
+    encoder.onReceiverReport({ fractionLost: 0, now: 2000 });
+    expect(encoder.expectedLossPercent).toBeGreaterThan(0); // one clean second proves little
+    encoder.onReceiverReport({ fractionLost: 0, now: 3000 });
     expect(encoder.expectedLossPercent).toBe(0);
     expect(encodeSome(encoder).every(celt)).toBe(true);
     encoder.onReceiverReport({ fractionLost: 0.08, now: 2000 });
