@@ -146,6 +146,8 @@ export class Call extends EventEmitter<CallEvents> {
   #downlinkFractionLost = 0;
   #downlinkPacketsLost = 0;
   #rttMs: number | undefined;
+  /** RTP clock of the negotiated codec, for the RTCP jitter (in its units). */
+  #clockRate = 48_000;
   #offerSdp = "";
   #timers = new Set<NodeJS.Timeout>();
   #disconnectTimer: NodeJS.Timeout | undefined;
@@ -456,7 +458,6 @@ export class Call extends EventEmitter<CallEvents> {
     }
     this.#options.metrics.observeDownlinkReport(this.#downlinkFractionLost, this.#rttMs);
   }
-  #clockRate = 48_000;
 
   #timer(fn: () => void, ms: number): void {
     const timer = setTimeout(() => {
