@@ -1,6 +1,6 @@
 // `npm run bench`: every benchmark in turn, one table, bench/results/latest.json.
 //   npm run bench [-- --quick] [-- --edge]
-// Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/turn-taking.ts,
+// Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/network.ts, bench/turn-taking.ts,
 // bench/capacity.ts, bench/edge.ts, bench/edge-events.ts, bench/sideband.ts, bench/continuity.ts,
 // bench/shared-port.ts.
 import { execFileSync } from "node:child_process";
@@ -12,6 +12,7 @@ import { capacityTable, runCapacity, type CapacityResult } from "./capacity.ts";
 import { continuityTable, runContinuity, type ContinuityResult } from "./continuity.ts";
 import { edgeTable, runEdge, type EdgeResult } from "./edge.ts";
 import { edgeEventsTable, runEdgeEvents, type EdgeEventsResult } from "./edge-events.ts";
+import { networkTable, runNetwork, type NetworkResult } from "./network.ts";
 import { loadAverage, root } from "./lib/procs.ts";
 import { table } from "./lib/stats.ts";
 import { runSetup, setupTable, type SetupResult } from "./setup.ts";
@@ -50,6 +51,14 @@ log(setupTable(setup));
 log("bench: barge-in…");
 const bargeIn: BargeInResult = await runBargeIn({ runs: quick ? 3 : 8 });
 log(bargeInTable(bargeIn));
+// One call per impairment scenario through the UDP impairment proxy, before (RELAY_NETWORK_RESILIENCE=0)
+// and after, interleaved (~15 s per call; --quick: clean, 5 % loss, 40 ms jitter, blackout).
+log("bench: network (impairment proxy, before/after)…");
+const network: NetworkResult = await runNetwork({
+  ...(quick ? { only: ["clean", "loss-5", "jitter-40", "blackout-2s"] } : {}),
+  log,
+});
+log(networkTable(network));
 // The labelled turn-taking set through a real relay and the built-in agent: production defaults
 // against the relay's VAD without echo suppression (--quick: defaults only).
 log("bench: turn-taking (labelled set)…");
@@ -146,6 +155,26 @@ const summary = table([
     `${bargeIn.upstreamTruncateErrorMs.p50} / ${bargeIn.upstreamTruncateErrorMs.max}`,
     "0",
   ],
+  ...(["loss-5+jitter-40", "blackout-2s"] as const).flatMap((name) => {
+    const row = network.rows.find((r) => r.scenario === name && r.resilience)?.runs[0];
+    if (!row) return [];
+    return [
+      [
+        `network ${name}: speech frames delivered or recovered up / down %`,
+        `${row.uplink.deliveredOrRecoveredPercent.toFixed(1)} / ${row.downlink.deliveredOrRecoveredPercent.toFixed(1)}`,
+        name === "blackout-2s" ? "" : "≥ 99",
+      ],
+      ...(name === "blackout-2s"
+        ? [
+            [
+              "network blackout-2s: audio back down / up ms",
+              `${row.downlinkResumeMs?.toFixed(0)} / ${row.uplinkResumeMs?.toFixed(0)}`,
+              "< 200, call not ended",
+            ],
+          ]
+        : []),
+    ];
+  }),
   [
     "turn-taking: interruption onset → last packet p50/p95 ms (defaults)",
     `${turnTaking.configs.defaults?.interruption?.onsetToLastPacketMs.p50} / ${turnTaking.configs.defaults?.interruption?.onsetToLastPacketMs.p95}`,
@@ -228,6 +257,7 @@ const result = {
   load: { before: loadBefore, after: loadAverage() },
   setup,
   bargeIn,
+  network,
   turnTaking,
   capacity,
   capacityStream,

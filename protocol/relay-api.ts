@@ -85,6 +85,35 @@ export const CallStats = z.strictObject({
   jitter_ms: z.number().nonnegative(),
   late_frames: z.number().int().nonnegative(),
   rtt_ms: z.number().nonnegative().optional(),
+  /** Media quality each way (relays from issue 19 on). */
+  quality: z
+    .strictObject({
+      uplink: z.strictObject({
+        /** Packets the relay never received in time (lost or too late), % of expected. */
+        loss_percent: z.number().nonnegative().max(100),
+        /** 20 ms frames the relay rebuilt from the next packet's in-band FEC. */
+        fec_recovered_frames: z.number().int().nonnegative(),
+        /** 20 ms frames the relay synthesised (PLC) because nothing of them arrived. */
+        concealed_frames: z.number().int().nonnegative(),
+        /** Mean time a packet waited in the relay's jitter buffer. */
+        jitter_buffer_ms: z.number().nonnegative(),
+        /** The longest the jitter buffer waits for a missing packet now (it follows jitter). */
+        jitter_buffer_max_ms: z.number().nonnegative(),
+      }),
+      downlink: z.strictObject({
+        /** From the client's last RTCP receiver report: loss over its interval, %. */
+        loss_percent: z.number().nonnegative().max(100),
+        /** From the client's RTCP receiver reports: packets it never got. */
+        packets_lost: z.number().int(),
+        /** From the client's RTCP receiver reports: interarrival jitter it measured. */
+        jitter_ms: z.number().nonnegative(),
+        /** The loss the downlink's Opus in-band FEC plans for now; 0 while the link is clean. */
+        fec_expected_loss_percent: z.number().nonnegative().max(100),
+        /** Frames sent with in-band FEC. */
+        fec_frames: z.number().int().nonnegative(),
+      }),
+    })
+    .optional(),
 });
 export type CallStats = z.infer<typeof CallStats>;
 

@@ -170,6 +170,12 @@ export const RelayEnv = z.object({
    * Speech over the assistant (ms) before the relay's VAD interrupts it. At speech onset the reply
    * is paused; shorter speech (a backchannel, a cough) lets it play on. 0: interrupt at the onset.
    */
+  /**
+   * Bad-network features (issue 19): the uplink jitter buffer follows measured jitter, and the
+   * downlink switches to Opus with in-band FEC when the client reports loss. 0: the fixed 60 ms
+   * reorder window and CELT-only downlink of before (for comparison: bench/network.ts).
+   */
+  RELAY_NETWORK_RESILIENCE: z.enum(["0", "1"]).default("1"),
   RELAY_BARGE_IN_MIN_SPEECH_MS: number(z.number().int().min(0).max(5000)).default(480),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
@@ -207,6 +213,7 @@ export interface RelayConfig {
   inference: InferenceConfig;
   relayVad: "silero" | "energy" | "off";
   echoSuppression: boolean;
+  networkResilience: boolean;
   bargeInMinSpeechMs: number;
   logLevel: string;
   /** With RELAY_PROCESSES > 1, what each relay process is given; empty when the relay runs in-process. */
@@ -331,6 +338,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     relayVad: e.RELAY_VAD,
     echoSuppression: e.RELAY_ECHO_SUPPRESSION === "1",
+    networkResilience: e.RELAY_NETWORK_RESILIENCE === "1",
     bargeInMinSpeechMs: e.RELAY_BARGE_IN_MIN_SPEECH_MS,
     logLevel: e.LOG_LEVEL,
     processes:

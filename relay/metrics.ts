@@ -15,6 +15,9 @@ const WORK_BUCKETS = [
   0.0003, 0.0004, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.01, 0.02, 0.05,
 ];
 
+const LOSS_BUCKETS = [0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1];
+const DELAY_BUCKETS = [0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1];
+
 export class RelayMetrics {
   readonly registry = new Registry();
   readonly activeCalls = new Gauge({
@@ -62,6 +65,42 @@ export class RelayMetrics {
   readonly packetsLate = new Counter({
     name: "earshot_relay_uplink_packets_late_total",
     help: "Uplink RTP packets that arrived after their slot",
+    registers: [this.registry],
+  });
+  readonly uplinkFecRecovered = new Counter({
+    name: "earshot_relay_uplink_fec_recovered_frames_total",
+    help: "Lost uplink frames rebuilt from the next packet's Opus in-band FEC",
+    registers: [this.registry],
+  });
+  readonly uplinkConcealed = new Counter({
+    name: "earshot_relay_uplink_concealed_frames_total",
+    help: "Lost uplink frames synthesised by packet loss concealment",
+    registers: [this.registry],
+  });
+  /** Per call at each stats report (RELAY_STATS_SECONDS): the share of the call's uplink lost so far. */
+  readonly uplinkLoss = new Histogram({
+    name: "earshot_relay_call_uplink_loss_ratio",
+    help: "Per call, at each stats report: uplink packets lost or too late, as a share of those expected",
+    buckets: LOSS_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly jitterBufferDelay = new Histogram({
+    name: "earshot_relay_call_jitter_buffer_delay_seconds",
+    help: "Per call, at each stats report: mean time an uplink packet waited in the jitter buffer",
+    buckets: DELAY_BUCKETS,
+    registers: [this.registry],
+  });
+  /** Per RTCP receiver report from a client (about one a second per call). */
+  readonly downlinkLoss = new Histogram({
+    name: "earshot_relay_downlink_loss_ratio",
+    help: "Downlink loss over each client RTCP receiver report's interval",
+    buckets: LOSS_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly roundTrip = new Histogram({
+    name: "earshot_relay_rtt_seconds",
+    help: "Media round-trip time from each client RTCP receiver report",
+    buckets: DELAY_BUCKETS,
     registers: [this.registry],
   });
   readonly lateFrames = new Counter({
@@ -219,6 +258,12 @@ export class RelayMetrics {
   #rendering: Promise<Buffer> | undefined;
 
   /** `maxAgeMs`: a scrape this soon after the last rendering gets the same text (RELAY_METRICS_MAX_AGE_SECONDS). */
+  /** One client receiver report on a downlink: its loss, and the round trip werift derived (ms). */
+  observeDownlinkReport(fractionLost: number, rttMs: number | undefined): void {
+    this.downlinkLoss.observe(fractionLost);
+    if (rttMs !== undefined) this.roundTrip.observe(rttMs / 1000);
+  }
+
   constructor(options: { maxAgeMs?: number } = {}) {
     this.#maxAgeMs = options.maxAgeMs ?? 0;
     collectDefaultMetrics({ register: this.registry, prefix: "earshot_relay_" });

@@ -173,6 +173,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       bridgeFactory: this.#bridgeFactory,
       pacer: this.pacer,
       encoderGovernor: this.encoderGovernor,
+      networkResilience: this.#config.networkResilience,
       metrics: this.metrics,
       log: this.#log,
       connectTimeoutMs: this.#config.connectTimeoutSeconds * 1000,
@@ -314,6 +315,10 @@ export class Relay extends EventEmitter<RelayEvents> {
       if (call.state !== "connected") continue;
       const stats: CallStats = call.stats();
       jitter += stats.jitter_ms;
+      if (stats.quality) {
+        this.metrics.uplinkLoss.observe(stats.quality.uplink.loss_percent / 100);
+        this.metrics.jitterBufferDelay.observe(stats.quality.uplink.jitter_buffer_ms / 1000);
+      }
       n++;
       this.emit("callEvent", {
         call_id: call.id,

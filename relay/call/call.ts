@@ -5,9 +5,14 @@ import { EventEmitter } from "node:events";
 import { performance } from "node:perf_hooks";
 import {
   RTCPeerConnection,
+  RtcpRrPacket,
+  RtcpSrPacket,
   RtpHeader,
   RtpPacket,
   type MediaStreamTrack,
+  type RtcpPacket,
+  type RTCRemoteInboundRtpStreamStats,
+  type RTCRtpSender,
   type RTCDataChannel,
   type RTCRtpTransceiver,
 } from "werift";
@@ -27,6 +32,7 @@ import type { SidebandSocket } from "../sideband/sideband-socket.ts";
 import { FRAME_MS, RTP_TIMESTAMP_STEP } from "../media/audio-format.ts";
 import type { DownlinkEncoder } from "../media/codec.ts";
 import { Downlink } from "../media/downlink.ts";
+import { LossAdaptiveOpusEncoder } from "../media/loss-adaptive-encoder.ts";
 import type { EncoderGovernor } from "../media/encoder-governor.ts";
 import { G711Decoder, G711Encoder } from "../media/g711.ts";
 import { OpusEncoder, opusUplinkDecoder } from "../media/opus-codec.ts";
@@ -74,6 +80,8 @@ export interface CallOptions {
   pacer: Pacer;
   /** Sets the downlink Opus encoders' complexity from the relay's load. */
   encoderGovernor: EncoderGovernor;
+  /** Adaptive uplink jitter buffer and loss-driven downlink FEC (RELAY_NETWORK_RESILIENCE; default on). */
+  networkResilience?: boolean;
   metrics: RelayMetrics;
   log: Logger;
   connectTimeoutMs: number;
@@ -95,6 +103,8 @@ export interface CallEvents {
   session: [session: SessionConfig];
 }
 
+const round2 = (value: number) => Math.round(value * 100) / 100;
+
 class CallSetupError extends Error {}
 export { CallSetupError };
 
@@ -114,6 +124,12 @@ function opusDownlinkEncoder(governor: EncoderGovernor): [DownlinkEncoder, () =>
   return [{ timestampStep: RTP_TIMESTAMP_STEP, encode: (pcm, out) => encoder.encode(pcm, out) }, release];
 }
 
+/** The same, switching to VOIP mode with in-band FEC while the client reports loss. */
+function lossAdaptiveDownlinkEncoder(governor: EncoderGovernor): [LossAdaptiveOpusEncoder, () => void] {
+  const encoder = new LossAdaptiveOpusEncoder(governor.complexity);
+  return [encoder, governor.register((complexity) => encoder.setComplexity(complexity))];
+}
+
 export class Call extends EventEmitter<CallEvents> {
   readonly id: string;
   readonly createdAt = performance.now();
@@ -130,6 +146,13 @@ export class Call extends EventEmitter<CallEvents> {
   #releaseEncoder = () => {};
   #bridge: CallBridge | undefined;
   #payloadType = 111;
+  #lossAdaptive: LossAdaptiveOpusEncoder | undefined;
+  #downlinkJitterMs = 0;
+  #downlinkFractionLost = 0;
+  #downlinkPacketsLost = 0;
+  #rttMs: number | undefined;
+  /** RTP clock of the negotiated codec, for the RTCP jitter (in its units). */
+  #clockRate = 48_000;
   #offerSdp = "";
   #timers = new Set<NodeJS.Timeout>();
   #disconnectTimer: NodeJS.Timeout | undefined;
@@ -266,13 +289,35 @@ export class Call extends EventEmitter<CallEvents> {
 
   stats(): CallStats {
     const up = this.#uplink?.stats;
-    return {
+    const stats: CallStats = {
       packets_in: up?.packets ?? 0,
       packets_out: this.#packetsOut,
       packets_lost: up?.lost ?? 0,
-      jitter_ms: Math.round((up?.jitterMs ?? 0) * 100) / 100,
+      jitter_ms: round2(up?.jitterMs ?? 0),
       late_frames: up?.late ?? 0,
     };
+    if (this.#rttMs !== undefined) stats.rtt_ms = round2(this.#rttMs);
+    if (up) {
+      const expected = up.packets - up.late + up.lost;
+      const fec = this.#lossAdaptive;
+      stats.quality = {
+        uplink: {
+          loss_percent: expected > 0 ? round2((100 * up.lost) / expected) : 0,
+          fec_recovered_frames: up.recovered,
+          concealed_frames: up.concealed,
+          jitter_buffer_ms: round2(up.jitterBufferMs),
+          jitter_buffer_max_ms: up.reorderDepth * FRAME_MS,
+        },
+        downlink: {
+          loss_percent: round2(this.#downlinkFractionLost * 100),
+          packets_lost: this.#downlinkPacketsLost,
+          jitter_ms: round2(this.#downlinkJitterMs),
+          fec_expected_loss_percent: fec?.expectedLossPercent ?? 0,
+          fec_frames: fec?.fecFrames ?? 0,
+        },
+      };
+    }
+    return stats;
   }
 
   get droppedMessages(): number {
@@ -399,6 +444,30 @@ export class Call extends EventEmitter<CallEvents> {
     }
   }
 
+  /**
+   * The client's RTCP receiver report on the downlink (every 0.5–1.5 s from werift, about 1 s
+   * from browsers): loss and jitter as the client saw them, the round trip werift derived from
+   * it, and the loss the downlink's FEC should plan for. A malformed report changes nothing.
+   */
+  #onReceiverReport(packet: RtcpPacket, sender: RTCRtpSender): void {
+    if (packet.type !== RtcpRrPacket.type && packet.type !== RtcpSrPacket.type) return;
+    const report = (packet as RtcpRrPacket | RtcpSrPacket).reports.find((r) => r.ssrc === sender.ssrc);
+    if (!report || this.#state === "ended") return;
+    this.#downlinkFractionLost = report.fractionLost / 256;
+    this.#downlinkPacketsLost = report.packetsLost;
+    this.#downlinkJitterMs = (report.jitter * 1000) / this.#clockRate;
+    this.#lossAdaptive?.onReceiverReport({
+      fractionLost: this.#downlinkFractionLost,
+      now: performance.now(),
+    });
+    for (const stats of sender.collectStats(0)) {
+      if (stats.type !== "remote-inbound-rtp") continue;
+      const { roundTripTime } = stats as RTCRemoteInboundRtpStreamStats;
+      if (typeof roundTripTime === "number") this.#rttMs = roundTripTime * 1000;
+    }
+    this.#options.metrics.observeDownlinkReport(this.#downlinkFractionLost, this.#rttMs);
+  }
+
   #timer(fn: () => void, ms: number): void {
     const timer = setTimeout(() => {
       this.#timers.delete(timer);
@@ -411,9 +480,13 @@ export class Call extends EventEmitter<CallEvents> {
     const { metrics, pacer } = this.#options;
     const law = mimeType === "audio/pcmu" ? "pcmu" : mimeType === "audio/pcma" ? "pcma" : undefined;
     const decoder = law ? new G711Decoder(law) : opusUplinkDecoder();
+    this.#clockRate = decoder.clockRate;
     let encoder: DownlinkEncoder;
     if (law) encoder = new G711Encoder(law);
-    else [encoder, this.#releaseEncoder] = opusDownlinkEncoder(this.#options.encoderGovernor);
+    else if (this.#options.networkResilience ?? true) {
+      [this.#lossAdaptive, this.#releaseEncoder] = lossAdaptiveDownlinkEncoder(this.#options.encoderGovernor);
+      encoder = this.#lossAdaptive;
+    } else [encoder, this.#releaseEncoder] = opusDownlinkEncoder(this.#options.encoderGovernor);
     const events: EventChannelPort = {
       get open() {
         return channel()?.readyState === "open";
@@ -425,6 +498,13 @@ export class Call extends EventEmitter<CallEvents> {
     };
     const channel = () => this.#channel;
     const sender = transceiver.sender;
+    sender.onRtcp.subscribe((packet) => {
+      try {
+        this.#onReceiverReport(packet, sender);
+      } catch (error) {
+        this.#problems.warn("client RTCP report unreadable", { error: (error as Error).message });
+      }
+    });
     this.#downlink = new Downlink({
       encoder,
       observer: {
@@ -445,6 +525,7 @@ export class Call extends EventEmitter<CallEvents> {
     this.#uplink = new Uplink({
       decoder,
       reorderDepth: REORDER_DEPTH,
+      adaptiveDepth: this.#options.networkResilience ?? true,
       onFrame: (pcm, mediaTimeMs) => {
         metrics.framesUplink.inc();
         this.#bridge?.onUplinkFrame(pcm, mediaTimeMs);
@@ -456,11 +537,14 @@ export class Call extends EventEmitter<CallEvents> {
       if (attached.has(track)) return;
       attached.add(track);
       track.onReceiveRtp.subscribe((rtp) => {
-        const before = uplink.stats.lost;
-        const late = uplink.stats.late;
+        const { lost, late, recovered, concealed } = uplink.stats;
         uplink.receive(rtp.header.sequenceNumber, rtp.header.timestamp, rtp.payload);
-        if (uplink.stats.lost !== before) metrics.packetsLost.inc(uplink.stats.lost - before);
+        if (uplink.stats.lost !== lost) metrics.packetsLost.inc(uplink.stats.lost - lost);
         if (uplink.stats.late !== late) metrics.packetsLate.inc(uplink.stats.late - late);
+        if (uplink.stats.recovered !== recovered)
+          metrics.uplinkFecRecovered.inc(uplink.stats.recovered - recovered);
+        if (uplink.stats.concealed !== concealed)
+          metrics.uplinkConcealed.inc(uplink.stats.concealed - concealed);
         this.#lastRtpAt = performance.now();
         if (!this.#firstAudio) {
           this.#firstAudio = true;

@@ -5,6 +5,7 @@
 import { createRequire } from "node:module";
 import { PCM_SAMPLE_RATE, RTP_CLOCK_RATE } from "./audio-format.ts";
 import type { UplinkDecoder } from "./codec.ts";
+import { opusPacketHasFec } from "./opus-packet.ts";
 
 type Native = typeof import("@discordjs/opus");
 const native = createRequire(import.meta.url)("@discordjs/opus") as Native;
@@ -64,6 +65,11 @@ export class OpusEncoder {
   setComplexity(complexity: number): void {
     this.#native.applyEncoderCTL(OPUS_SET_COMPLEXITY, complexity);
   }
+
+  /** The loss (%) in-band FEC plans for: more loss, more of the bitrate spent on FEC. */
+  setExpectedLoss(percent: number): void {
+    this.#native.applyEncoderCTL(OPUS_SET_PACKET_LOSS_PERC, percent);
+  }
 }
 
 export class OpusDecoder {
@@ -92,6 +98,7 @@ export function opusUplinkDecoder(): UplinkDecoder {
     clockRate: RTP_CLOCK_RATE,
     decode: (payload, out) => decoder.decode(payload, out),
     conceal: (out) => decoder.conceal(out),
-    recover: (next, out) => decoder.recover(next, out),
+    // Without LBRR in the next packet there is nothing to recover: 0, and the uplink conceals.
+    recover: (next, out) => (opusPacketHasFec(next) ? decoder.recover(next, out) : 0),
   };
 }

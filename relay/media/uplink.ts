@@ -4,6 +4,7 @@
 import { performance } from "node:perf_hooks";
 import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "./audio-format.ts";
 import { JitterBuffer } from "./jitter-buffer.ts";
+import { ReorderDepth } from "./reorder-depth.ts";
 import { MAX_FRAME_SAMPLES, type UplinkDecoder } from "./codec.ts";
 
 export interface UplinkStats {
@@ -15,12 +16,18 @@ export interface UplinkStats {
   frames: number;
   /** RFC 3550 interarrival jitter, ms. */
   jitterMs: number;
+  /** Packets the jitter buffer lets arrive past a gap now (× 20 ms: the longest it waits). */
+  reorderDepth: number;
+  /** Mean time a packet waited in the jitter buffer, ms. */
+  jitterBufferMs: number;
 }
 
 export interface UplinkOptions {
   decoder: UplinkDecoder;
-  /** Packets past a gap before it counts as lost. */
+  /** Packets past a gap before it counts as lost (the start, with `adaptiveDepth`). */
   reorderDepth: number;
+  /** Follow the link's jitter (relay/media/reorder-depth.ts) instead of keeping `reorderDepth`. */
+  adaptiveDepth?: boolean;
   /**
    * One 20 ms frame; `mediaTimeMs` is its start on the client's media clock (RTP timestamp, ms
    * from the stream's first packet), concealed frames included.
@@ -39,6 +46,8 @@ export class Uplink {
     recovered: 0,
     frames: 0,
     jitterMs: 0,
+    reorderDepth: 0,
+    jitterBufferMs: 0,
   };
   #decoder: UplinkDecoder;
   #jitter: JitterBuffer;
@@ -60,35 +69,45 @@ export class Uplink {
   #packetMedia = 0;
   #frameMedia = 0;
   #closed = false;
+  #depth: ReorderDepth | undefined;
 
   constructor(options: UplinkOptions) {
     this.#decoder = options.decoder;
     this.#onFrame = options.onFrame;
     this.#observeWork = options.observeWork;
     this.#jitter = new JitterBuffer(options.reorderDepth, (payload, next) => this.#play(payload, next));
+    this.stats.reorderDepth = options.reorderDepth;
+    if (options.adaptiveDepth) this.#depth = new ReorderDepth();
   }
 
   /** One RTP packet as it arrived. */
   receive(sequenceNumber: number, timestamp: number, payload: Uint8Array): void {
     if (this.#closed) return;
     this.stats.packets++;
-    this.#measureJitter(timestamp);
+    const now = performance.now();
+    this.#measureJitter(timestamp, now);
     this.#arriving = payload;
     this.#arrivingTimestamp = timestamp;
-    this.#jitter.push(sequenceNumber, payload);
-    this.#arriving = null;
     const js = this.#jitter.stats;
+    const tooLate = js.tooLate;
+    this.#jitter.push(sequenceNumber, payload, now);
+    this.#arriving = null;
     this.stats.lost = js.lost;
     this.stats.late = js.late;
+    this.stats.jitterBufferMs = js.played > 0 ? js.heldMs / js.played : 0;
+    if (this.#depth) {
+      const depth = this.#depth.update(this.stats.jitterMs, js.tooLate !== tooLate, now);
+      if (depth !== this.#jitter.depth) this.#jitter.depth = this.stats.reorderDepth = depth;
+    }
   }
 
   close(): void {
     this.#closed = true;
   }
 
-  #measureJitter(timestamp: number): void {
+  #measureJitter(timestamp: number, now: number): void {
     const clock = this.#decoder.clockRate;
-    const arrival = (performance.now() * clock) / 1000;
+    const arrival = (now * clock) / 1000;
     const transit = arrival - timestamp;
     if (!Number.isNaN(this.#lastTransit)) {
       let d = Math.abs(transit - this.#lastTransit);

@@ -24,6 +24,7 @@ interface DemoState {
   peakOutputLevel: number;
   events: string[];
   bargeIns: number;
+  quality: { lossPercent: number; rttMs?: number; jitterMs?: number }[];
 }
 
 describe("browser, through the edge and a relay to the built-in agent", { timeout: 120_000 }, () => {
@@ -65,7 +66,7 @@ describe("browser, through the edge and a relay to the built-in agent", { timeou
     rmSync(dir, { recursive: true, force: true });
   });
 
-  it("talks on the demo page, hears the reply, and a barge-in clears it", async () => {
+  it("talks on the demo page, hears the reply, a barge-in clears it, and the call's quality shows live", async () => {
     const page: Page = await browser.newPage();
     const pageErrors: string[] = [];
     page.on("pageerror", (e) => pageErrors.push(e.message));
@@ -103,6 +104,34 @@ describe("browser, through the edge and a relay to the built-in agent", { timeou
     for (const id of ["#t-secret", "#t-answer", "#t-ice", "#t-audio"]) {
       expect(Number(await page.textContent(id))).toBeGreaterThan(0);
     }
+    // The call-quality panel draws live: a few seconds of samples with a round trip, both lines
+    // on the chart (pixels in the loss and RTT colours), the latest figures beside it.
+    await page.waitForFunction(
+      () => {
+        const q = (window as unknown as { earshotDemo: DemoState }).earshotDemo.quality;
+        return q.length >= 3 && q.some((s) => s.rttMs !== undefined);
+      },
+      null,
+      { timeout: 15_000 },
+    );
+    const drawn = await page.evaluate(() => {
+      const canvas = document.querySelector<HTMLCanvasElement>("#quality-chart")!;
+      const pixels = canvas.getContext("2d")!.getImageData(0, 0, canvas.width, canvas.height).data;
+      let loss = 0;
+      let rtt = 0;
+      for (let i = 0; i < pixels.length; i += 4) {
+        const [r, g, b] = [pixels[i]!, pixels[i + 1]!, pixels[i + 2]!];
+        if (r > 150 && g < 100 && b < 100) loss++;
+        if (r < 100 && g < 130 && b > 150) rtt++;
+      }
+      return { loss, rtt };
+    });
+    expect(drawn.loss).toBeGreaterThan(50);
+    expect(drawn.rtt).toBeGreaterThan(50);
+    expect(await page.textContent("#quality-figures")).toMatch(
+      /^loss \d+\.\d % · RTT \d+ ms · jitter \d+ ms$/,
+    );
+    await page.locator("section.quality").screenshot({ path: join(ARTIFACTS, "demo-quality-panel.png") });
     await page.screenshot({ path: join(ARTIFACTS, "demo-page.png"), fullPage: true });
     await page.click("#talk");
     expect(pageErrors).toEqual([]);

@@ -63,6 +63,46 @@ describe("relay events", () => {
     expect(view.timestamps.first_audio).toBeGreaterThan(0);
   });
 
+  it("show the call's media quality each way from the relay's stats, and refuse a malformed one", async () => {
+    const { relayId, callId } = await connectedCall();
+    const stats = {
+      packets_in: 500,
+      packets_out: 480,
+      packets_lost: 25,
+      jitter_ms: 27.1,
+      late_frames: 3,
+      rtt_ms: 84.2,
+      quality: {
+        uplink: {
+          loss_percent: 4.8,
+          fec_recovered_frames: 19,
+          concealed_frames: 6,
+          jitter_buffer_ms: 12.5,
+          jitter_buffer_max_ms: 120,
+        },
+        downlink: {
+          loss_percent: 5.1,
+          packets_lost: 24,
+          jitter_ms: 22,
+          fec_expected_loss_percent: 6,
+          fec_frames: 480,
+        },
+      },
+    };
+    expect((await relayEvent(callId, { type: "stats", relay_id: relayId, at: at(), stats })).status).toBe(
+      204,
+    );
+    expect(await callView(callId)).toMatchObject({ stats });
+    const bad = {
+      ...stats,
+      quality: { ...stats.quality, uplink: { ...stats.quality.uplink, loss_percent: 101 } },
+    };
+    expect(
+      (await relayEvent(callId, { type: "stats", relay_id: relayId, at: at(), stats: bad })).status,
+    ).toBe(400);
+    expect(await callView(callId)).toMatchObject({ stats });
+  });
+
   it("end the call with the relay's reason: ended for a hangup, failed for a failure", async () => {
     const a = await connectedCall();
     await relayEvent(a.callId, { type: "ended", relay_id: a.relayId, at: at(), reason: "client_hangup" });

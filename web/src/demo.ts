@@ -1,5 +1,6 @@
 // The demo page: one button, the conversation, and what the call is doing.
 import { connect, EarshotError, type RealtimeCall, type RealtimeServerEvent } from "./earshot-client.ts";
+import { QualityPanel } from "./quality-panel.ts";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const talk = $<HTMLButtonElement>("talk");
@@ -14,9 +15,17 @@ let call: RealtimeCall | null = null;
 let mic: MediaStream | null = null;
 let audioContext: AudioContext | null = null;
 let meterTimer = 0;
+const quality = new QualityPanel($<HTMLCanvasElement>("quality-chart"), $("quality-figures"));
 
 /** Exposed for the browser tests: the levels the meters show, and the events seen. */
-const demoState = { inputLevel: 0, outputLevel: 0, peakOutputLevel: 0, events: [] as string[], bargeIns: 0 };
+const demoState = {
+  inputLevel: 0,
+  outputLevel: 0,
+  peakOutputLevel: 0,
+  events: [] as string[],
+  bargeIns: 0,
+  quality: quality.samples,
+};
 (window as unknown as { earshotDemo: typeof demoState }).earshotDemo = demoState;
 
 function showError(message: string): void {
@@ -151,6 +160,7 @@ async function start(): Promise<void> {
     showIce();
     call.peerConnection.addEventListener("iceconnectionstatechange", showIce);
     startMeters(mic, call.remoteStream);
+    quality.start(call);
     talk.textContent = "Hang up";
     talk.classList.add("live");
     status.textContent = "Connected: say something";
@@ -171,6 +181,7 @@ async function start(): Promise<void> {
 
 async function stop(): Promise<void> {
   window.clearInterval(meterTimer);
+  quality.stop();
   await call?.hangup();
   call = null;
   mic?.getTracks().forEach((t) => t.stop());

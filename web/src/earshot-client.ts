@@ -48,7 +48,13 @@ export interface RealtimeCall {
   readonly remoteStream: MediaStream;
   readonly peerConnection: RTCPeerConnection;
   send(event: { type: string; [key: string]: unknown }): void;
-  stats(): Promise<{ rttMs?: number; jitterMs?: number; packetsLost?: number; bytesReceived?: number }>;
+  stats(): Promise<{
+    rttMs?: number;
+    jitterMs?: number;
+    packetsLost?: number;
+    packetsReceived?: number;
+    bytesReceived?: number;
+  }>;
   hangup(): Promise<void>;
 }
 
@@ -145,7 +151,13 @@ export async function connect(options: ConnectOptions): Promise<RealtimeCall> {
       else throw new EarshotError("The call's data channel is closed.", 0, "channel_closed");
     },
     async stats() {
-      const out: { rttMs?: number; jitterMs?: number; packetsLost?: number; bytesReceived?: number } = {};
+      const out: {
+        rttMs?: number;
+        jitterMs?: number;
+        packetsLost?: number;
+        packetsReceived?: number;
+        bytesReceived?: number;
+      } = {};
       (await pc.getStats()).forEach((s) => {
         if (s.type === "candidate-pair" && s.nominated && s.currentRoundTripTime !== undefined) {
           out.rttMs = s.currentRoundTripTime * 1000;
@@ -153,6 +165,7 @@ export async function connect(options: ConnectOptions): Promise<RealtimeCall> {
         if (s.type === "inbound-rtp" && s.kind === "audio") {
           out.jitterMs = (s.jitter ?? 0) * 1000;
           out.packetsLost = s.packetsLost;
+          out.packetsReceived = s.packetsReceived;
           out.bytesReceived = s.bytesReceived;
         }
       });
