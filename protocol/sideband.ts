@@ -1,9 +1,10 @@
 // The sideband: an app server's WebSocket attached to a live call (`GET /v1/realtime?call_id=…`,
-// as OpenAI's clients build it). It speaks the Realtime protocol both ways, plus one vendor event,
-// `earshot.call.state`, that tells the server when the caller's connection drops, comes back or
-// ends (OpenAI sends nothing of the kind: openai-agents-js#684). Shared by the edge, which checks
+// as OpenAI's clients build it). It speaks the Realtime protocol both ways, plus vendor events:
+// `earshot.call.state` tells the server when the caller's connection drops, comes back or ends
+// (OpenAI sends nothing of the kind: openai-agents-js#684), `earshot.call.quality` how the
+// caller's link is doing, and `earshot.call.usage` what the call used. Shared by the edge, which checks
 // the request, and the relay, where the sideband terminates in the call's bridge.
-import type { CallUsage, EndReason } from "./relay-api.ts";
+import type { CallStats, CallUsage, EndReason } from "./relay-api.ts";
 
 /**
  * Sidebands one call may have at once: a tool handler and an observer (a logger, a supervisor).
@@ -45,6 +46,18 @@ export interface CallStateEvent {
   /** Why the call ended (`ended` only). */
   reason: EndReason | null;
   message: string | null;
+}
+
+/**
+ * `earshot.call.quality`: the caller's link as the relay measures it (RTT, loss, jitter, concealed
+ * and FEC-recovered frames each way, the jitter buffer's delay), every RELAY_STATS_SECONDS while
+ * the call is connected: the same figures as the call record's `stats`.
+ */
+export interface CallQualityEvent {
+  type: "earshot.call.quality";
+  event_id: string;
+  call_id: string;
+  stats: CallStats;
 }
 
 /** `earshot.call.usage`: what the call used, sent once at its end, just before `ended`. */

@@ -1,7 +1,14 @@
 // The seam between a call's media (relay/call/, relay/media/) and what its audio and events
 // are bridged to: the inference connection in production, simpler bridges in tests.
 // The call owns the PeerConnection and hands the bridge these three ports when media is set up.
-import type { CallUsage, EndReason, LogItem, ModelUsage, ResumeOf } from "../protocol/relay-api.ts";
+import type {
+  CallStats,
+  CallUsage,
+  EndReason,
+  LogItem,
+  ModelUsage,
+  ResumeOf,
+} from "../protocol/relay-api.ts";
 import type { CallState } from "../protocol/sideband.ts";
 import type { SessionConfig } from "../protocol/session.ts";
 import type { Logger } from "./log.ts";
@@ -105,6 +112,8 @@ export interface CallBridge {
   modelUsage?(): { turns: number; model: ModelUsage; bargeIns?: number };
   /** The caller's link changed (for the sidebands' `earshot.call.state`). */
   onCallState?(change: CallStateChange): void;
+  /** The call's periodic link figures (for the sidebands' `earshot.call.quality`). */
+  onCallStats?(stats: CallStats): void;
   /** Safe to call twice. */
   close(): void;
 }

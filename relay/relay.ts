@@ -314,6 +314,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     for (const call of this.calls.values()) {
       if (call.state !== "connected") continue;
       const stats: CallStats = call.stats();
+      call.shareStats(stats);
       jitter += stats.jitter_ms;
       if (stats.quality) {
         this.metrics.uplinkLoss.observe(stats.quality.uplink.loss_percent / 100);

@@ -436,6 +436,15 @@ export class Call extends EventEmitter<CallEvents> {
     this.#linkWatch.unref();
   }
 
+  /** Hands the call's periodic figures (Relay's stats tick) to the bridge, for its sidebands. */
+  shareStats(stats: CallStats): void {
+    try {
+      this.#bridge?.onCallStats?.(stats);
+    } catch (error) {
+      this.#log.warn({ err: error }, "bridge onCallStats failed");
+    }
+  }
+
   #tellBridge(change: CallStateChange): void {
     try {
       this.#bridge?.onCallState?.(change);

@@ -50,7 +50,7 @@ import { SidebandHub } from "../sideband/sideband-hub.ts";
 import { UsageTally } from "./usage-tally.ts";
 import { ConversationRecorder } from "./conversation-recorder.ts";
 import { type ReplayPlan, planReplay, withModalities } from "./conversation-replay.ts";
-import type { ModelUsage } from "../../protocol/relay-api.ts";
+import type { CallStats, ModelUsage } from "../../protocol/relay-api.ts";
 import { UpstreamConnection, type UpstreamFailure } from "./upstream-connection.ts";
 
 /** Uplink frames per input_audio_buffer.append: 2 × 20 ms. */
@@ -341,6 +341,10 @@ export class InferenceBridge implements CallBridge {
 
   onCallState(change: CallStateChange): void {
     if (!this.#closed) this.#sidebands.callState(change);
+  }
+
+  onCallStats(stats: CallStats): void {
+    if (!this.#closed) this.#sidebands.callStats(stats);
   }
 
   #onClientText(text: string, replies: ErrorReplyBudget, reply: (error: ServerEvent) => void): void {

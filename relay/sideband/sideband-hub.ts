@@ -1,10 +1,12 @@
 // A call's sidebands, as its bridge keeps them: every server event the data channel gets goes to
 // each of them too (the bridge never hands audio deltas to anyone but the downlink), and each
-// hears `earshot.call.state` when the caller's link changes. A sideband that attaches late gets
+// hears `earshot.call.state` when the caller's link changes and `earshot.call.quality` with the
+// relay's periodic link figures. A sideband that attaches late gets
 // the session as it stands (the last session.created or session.updated) and the call's state,
 // so it never has to guess what it missed.
 import { newId } from "../../protocol/realtime.ts";
-import type { CallState, CallStateEvent, CallUsageEvent } from "../../protocol/sideband.ts";
+import type { CallStats } from "../../protocol/relay-api.ts";
+import type { CallQualityEvent, CallState, CallStateEvent, CallUsageEvent } from "../../protocol/sideband.ts";
 import type { CallStateChange, SidebandHandle, SidebandPort } from "../bridge.ts";
 
 export class SidebandHub {
@@ -38,6 +40,19 @@ export class SidebandHub {
   /** A server event's JSON, as it goes down the data channel. */
   broadcast(text: string, type: string): void {
     if (type === "session.created" || type === "session.updated") this.#session = text;
+    for (const port of this.#ports) port.send(text);
+  }
+
+  /** The call's link figures, as the edge gets them; nothing is built when no sideband listens. */
+  callStats(stats: CallStats): void {
+    if (this.#ports.size === 0) return;
+    const event: CallQualityEvent = {
+      type: "earshot.call.quality",
+      event_id: newId("event"),
+      call_id: this.#callId,
+      stats,
+    };
+    const text = JSON.stringify(event);
     for (const port of this.#ports) port.send(text);
   }
 

@@ -23,7 +23,8 @@ beforeAll(async () => {
   const inference = { ...testConfig({ INFERENCE_URL: model.url }).inference, retryBaseMs: 20, maxRetries: 1 };
   relay = await startRelay({
     bridgeFactory: (ctx) => new InferenceBridge(ctx, { config: inference }),
-    env: { RELAY_VAD: "off" },
+    // Stats (and with them the sidebands' earshot.call.quality) five times a second.
+    env: { RELAY_VAD: "off", RELAY_STATS_SECONDS: "0.2" },
   });
 });
 afterAll(async () => {
@@ -317,6 +318,33 @@ describe("sideband at the relay", () => {
     expect(up).toMatchObject({ reason: null, call_id: client.callId });
     expect(relay.calls.get(client.callId)?.state).toBe("connected");
   }, 30_000);
+
+  it("hears the caller's link figures (earshot.call.quality) while the call is connected", async () => {
+    const client = await liveCall();
+    const sideband = await attach(client.callId);
+    await sideband.opened;
+    await client.say(sine(300, 400));
+    const quality = await sideband.waitFor(
+      "earshot.call.quality",
+      (e) => ((e.stats as { packets_in: number }).packets_in ?? 0) >= 15,
+      5000,
+    );
+    // The figures the edge's call record gets: the caller's 400 ms arrived whole on loopback.
+    expect(quality).toMatchObject({
+      call_id: client.callId,
+      stats: {
+        packets_lost: 0,
+        quality: {
+          uplink: { loss_percent: 0, concealed_frames: 0 },
+          downlink: { loss_percent: expect.any(Number) },
+        },
+      },
+    });
+    await relay.calls.get(client.callId)!.end("hangup");
+    await sideband.waitFor("earshot.call.state", (e) => e.state === "ended");
+    // None after the end.
+    expect(sideband.events.at(-1)?.type).toBe("earshot.call.state");
+  });
 
   it("closes a sideband that stops reading (1008) without holding up the call's audio or the other sideband", async () => {
     const client = await liveCall();
