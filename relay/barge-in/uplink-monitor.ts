@@ -1,7 +1,5 @@
 // The relay's own look at a call's uplink: echo suppression (always, while assistant audio can
 // echo) and the barge-in VAD (only while the assistant speaks, the only time it can matter).
-// Silero runs only on chunks that hold audible sound the echo guard does not explain: quiet and
-// echo-only chunks (most of them while the user listens) are "not the user" without it.
 // Silero VAD is the detector; an energy threshold is the documented fallback (RELAY_VAD=energy)
 // for hosts where onnxruntime cannot load.
 //
@@ -39,8 +37,6 @@ const ENERGY_ONSET_FRAMES = 3;
 const ITEMS_TRACKED = 4;
 /** About -50 dBFS: quieter frames cannot be the user barging in. */
 const USER_FLOOR = 100;
-/** One 20 ms frame at Silero's rate. */
-const QUIET_SAMPLES = (FRAME_SAMPLES * SILERO_SAMPLE_RATE) / PCM_SAMPLE_RATE;
 
 /**
  * The 20 ms levels of one item not yet read back, as a growable ring: levels are pushed as the
@@ -322,12 +318,9 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     // Silence is not the user either: only audible frames the echo does not explain count.
     this.#chunkHasUser ||= isUserDecision(this.#guard.lastDecision) && amplitude > USER_FLOOR;
     this.#chunkAudible ||= amplitude > USER_FLOOR;
-    // A quiet frame goes into the chunk as zeros, not resampled: to Silero it is silence
-    // either way, and most frames are quiet while the user listens.
-    const quiet = amplitude <= USER_FLOOR;
-    const n = quiet ? QUIET_SAMPLES : this.#resampler.process(pcm, this.#resampled);
+    const n = this.#resampler.process(pcm, this.#resampled);
     for (let i = 0; i < n; i++) {
-      this.#chunk[this.#chunkLength++] = quiet ? 0 : this.#resampled[i]! / 32768;
+      this.#chunk[this.#chunkLength++] = this.#resampled[i]! / 32768;
       if (this.#chunkLength === SILERO_CHUNK) {
         this.#chunkLength = 0;
         this.#submit();
@@ -342,10 +335,7 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     if (reference > 0 && !Number.isNaN(slot)) this.#guard.reference(slot, reference);
   }
 
-  /**
-   * Judges the completed chunk: Silero on chunks that may be the user (one inference in flight,
-   * the newest chunk waits), "not the user" at once for the rest.
-   */
+  /** Runs Silero on the completed chunk; one inference in flight, the newest chunk waits. */
   #submit(): void {
     const hasUser = this.#chunkHasUser || (this.#speaking && this.#chunkAudible);
     this.#chunkHasUser = false;
@@ -362,23 +352,15 @@ export class RelayUplinkMonitor implements UplinkMonitor {
   }
 
   #run(chunk: Float32Array, hasUser: boolean): void {
-    const detector = this.#detector!;
-    if (!hasUser) {
-      // Quiet, or only the assistant's echo: the verdict is "not the user" whatever Silero
-      // says, so Silero is not asked (most chunks while the assistant talks and the user
-      // listens). It resumes as after silence.
-      detector.skipSilence();
-      this.#vadResult(false, 32, ONSET_CHUNKS);
-      return;
-    }
     this.#running = true;
+    const detector = this.#detector!;
     detector.probability(chunk).then(
       (p) => {
         this.#running = false;
         if (this.#closed) return;
         this.#vadSeconds?.observe(detector.lastRunMs / 1000);
         if (!this.#active) return;
-        this.#vadResult(p >= SPEECH_PROBABILITY, 32, ONSET_CHUNKS);
+        this.#vadResult(p >= SPEECH_PROBABILITY && hasUser, 32, ONSET_CHUNKS);
         if (this.#active && this.#pendingReady) {
           this.#pendingReady = false;
           this.#chunk.set(this.#pending);
