@@ -20,6 +20,7 @@ import {
   waitForRelayAtEdge,
   type RelayProcess,
 } from "../test/support/relays.ts";
+import { isKeepalive, lastSoundAt } from "../test/support/audio.ts";
 import { ScriptedModel } from "../test/support/scripted-model.ts";
 import { TEST_SECRET } from "../test/support/relay-api.ts";
 import { waitFor, waitUntil } from "../test/support/loopback.ts";
@@ -135,8 +136,13 @@ async function measureResume(model: ScriptedModel, runs: number) {
       const event = await resumed.waitEvent("earshot.call.resumed", () => true, 10_000);
       samples.resumed.push(event.at - killedAt);
       send(resumed, { type: "response.create" });
-      await waitFor(() => resumed.received.length > 0, 10_000, "the reply's audio on the new relay");
-      samples.audio.push(resumed.received[0]!.at - killedAt);
+      // The reply's first packet (not the new relay's idle keepalive before it).
+      await waitFor(
+        () => resumed.received.some((p) => !isKeepalive(p)),
+        10_000,
+        "the reply's audio on the new relay",
+      );
+      samples.audio.push(resumed.received.find((p) => !isKeepalive(p))!.at - killedAt);
       await fetch(`${edge.url}/v1/realtime/calls/${callId}`, { method: "DELETE", headers: auth });
       await Promise.all([caller.close(), resumed.close()]);
       relays.splice(relays.indexOf(serving), 1);
@@ -176,7 +182,7 @@ async function measureRollover(model: ScriptedModel, replies: number) {
         10_000,
         "a reply",
       );
-      await waitFor(() => performance.now() - (client.received.at(-1)?.at ?? 0) > 1000, 10_000, "playout");
+      await waitFor(() => performance.now() - lastSoundAt(client.received) > 1000, 10_000, "playout");
     }
     let missing = 0;
     let gaps = 0;
@@ -187,6 +193,8 @@ async function measureRollover(model: ScriptedModel, replies: number) {
       if (spurts > 0) missing += Math.max(0, FRAMES_PER_REPLY - frames);
     };
     for (const [n, packet] of client.received.entries()) {
+      // The idle keepalive between replies is no reply's frame; the reply after it has the marker.
+      if (isKeepalive(packet)) continue;
       const previous = client.received[n - 1];
       if (!previous || packet.marker) {
         count();
