@@ -56,6 +56,8 @@ for (let round = 0; round < ROUNDS; round++) {
   }
 }
 for (const run of runs)
-  console.log(`${run.build}: ${CALLS} idle calls, ${run.perCallMsPerS.toFixed(3)} ms relay CPU per call per second`);
+  console.log(
+    `${run.build}: ${CALLS} idle calls, ${run.perCallMsPerS.toFixed(3)} ms relay CPU per call per second`,
+  );
 console.log(`load average ${loadAverage()}`);
 process.exit(0); // werift clients keep handles open

@@ -193,10 +193,12 @@ async function replyIntoRoom(): Promise<{ client: TestPeer; events: Event[]; roo
 /** Decodes each received packet of audio (not the idle keepalive) in order, with its arrival time. */
 function decodePackets(client: TestPeer): { at: number; pcm: Int16Array }[] {
   const decoder = new opus.OpusEncoder(24_000, 1);
-  return client.received.filter((p) => !isKeepalive(p)).map((p) => {
-    const pcm = decoder.decode(p.payload);
-    return { at: p.at, pcm: new Int16Array(pcm.buffer, pcm.byteOffset, pcm.length / 2) };
-  });
+  return client.received
+    .filter((p) => !isKeepalive(p))
+    .map((p) => {
+      const pcm = decoder.decode(p.payload);
+      return { at: p.at, pcm: new Int16Array(pcm.buffer, pcm.byteOffset, pcm.length / 2) };
+    });
 }
 
 describe("a call through the relay to the built-in agent", () => {

@@ -92,17 +92,22 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function callRecord(callId: string): Promise<{ state: string; relay: { id: string }; relays: { id: string }[] }> {
+async function callRecord(
+  callId: string,
+): Promise<{ state: string; relay: { id: string }; relays: { id: string }[] }> {
   const response = await fetch(`${edge.url}/v1/realtime/calls/${callId}`, {
     headers: { authorization: `Bearer ${edge.apiKey}` },
   });
   return (await response.json()) as { state: string; relay: { id: string }; relays: { id: string }[] };
 }
 
-const pageState = (page: Page) =>
-  page.evaluate(() => (window as unknown as { earshot: PageState }).earshot);
+const pageState = (page: Page) => page.evaluate(() => (window as unknown as { earshot: PageState }).earshot);
 
-async function waitForPage(page: Page, what: string, probe: (state: PageState) => boolean): Promise<PageState> {
+async function waitForPage(
+  page: Page,
+  what: string,
+  probe: (state: PageState) => boolean,
+): Promise<PageState> {
   return waitUntil(
     what,
     async () => {
@@ -129,8 +134,9 @@ it("resumes on the other relay by itself when its relay is killed, and the page 
   // to the remote track with an analyser (re-attached to the new relay's track on a resume).
   await page.evaluate(
     async ({ baseUrl, clientSecret }) => {
-      const connect = (window as unknown as { earshotConnect: typeof import("../../web/src/earshot-client.ts").connect })
-        .earshotConnect;
+      const connect = (
+        window as unknown as { earshotConnect: typeof import("../../web/src/earshot-client.ts").connect }
+      ).earshotConnect;
       const state: PageState = { events: [], heard: [], callId: null };
       (window as unknown as { earshot: PageState }).earshot = state;
       const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
@@ -180,7 +186,9 @@ it("resumes on the other relay by itself when its relay is killed, and the page 
   const first = await waitForPage(page, "the first reply", (s) => s.heard.length > 0);
   const callId = first.callId!;
   expect(Math.abs(first.heard[0]!.hz - 660)).toBeLessThan(40);
-  await waitForPage(page, "the first reply's end", (s) => s.events.some((e) => e.type === "output_audio_buffer.stopped"));
+  await waitForPage(page, "the first reply's end", (s) =>
+    s.events.some((e) => e.type === "output_audio_buffer.stopped"),
+  );
   // The edge's log holds the turn before the relay dies (the relay reports every 500 ms).
   await waitUntil(
     "the reply in the edge's log",

@@ -254,7 +254,13 @@ export async function connect(options: ConnectOptions): Promise<RealtimeCall> {
     emit({ type: "earshot.relay_lost", reason, silent_ms: Math.round(silentMs) });
     emit({ type: "earshot.connection", state: "resuming" });
     if (++unheardResumes > MAX_UNHEARD_RESUMES) {
-      fail(new EarshotError("The call's relay was lost and resuming did not bring audio back.", 0, "resume_failed"));
+      fail(
+        new EarshotError(
+          "The call's relay was lost and resuming did not bring audio back.",
+          0,
+          "resume_failed",
+        ),
+      );
       return;
     }
     closePeer(peer);

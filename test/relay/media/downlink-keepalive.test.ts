@@ -71,7 +71,9 @@ it("keeps a held or G.711 downlink alive too, with a frame that decodes to silen
   });
   downlink.hold(true);
   for (let tick = 0; tick < Downlink.KEEPALIVE_TICKS * 4; tick++) downlink.tick(tick);
-  expect(sent.map((p) => p.timestamp)).toEqual([1, 2, 3, 4].map((n) => (n * Downlink.KEEPALIVE_TICKS - 1) * 160));
+  expect(sent.map((p) => p.timestamp)).toEqual(
+    [1, 2, 3, 4].map((n) => (n * Downlink.KEEPALIVE_TICKS - 1) * 160),
+  );
   // µ-law 0xff is zero.
   expect(sent.every((p) => p.payload.length === 160 && p.payload.every((b) => b === 0xff))).toBe(true);
   expect(sent.every((p) => !p.marker)).toBe(true);
