@@ -225,12 +225,15 @@ export async function connect(options: ConnectOptions): Promise<RealtimeCall> {
   }
 
   async function checkLiveness(): Promise<void> {
-    const receiver = peer.pc.getReceivers().find((r) => r.track.kind === "audio");
+    const watched = peer;
+    const receiver = watched.pc.getReceivers().find((r) => r.track.kind === "audio");
     if (!receiver || resuming || closed) return;
     let count = packetsReceived;
     (await receiver.getStats()).forEach((s) => {
       if (s.type === "inbound-rtp") count = s.packetsReceived ?? count;
     });
+    // A resume may have started (and replaced the peer) while the stats were on their way.
+    if (watched !== peer || resuming || closed) return;
     const now = performance.now();
     if (count !== packetsReceived) {
       if (packetsReceived === 0) unheardResumes = 0;
