@@ -1,12 +1,14 @@
 // What a user notices when a call outlives its relay or its model session (issue 18), on
 // loopback with real processes: `wrangler dev` for the edge, relay processes, a werift caller,
 // and a scripted model (test/support/scripted-model.ts) in this process.
-//   resume: per run, a call through the edge has one turn; its relay gets SIGKILL; the caller at
-//     once offers on POST /v1/realtime/calls/{id}/resume (the client's loss detection is NOT
-//     in this figure: see bench/README.md), and on `earshot.call.resumed` asks for a reply.
-//     Measured from the kill: the resume's 201, ICE+DTLS connected, the resumed event, and the
-//     first packet of the assistant's audio from the new relay (the silence the user hears,
-//     detection aside). A fresh relay replaces the killed one before the next run.
+//   resume: per run, a call through the edge has one turn and falls idle (only the relay's
+//     keepalive flows); its relay gets SIGKILL; the caller notices as the client library does
+//     (web/src/earshot-client.ts: no packet for LOST_AFTER_MS, looked at every
+//     LIVENESS_POLL_MS), offers on POST /v1/realtime/calls/{id}/resume, and on
+//     `earshot.call.resumed` asks for a reply. Measured from the kill: the loss noticed, the
+//     resume's 201, ICE+DTLS connected, the resumed event, and the first packet of the
+//     assistant's audio from the new relay (the silence the user hears, detection included).
+//     A fresh relay replaces the killed one before the next run.
 //   rollover: one call on a relay with RELAY_MODEL_SESSION_MAX_SECONDS=2 asks for replies back
 //     to back (1.2 s each, 1 s apart); every rollover falls between them. Every reply must
 //     arrive whole: missing frames are the frames of a reply not heard (60 a reply), plus RTP
@@ -20,6 +22,7 @@ import {
   waitForRelayAtEdge,
   type RelayProcess,
 } from "../test/support/relays.ts";
+import { isKeepalive, lastSoundAt } from "../test/support/audio.ts";
 import { ScriptedModel } from "../test/support/scripted-model.ts";
 import { TEST_SECRET } from "../test/support/relay-api.ts";
 import { waitFor, waitUntil } from "../test/support/loopback.ts";
@@ -27,10 +30,12 @@ import { summarize, table, type Summary } from "./lib/stats.ts";
 
 export interface ContinuityResult {
   runs: number;
+  /** From the kill to the caller noticing, by the client library's rule. */
+  killToDetectedMs: Summary;
   killToAnswerMs: Summary;
   killToConnectedMs: Summary;
   killToResumedEventMs: Summary;
-  /** From the kill to the first packet of the assistant's reply on the new relay. */
+  /** From the kill to the first packet of the assistant's reply on the new relay, detection included. */
   killToAudioMs: Summary;
   replies: number;
   rollovers: number;
@@ -58,6 +63,18 @@ export async function runContinuity(
 
 const send = (client: EventClient, event: object) => client.channel.send(JSON.stringify(event));
 
+/** The client library's loss detection (web/src/earshot-client.ts), with its defaults. */
+const LOST_AFTER_MS = 1000;
+const LIVENESS_POLL_MS = 200;
+
+/** Resolves when `client` has heard no packet (keepalives included) for LOST_AFTER_MS. */
+async function noticeLoss(client: EventClient): Promise<void> {
+  for (;;) {
+    await new Promise((r) => setTimeout(r, LIVENESS_POLL_MS));
+    if (performance.now() - (client.received.at(-1)?.at ?? 0) > LOST_AFTER_MS) return;
+  }
+}
+
 async function measureResume(model: ScriptedModel, runs: number) {
   const edge = await startEdge();
   const relays: RelayProcess[] = [];
@@ -71,6 +88,7 @@ async function measureResume(model: ScriptedModel, runs: number) {
     relays.push(relay);
   };
   const samples = {
+    detected: [] as number[],
     answer: [] as number[],
     connected: [] as number[],
     resumed: [] as number[],
@@ -117,10 +135,14 @@ async function measureResume(model: ScriptedModel, runs: number) {
         relay: { id: string };
       };
       const serving = relays.find((r) => r.id === view.relay.id)!;
-      const resumed = new EventClient();
-      const offer = await resumed.offer();
+      // The reply has played out: the call is idle, as most calls are when a relay dies.
+      await waitFor(() => performance.now() - lastSoundAt(caller.received) > 500, 10_000, "playout");
       const killedAt = performance.now();
       await serving.stop("SIGKILL");
+      await noticeLoss(caller);
+      samples.detected.push(performance.now() - killedAt);
+      const resumed = new EventClient();
+      const offer = await resumed.offer();
       const response = await fetch(`${edge.url}/v1/realtime/calls/${callId}/resume`, {
         method: "POST",
         headers: { ...auth, "content-type": "application/sdp" },
@@ -135,8 +157,13 @@ async function measureResume(model: ScriptedModel, runs: number) {
       const event = await resumed.waitEvent("earshot.call.resumed", () => true, 10_000);
       samples.resumed.push(event.at - killedAt);
       send(resumed, { type: "response.create" });
-      await waitFor(() => resumed.received.length > 0, 10_000, "the reply's audio on the new relay");
-      samples.audio.push(resumed.received[0]!.at - killedAt);
+      // The reply's first packet (not the new relay's idle keepalive before it).
+      await waitFor(
+        () => resumed.received.some((p) => !isKeepalive(p)),
+        10_000,
+        "the reply's audio on the new relay",
+      );
+      samples.audio.push(resumed.received.find((p) => !isKeepalive(p))!.at - killedAt);
       await fetch(`${edge.url}/v1/realtime/calls/${callId}`, { method: "DELETE", headers: auth });
       await Promise.all([caller.close(), resumed.close()]);
       relays.splice(relays.indexOf(serving), 1);
@@ -148,6 +175,7 @@ async function measureResume(model: ScriptedModel, runs: number) {
   }
   return {
     runs,
+    killToDetectedMs: summarize(samples.detected),
     killToAnswerMs: summarize(samples.answer),
     killToConnectedMs: summarize(samples.connected),
     killToResumedEventMs: summarize(samples.resumed),
@@ -176,7 +204,7 @@ async function measureRollover(model: ScriptedModel, replies: number) {
         10_000,
         "a reply",
       );
-      await waitFor(() => performance.now() - (client.received.at(-1)?.at ?? 0) > 1000, 10_000, "playout");
+      await waitFor(() => performance.now() - lastSoundAt(client.received) > 1000, 10_000, "playout");
     }
     let missing = 0;
     let gaps = 0;
@@ -187,6 +215,8 @@ async function measureRollover(model: ScriptedModel, replies: number) {
       if (spurts > 0) missing += Math.max(0, FRAMES_PER_REPLY - frames);
     };
     for (const [n, packet] of client.received.entries()) {
+      // The idle keepalive between replies is no reply's frame; the reply after it has the marker.
+      if (isKeepalive(packet)) continue;
       const previous = client.received[n - 1];
       if (!previous || packet.marker) {
         count();
@@ -217,10 +247,11 @@ export function continuityTable(r: ContinuityResult): string {
   const row = (name: string, s: Summary, goal = "") => [name, `${s.p50} / ${s.p95} / ${s.max}`, goal];
   return table([
     ["continuity (loopback)", "p50 / p95 / max ms", "goal"],
-    row(`kill → resume answered (${r.runs} runs)`, r.killToAnswerMs),
+    row(`kill → loss noticed, as the client library does (${r.runs} runs)`, r.killToDetectedMs),
+    row("kill → resume answered", r.killToAnswerMs),
     row("kill → ICE+DTLS connected on the new relay", r.killToConnectedMs),
     row("kill → earshot.call.resumed", r.killToResumedEventMs),
-    row("kill → assistant audio (detection excluded)", r.killToAudioMs, "p95 < 1500 with detection"),
+    row("kill → assistant audio (detection included)", r.killToAudioMs, "p95 < 1500"),
     [`rollover: missing frames (${r.rollovers} rollovers, ${r.replies} replies)`, `${r.missingFrames}`, "0"],
     [
       "rollover: RTP sequence gaps / widest gap in a reply ms",

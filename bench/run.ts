@@ -233,7 +233,7 @@ const summary = table([
     "< 1000, none lost",
   ],
   [
-    `continuity: relay SIGKILL → assistant audio on the next relay p50/p95 ms (${continuity.runs} runs, client detection excluded)`,
+    `continuity: relay SIGKILL → assistant audio on the next relay p50/p95 ms (${continuity.runs} runs, client detection included)`,
     `${continuity.killToAudioMs.p50} / ${continuity.killToAudioMs.p95}`,
     "p95 < 1500 with detection",
   ],

@@ -3,7 +3,7 @@
 // Sending reuses pre-encoded Opus packets so the load generator spends its CPU on WebRTC, not
 // on encoding; receiving counts packets and sequence gaps (loss) without decoding.
 import { performance } from "node:perf_hooks";
-import { opus } from "../../test/support/audio.ts";
+import { isKeepalive, opus } from "../../test/support/audio.ts";
 import { TestPeer } from "../../test/support/peer.ts";
 import { bootIdOf, postCall, postEdgeCall, ticketFor } from "../../test/support/relay-api.ts";
 
@@ -72,11 +72,14 @@ export class BenchClient {
     });
     this.peer.transceiver.onTrack.subscribe((track) => {
       track.onReceiveRtp.subscribe((rtp) => {
-        const now = performance.now();
-        this.times.firstAudio ??= now;
-        this.lastPacketAt = now;
-        this.packetsIn++;
         const seq = rtp.header.sequenceNumber;
+        // The relay's idle keepalive is not audio: it counts for the sequence only.
+        if (!isKeepalive(rtp)) {
+          const now = performance.now();
+          this.times.firstAudio ??= now;
+          this.lastPacketAt = now;
+          this.packetsIn++;
+        }
         if (this.#lastSeq >= 0) {
           const step = (seq - this.#lastSeq) & 0xffff;
           if (step > 1 && step < 0x8000) this.gaps += step - 1;

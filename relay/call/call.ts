@@ -35,7 +35,7 @@ import { Downlink } from "../media/downlink.ts";
 import { LossAdaptiveOpusEncoder } from "../media/loss-adaptive-encoder.ts";
 import type { EncoderGovernor } from "../media/encoder-governor.ts";
 import { G711Decoder, G711Encoder } from "../media/g711.ts";
-import { OpusEncoder, opusUplinkDecoder } from "../media/opus-codec.ts";
+import { OPUS_SILENCE_FRAME, OpusEncoder, opusUplinkDecoder } from "../media/opus-codec.ts";
 import type { Pacer } from "../media/pacer.ts";
 import { Uplink } from "../media/uplink.ts";
 import type { RelayMetrics } from "../metrics.ts";
@@ -121,7 +121,12 @@ function opusDownlinkEncoder(governor: EncoderGovernor): [DownlinkEncoder, () =>
     bitrate: 32_000,
   });
   const release = governor.register((complexity) => encoder.setComplexity(complexity));
-  return [{ timestampStep: RTP_TIMESTAMP_STEP, encode: (pcm, out) => encoder.encode(pcm, out) }, release];
+  const downlinkEncoder: DownlinkEncoder = {
+    timestampStep: RTP_TIMESTAMP_STEP,
+    encode: (pcm, out) => encoder.encode(pcm, out),
+    silenceFrame: OPUS_SILENCE_FRAME,
+  };
+  return [downlinkEncoder, release];
 }
 
 /** The same, switching to VOIP mode with in-band FEC while the client reports loss. */

@@ -21,4 +21,9 @@ export interface DownlinkEncoder {
   /** RTP timestamp units per 20 ms frame (960 for Opus, 160 for G.711). */
   readonly timestampStep: number;
   encode(pcm: Int16Array, out: Uint8Array): number;
+  /**
+   * One encoded 20 ms frame that decodes to silence, built once: what the downlink sends every
+   * few hundred ms while it has nothing to play. Without it the downlink is quiet when idle.
+   */
+  readonly silenceFrame?: Uint8Array;
 }

@@ -1,8 +1,11 @@
 // Downlink: 24 kHz PCM16 per response item → a queue → one 20 ms frame per pacer tick →
 // encode → RTP. The ledger records what was generated (push) and what reached the wire (tick),
-// which is what barge-in truncates to. When the queue is empty nothing is sent: the receiver's
-// jitter buffer conceals the gap and the RTP timestamp keeps counting wall time, so the first
-// packet after silence carries the marker bit and the right timestamp (RFC 3551 §4.1).
+// which is what barge-in truncates to. When the queue is empty (or playout is held) the downlink
+// sends, as Opus DTX does, one pre-built silence frame every KEEPALIVE_TICKS instead of a packet
+// a tick: the receiver's jitter buffer conceals the gaps, and a client that hears nothing for
+// well over that interval knows the relay is gone (issue 18). The RTP timestamp keeps counting
+// wall time throughout, so the first packet of speech after silence carries the marker bit and
+// the right timestamp (RFC 3551 §4.1).
 import { performance } from "node:perf_hooks";
 import { FRAME_MS, FRAME_SAMPLES, samplesToMs } from "./audio-format.ts";
 import type { DownlinkEncoder } from "./codec.ts";
@@ -54,6 +57,8 @@ export interface PlayoutObserver {
 
 export interface DownlinkStats {
   framesSent: number;
+  /** Silence frames sent while idle, so the client can tell an idle relay from a lost one. */
+  keepalivesSent: number;
   /** Samples refused because the queue was full. */
   overflowSamples: number;
 }
@@ -82,7 +87,12 @@ export class Downlink implements DownlinkPort, PacedStream {
   /** Ticks to wait for the rest of a partial frame before padding it with silence. */
   static readonly PARTIAL_FRAME_WAIT_TICKS = 2;
   readonly ledger = new PlayoutLedger();
-  readonly stats: DownlinkStats = { framesSent: 0, overflowSamples: 0 };
+  /**
+   * Idle ticks between silence frames: 300 ms, inside the 400 ms a client may count on, and
+   * under Opus DTX's own 400 ms so receivers treat the stream as they would DTX.
+   */
+  static readonly KEEPALIVE_TICKS = 15;
+  readonly stats: DownlinkStats = { framesSent: 0, keepalivesSent: 0, overflowSamples: 0 };
   #encoder: DownlinkEncoder;
   #send: RtpSend;
   #observer: PlayoutObserver;
@@ -99,6 +109,8 @@ export class Downlink implements DownlinkPort, PacedStream {
   #playing: string | null = null;
   #silent = true;
   #partialWait = 0;
+  /** Ticks since a packet last went out; a silence frame goes when it reaches KEEPALIVE_TICKS. */
+  #idleTicks = 0;
   #held = false;
   #closed = false;
 
@@ -155,20 +167,22 @@ export class Downlink implements DownlinkPort, PacedStream {
     if (this.#held) {
       // The first packet after the hold carries the marker, as after any silence.
       this.#silent = true;
+      this.#idle(index);
       return;
     }
     const head = this.#queue[0];
     if (!head || !this.#frameReady(head)) {
       if (this.#playing !== null) this.#stop();
       this.#silent = true;
+      this.#idle(index);
       return;
     }
+    this.#idleTicks = 0;
     const start = performance.now();
     const { itemId, contentIndex } = head;
     const samples = this.#fillFrame(itemId);
     const bytes = this.#encoder.encode(this.#frame, this.#packet);
-    const timestamp =
-      (this.#timestampOrigin + (index - this.#firstIndex) * this.#encoder.timestampStep) >>> 0;
+    const timestamp = this.#timestamp(index);
     const marker = this.#silent;
     this.#silent = false;
     this.#sequence = (this.#sequence + 1) & 0xffff;
@@ -194,6 +208,23 @@ export class Downlink implements DownlinkPort, PacedStream {
     this.flush();
     this.#closed = true;
     this.#playing = null;
+  }
+
+  /**
+   * A tick with nothing to play: every KEEPALIVE_TICKS, the encoder's pre-built silence frame
+   * (no encode, not in the ledger, no marker: the talkspurt's first real frame keeps it).
+   */
+  #idle(index: number): void {
+    const silence = this.#encoder.silenceFrame;
+    if (!silence || ++this.#idleTicks < Downlink.KEEPALIVE_TICKS) return;
+    this.#idleTicks = 0;
+    this.#sequence = (this.#sequence + 1) & 0xffff;
+    this.#send(Buffer.from(silence), this.#sequence, this.#timestamp(index), false);
+    this.stats.keepalivesSent++;
+  }
+
+  #timestamp(index: number): number {
+    return (this.#timestampOrigin + (index - this.#firstIndex) * this.#encoder.timestampStep) >>> 0;
   }
 
   #stop(): void {

@@ -92,12 +92,14 @@ export class G711Decoder implements UplinkDecoder {
 
 export class G711Encoder implements DownlinkEncoder {
   readonly timestampStep = NARROW_FRAME;
+  readonly silenceFrame: Uint8Array;
   #encode: (sample: number) => number;
   #down = new Downsampler3x();
   #narrow = new Int16Array(NARROW_FRAME);
 
   constructor(law: G711Law) {
     this.#encode = ENCODE[law];
+    this.silenceFrame = new Uint8Array(NARROW_FRAME).fill(this.#encode(0));
   }
 
   encode(pcm: Int16Array, out: Uint8Array): number {

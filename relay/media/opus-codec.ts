@@ -42,6 +42,13 @@ export interface OpusEncoderOptions {
   expectedLossPercent?: number;
 }
 
+/**
+ * A 20 ms Opus packet that decodes to silence: TOC 0xf8 (CELT-only, fullband, 20 ms, mono, one
+ * frame) and a two-byte range-coded frame whose silence flag is set. The downlink's keepalive
+ * (downlink.ts) sends it as is; no encoder state is involved, so it never disturbs the next reply.
+ */
+export const OPUS_SILENCE_FRAME: Uint8Array = Uint8Array.of(0xf8, 0xff, 0xfe);
+
 export class OpusEncoder {
   #native;
 

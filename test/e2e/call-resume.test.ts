@@ -10,7 +10,7 @@
 import { randomBytes } from "node:crypto";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EventClient, connectViaEdge, type Event } from "../faults/fixtures.ts";
-import { dominantFrequency, rms } from "../support/audio.ts";
+import { dominantFrequency, isKeepalive, rms } from "../support/audio.ts";
 import { waitFor, waitUntil } from "../support/loopback.ts";
 import {
   startEdge,
@@ -118,13 +118,20 @@ async function logged(callId: string, ids: string[]): Promise<void> {
   );
 }
 
+/** The first packet at or after `from` that is audio, not the relay's idle keepalive. */
+function firstSound(client: EventClient, from: number): number {
+  const index = client.received.findIndex((p, n) => n >= from && !isKeepalive(p));
+  return index < 0 ? client.received.length : index;
+}
+
 /** The reply heard from packet `from` on: a tone of `hz` at speaking level. */
 async function hearsReply(client: EventClient, from: number, hz: number): Promise<void> {
   let heard: Int16Array = new Int16Array(0);
   await waitFor(
     () => {
-      if (client.received.length - from < 30) return false;
-      heard = client.decodeReceived(from);
+      const start = firstSound(client, from);
+      if (client.received.length - start < 30) return false;
+      heard = client.decodeReceived(start);
       return true;
     },
     10_000,
@@ -197,7 +204,7 @@ describe("a call whose relay is killed", () => {
     await reattached.opened;
     const session = await reattached.waitFor("session.created");
     expect(session.session).toMatchObject({ instructions: "tone:660" });
-    const heardAfterMs = client.received[from]!.at - killedAt;
+    const heardAfterMs = client.received[firstSound(client, from)]!.at - killedAt;
     expect(heardAfterMs).toBeLessThan(10_000); // a generous bound; the figure is in bench/
     expect(fresh.received.some((r) => r.type === "response.create")).toBe(true);
 

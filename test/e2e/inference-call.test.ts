@@ -12,7 +12,7 @@ import { SileroModel } from "../../relay/barge-in/silero-vad.ts";
 import { relayUplinkMonitor } from "../../relay/barge-in/uplink-monitor.ts";
 import type { CallBridgeFactory } from "../../relay/bridge.ts";
 import { waitFor } from "../support/loopback.ts";
-import { concat, dominantFrequency, rms, sine } from "../support/audio.ts";
+import { concat, dominantFrequency, isKeepalive, rms, sine } from "../support/audio.ts";
 import { TestPeer } from "../support/peer.ts";
 import { type InProcessRelay, startRelay, testConfig } from "../support/relays.ts";
 
@@ -190,13 +190,15 @@ async function replyIntoRoom(): Promise<{ client: TestPeer; events: Event[]; roo
   return { client, events, room };
 }
 
-/** Decodes each received packet in order, with its arrival time. */
+/** Decodes each received packet of audio (not the idle keepalive) in order, with its arrival time. */
 function decodePackets(client: TestPeer): { at: number; pcm: Int16Array }[] {
   const decoder = new opus.OpusEncoder(24_000, 1);
-  return client.received.map((p) => {
-    const pcm = decoder.decode(p.payload);
-    return { at: p.at, pcm: new Int16Array(pcm.buffer, pcm.byteOffset, pcm.length / 2) };
-  });
+  return client.received
+    .filter((p) => !isKeepalive(p))
+    .map((p) => {
+      const pcm = decoder.decode(p.payload);
+      return { at: p.at, pcm: new Int16Array(pcm.buffer, pcm.byteOffset, pcm.length / 2) };
+    });
 }
 
 describe("a call through the relay to the built-in agent", () => {
@@ -230,7 +232,8 @@ describe("a call through the relay to the built-in agent", () => {
     await waitEvent(events, "output_audio_buffer.cleared", (e) => e.response_id === responseId(created));
     // Let any late audio arrive, if the relay were to send it.
     await new Promise((r) => setTimeout(r, 500));
-    const packets = client.received;
+    // The reply's packets: the idle keepalive goes on while the reply is held, and is silence.
+    const packets = client.received.filter((p) => !isKeepalive(p));
     // The reply is held at the speech onset (Silero's 64 ms, plus the first words' rise).
     expect(packets.filter((p) => p.at > spokeAt + 250)).toEqual([]);
     // What the client heard of the reply, to the frame, against the model's truncation point.

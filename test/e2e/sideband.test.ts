@@ -10,7 +10,7 @@ import { OpenAIRealtimeWS } from "openai/realtime/ws";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { WebSocket } from "ws";
 import { connectViaEdge, getCallView, type EventClient } from "../faults/fixtures.ts";
-import { dominantFrequency, rms } from "../support/audio.ts";
+import { dominantFrequency, lastSoundAt, rms } from "../support/audio.ts";
 import type { CallUsage } from "../../protocol/relay-api.ts";
 import { EventLog, waitFor, waitUntil } from "../support/loopback.ts";
 import {
@@ -141,7 +141,7 @@ describe("the sideband through the edge", () => {
     // New instructions from the server: the caller's next reply follows them.
     rt.send({ type: "session.update", session: { type: "realtime", instructions: "tone:880" } });
     await events.waitFor("session.updated", (e) => JSON.stringify(e).includes("tone:880"));
-    await waitFor(() => performance.now() - (client.received.at(-1)?.at ?? 0) > 300, 15_000, "quiet");
+    await waitFor(() => performance.now() - lastSoundAt(client.received) > 300, 15_000, "quiet");
     from = client.received.length;
     client.channel.send(JSON.stringify({ type: "response.create" }));
     expect(Math.abs((await heardTone(client, from)) - 880)).toBeLessThanOrEqual(15);

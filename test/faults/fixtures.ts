@@ -3,7 +3,7 @@
 // the call's events, placing its call through the edge or straight on a relay.
 import { performance } from "node:perf_hooks";
 import { expect } from "vitest";
-import { concat, dominantFrequency, rms, sine } from "../support/audio.ts";
+import { concat, dominantFrequency, lastSoundAt, rms, sine } from "../support/audio.ts";
 import { freePort, waitFor, waitUntil } from "../support/loopback.ts";
 import { TestPeer } from "../support/peer.ts";
 import { startEdge, startRelayProcess, udpRange, type Edge, type RelayProcess } from "../support/relays.ts";
@@ -106,7 +106,7 @@ export async function getCallView(
 export async function expectEchoOf(client: EventClient, frequency: number): Promise<void> {
   // Let the previous reply finish first: its tail arriving now would be taken for this reply.
   await waitFor(
-    () => performance.now() - (client.received.at(-1)?.at ?? 0) > 300,
+    () => performance.now() - lastSoundAt(client.received) > 300,
     15_000,
     "the previous reply to end",
   );

@@ -2,6 +2,7 @@
 // listener would notice (level, pitch, dropouts, duration). Samples are 16-bit PCM at `rate`
 // (24 kHz unless given); frequencies come before rates.
 import { createRequire } from "node:module";
+import { OPUS_SILENCE_FRAME } from "../../relay/media/opus-codec.ts";
 
 export const RATE = 24_000;
 /** Samples in one 20 ms frame at 24 kHz. */
@@ -138,4 +139,18 @@ export function voicedMs(samples: Int16Array, rate = RATE, thresholdDbfs = -45):
   for (let i = 0; i + window <= samples.length; i += window)
     if (dbfs(samples, i, i + window) > thresholdDbfs) voiced += 20;
   return voiced;
+}
+
+/**
+ * The relay's idle keepalive: the Opus silence frame it sends every 300 ms while it has nothing
+ * to play (relay/media/downlink.ts). Tests that count or time a reply's packets leave it out.
+ */
+export function isKeepalive(packet: { payload: Uint8Array }): boolean {
+  return Buffer.compare(packet.payload, OPUS_SILENCE_FRAME) === 0;
+}
+
+/** When the last packet that was not a keepalive arrived (0 if none). */
+export function lastSoundAt(packets: readonly { payload: Uint8Array; at: number }[]): number {
+  for (let i = packets.length - 1; i >= 0; i--) if (!isKeepalive(packets[i]!)) return packets[i]!.at;
+  return 0;
 }

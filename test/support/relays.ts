@@ -176,6 +176,8 @@ export interface RelayProcessOptions {
    * relay whose /healthz this test cannot fetch, as with its own TLS or a supervisor).
    */
   readyWhen?: "healthz" | "listening";
+  /** The relay's entry point (another checkout's, to compare builds); relay/main.ts if not given. */
+  main?: string;
   /** How to run the process (taskset, Node flags, a log file). */
   process?: ProcessOptions;
 }
@@ -213,7 +215,7 @@ export async function startRelayProcess(options: RelayProcessOptions = {}): Prom
   const scheme = env.RELAY_TLS_CERT ? "https" : "http";
   const url = `${scheme}://127.0.0.1:${env.RELAY_HTTP_PORT}`;
   env.RELAY_PUBLIC_URL ??= url;
-  const proc = startProcess(`relay ${id}`, ["relay/main.ts"], env, options.process);
+  const proc = startProcess(`relay ${id}`, [options.main ?? "relay/main.ts"], env, options.process);
   void proc.exited.then(() => agent?.close());
   try {
     if (options.readyWhen === "listening") await proc.waitForOutput(/relay listening/, 15_000);

@@ -82,9 +82,21 @@ function onEvent(event: RealtimeServerEvent): void {
     case "error":
       showError(`The agent reported an error: ${String((event.error as { message?: string })?.message)}`);
       break;
+    case "earshot.relay_lost":
+      status.textContent = "Reconnecting…";
+      break;
+    case "earshot.resumed":
+      // The new relay's track is a new source for the output meter.
+      if (call) attachOutputMeter(call.remoteStream);
+      status.textContent = `Reconnected after ${String(event.resumed_after_ms)} ms: say something`;
+      break;
+    case "earshot.resume_failed":
+      showError(`The call's relay was lost and the call could not resume: ${String(event.message)}`);
+      void stop();
+      break;
     case "earshot.connection":
       if (event.state === "failed" || event.state === "disconnected") {
-        showError("The call dropped: the connection to the relay was lost.");
+        if (errorBox.hidden) showError("The call dropped: the connection to the relay was lost.");
         void stop();
       }
       break;
@@ -98,18 +110,28 @@ function level(analyser: AnalyserNode, buf: Float32Array<ArrayBuffer>): number {
   return Math.min(1, Math.sqrt(sum / buf.length) * 4);
 }
 
+let outAnalyser: AnalyserNode | null = null;
+let outSource: MediaStreamAudioSourceNode | null = null;
+function attachOutputMeter(output: MediaStream): void {
+  if (!audioContext || !outAnalyser || output.getAudioTracks().length === 0) return;
+  outSource?.disconnect();
+  outSource = audioContext.createMediaStreamSource(output);
+  outSource.connect(outAnalyser);
+}
+
 function startMeters(input: MediaStream, output: MediaStream): void {
   audioContext = new AudioContext();
   const inAnalyser = audioContext.createAnalyser();
-  const outAnalyser = audioContext.createAnalyser();
+  outAnalyser = audioContext.createAnalyser();
+  const outAnalyserNode = outAnalyser;
   audioContext.createMediaStreamSource(input).connect(inAnalyser);
-  audioContext.createMediaStreamSource(output).connect(outAnalyser);
+  attachOutputMeter(output);
   const buf = new Float32Array(inAnalyser.fftSize);
   const inMeter = $<HTMLMeterElement>("input-level");
   const outMeter = $<HTMLMeterElement>("output-level");
   meterTimer = window.setInterval(() => {
     demoState.inputLevel = inMeter.value = level(inAnalyser, buf);
-    demoState.outputLevel = outMeter.value = level(outAnalyser, buf);
+    demoState.outputLevel = outMeter.value = level(outAnalyserNode, buf);
     demoState.peakOutputLevel = Math.max(demoState.peakOutputLevel, demoState.outputLevel);
     // "First audio" is when the page first hears the agent, not when a packet was sent.
     if (!firstAudioHeard && demoState.outputLevel > 0.02) {
@@ -188,6 +210,7 @@ async function stop(): Promise<void> {
   mic = null;
   await audioContext?.close();
   audioContext = null;
+  outAnalyser = outSource = null;
   $<HTMLMeterElement>("input-level").value = $<HTMLMeterElement>("output-level").value = 0;
   demoState.inputLevel = demoState.outputLevel = 0;
   talk.textContent = "Talk";
