@@ -10,7 +10,7 @@
 // each packet's TOC.
 import { RTP_TIMESTAMP_STEP } from "./audio-format.ts";
 import type { DownlinkEncoder } from "./codec.ts";
-import { OpusEncoder } from "./opus-codec.ts";
+import { OPUS_SILENCE_FRAME, OpusEncoder } from "./opus-codec.ts";
 
 /** Reported loss (fraction) from which the call switches to FEC: 1 %, above RTCP's 1/256 noise. */
 const FEC_FROM_FRACTION = 0.01;
@@ -32,6 +32,8 @@ export interface DownlinkLossReport {
 
 export class LossAdaptiveOpusEncoder implements DownlinkEncoder {
   readonly timestampStep = RTP_TIMESTAMP_STEP;
+  /** The idle keepalive (Downlink), in either mode: its TOC tells the decoder what it is. */
+  readonly silenceFrame = OPUS_SILENCE_FRAME;
   #clean: OpusEncoder;
   #robust: OpusEncoder | undefined;
   #complexity: number;

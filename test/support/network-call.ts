@@ -15,7 +15,7 @@ import { RtpHeader, RtpPacket } from "werift";
 import { WebSocketServer, type WebSocket } from "ws";
 import { OpusDecoder } from "../../relay/media/opus-codec.ts";
 import { opusPacketHasFec } from "../../relay/media/opus-packet.ts";
-import { createOpusEncoder, FRAME, RATE, rms } from "./audio.ts";
+import { createOpusEncoder, FRAME, isKeepalive, lastSoundAt, RATE, rms } from "./audio.ts";
 import {
   hostCandidatePort,
   routeAnswerThroughProxy,
@@ -346,7 +346,8 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     };
     const quiet = async (ms: number, timeoutMs: number) => {
       const start = performance.now();
-      while (performance.now() - Math.max(peer.received.at(-1)?.at ?? start, start) < ms) {
+      // The relay's idle keepalive (a silent frame every 300 ms) is not the reply.
+      while (performance.now() - Math.max(lastSoundAt(peer.received), start) < ms) {
         if (performance.now() - start > timeoutMs) return;
         await sleep(10);
       }
@@ -364,7 +365,7 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     }
     await sleep(Math.max(0, replyMs - (options.blackoutMs ? 1000 : 0)));
     await quiet(400, 5000);
-    const downPackets = peer.received.slice(downFrom);
+    const downPackets = peer.received.slice(downFrom).filter((p) => !isKeepalive(p));
     const down = receive(downPackets);
     let downlinkResumeMs: number | undefined;
     let uplinkResumeMs: number | undefined;
@@ -385,12 +386,13 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     const bargeFrom = peer.received.length;
     const itemId = model.reply(options.reply);
     const listenStart = performance.now();
-    while (peer.received.length - bargeFrom < 50 && performance.now() - listenStart < 5000) await sleep(5);
+    const heardOfReply = () => peer.received.slice(bargeFrom).filter((p) => !isKeepalive(p)).length;
+    while (heardOfReply() < 50 && performance.now() - listenStart < 5000) await sleep(5);
     say(options.interruption);
     while (queuedSentAt === undefined) await sleep(2);
     const onset = queuedSentAt;
     await quiet(300, replyMs + 2000);
-    const bargePackets = peer.received.slice(bargeFrom);
+    const bargePackets = peer.received.slice(bargeFrom).filter((p) => !isKeepalive(p));
     const lastAt = bargePackets.at(-1)?.at ?? NaN;
     const endedEarly = bargePackets.length < Math.ceil(options.reply.length / FRAME) * 0.9;
     // The relay holds the reply at speech onset and truncates once the speech has lasted
