@@ -13,7 +13,7 @@
 // speech onset the last assistant packet arrived, and the longest pause in the reply.
 import { performance } from "node:perf_hooks";
 import { SpeechSynthesizer } from "../../agent/tts.ts";
-import { concat, createOpusEncoder, dbfs, opus, RATE, FRAME } from "./audio.ts";
+import { concat, createOpusEncoder, dbfs, isKeepalive, opus, RATE, FRAME } from "./audio.ts";
 import { waitFor } from "./loopback.ts";
 import { TestPeer } from "./peer.ts";
 
@@ -372,6 +372,9 @@ export class TurnClient extends TestPeer {
     });
     this.transceiver.onTrack.subscribe((track) => {
       track.onReceiveRtp.subscribe((rtp) => {
+        // The relay's idle keepalive (a silent frame every 300 ms, also while a reply is held)
+        // is not assistant audio: it would end "the reply" late and plays no echo.
+        if (isKeepalive(rtp)) return;
         const decoded = this.#decoder.decode(rtp.payload);
         this.heard.push({
           at: performance.now(),
