@@ -126,8 +126,10 @@ describe("browser, through the edge and a relay to the built-in agent", { timeou
       }
       return { loss, rtt };
     });
-    expect(drawn.loss).toBeGreaterThan(50);
-    expect(drawn.rtt).toBeGreaterThan(50);
+    // Each line is a few dozen pixels of its colour on a clean loopback call (47–50 seen, so a
+    // bound of 50 failed in CI); nothing drawn is 0.
+    expect(drawn.loss).toBeGreaterThan(20);
+    expect(drawn.rtt).toBeGreaterThan(20);
     expect(await page.textContent("#quality-figures")).toMatch(
       /^loss \d+\.\d % · RTT \d+ ms · jitter \d+ ms$/,
     );
