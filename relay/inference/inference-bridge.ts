@@ -109,6 +109,12 @@ export const ROLLED_OVER_EVENT = "earshot.session.rolled_over";
 export const RESUMED_EVENT = "earshot.call.resumed";
 /** How often a primed standby checks for a quiet point to take over at. */
 const QUIET_POLL_MS = 100;
+/**
+ * Responses tracked at once for #failOpenResponses. OpenAI runs one in-conversation response at a
+ * time plus any out-of-band ones; a model that opens more than this without ending them is not
+ * followed further (their `response.done` is then not made up for the client).
+ */
+export const MAX_OPEN_RESPONSES = 16;
 /** A standby that failed to open or prime is tried again this much later. */
 const STANDBY_RETRY_MS = 10_000;
 
@@ -172,6 +178,11 @@ export class InferenceBridge implements CallBridge {
   readonly #usage = new UsageTally();
   /** The conversation so far: reported to the edge's log, and replayed into a new model session. */
   readonly #conversation: ConversationRecorder;
+  /**
+   * Responses the client saw start (`response.created`) and not yet end, by id: if their model
+   * session is lost, the relay ends them for the client (see #failOpenResponses).
+   */
+  readonly #openResponses = new Map<string, Record<string, unknown>>();
 
   constructor(ctx: CallContext, options: InferenceBridgeOptions) {
     this.#ctx = ctx;
@@ -250,6 +261,7 @@ export class InferenceBridge implements CallBridge {
     this.#userSpeaking = false;
     // Whatever the model was saying is gone with its session.
     this.#bargeIn.trigger("upstream_lost");
+    this.#failOpenResponses(failure);
     const standby = this.#standby;
     if (standby?.primed) {
       // Its cap came before a quiet point: the primed session takes over now.
@@ -258,6 +270,37 @@ export class InferenceBridge implements CallBridge {
     }
     if (standby) this.#abandonStandby("the model session it would replace dropped first");
     this.#session.dropped();
+  }
+
+  /**
+   * A lost model session never sends the `response.done` of the replies it was generating, and a
+   * client (OpenAI's SDKs among them) waits for one to leave its "responding" state. The relay
+   * sends it, as OpenAI does for a response that failed: status `failed`, the cause in
+   * `status_details.error`, no usage.
+   */
+  #failOpenResponses(failure: UpstreamFailure): void {
+    for (const [id, response] of this.#openResponses) {
+      this.#emit({
+        type: "response.done",
+        event_id: newId("event"),
+        response: {
+          ...response,
+          id,
+          object: "realtime.response",
+          status: "failed",
+          status_details: {
+            type: "failed",
+            error: {
+              type: "server_error",
+              code: "inference_lost",
+              message: `The model session was lost: ${failure.message}.`,
+            },
+          },
+          usage: null,
+        },
+      } as ServerEvent);
+    }
+    this.#openResponses.clear();
   }
 
   #onUpstreamGiveUp(failure: UpstreamFailure): void {
@@ -677,9 +720,13 @@ export class InferenceBridge implements CallBridge {
         return;
       case "response.created":
         this.#bargeIn.responseCreated(event.response.id);
+        if (this.#openResponses.size < MAX_OPEN_RESPONSES) {
+          this.#openResponses.set(event.response.id, event.response);
+        }
         this.#emitText(text, event.type);
         return;
       case "response.done":
+        this.#openResponses.delete(event.response.id);
         this.#usage.add(event.response.usage);
         this.#bargeIn.responseDone(event.response.id);
         this.#emitText(text, event.type);

@@ -9,7 +9,9 @@ import {
   ERROR_REPLIES_PER_SECOND,
   ERROR_REPLY_BURST,
   InferenceBridge,
+  MAX_OPEN_RESPONSES,
 } from "../../../relay/inference/inference-bridge.ts";
+import { ScriptedModel } from "../../support/scripted-model.ts";
 import { ConfigError, loadConfig, type InferenceConfig } from "../../../relay/config.ts";
 import { testConfig } from "../../support/relays.ts";
 import { speakInto, testCall, testMetrics, type TestCall } from "./bridge-fixtures.ts";
@@ -54,6 +56,16 @@ function start(
 function openChannel(call: TestCall, bridge: InferenceBridge): void {
   call.channel.open = true;
   bridge.onChannelOpen();
+}
+
+/** A call on the built-in agent whose client has asked for a reply and seen it start. */
+async function replying(): Promise<{ call: TestCall; bridge: InferenceBridge; responseId: string }> {
+  const { call, bridge } = start(agent.url);
+  openChannel(call, bridge);
+  await call.channel.waitFor("session.created");
+  bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
+  const created = await call.channel.waitFor("response.created");
+  return { call, bridge, responseId: (created.response as { id: string }).id };
 }
 
 async function counter(name: string, labels: Record<string, string>): Promise<number> {
@@ -106,12 +118,7 @@ describe("InferenceBridge against the built-in agent", () => {
   });
 
   it("barges in on speech_started: flushes at once, truncates to exactly what was sent, clears", async () => {
-    const { call, bridge } = start(agent.url);
-    openChannel(call, bridge);
-    await call.channel.waitFor("session.created");
-    bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
-    const created = await call.channel.waitFor("response.created");
-    const responseId = (created.response as { id: string }).id;
+    const { call, bridge, responseId } = await replying();
     await waitFor(() => call.downlink.sent.length >= 40, 10_000, "800 ms of reply played");
     // The user talks over the assistant.
     void speakInto(bridge, utterance(440, 0.6));
@@ -142,11 +149,7 @@ describe("InferenceBridge against the built-in agent", () => {
   });
 
   it("on output_audio_buffer.clear drops the rest of the reply, including late deltas", async () => {
-    const { call, bridge } = start(agent.url);
-    openChannel(call, bridge);
-    await call.channel.waitFor("session.created");
-    bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
-    const created = await call.channel.waitFor("response.created");
+    const { call, bridge, responseId } = await replying();
     await waitFor(() => call.downlink.pushes.length >= 2, 10_000, "first deltas");
     const droppedBefore = await counter("earshot_relay_inference_audio_dropped_total", {
       reason: "cancelled_response",
@@ -156,10 +159,7 @@ describe("InferenceBridge against the built-in agent", () => {
     expect(call.downlink.queuedMs).toBe(0);
     await call.channel.waitFor("output_audio_buffer.cleared");
     // The agent keeps generating (the client did not cancel); none of it is played.
-    await call.channel.waitFor(
-      "response.done",
-      (e) => (e.response as { id: string }).id === (created.response as { id: string }).id,
-    );
+    await call.channel.waitFor("response.done", (e) => (e.response as { id: string }).id === responseId);
     expect(call.downlink.pushes.filter((p) => p.at > clearedAt)).toEqual([]);
     expect(call.downlink.sent.filter((f) => f.at > clearedAt + 20)).toEqual([]);
     const droppedAfter = await counter("earshot_relay_inference_audio_dropped_total", {
@@ -264,6 +264,55 @@ describe("InferenceBridge against the built-in agent", () => {
     expect(call.channel.ofType("session.created")).toHaveLength(1);
     expect(call.channel.ofType("session.updated")).toEqual([]);
     expect(call.endings).toEqual([]);
+  });
+  it("a reply cut by a dropped upstream ends for the client: response.done failed, then the reconnect", async () => {
+    const { call, bridge, responseId } = await replying();
+    await waitFor(() => call.downlink.sent.length >= 10, 10_000, "the reply playing");
+    agent.dropConnections();
+    await call.channel.waitFor("earshot.inference.reconnected");
+    const done = call.channel.ofType("response.done");
+    expect(done).toHaveLength(1);
+    expect(done[0]!.response).toMatchObject({
+      id: responseId,
+      object: "realtime.response",
+      status: "failed",
+      status_details: { type: "failed", error: { type: "server_error", code: "inference_lost" } },
+      usage: null,
+    });
+    // It comes after the audio was cleared and before the new model session is announced.
+    const types = call.channel.events.map((e) => e.type);
+    expect(types.indexOf("output_audio_buffer.cleared")).toBeLessThan(types.indexOf("response.done"));
+    expect(types.indexOf("response.done")).toBeLessThan(types.indexOf("earshot.inference.reconnected"));
+    // A later reply from the new session is followed as usual: nothing more is made up.
+    bridge.onClientMessage(JSON.stringify({ type: "response.create" }));
+    await call.channel.waitFor("response.done", (e) => (e.response as { id: string }).id !== responseId);
+    expect(
+      call.channel.ofType("response.done").map((e) => (e.response as { status: string }).status),
+    ).toEqual(["failed", "completed"]);
+  });
+});
+
+describe("InferenceBridge: responses a lost model session leaves open", () => {
+  it(`are ended for the client up to ${MAX_OPEN_RESPONSES} at once; one past the limit is not followed`, async () => {
+    const model = await ScriptedModel.start();
+    cleanups.push(() => model.close());
+    const { call, bridge } = start(model.url);
+    openChannel(call, bridge);
+    await call.channel.waitFor("session.created");
+    const opened = MAX_OPEN_RESPONSES + 1;
+    for (let i = 0; i < opened; i++) {
+      model.inject({ type: "response.created", response: { id: `resp_open${i}`, status: "in_progress" } });
+    }
+    await waitFor(() => call.channel.ofType("response.created").length === opened, 5000, "responses opened");
+    for (const session of model.sessions) session.socket.terminate();
+    await call.channel.waitFor("earshot.inference.reconnected");
+    const failed = call.channel
+      .ofType("response.done")
+      .map((e) => e.response as { id: string; status: string });
+    expect(failed.map((r) => r.id)).toEqual(
+      Array.from({ length: MAX_OPEN_RESPONSES }, (_, i) => `resp_open${i}`),
+    );
+    expect(new Set(failed.map((r) => r.status))).toEqual(new Set(["failed"]));
   });
 });
 
