@@ -33,6 +33,18 @@ async function quiet(client: BenchClient, ms: number, timeoutMs = 5000): Promise
   }
 }
 
+async function truncateOf(
+  session: BenchUpstream["sessions"][number],
+  timeoutMs: number,
+): Promise<BenchUpstream["sessions"][number]["received"][number] | undefined> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const truncate = session.received.find((e) => e.type === "conversation.item.truncate");
+    if (truncate || performance.now() > deadline) return truncate;
+    await sleep(10);
+  }
+}
+
 async function oneRun(
   relayVad: boolean,
   speech: Int16Array | null,
@@ -69,7 +81,9 @@ async function oneRun(
       start = client.queuedSentAt;
     }
     await quiet(client, 300);
-    const truncate = session.received.find((e) => e.type === "conversation.item.truncate");
+    // With the relay's VAD the reply is paused at the onset and truncated only once the user has
+    // spoken RELAY_BARGE_IN_MIN_SPEECH_MS (hold, then decide): the truncate follows the silence.
+    const truncate = await truncateOf(session, 3000);
     if (!truncate) return null;
     const receivedMs = client.packetsIn * 20;
     if (process.env.BENCH_DEBUG)
