@@ -19,6 +19,8 @@ const NODE_TOLERANT = [
   "test/e2e/npm-start.test.ts",
   "test/relay/config.test.ts",
   "test/relay/processes.test.ts",
+  "test/relay/call/hostile-oversize-events.test.ts",
+  "test/e2e/call-resume.test.ts",
   // Faults whose bounds are whole seconds (deadlines, restarts, records); edge-events and
   // relay-process measure sub-second timing and stay with the timing-sensitive files.
   "test/faults/{edge-faults,call-end-partitions,conversation-log,relay-identity,relay-restart,relay-capacity,inference}.test.ts",

@@ -103,7 +103,9 @@ describe("data channel floods", () => {
     const { client, call, bridge } = await connect();
     for (let i = 0; i < 5000; i++) client.channel.send(`{"type":"flood","i":${i}}`);
     await new Promise((r) => setTimeout(r, 2000));
-    expect(bridge.messages.length).toBeGreaterThan(0);
+    const inTwoSeconds = bridge.messages.length;
+    // On a loaded host the first of them can take longer than 2 s: a wait, not a bound.
+    await waitFor(() => bridge.messages.length > 0, 15_000, "the first message of the flood");
     expect(bridge.messages.every((m, i) => m === `{"type":"flood","i":${i}}`)).toBe(true);
     expect(call.state).toBe("connected");
     bridge.ctx.events.send('{"type":"still.alive"}');
@@ -112,9 +114,7 @@ describe("data channel floods", () => {
       5000,
       "relay → client after the flood",
     );
-    console.info(
-      `[figures] data channel flood: 5000 sent, ${bridge.messages.length} delivered in order in 2 s`,
-    );
+    console.info(`[figures] data channel flood: 5000 sent, ${inTwoSeconds} delivered in order in 2 s`);
   });
 
   it("of binary messages are dropped and counted, text around them still delivered", async () => {
