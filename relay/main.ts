@@ -3,6 +3,7 @@
 // RELAY_DRAIN_SECONDS, then end with relay_draining); a second signal exits at once.
 // With RELAY_PROCESSES > 1 this process only supervises that many relays (relay/supervisor.ts),
 // each this same file run with its own id, ports and UDP slice.
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { limitBufferPool } from "./call/werift-fixes.ts";
 import { ConfigError, loadConfig } from "./config.ts";
@@ -10,6 +11,7 @@ import { createInferenceBridgeFactory } from "./inference/create-bridge-factory.
 import { createLogger } from "./log.ts";
 import { serveRelay, type ServedRelay } from "./serve.ts";
 import { EXIT_CONFIG, superviseRelays } from "./supervisor.ts";
+import { asFirstPacket } from "./transport/udp-dispatcher.ts";
 
 let config;
 try {
@@ -24,7 +26,14 @@ try {
 
 if (config.processes.length > 0) {
   const log = createLogger(config.logLevel).child({ component: "supervisor" });
-  process.exit(await superviseRelays({ config, log, script: fileURLToPath(import.meta.url) }));
+  process.exit(
+    await superviseRelays({
+      config,
+      log,
+      script: fileURLToPath(import.meta.url),
+      dispatcherScript: join(import.meta.dirname, "dispatcher-main.ts"),
+    }),
+  );
 }
 
 limitBufferPool();
@@ -61,4 +70,14 @@ try {
 } catch (error) {
   log.fatal({ err: error }, "relay failed to start");
   process.exit(1);
+}
+// The host's shared UDP port: the dispatcher's first packets of our flows, via the supervisor.
+const udpMux = served.udpMux;
+if (config.udpDispatched && udpMux) {
+  process.on("message", (message) => {
+    const packet = asFirstPacket(message);
+    if (!packet) return;
+    const { data } = packet;
+    udpMux.deliver(Buffer.from(data.buffer, data.byteOffset, data.byteLength), packet.host, packet.port);
+  });
 }
