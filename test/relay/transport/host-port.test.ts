@@ -141,7 +141,6 @@ describe("RELAY_UDP_PORT shared by RELAY_PROCESSES=2 behind the dispatcher", { t
         RELAY_UDP_PORT: String(udpPort),
         RELAY_VAD: "off",
       },
-      readyWhen: "listening",
     });
     for (const worker of [1, 2]) {
       const health = `${url(worker)}/healthz`;
