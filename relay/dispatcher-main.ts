@@ -2,25 +2,15 @@
 // the relay processes when RELAY_UDP_PORT is shared by RELAY_PROCESSES > 1, restarted on its own.
 // It hands first packets to the supervisor over IPC, which passes each to the process named in
 // its ufrag. Same environment as the relays; it reads only the media address, port and secret.
-import { ConfigError, loadConfig } from "./config.ts";
 import { createLogger } from "./log.ts";
-import { EXIT_CONFIG } from "./supervisor.ts";
+import { EXIT_CONFIG, loadConfigOrExit } from "./supervisor.ts";
 import { UdpDispatcher, type FirstPacketMessage } from "./transport/udp-dispatcher.ts";
 import { UfragMint, ufragKey } from "./transport/ufrag.ts";
 
 /** How often the drop counter is logged, if it moved (never per packet). */
 const STATS_INTERVAL_MS = 60_000;
 
-let config;
-try {
-  config = loadConfig();
-} catch (error) {
-  if (error instanceof ConfigError) {
-    console.error(error.message);
-    process.exit(EXIT_CONFIG);
-  }
-  throw error;
-}
+const config = loadConfigOrExit();
 const log = createLogger(config.logLevel).child({ component: "udp-dispatcher" });
 if (config.udpPort === undefined || config.credential.kind !== "secret" || !process.send) {
   log.fatal("the dispatcher runs under the relay supervisor, with RELAY_UDP_PORT and EARSHOT_RELAY_SECRET");

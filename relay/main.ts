@@ -6,23 +6,13 @@
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { limitBufferPool } from "./call/werift-fixes.ts";
-import { ConfigError, loadConfig } from "./config.ts";
 import { createInferenceBridgeFactory } from "./inference/create-bridge-factory.ts";
 import { createLogger } from "./log.ts";
 import { serveRelay, type ServedRelay } from "./serve.ts";
-import { EXIT_CONFIG, superviseRelays } from "./supervisor.ts";
+import { loadConfigOrExit, superviseRelays } from "./supervisor.ts";
 import { asFirstPacket } from "./transport/udp-dispatcher.ts";
 
-let config;
-try {
-  config = loadConfig();
-} catch (error) {
-  if (error instanceof ConfigError) {
-    console.error(error.message);
-    process.exit(EXIT_CONFIG);
-  }
-  throw error;
-}
+const config = loadConfigOrExit();
 
 if (config.processes.length > 0) {
   const log = createLogger(config.logLevel).child({ component: "supervisor" });

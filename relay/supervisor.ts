@@ -18,12 +18,23 @@
 // cost), and it needs no extra port and no trust in whoever else on the host can write to one.
 // Live calls' packets never pass here: each relay pins its flows with connected sockets.
 import { fork, type ChildProcess } from "node:child_process";
-import type { RelayConfig, RelayProcessSlot } from "./config.ts";
+import { ConfigError, loadConfig, type RelayConfig, type RelayProcessSlot } from "./config.ts";
 import type { Logger } from "./log.ts";
 import { asFirstPacket } from "./transport/udp-dispatcher.ts";
 
 /** The exit status of a relay that refused its configuration (EX_CONFIG): restarting won't help. */
 export const EXIT_CONFIG = 78;
+
+/** The configuration from the environment; a bad value ends the process with EXIT_CONFIG, naming it. */
+export function loadConfigOrExit(): RelayConfig {
+  try {
+    return loadConfig();
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    console.error(error.message);
+    process.exit(EXIT_CONFIG);
+  }
+}
 
 /** Restart backoff: first delay, cap, and how long a relay must run for the delay to start over. */
 export const RESTART_BACKOFF = { firstMs: 1000, maxMs: 30_000, resetAfterMs: 60_000 };

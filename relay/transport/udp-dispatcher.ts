@@ -8,6 +8,7 @@
 // state: a restart loses nothing but the packets that arrive while it is down (ICE retransmits).
 import dgram from "node:dgram";
 import { localUfrag } from "./stun-username.ts";
+import { bindPortSocket } from "./udp-mux.ts";
 import type { UfragMint } from "./ufrag.ts";
 
 /** SO_RCVBUF asked for: a burst of new calls' checks while the event loop is busy. */
@@ -44,17 +45,10 @@ export class UdpDispatcher {
   }
 
   /** Binds `host:port` with SO_REUSEPORT. Rejects with the bind error (the port is someone else's). */
-  static open(host: string, port: number, ufrags: UfragMint, handOff: HandOff): Promise<UdpDispatcher> {
+  static async open(host: string, port: number, ufrags: UfragMint, handOff: HandOff): Promise<UdpDispatcher> {
     const socket = dgram.createSocket({ type: "udp4", reusePort: true });
-    return new Promise((resolve, reject) => {
-      socket.once("error", reject);
-      socket.bind(port, host, () => {
-        socket.off("error", reject);
-        socket.on("error", () => {});
-        socket.setRecvBufferSize(RECEIVE_BUFFER_BYTES);
-        resolve(new UdpDispatcher(socket, ufrags, handOff));
-      });
-    });
+    await bindPortSocket(socket, host, port, RECEIVE_BUFFER_BYTES);
+    return new UdpDispatcher(socket, ufrags, handOff);
   }
 
   get port(): number {

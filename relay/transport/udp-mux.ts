@@ -59,6 +59,29 @@ interface Binding {
   waiting?: Buffer[];
 }
 
+/**
+ * Binds a socket that takes a port's unrouted datagrams (the mux's or the dispatcher's), with
+ * room for `receiveBufferBytes` queued (the kernel caps it at net.core.rmem_max). Rejects with the
+ * bind error; after that, errors are ignored: a send error (an ICMP unreachable surfacing later,
+ * EPERM) must not kill the process.
+ */
+export function bindPortSocket(
+  socket: dgram.Socket,
+  host: string,
+  port: number,
+  receiveBufferBytes: number,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    socket.once("error", reject);
+    socket.bind(port, host, () => {
+      socket.off("error", reject);
+      socket.on("error", () => {});
+      socket.setRecvBufferSize(receiveBufferBytes);
+      resolve();
+    });
+  });
+}
+
 export class UdpMux implements IceUdpMux {
   readonly localAddress: Address;
   /** The port's socket when this process owns it; undefined in pinned mode. */
@@ -81,21 +104,12 @@ export class UdpMux implements IceUdpMux {
   }
 
   /** Binds the port's only socket (port 0: one the OS chooses). Rejects with the bind error. */
-  static open(host: string, port: number): Promise<UdpMux> {
+  static async open(host: string, port: number): Promise<UdpMux> {
     const socket = dgram.createSocket({ type: "udp4" });
-    return new Promise((resolve, reject) => {
-      socket.once("error", reject);
-      socket.bind(port, host, () => {
-        socket.off("error", reject);
-        // A send error (ICMP unreachable surfacing later, EPERM) must not kill the process.
-        socket.on("error", () => {});
-        // Every call's packets queue here, not in a socket each: room for a busy event loop's
-        // backlog (the kernel caps it at net.core.rmem_max).
-        socket.setRecvBufferSize(RECEIVE_BUFFER_BYTES);
-        const { address, port: bound } = socket.address();
-        resolve(new UdpMux([address, bound], socket));
-      });
-    });
+    // Every call's packets queue here, not in a socket each: room for a busy event loop's backlog.
+    await bindPortSocket(socket, host, port, RECEIVE_BUFFER_BYTES);
+    const { address, port: bound } = socket.address();
+    return new UdpMux([address, bound], socket);
   }
 
   /** A mux on the host's shared port `host:port`, fed first packets by a dispatcher (`deliver`). */

@@ -4,26 +4,17 @@
 // connected to the client on the shared port (read back from /proc/net/udp); the dispatcher holds
 // the only unconnected one. Forged STUN with a live call's ufrag pins nothing; a killed dispatcher
 // is restarted while live calls' audio carries on; a killed relay loses only its own calls.
-import { createSocket } from "node:dgram";
 import { readFileSync, readdirSync, readlinkSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UfragMint, ufragKey } from "../../../relay/transport/ufrag.ts";
 import { dominantFrequency, rms, sine } from "../../support/audio.ts";
 import { EventClient, callRelay, expectEchoOf } from "../../faults/fixtures.ts";
-import { freePort, waitUntil } from "../../support/loopback.ts";
+import { waitUntil } from "../../support/loopback.ts";
 import { TEST_RELAY_ID, TEST_SECRET } from "../../support/relay-api.ts";
-import { startRelayProcess, type RelayProcess } from "../../support/relays.ts";
+import type { RelayProcess } from "../../support/relays.ts";
 import { forgeries, type IceCredentials } from "../../support/stun-forgery.ts";
 import { closeRawSockets, rawSocket, sendUdp } from "../../support/udp.ts";
-
-/** A UDP port free on loopback now. */
-async function freeUdpPort(): Promise<number> {
-  const socket = createSocket("udp4");
-  await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
-  const { port } = socket.address();
-  await new Promise<void>((resolve) => socket.close(resolve));
-  return port;
-}
+import { startHostRelays, type HostRelays } from "./host-relays.ts";
 
 interface UdpSocketInfo {
   localPort: number;
@@ -116,9 +107,8 @@ const replying = (client: EventClient) =>
 describe("RELAY_UDP_PORT shared by RELAY_PROCESSES=2 behind the dispatcher", { timeout: 60_000 }, () => {
   let host: RelayProcess;
   let udpPort: number;
-  let httpPort: number;
+  let url: HostRelays["url"];
   const clients: EventClient[] = [];
-  const url = (worker: number) => `http://127.0.0.1:${httpPort + worker - 1}`;
   const place = async (worker: number) => {
     const client = await callRelay(url(worker), new EventClient(), `${TEST_RELAY_ID}-${worker}`);
     clients.push(client);
@@ -131,25 +121,7 @@ describe("RELAY_UDP_PORT shared by RELAY_PROCESSES=2 behind the dispatcher", { t
     );
 
   beforeAll(async () => {
-    udpPort = await freeUdpPort();
-    httpPort = await freePort();
-    host = await startRelayProcess({
-      id: TEST_RELAY_ID,
-      env: {
-        RELAY_PROCESSES: "2",
-        RELAY_HTTP_PORT: String(httpPort),
-        RELAY_UDP_PORT: String(udpPort),
-        RELAY_VAD: "off",
-      },
-    });
-    for (const worker of [1, 2]) {
-      const health = `${url(worker)}/healthz`;
-      await waitUntil(
-        `${health} to answer`,
-        async () => (await fetch(health).catch(() => undefined))?.ok || undefined,
-        15_000,
-      );
-    }
+    ({ host, udpPort, url } = await startHostRelays());
     await waitUntil("the dispatcher", async () => pidsOf(host).dispatchers.length > 0 || undefined, 5000);
   });
 

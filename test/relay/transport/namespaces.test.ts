@@ -9,16 +9,11 @@ import { createInterface } from "node:readline";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CreateCallResponse } from "../../../protocol/relay-api.ts";
 import { dominantFrequency, sine } from "../../support/audio.ts";
-import { freePort, root, waitFor, waitUntil } from "../../support/loopback.ts";
+import { root, waitFor } from "../../support/loopback.ts";
 import { bootIdOf, newCallId, postCall, ticketFor } from "../../support/relay-api.ts";
-import { TEST_RELAY_ID } from "../../support/relay-api.ts";
-import {
-  startRelay,
-  startRelayProcess,
-  type InProcessRelay,
-  type RelayProcess,
-} from "../../support/relays.ts";
+import { startRelay, type InProcessRelay, type RelayProcess } from "../../support/relays.ts";
 import { RecordingBridge } from "../fixtures.ts";
+import { startHostRelays, type HostRelays } from "./host-relays.ts";
 
 const CLIENTS = 3;
 /** A /24 of 198.18.0.0/15 (RFC 2544, benchmarking), picked at random so runs don't collide. */
@@ -181,28 +176,12 @@ describe.skipIf(unavailable !== undefined)(
   () => {
     let host: RelayProcess;
     let udpPort: number;
-    let httpPort: number;
+    let url: HostRelays["url"];
+    let relayId: HostRelays["relayId"];
     const clients: NamespaceClient[] = [];
 
     beforeAll(async () => {
-      udpPort = await freePort();
-      httpPort = await freePort();
-      host = await startRelayProcess({
-        id: TEST_RELAY_ID,
-        env: {
-          RELAY_PROCESSES: "2",
-          RELAY_HTTP_PORT: String(httpPort),
-          RELAY_UDP_PORT: String(udpPort),
-          RELAY_MEDIA_IP: RELAY_ADDRESS,
-          RELAY_VAD: "off",
-        },
-      });
-      const health = `http://127.0.0.1:${httpPort + 1}/healthz`;
-      await waitUntil(
-        health,
-        async () => (await fetch(health).catch(() => undefined))?.ok || undefined,
-        15_000,
-      );
+      ({ host, udpPort, url, relayId } = await startHostRelays(RELAY_ADDRESS));
     });
 
     afterAll(async () => {
@@ -217,18 +196,17 @@ describe.skipIf(unavailable !== undefined)(
           const client = new NamespaceClient(i, up(i));
           clients[i] = client;
           const worker = (i % 2) + 1;
-          const url = `http://127.0.0.1:${httpPort + worker - 1}`;
           const { offer } = await client.read<{ offer: string }>();
           const ticket = await ticketFor(
             client.callId,
             offer,
             {},
             {
-              bootId: await bootIdOf(url),
-              relayId: `${TEST_RELAY_ID}-${worker}`,
+              bootId: await bootIdOf(url(worker)),
+              relayId: relayId(worker),
             },
           );
-          const response = await postCall(url, { call_id: client.callId, offer_sdp: offer }, ticket);
+          const response = await postCall(url(worker), { call_id: client.callId, offer_sdp: offer }, ticket);
           expect(response.status).toBe(201);
           const { answer_sdp } = (await response.json()) as CreateCallResponse;
           expect(answer_sdp).toContain(` ${RELAY_ADDRESS} ${udpPort} typ host`);

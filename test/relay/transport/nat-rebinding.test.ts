@@ -11,10 +11,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { CreateCallResponse } from "../../../protocol/relay-api.ts";
 import { dominantFrequency, goertzel, rms, sine } from "../../support/audio.ts";
 import { EventClient } from "../../faults/fixtures.ts";
-import { freePort, waitFor, waitUntil } from "../../support/loopback.ts";
+import { waitFor, waitUntil } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
-import { bootIdOf, postCall, ticketFor, TEST_RELAY_ID } from "../../support/relay-api.ts";
-import { startRelayProcess, useRelay, type RelayProcess } from "../../support/relays.ts";
+import { bootIdOf, postCall, ticketFor } from "../../support/relay-api.ts";
+import { useRelay, type RelayProcess } from "../../support/relays.ts";
+import { startHostRelays, type HostRelays } from "./host-relays.ts";
 import { RecordingBridge } from "../fixtures.ts";
 
 const HOST = "127.0.0.1";
@@ -170,28 +171,11 @@ describe(
   () => {
     let host: RelayProcess;
     let udpPort: number;
-    let httpPort: number;
+    let url: HostRelays["url"];
+    let relayId: HostRelays["relayId"];
 
     beforeAll(async () => {
-      const probe = await bind(createSocket("udp4"));
-      udpPort = probe.address().port;
-      probe.close();
-      httpPort = await freePort();
-      host = await startRelayProcess({
-        id: TEST_RELAY_ID,
-        env: {
-          RELAY_PROCESSES: "2",
-          RELAY_HTTP_PORT: String(httpPort),
-          RELAY_UDP_PORT: String(udpPort),
-          RELAY_VAD: "off",
-        },
-      });
-      const health = `http://${HOST}:${httpPort + 1}/healthz`;
-      await waitUntil(
-        `${health}`,
-        async () => (await fetch(health).catch(() => undefined))?.ok || undefined,
-        15_000,
-      );
+      ({ host, udpPort, url, relayId } = await startHostRelays());
     });
 
     afterAll(() => host?.stop("SIGTERM"));
@@ -213,7 +197,7 @@ describe(
       const nat = await Nat.open(udpPort);
       const client = new EventClient();
       try {
-        await callThrough(nat, client, `http://${HOST}:${httpPort + 1}`, `${TEST_RELAY_ID}-2`);
+        await callThrough(nat, client, url(2), relayId(2));
         await client.channelOpen();
         await client.waitEvent("session.created");
         nat.holdStun = true;
