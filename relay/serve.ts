@@ -44,7 +44,12 @@ export async function serveRelay(options: {
       : {
           // Behind the host's dispatcher, flows are pinned by connected sockets on its port.
           mux: config.udpDispatched
-            ? UdpMux.pinned(config.mediaIp, config.udpPort)
+            ? UdpMux.pinned(config.mediaIp, config.udpPort, (error, [host, port]) =>
+                log.warn(
+                  { err: error, remote: `${host}:${port}` },
+                  "cannot pin a flow to the shared UDP port",
+                ),
+              )
             : await UdpMux.open(config.mediaIp, config.udpPort),
           ufrags: new UfragMint(
             ufragKey(config.credential.kind === "secret" ? config.credential.secret : key),

@@ -42,7 +42,12 @@ export interface UdpMuxStats {
   addresses: number;
   /** Pinned mode: connected sockets open now (one per bound address). */
   connectedSockets: number;
+  /** Pinned mode: flows whose socket could not bind or connect (the port is not the group's). */
+  pinFailures: number;
 }
+
+/** Told when a pinned flow's socket fails to bind or connect; the flow's sends are dropped. */
+export type PinErrorListener = (error: Error, remote: Address) => void;
 
 interface Route {
   protocol: StunProtocol;
@@ -95,11 +100,18 @@ export class UdpMux implements IceUdpMux {
   #refusedBindings = 0;
   #addresses = 0;
   #connectedSockets = 0;
+  #pinFailures = 0;
+  readonly #onPinError: PinErrorListener | undefined;
   #closed: Promise<void> | undefined;
 
-  private constructor(localAddress: Address, socket: dgram.Socket | undefined) {
+  private constructor(
+    localAddress: Address,
+    socket: dgram.Socket | undefined,
+    onPinError?: PinErrorListener,
+  ) {
     this.localAddress = localAddress;
     this.#socket = socket;
+    this.#onPinError = onPinError;
     socket?.on("message", (data, rinfo) => this.deliver(data, rinfo.address, rinfo.port));
   }
 
@@ -113,8 +125,8 @@ export class UdpMux implements IceUdpMux {
   }
 
   /** A mux on the host's shared port `host:port`, fed first packets by a dispatcher (`deliver`). */
-  static pinned(host: string, port: number): UdpMux {
-    return new UdpMux([host, port], undefined);
+  static pinned(host: string, port: number, onPinError?: PinErrorListener): UdpMux {
+    return new UdpMux([host, port], undefined, onPinError);
   }
 
   get port(): number {
@@ -129,6 +141,7 @@ export class UdpMux implements IceUdpMux {
       ufrags: this.#byUfrag.size,
       addresses: this.#addresses,
       connectedSockets: this.#connectedSockets,
+      pinFailures: this.#pinFailures,
     };
   }
 
@@ -240,8 +253,18 @@ export class UdpMux implements IceUdpMux {
       if (binding.waiting === undefined) protocol.datagramReceived(data, binding.address);
       else this.deliver(data, rinfo.address, rinfo.port);
     });
-    // ICMP errors surface as send errors on a connected socket: the call's ICE consent decides.
-    socket.on("error", () => {});
+    socket.on("error", (error) => {
+      // Once connected, ICMP errors surface here as send errors: the call's ICE consent decides.
+      if (binding.socket !== socket || binding.waiting === undefined) return;
+      // Before: the bind or connect failed (another program holds the port without
+      // SO_REUSEPORT, or another user does). The flow cannot be pinned; its sends are dropped.
+      binding.socket = undefined;
+      binding.waiting = [];
+      this.#connectedSockets--;
+      this.#pinFailures++;
+      socket.close();
+      this.#onPinError?.(error, binding.address);
+    });
     socket.bind(this.localAddress[1], this.localAddress[0], () => {
       if (binding.socket !== socket) return;
       socket.connect(port, host, () => {

@@ -67,4 +67,23 @@ describe("UdpDispatcher", () => {
     expect(heard).toHaveLength(1);
     await mux.close();
   });
+
+  it("says so when a flow cannot be pinned (the port is held without SO_REUSEPORT), and holds no socket", async () => {
+    const squatter = await rawSocket();
+    const failures: string[] = [];
+    const mux = UdpMux.pinned("127.0.0.1", squatter.port, (error, [, port]) =>
+      failures.push(`${port}: ${error.message}`),
+    );
+    const transport = mux.attach({ datagramReceived: () => {} } as unknown as StunProtocol);
+    const client = await rawSocket();
+    await transport.send(Buffer.from("answer"), ["127.0.0.1", client.port]);
+    await waitFor(() => failures.length === 1, 2000, "the pin failure");
+    expect(failures[0]).toMatch(new RegExp(`^${client.port}: .*EADDRINUSE`));
+    expect(mux.stats).toMatchObject({ pinFailures: 1, connectedSockets: 0, addresses: 1 });
+    await transport.send(Buffer.from("more"), ["127.0.0.1", client.port]);
+    await transport.close();
+    expect(mux.stats).toMatchObject({ addresses: 0, connectedSockets: 0 });
+    expect(client.received).toEqual([]);
+    await mux.close();
+  });
 });
