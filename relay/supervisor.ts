@@ -103,13 +103,14 @@ export function superviseRelays(options: SupervisorOptions): Promise<number> {
   const done = new Promise<number>((resolve) => (settle = resolve));
 
   const live = () => workers.filter((w) => w.child !== undefined);
-  const stopAll = (signal: NodeJS.Signals) => {
-    for (const w of workers) {
+  const stop = (signal: NodeJS.Signals, which: readonly Worker[]) => {
+    for (const w of which) {
       clearTimeout(w.restartTimer);
       w.restartTimer = undefined;
       w.child?.kill(signal);
     }
   };
+  const stopAll = (signal: NodeJS.Signals) => stop(signal, workers);
 
   /** A first packet from the dispatcher, to the relay its ufrag names (dropped if that one is down). */
   const passOn = (message: unknown) => {
@@ -148,7 +149,10 @@ export function superviseRelays(options: SupervisorOptions): Promise<number> {
       ? { worker: w.slot.index, relay_id: w.slot.relayId, code, signal }
       : { worker: "udp-dispatcher", code, signal };
     if (stopping) {
-      log.info(facts, "relay process exited");
+      log.info(facts, w.slot ? "relay process exited" : "udp dispatcher exited");
+      // The dispatcher outlives a drain: draining calls may still need it (an ICE restart's
+      // first packets). It goes with the last relay.
+      if (relays.every((r) => r.child === undefined)) stopAll("SIGTERM");
       if (live().length === 0) settle(stopping === "config" ? EXIT_CONFIG : 0);
       return;
     }
@@ -178,9 +182,10 @@ export function superviseRelays(options: SupervisorOptions): Promise<number> {
       settle(1);
       return;
     }
-    log.info({ signal, relays: live().length }, "draining every relay process");
+    log.info({ signal, relays: relays.filter((r) => r.child).length }, "draining every relay process");
     stopping ??= "drain";
-    stopAll(signal);
+    stop(signal, relays);
+    if (relays.every((r) => r.child === undefined)) stopAll(signal);
     if (live().length === 0) settle(0);
   };
   process.on("SIGTERM", onSignal);

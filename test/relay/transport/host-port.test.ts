@@ -239,4 +239,28 @@ describe("RELAY_UDP_PORT shared by RELAY_PROCESSES=2 behind the dispatcher", { t
     expect(one.received.length).toBe(heard);
     await expectEchoOf(two, 900);
   });
+
+  it("drains on SIGTERM: the dispatcher stays until the last relay has gone, then the supervisor exits 0", async () => {
+    await Promise.all(clients.map((c) => c.close()));
+    for (const worker of [1, 2])
+      await waitUntil(
+        `relay ${worker} idle`,
+        async () => {
+          const health = await fetch(`${url(worker)}/healthz`).catch(() => undefined);
+          return (
+            ((await health?.json()) as { active_calls?: number } | undefined)?.active_calls === 0 || undefined
+          );
+        },
+        15_000,
+      );
+    host.proc.kill("SIGTERM");
+    expect(await host.exited).toBe(0);
+    const exits = host
+      .output()
+      .split("\n")
+      .filter((line) => /"(relay process|udp dispatcher) exited"/.test(line))
+      .map((line) => (JSON.parse(line) as { worker: number | string }).worker);
+    expect(exits).toHaveLength(3);
+    expect(exits.at(-1)).toBe("udp-dispatcher");
+  });
 });
