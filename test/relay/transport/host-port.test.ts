@@ -14,7 +14,7 @@ import { TEST_RELAY_ID, TEST_SECRET } from "../../support/relay-api.ts";
 import type { RelayProcess } from "../../support/relays.ts";
 import { forgeries, type IceCredentials } from "../../support/stun-forgery.ts";
 import { closeRawSockets, rawSocket, sendUdp } from "../../support/udp.ts";
-import { startHostRelays, type HostRelays } from "./host-relays.ts";
+import { HOST_RELAYS_START_MS, startHostRelays, type HostRelays } from "./host-relays.ts";
 
 interface UdpSocketInfo {
   localPort: number;
@@ -123,7 +123,7 @@ describe("RELAY_UDP_PORT shared by RELAY_PROCESSES=2 behind the dispatcher", { t
   beforeAll(async () => {
     ({ host, udpPort, url } = await startHostRelays());
     await waitUntil("the dispatcher", async () => pidsOf(host).dispatchers.length > 0 || undefined, 5000);
-  });
+  }, HOST_RELAYS_START_MS);
 
   afterAll(async () => {
     closeRawSockets();

@@ -4,6 +4,9 @@ import { freePort, freeUdpPort, waitUntil } from "../../support/loopback.ts";
 import { TEST_RELAY_ID } from "../../support/relay-api.ts";
 import { startRelayProcess, type RelayProcess } from "../../support/relays.ts";
 
+/** A beforeAll's time for startHostRelays: three Node processes starting on a loaded machine. */
+export const HOST_RELAYS_START_MS = 60_000;
+
 export interface HostRelays {
   host: RelayProcess;
   udpPort: number;

@@ -13,7 +13,7 @@ import { root, waitFor } from "../../support/loopback.ts";
 import { bootIdOf, newCallId, postCall, ticketFor } from "../../support/relay-api.ts";
 import { startRelay, type InProcessRelay, type RelayProcess } from "../../support/relays.ts";
 import { RecordingBridge } from "../fixtures.ts";
-import { startHostRelays, type HostRelays } from "./host-relays.ts";
+import { HOST_RELAYS_START_MS, startHostRelays, type HostRelays } from "./host-relays.ts";
 
 const CLIENTS = 3;
 /** A /24 of 198.18.0.0/15 (RFC 2544, benchmarking), picked at random so runs don't collide. */
@@ -182,7 +182,7 @@ describe.skipIf(unavailable !== undefined)(
 
     beforeAll(async () => {
       ({ host, udpPort, url, relayId } = await startHostRelays(RELAY_ADDRESS));
-    });
+    }, HOST_RELAYS_START_MS);
 
     afterAll(async () => {
       for (const client of clients) client.kill();

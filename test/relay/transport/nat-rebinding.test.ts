@@ -15,7 +15,7 @@ import { waitFor, waitUntil } from "../../support/loopback.ts";
 import { TestPeer } from "../../support/peer.ts";
 import { bootIdOf, postCall, ticketFor } from "../../support/relay-api.ts";
 import { useRelay, type RelayProcess } from "../../support/relays.ts";
-import { startHostRelays, type HostRelays } from "./host-relays.ts";
+import { HOST_RELAYS_START_MS, startHostRelays, type HostRelays } from "./host-relays.ts";
 import { RecordingBridge } from "../fixtures.ts";
 
 const HOST = "127.0.0.1";
@@ -176,7 +176,7 @@ describe(
 
     beforeAll(async () => {
       ({ host, udpPort, url, relayId } = await startHostRelays());
-    });
+    }, HOST_RELAYS_START_MS);
 
     afterAll(() => host?.stop("SIGTERM"));
 
