@@ -27,6 +27,9 @@ export async function startHostRelays(mediaIp = "127.0.0.1"): Promise<HostRelays
       RELAY_UDP_PORT: String(udpPort),
       RELAY_MEDIA_IP: mediaIp,
       RELAY_VAD: "off",
+      // A test's last calls may still be up when it stops the host: drain them quickly, so the
+      // supervisor exits before the harness has to kill it (orphaning its relays).
+      RELAY_DRAIN_SECONDS: "1",
     },
   });
   const url = (worker: number) => `http://127.0.0.1:${httpPort + worker - 1}`;
