@@ -100,10 +100,13 @@ export const RelayEnv = z.object({
   /** Local IPv4 address the media sockets bind to. */
   RELAY_MEDIA_IP: ipv4.default("127.0.0.1"),
   /**
-   * One UDP port for all of this process's calls, routed by ICE ufrag (relay/transport/). Process
-   * i of RELAY_PROCESSES takes RELAY_UDP_PORT + i - 1. Unset: per-call ports from RELAY_UDP_PORTS.
+   * One UDP port for every call on this host, routed by ICE ufrag (relay/transport/). With
+   * RELAY_PROCESSES > 1 all processes share it: a dispatcher holds the port and each process pins
+   * its flows with connected sockets (SO_REUSEPORT). Unset: per-call ports from RELAY_UDP_PORTS.
    */
   RELAY_UDP_PORT: number(z.number().int().min(0).max(65535)).optional(),
+  /** Set by the supervisor: RELAY_UDP_PORT is the host's, first packets come from its dispatcher. */
+  RELAY_UDP_DISPATCHED: z.enum(["0", "1"]).default("0"),
   /** Per-call UDP ports: the fallback mode, kept for one release; RELAY_UDP_PORT replaces it. */
   RELAY_UDP_PORTS: portRange.default([40000, 40999]),
   /** Set by the supervisor (1-based); names the owning process in this relay's ICE ufrags. */
@@ -196,6 +199,8 @@ export interface RelayConfig {
   mediaIp: string;
   /** The shared UDP port (RELAY_UDP_PORT); undefined in the per-call fallback mode. */
   udpPort: number | undefined;
+  /** This process shares udpPort with its siblings behind the host's dispatcher (supervised). */
+  udpDispatched: boolean;
   udpPorts: [number, number];
   /** This process among RELAY_PROCESSES (1-based), 0 for a relay on its own. */
   processIndex: number;
@@ -264,7 +269,7 @@ export interface RelayProcessSlot {
   metricsPort: number | undefined;
   /** RELAY_PUBLIC_URL with this process's port, if one was given (else the default follows the port). */
   publicUrl: string | undefined;
-  /** RELAY_UDP_PORT + index - 1 (0 stays 0), with a shared port; else the slice of RELAY_UDP_PORTS. */
+  /** RELAY_UDP_PORT, the host's one port (behind the dispatcher); else the slice of RELAY_UDP_PORTS. */
   udpPort: number | undefined;
   udpPorts: [number, number];
 }
@@ -313,6 +318,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     publicIp: e.RELAY_PUBLIC_IP,
     mediaIp: e.RELAY_MEDIA_IP,
     udpPort: e.RELAY_UDP_PORT,
+    udpDispatched: e.RELAY_UDP_DISPATCHED === "1",
     udpPorts: e.RELAY_UDP_PORTS,
     processIndex: e.RELAY_PROCESS_INDEX,
     capacity: e.RELAY_CAPACITY,
@@ -359,8 +365,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
 /**
  * Lays `count` relays out on one host. Each must look like a separate relay to the edge and to
  * clients: its own id (`<RELAY_ID>-<i>`), HTTP port (RELAY_HTTP_PORT + i - 1, the public URL's
- * port shifted alike) and a disjoint slice of the UDP range. werift binds one UDP port per call
- * (one host candidate, bundled, rtcp-mux), so a slice must hold RELAY_CAPACITY ports.
+ * port shifted alike). With RELAY_UDP_PORT they all share that one UDP port (the supervisor adds
+ * the dispatcher); else each takes a disjoint slice of the UDP range: werift binds one UDP port per
+ * call (one host candidate, bundled, rtcp-mux), so a slice must hold RELAY_CAPACITY ports.
  */
 export function relayProcesses(
   count: number,
@@ -417,8 +424,11 @@ export function relayProcesses(
       `port ${publicPort.port} + RELAY_PROCESSES=${count} - 1 is past 65535`,
     );
   const udpPort = host.udpPort;
-  if (udpPort !== undefined && udpPort !== 0 && udpPort + count - 1 > 65535)
-    throw new ConfigError("RELAY_UDP_PORT", `${udpPort} + RELAY_PROCESSES=${count} - 1 is past 65535`);
+  if (udpPort === 0)
+    throw new ConfigError(
+      "RELAY_UDP_PORT",
+      "must be a fixed port with RELAY_PROCESSES > 1 (every process and the dispatcher share it)",
+    );
   const [lo, hi] = host.udpPorts;
   const perProcess = Math.floor((hi - lo + 1) / count);
   const needed = Math.max(2, host.capacity);
@@ -437,7 +447,7 @@ export function relayProcesses(
       httpPort: host.httpPort + i,
       metricsPort: metricsPort === undefined ? undefined : metricsPort + i,
       publicUrl: publicPort && `${publicPort.before}${publicPort.port + i}${publicPort.after}`,
-      udpPort: udpPort === undefined || udpPort === 0 ? udpPort : udpPort + i,
+      udpPort,
       udpPorts: [first, first + perProcess - 1],
     };
   });

@@ -3,28 +3,27 @@
 // RELAY_DRAIN_SECONDS, then end with relay_draining); a second signal exits at once.
 // With RELAY_PROCESSES > 1 this process only supervises that many relays (relay/supervisor.ts),
 // each this same file run with its own id, ports and UDP slice.
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { limitBufferPool } from "./call/werift-fixes.ts";
-import { ConfigError, loadConfig } from "./config.ts";
 import { createInferenceBridgeFactory } from "./inference/create-bridge-factory.ts";
 import { createLogger } from "./log.ts";
 import { serveRelay, type ServedRelay } from "./serve.ts";
-import { EXIT_CONFIG, superviseRelays } from "./supervisor.ts";
+import { loadConfigOrExit, superviseRelays } from "./supervisor.ts";
+import { asFirstPacket } from "./transport/udp-dispatcher.ts";
 
-let config;
-try {
-  config = loadConfig();
-} catch (error) {
-  if (error instanceof ConfigError) {
-    console.error(error.message);
-    process.exit(EXIT_CONFIG);
-  }
-  throw error;
-}
+const config = loadConfigOrExit();
 
 if (config.processes.length > 0) {
   const log = createLogger(config.logLevel).child({ component: "supervisor" });
-  process.exit(await superviseRelays({ config, log, script: fileURLToPath(import.meta.url) }));
+  process.exit(
+    await superviseRelays({
+      config,
+      log,
+      script: fileURLToPath(import.meta.url),
+      dispatcherScript: join(import.meta.dirname, "dispatcher-main.ts"),
+    }),
+  );
 }
 
 limitBufferPool();
@@ -61,4 +60,14 @@ try {
 } catch (error) {
   log.fatal({ err: error }, "relay failed to start");
   process.exit(1);
+}
+// The host's shared UDP port: the dispatcher's first packets of our flows, via the supervisor.
+const udpMux = served.udpMux;
+if (config.udpDispatched && udpMux) {
+  process.on("message", (message) => {
+    const packet = asFirstPacket(message);
+    if (!packet) return;
+    const { data } = packet;
+    udpMux.deliver(Buffer.from(data.buffer, data.byteOffset, data.byteLength), packet.host, packet.port);
+  });
 }

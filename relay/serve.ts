@@ -42,7 +42,15 @@ export async function serveRelay(options: {
     config.udpPort === undefined
       ? undefined
       : {
-          mux: await UdpMux.open(config.mediaIp, config.udpPort),
+          // Behind the host's dispatcher, flows are pinned by connected sockets on its port.
+          mux: config.udpDispatched
+            ? UdpMux.pinned(config.mediaIp, config.udpPort, (error, [host, port]) =>
+                log.warn(
+                  { err: error, remote: `${host}:${port}` },
+                  "cannot pin a flow to the shared UDP port",
+                ),
+              )
+            : await UdpMux.open(config.mediaIp, config.udpPort),
           ufrags: new UfragMint(
             ufragKey(config.credential.kind === "secret" ? config.credential.secret : key),
             config.processIndex,

@@ -182,7 +182,7 @@ describe("config: RELAY_PROCESSES", () => {
   });
 });
 
-describe("RELAY_UDP_PORT (one UDP port per relay process)", () => {
+describe("RELAY_UDP_PORT (one UDP port per host)", () => {
   const base = { EARSHOT_RELAY_SECRET: TEST_SECRET };
   it("is off by default (per-call ports from RELAY_UDP_PORTS), and on when set", () => {
     expect(loadConfig(base)).toMatchObject({ udpPort: undefined, processIndex: 0 });
@@ -194,16 +194,18 @@ describe("RELAY_UDP_PORT (one UDP port per relay process)", () => {
     );
     expect(() => loadConfig({ ...base, RELAY_UDP_PORT: "65536" })).toThrow("RELAY_UDP_PORT");
   });
-  it("gives process i of RELAY_PROCESSES the port + i - 1, at the top of the range and just past it", () => {
+  it("is one port for the whole host with RELAY_PROCESSES > 1 (behind the dispatcher), never port 0", () => {
     const env = { ...base, RELAY_PROCESSES: "2", RELAY_HTTP_PORT: "9000" };
-    expect(loadConfig({ ...env, RELAY_UDP_PORT: "65534" }).processes.map((p) => p.udpPort)).toEqual([
-      65534, 65535,
+    expect(loadConfig({ ...env, RELAY_UDP_PORT: "65535" }).processes.map((p) => p.udpPort)).toEqual([
+      65535, 65535,
     ]);
-    expect(() => loadConfig({ ...env, RELAY_UDP_PORT: "65535" })).toThrow(
-      /RELAY_UDP_PORT: 65535 \+ RELAY_PROCESSES=2/,
+    // Every process and the dispatcher must agree on it.
+    expect(() => loadConfig({ ...env, RELAY_UDP_PORT: "0" })).toThrow(/RELAY_UDP_PORT: must be a fixed port/);
+    // The supervisor sets RELAY_UDP_DISPATCHED for its relays; a relay on its own owns its port.
+    expect(loadConfig({ ...base, RELAY_UDP_PORT: "3478" }).udpDispatched).toBe(false);
+    expect(loadConfig({ ...base, RELAY_UDP_PORT: "3478", RELAY_UDP_DISPATCHED: "1" }).udpDispatched).toBe(
+      true,
     );
-    // Port 0: each process takes one the OS chooses.
-    expect(loadConfig({ ...env, RELAY_UDP_PORT: "0" }).processes.map((p) => p.udpPort)).toEqual([0, 0]);
     // No UDP range to split: RELAY_CAPACITY needs no ports of its own.
     expect(loadConfig({ ...env, RELAY_UDP_PORT: "3478", RELAY_CAPACITY: "5000" }).processes).toHaveLength(2);
   });

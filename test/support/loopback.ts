@@ -1,6 +1,7 @@
 // The loopback harness's plumbing, shared by the tests and bench/: free ports, child processes
 // the caller owns (stopped by process group), and waits with timeouts instead of sleeps.
 import { spawn, type ChildProcess } from "node:child_process";
+import { createSocket } from "node:dgram";
 import { appendFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -17,6 +18,15 @@ export async function freePort(): Promise<number> {
       server.close(() => resolve(port));
     });
   });
+}
+
+/** A UDP port free on loopback right now. */
+export async function freeUdpPort(): Promise<number> {
+  const socket = createSocket("udp4");
+  await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
+  const { port } = socket.address();
+  await new Promise<void>((resolve) => socket.close(resolve));
+  return port;
 }
 
 export interface ManagedProcess {

@@ -2,14 +2,13 @@
 // (RELAY_UDP_PORT): the browser's offer (BUNDLE, rtcp-mux, mDNS host candidates the edge strips)
 // connects through the ufrag router, the agent hears the fake microphone and the page hears the
 // agent, and the relay holds no UDP socket but the shared one.
-import { createSocket } from "node:dgram";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { launchChromium, writeSpeechWav } from "./fixtures.ts";
-import { freePort, type ManagedProcess, startProcess } from "../support/loopback.ts";
+import { freePort, freeUdpPort, type ManagedProcess, startProcess } from "../support/loopback.ts";
 import {
   type Edge,
   type RelayProcess,
@@ -22,15 +21,6 @@ import {
 interface DemoState {
   peakOutputLevel: number;
   events: string[];
-}
-
-/** A UDP port free on loopback right now. */
-async function freeUdpPort(): Promise<number> {
-  const socket = createSocket("udp4");
-  await new Promise<void>((resolve) => socket.bind(0, "127.0.0.1", resolve));
-  const { port } = socket.address();
-  await new Promise<void>((resolve) => socket.close(resolve));
-  return port;
 }
 
 describe("Chromium through the edge to a relay's shared UDP port", { timeout: 120_000 }, () => {

@@ -1,7 +1,8 @@
 // Clients on hosts of their own: three network namespaces made by this test, each a werift
 // client with its own address, joined by veth pairs to a bridge in this namespace that holds the
 // relay's media address. Every call comes in on the relay's one shared UDP port from a distinct
-// address, as in production, and carries its own audio both ways. Skipped, saying why, where the
+// address, as in production, and carries its own audio both ways: to one relay process, and to
+// the host's port shared by two relay processes behind the dispatcher. Skipped, saying why, where the
 // machine allows no namespaces (CI runs as root and does).
 import { execFileSync, spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { createInterface } from "node:readline";
@@ -10,8 +11,9 @@ import type { CreateCallResponse } from "../../../protocol/relay-api.ts";
 import { dominantFrequency, sine } from "../../support/audio.ts";
 import { root, waitFor } from "../../support/loopback.ts";
 import { bootIdOf, newCallId, postCall, ticketFor } from "../../support/relay-api.ts";
-import { startRelay, type InProcessRelay } from "../../support/relays.ts";
+import { startRelay, type InProcessRelay, type RelayProcess } from "../../support/relays.ts";
 import { RecordingBridge } from "../fixtures.ts";
+import { HOST_RELAYS_START_MS, startHostRelays, type HostRelays } from "./host-relays.ts";
 
 const CLIENTS = 3;
 /** A /24 of 198.18.0.0/15 (RFC 2544, benchmarking), picked at random so runs don't collide. */
@@ -102,6 +104,15 @@ class NamespaceClient {
   }
 }
 
+beforeAll(() => {
+  if (unavailable) return;
+  tearDown(); // leftovers of a killed run with the same subnet
+  setUp();
+});
+afterAll(() => {
+  if (!unavailable) tearDown();
+});
+
 describe.skipIf(unavailable !== undefined)(
   "clients on hosts of their own (network namespaces)",
   { timeout: 90_000 },
@@ -110,8 +121,6 @@ describe.skipIf(unavailable !== undefined)(
     const clients: NamespaceClient[] = [];
 
     beforeAll(async () => {
-      tearDown(); // leftovers of a killed run with the same subnet
-      setUp();
       relay = await startRelay({
         bridgeFactory: RecordingBridge.factory,
         env: { RELAY_UDP_PORT: "0", RELAY_MEDIA_IP: RELAY_ADDRESS },
@@ -121,7 +130,6 @@ describe.skipIf(unavailable !== undefined)(
     afterAll(async () => {
       for (const client of clients) client.kill();
       await relay?.close();
-      tearDown();
     });
 
     it("takes each client's call on the one port, from its own address, with its own audio both ways", async () => {
@@ -156,6 +164,61 @@ describe.skipIf(unavailable !== undefined)(
           const heard = await client.read<{ packets: number; downHz: number }>();
           expect(heard.packets).toBeGreaterThanOrEqual(45);
           expect(Math.abs(heard.downHz - down(i))).toBeLessThanOrEqual(10);
+        }),
+      );
+    });
+  },
+);
+
+describe.skipIf(unavailable !== undefined)(
+  "clients on hosts of their own, calling the host's one port shared by RELAY_PROCESSES=2",
+  { timeout: 90_000 },
+  () => {
+    let host: RelayProcess;
+    let udpPort: number;
+    let url: HostRelays["url"];
+    let relayId: HostRelays["relayId"];
+    const clients: NamespaceClient[] = [];
+
+    beforeAll(async () => {
+      ({ host, udpPort, url, relayId } = await startHostRelays(RELAY_ADDRESS));
+    }, HOST_RELAYS_START_MS);
+
+    afterAll(async () => {
+      for (const client of clients) client.kill();
+      await host?.stop("SIGTERM");
+    });
+
+    it("spreads the clients' calls over both processes, each from its own address with its own audio both ways", async () => {
+      const up = (i: number) => 400 + 150 * i;
+      await Promise.all(
+        Array.from({ length: CLIENTS }, async (_, i) => {
+          const client = new NamespaceClient(i, up(i));
+          clients[i] = client;
+          const worker = (i % 2) + 1;
+          const { offer } = await client.read<{ offer: string }>();
+          const ticket = await ticketFor(
+            client.callId,
+            offer,
+            {},
+            {
+              bootId: await bootIdOf(url(worker)),
+              relayId: relayId(worker),
+            },
+          );
+          const response = await postCall(url(worker), { call_id: client.callId, offer_sdp: offer }, ticket);
+          expect(response.status).toBe(201);
+          const { answer_sdp } = (await response.json()) as CreateCallResponse;
+          expect(answer_sdp).toContain(` ${RELAY_ADDRESS} ${udpPort} typ host`);
+          client.send({ answer: answer_sdp });
+          const { pair } = await client.read<{ pair: { remoteAddress: string } }>();
+          expect(pair.remoteAddress).toBe(`${RELAY_ADDRESS}:${udpPort}`);
+          // The client says a second of its tone; the echoing agent plays it back.
+          await new Promise((r) => setTimeout(r, 3500));
+          client.send({ report: true });
+          const heard = await client.read<{ packets: number; downHz: number }>();
+          expect(heard.packets).toBeGreaterThanOrEqual(45);
+          expect(Math.abs(heard.downHz - up(i))).toBeLessThanOrEqual(15);
         }),
       );
     });

@@ -1,6 +1,6 @@
 // A werift client for the namespace tests, run with `ip netns exec <ns> node netns-client.ts
 // <address> <uplink Hz>`. One JSON object per line each way: it prints {offer}, reads {answer},
-// prints {connected, pair} and says a tone, reads {report}, prints what it heard and exits.
+// prints {connected, pair} and says a tone then silence, reads {report}, prints what it heard and exits.
 import { createInterface } from "node:readline";
 import { dominantFrequency, sine } from "../../support/audio.ts";
 import { TestPeer } from "../../support/peer.ts";
@@ -15,7 +15,8 @@ for await (const line of createInterface({ input: process.stdin })) {
     await peer.applyAnswer(message.answer);
     await peer.connected();
     say({ connected: true, pair: peer.selectedPair() });
-    await peer.say(sine(Number(upHz), 1000, 8000));
+    // A second of tone, then a second of silence: an echoing agent takes the silence as the turn's end.
+    await peer.say(new Int16Array([...sine(Number(upHz), 1000, 8000), ...new Int16Array(24_000)]));
   } else if (message.report) {
     // The second of downlink audio the test pushed: all of it, or what came within 5 s.
     const deadline = Date.now() + 5000;
