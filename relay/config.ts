@@ -104,6 +104,13 @@ export const RelayEnv = z.object({
    * i of RELAY_PROCESSES takes RELAY_UDP_PORT + i - 1. Unset: per-call ports from RELAY_UDP_PORTS.
    */
   RELAY_UDP_PORT: number(z.number().int().min(0).max(65535)).optional(),
+  /**
+   * ICE-TCP (RFC 6544, passive) for clients whose networks block UDP: every answer also carries a
+   * `tcptype passive` candidate on this one port (443 in production), routed by ICE ufrag
+   * (relay/transport/tcp-front.ts). One port for the host: with RELAY_PROCESSES > 1 the
+   * supervisor listens and hands each connection to its process. Unset: no TCP candidate.
+   */
+  RELAY_TCP_PORT: number(z.number().int().min(0).max(65535)).optional(),
   /** Per-call UDP ports: the fallback mode, kept for one release; RELAY_UDP_PORT replaces it. */
   RELAY_UDP_PORTS: portRange.default([40000, 40999]),
   /** Set by the supervisor (1-based); names the owning process in this relay's ICE ufrags. */
@@ -197,6 +204,11 @@ export interface RelayConfig {
   /** The shared UDP port (RELAY_UDP_PORT); undefined in the per-call fallback mode. */
   udpPort: number | undefined;
   udpPorts: [number, number];
+  /**
+   * The ICE-TCP port (RELAY_TCP_PORT), undefined for none. A relay on its own listens on it; one
+   * of RELAY_PROCESSES (processIndex > 0) is handed its connections by the supervisor.
+   */
+  tcpPort: number | undefined;
   /** This process among RELAY_PROCESSES (1-based), 0 for a relay on its own. */
   processIndex: number;
   capacity: number;
@@ -314,6 +326,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     mediaIp: e.RELAY_MEDIA_IP,
     udpPort: e.RELAY_UDP_PORT,
     udpPorts: e.RELAY_UDP_PORTS,
+    tcpPort: e.RELAY_TCP_PORT,
     processIndex: e.RELAY_PROCESS_INDEX,
     capacity: e.RELAY_CAPACITY,
     drainSeconds: e.RELAY_DRAIN_SECONDS,

@@ -10,6 +10,7 @@ import { createInferenceBridgeFactory } from "./inference/create-bridge-factory.
 import { createLogger } from "./log.ts";
 import { serveRelay, type ServedRelay } from "./serve.ts";
 import { EXIT_CONFIG, superviseRelays } from "./supervisor.ts";
+import { openSupervisorTcpFront } from "./transport/tcp-hand-off.ts";
 
 let config;
 try {
@@ -24,7 +25,20 @@ try {
 
 if (config.processes.length > 0) {
   const log = createLogger(config.logLevel).child({ component: "supervisor" });
-  process.exit(await superviseRelays({ config, log, script: fileURLToPath(import.meta.url) }));
+  // ICE-TCP has one port for the host: the supervisor listens and hands connections on. Its
+  // processes advertise the port it got (RELAY_TCP_PORT=0 lets the OS choose one).
+  const iceTcp = await openSupervisorTcpFront(config, log);
+  process.exit(
+    await superviseRelays({
+      config,
+      log,
+      script: fileURLToPath(import.meta.url),
+      ...(iceTcp && {
+        env: { ...process.env, RELAY_TCP_PORT: String(iceTcp.front.port) },
+        connectHandOff: iceTcp.connect,
+      }),
+    }),
+  );
 }
 
 limitBufferPool();

@@ -10,6 +10,7 @@
 // call's set-up. fork also gives each worker an IPC channel, used only to notice the supervisor
 // is gone (relay/main.ts drains then).
 import { fork, type ChildProcess } from "node:child_process";
+import type { SendToRelay } from "./transport/tcp-hand-off.ts";
 import type { RelayConfig, RelayProcessSlot } from "./config.ts";
 import type { Logger } from "./log.ts";
 
@@ -26,6 +27,8 @@ export interface SupervisorOptions {
   script: string;
   /** The environment every relay shares; each gets its slot's variables on top. */
   env?: NodeJS.ProcessEnv;
+  /** Given the way to pass a socket to a running relay process (ICE-TCP: transport/tcp-hand-off.ts). */
+  connectHandOff?: (send: SendToRelay) => void;
 }
 
 interface Worker {
@@ -137,6 +140,13 @@ export function superviseRelays(options: SupervisorOptions): Promise<number> {
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
 
+  options.connectHandOff?.((index, message, socket) => {
+    const child = workers.find((w) => w.slot.index === index)?.child;
+    if (!child?.connected) return false;
+    // The descriptor moves to the child; the callback reports a channel that closed meanwhile.
+    child.send(message, socket, (error) => error && socket.destroy());
+    return true;
+  });
   for (const w of workers) start(w);
   return done;
 }
