@@ -126,15 +126,16 @@ async function serveIceTcp(
     const stop = acceptHandedOffConnections(mux);
     return { mux, front: undefined, close: async () => stop() };
   }
-  let mux: TcpMux | undefined;
   const front = await TcpFront.listen(config.mediaIp, config.tcpPort, {
     owner: (ufrag) => ufrags.owner(ufrag),
+    // Runs on a connection's data, a later I/O event: `mux` is set by then (the line after).
     route: (socket, received, ufrag, owner) => {
-      if (owner !== config.processIndex || !mux) return false;
+      if (owner !== config.processIndex) return false;
       mux.accept(socket, received, ufrag);
       return true;
     },
   });
-  mux = new TcpMux(config.mediaIp, front.port);
+  // The port the OS chose for RELAY_TCP_PORT=0 is the one to advertise.
+  const mux = new TcpMux(config.mediaIp, front.port);
   return { mux, front, close: () => front.close() };
 }

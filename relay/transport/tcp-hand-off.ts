@@ -30,15 +30,19 @@ export async function openSupervisorTcpFront(
   log: Logger,
 ): Promise<{ front: TcpFront; connect: (send: SendToRelay) => void } | undefined> {
   if (config.tcpPort === undefined) return undefined;
-  if (config.credential.kind !== "secret") throw new Error("RELAY_PROCESSES > 1 runs on EARSHOT_RELAY_SECRET");
+  if (config.credential.kind !== "secret")
+    throw new Error("RELAY_PROCESSES > 1 runs on EARSHOT_RELAY_SECRET");
   // Index 0 mints nothing here: the supervisor only checks the tags its processes' ufrags carry.
   const ufrags = new UfragMint(ufragKey(config.credential.secret), 0);
   let sendToRelay: SendToRelay | undefined;
   const front = await TcpFront.listen(config.mediaIp, config.tcpPort, {
     owner: (ufrag) => ufrags.owner(ufrag),
     route: (socket, received, ufrag, owner) =>
-      sendToRelay?.(owner, { type: "earshot:ice-tcp", ufrag, received: received.toString("base64") }, socket) ??
-      false,
+      sendToRelay?.(
+        owner,
+        { type: "earshot:ice-tcp", ufrag, received: received.toString("base64") },
+        socket,
+      ) ?? false,
   });
   log.info({ tcp_port: front.port }, "ICE-TCP listening");
   return { front, connect: (send) => (sendToRelay = send) };

@@ -109,7 +109,10 @@ export class TestPeer {
 
   async applyAnswer(sdp: string): Promise<void> {
     this.answerSdp = sdp;
-    await this.pc.setRemoteDescription({ type: "answer", sdp: this.#tcpOnly ? withoutUdpCandidates(sdp) : sdp });
+    await this.pc.setRemoteDescription({
+      type: "answer",
+      sdp: this.#tcpOnly ? withoutUdpCandidates(sdp) : sdp,
+    });
   }
 
   /**

@@ -27,7 +27,8 @@ function workerPids(host: RelayProcess): Map<number, number> {
 /** The local port of the client's selected TCP connection. */
 function tcpPortOf(client: EventClient): number {
   const protocol = client.pc.iceTransports[0]!.connection.nominated!.protocol;
-  const sockets = (protocol as unknown as { sockets: Map<string, { socket: { localPort: number } }> }).sockets;
+  const sockets = (protocol as unknown as { sockets: Map<string, { socket: { localPort: number } }> })
+    .sockets;
   return [...sockets.values()][0]!.socket.localPort;
 }
 
@@ -38,7 +39,8 @@ function tcpPeersOf(pid: number, localPort: number): number[] {
   for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
     const f = line.trim().split(/\s+/);
     if (f.length < 10 || f[3] !== "01") continue;
-    if (parseInt(f[1]!.split(":")[1]!, 16) === localPort) remoteByInode.set(f[9]!, parseInt(f[2]!.split(":")[1]!, 16));
+    if (parseInt(f[1]!.split(":")[1]!, 16) === localPort)
+      remoteByInode.set(f[9]!, parseInt(f[2]!.split(":")[1]!, 16));
   }
   const peers: number[] = [];
   for (const fd of readdirSync(`/proc/${pid}/fd`)) {
@@ -67,7 +69,11 @@ describe("ICE-TCP with RELAY_PROCESSES=2", { timeout: 60_000 }, () => {
     });
     for (const port of [httpPort, httpPort + 1]) {
       const url = `http://127.0.0.1:${port}/healthz`;
-      await waitUntil(`${url} to answer`, async () => (await fetch(url).catch(() => undefined))?.ok || undefined, 15_000);
+      await waitUntil(
+        `${url} to answer`,
+        async () => (await fetch(url).catch(() => undefined))?.ok || undefined,
+        15_000,
+      );
     }
   });
 
@@ -85,7 +91,11 @@ describe("ICE-TCP with RELAY_PROCESSES=2", { timeout: 60_000 }, () => {
       const url = `http://127.0.0.1:${httpPort + i}`;
       const calls = await Promise.all(
         [0, 1].map(async () => {
-          const client = await callRelay(url, new EventClient({ tcpOnly: true }), `${TEST_RELAY_ID}-${i + 1}`);
+          const client = await callRelay(
+            url,
+            new EventClient({ tcpOnly: true }),
+            `${TEST_RELAY_ID}-${i + 1}`,
+          );
           clients.push(client);
           return client;
         }),

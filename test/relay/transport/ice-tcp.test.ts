@@ -22,7 +22,8 @@ const ufragOf = (sdp: string) => /^a=ice-ufrag:(\S+)/m.exec(sdp)![1]!;
 const pwdOf = (sdp: string) => /^a=ice-pwd:(\S+)/m.exec(sdp)![1]!;
 
 /** An RFC 4571 frame: 2-byte length, then the packet. */
-const framed = (packet: Buffer) => Buffer.concat([Buffer.from([packet.length >> 8, packet.length & 255]), packet]);
+const framed = (packet: Buffer) =>
+  Buffer.concat([Buffer.from([packet.length >> 8, packet.length & 255]), packet]);
 
 /** A raw TCP connection to the relay's ICE-TCP port that records what it gets and when it closes. */
 async function rawConnection(port: number) {
@@ -39,7 +40,7 @@ async function rawConnection(port: number) {
 function stunFrames(chunks: Buffer[], key: string) {
   const bytes = Buffer.concat(chunks);
   const messages = [];
-  for (let at = 0; at + 2 <= bytes.length; ) {
+  for (let at = 0; at + 2 <= bytes.length;) {
     const length = bytes.readUInt16BE(at);
     messages.push(parseMessage(bytes.subarray(at + 2, at + 2 + length), Buffer.from(key, "utf8")));
     at += 2 + length;
@@ -148,7 +149,8 @@ describe("ICE-TCP on an in-process relay (RELAY_TCP_PORT)", () => {
   it("ends the call when its selected TCP connection drops, and forgets it", async () => {
     const { client, call } = await connectRecorded(relay, { tcpOnly: true });
     const selected = client.pc.iceTransports[0]!.connection.nominated!;
-    const sockets = (selected.protocol as unknown as { sockets: Map<string, { socket: net.Socket }> }).sockets;
+    const sockets = (selected.protocol as unknown as { sockets: Map<string, { socket: net.Socket }> })
+      .sockets;
     expect(sockets.size).toBe(1);
     for (const { socket } of sockets.values()) socket.destroy();
     await call.closed;

@@ -13,7 +13,8 @@ import { request } from "../../support/stun-forgery.ts";
 const LIMITS: TcpFrontLimits = { maxPending: 4, firstFrameMs: 400, maxFirstFrameBytes: 300 };
 const mint = new UfragMint(ufragKey(TEST_SECRET), 3);
 
-const framed = (packet: Buffer) => Buffer.concat([Buffer.from([packet.length >> 8, packet.length & 255]), packet]);
+const framed = (packet: Buffer) =>
+  Buffer.concat([Buffer.from([packet.length >> 8, packet.length & 255]), packet]);
 
 /** A Binding request for a minted ufrag, padded with a SOFTWARE-like attribute to `size` bytes. */
 function bindingOfSize(size: number, ufrag = mint.mint()): Buffer {
@@ -133,9 +134,17 @@ describe("TcpFront", () => {
     const cases: [string, Buffer, "not_stun" | "forged" | "oversized"][] = [
       ["TLS ClientHello", Buffer.from([0x16, 0x03, 0x01, 0x00, 0x05, 1, 0, 0, 1, 0]), "oversized"],
       ["an HTTP request", Buffer.from("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "oversized"],
-      ["a DTLS record first", framed(Buffer.from([0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0])), "not_stun"],
+      [
+        "a DTLS record first",
+        framed(Buffer.from([0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0])),
+        "not_stun",
+      ],
       ["a Binding request without USERNAME", framed(request({})), "not_stun"],
-      ["a live ufrag with its tag changed", framed(request({ username: `${live.slice(0, -1)}${live.endsWith("A") ? "B" : "A"}:x` })), "forged"],
+      [
+        "a live ufrag with its tag changed",
+        framed(request({ username: `${live.slice(0, -1)}${live.endsWith("A") ? "B" : "A"}:x` })),
+        "forged",
+      ],
       ["a ufrag tagged under another key", framed(request({ username: `${otherKey}:x` })), "forged"],
       ["a short ufrag", framed(request({ username: "abcd:x" })), "forged"],
     ];
