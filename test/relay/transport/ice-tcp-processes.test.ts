@@ -4,12 +4,14 @@
 // through the echoing built-in agent; /proc shows each connection held by its relay process and
 // not by the supervisor.
 import { readdirSync, readFileSync, readlinkSync } from "node:fs";
+import net from "node:net";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UfragMint, ufragKey } from "../../../relay/transport/ufrag.ts";
 import { EventClient, callRelay, expectEchoOf } from "../../faults/fixtures.ts";
 import { freePort, waitUntil } from "../../support/loopback.ts";
 import { TEST_RELAY_ID, TEST_SECRET } from "../../support/relay-api.ts";
 import { startRelayProcess, type RelayProcess } from "../../support/relays.ts";
+import { request } from "../../support/stun-forgery.ts";
 
 const TCP_CANDIDATE = /^a=candidate:\S+ 1 tcp \d+ \S+ (\d+) typ host tcptype passive/m;
 
@@ -112,5 +114,27 @@ describe("ICE-TCP with RELAY_PROCESSES=2", { timeout: 60_000 }, () => {
       expect(tcpPeersOf(pids.get(i + 1)!, tcpPort).sort()).toEqual(clientPorts.sort());
       expect(tcpPeersOf(supervisorPid, tcpPort)).toEqual([]);
     }
+  });
+
+  it("closes connections whose ufrag is forged or names no running process, answering nothing", async () => {
+    const tcpPort = Number(/"tcp_port":(\d+)/.exec(host!.output())![1]);
+    const live = new UfragMint(ufragKey(TEST_SECRET), 1).mint();
+    const ufrags = [
+      live.slice(0, -1) + (live.endsWith("A") ? "B" : "A"), // tag broken
+      new UfragMint(ufragKey(TEST_SECRET), 3).mint(), // a valid tag, for a process that does not exist
+    ];
+    for (const ufrag of ufrags) {
+      const socket = net.connect(tcpPort, "127.0.0.1");
+      socket.on("error", () => {});
+      const received: Buffer[] = [];
+      socket.on("data", (d) => received.push(d));
+      const closed = new Promise((resolve) => socket.once("close", resolve));
+      const packet = request({ username: `${ufrag}:x` });
+      socket.write(Buffer.concat([Buffer.from([packet.length >> 8, packet.length & 255]), packet]));
+      await closed;
+      expect(received).toEqual([]);
+    }
+    // The live calls carry on.
+    await expectEchoOf(clients[0]!, 700);
   });
 });
