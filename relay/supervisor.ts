@@ -2,13 +2,14 @@
 // core at about 80-100 calls, so a host runs N complete relays side by side, each registered at
 // the edge under its own id, port and UDP slice (relay/config.ts relayProcesses()); the edge's
 // load penalty spreads calls between them. This supervisor only starts them, restarts one that
-// dies, and passes on the stop signal: it listens on nothing and holds no call state.
+// dies, and passes on the stop signal; it holds no call state. (With RELAY_TCP_PORT, main.ts
+// also gives it ICE-TCP's listener, which hands each connection on: transport/tcp-hand-off.ts.)
 //
 // child_process.fork, not node:cluster: cluster exists to share one listening socket between
 // workers, which is what the relays must not do (the edge addresses each by its own URL), and
 // in a cluster worker every dgram bind() is a round trip to the primary, which would sit on each
-// call's set-up. fork also gives each worker an IPC channel, used only to notice the supervisor
-// is gone (relay/main.ts drains then).
+// call's set-up. fork also gives each worker an IPC channel: to notice the supervisor is gone
+// (relay/main.ts drains then), and to receive ICE-TCP connections.
 import { fork, type ChildProcess } from "node:child_process";
 import type { SendToRelay } from "./transport/tcp-hand-off.ts";
 import type { RelayConfig, RelayProcessSlot } from "./config.ts";
