@@ -10,7 +10,8 @@ import { waitFor } from "../../support/loopback.ts";
 import { TEST_SECRET } from "../../support/relay-api.ts";
 import { request } from "../../support/stun-forgery.ts";
 
-const LIMITS: TcpFrontLimits = { maxPending: 4, firstFrameMs: 400, maxFirstFrameBytes: 300 };
+// A deadline long enough that a loaded machine's event loop stalls do not decide the timing test.
+const LIMITS: TcpFrontLimits = { maxPending: 4, firstFrameMs: 1000, maxFirstFrameBytes: 300 };
 const mint = new UfragMint(ufragKey(TEST_SECRET), 3);
 
 const framed = (packet: Buffer) =>
@@ -96,14 +97,14 @@ describe("TcpFront", () => {
     expect(front.stats.dropped.oversized).toBe(dropped + 1);
   });
 
-  it("routes a first frame that completes just inside the deadline, and closes one that does not", async () => {
+  it("routes a first frame that completes inside the deadline, and closes one that does not", async () => {
     const before = { routed: routed.length, timedOut: front.stats.dropped.timed_out };
     const frame = framed(bindingOfSize(100));
     const inTime = await connect();
     const late = await connect();
     inTime.socket.write(frame.subarray(0, 10));
     late.socket.write(frame.subarray(0, 10));
-    await new Promise((r) => setTimeout(r, LIMITS.firstFrameMs * 0.6));
+    await new Promise((r) => setTimeout(r, LIMITS.firstFrameMs * 0.3));
     inTime.socket.write(frame.subarray(10));
     await late.closed;
     expect(late.received).toEqual([]);
