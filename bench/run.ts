@@ -2,7 +2,7 @@
 //   npm run bench [-- --quick] [-- --edge]
 // Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/network.ts, bench/turn-taking.ts,
 // bench/capacity.ts, bench/edge.ts, bench/edge-events.ts, bench/sideband.ts, bench/continuity.ts,
-// bench/shared-port.ts.
+// bench/shared-port.ts, bench/ice-tcp.ts.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -12,6 +12,7 @@ import { capacityTable, runCapacity, type CapacityResult } from "./capacity.ts";
 import { continuityTable, runContinuity, type ContinuityResult } from "./continuity.ts";
 import { edgeTable, runEdge, type EdgeResult } from "./edge.ts";
 import { edgeEventsTable, runEdgeEvents, type EdgeEventsResult } from "./edge-events.ts";
+import { iceTcpTable, runIceTcp, type IceTcpResult } from "./ice-tcp.ts";
 import { networkTable, runNetwork, type NetworkResult } from "./network.ts";
 import { loadAverage, root } from "./lib/procs.ts";
 import { table } from "./lib/stats.ts";
@@ -108,6 +109,11 @@ const sharedPort: SharedPortResult = await runSharedPort({
   rounds: quick ? 1 : 2,
 });
 log(sharedPortTable(sharedPort));
+
+// ICE-TCP (RELAY_TCP_PORT) against UDP on one relay, batches interleaved (~1 min).
+log("bench: ICE-TCP against UDP…");
+const iceTcp: IceTcpResult = await runIceTcp({ calls: 20, seconds: quick ? 3 : 5, rounds: quick ? 1 : 2 });
+log(iceTcpTable(iceTcp));
 
 const light = capacity.steps[0];
 const at = capacity.atCapacity;
@@ -266,6 +272,7 @@ const result = {
   sideband,
   continuity,
   sharedPort,
+  iceTcp,
 };
 mkdirSync(join(root, "bench/results"), { recursive: true });
 writeFileSync(join(root, "bench/results/latest.json"), `${JSON.stringify(result, null, 2)}\n`);

@@ -85,6 +85,8 @@ export const CallStats = z.strictObject({
   jitter_ms: z.number().nonnegative(),
   late_frames: z.number().int().nonnegative(),
   rtt_ms: z.number().nonnegative().optional(),
+  /** The selected ICE pair's transport: `tcp` when the client reached the relay by ICE-TCP. */
+  transport: z.enum(["udp", "tcp"]).optional(),
   /** Media quality each way (relays from issue 19 on). */
   quality: z
     .strictObject({

@@ -107,6 +107,13 @@ export const RelayEnv = z.object({
   RELAY_UDP_PORT: number(z.number().int().min(0).max(65535)).optional(),
   /** Set by the supervisor: RELAY_UDP_PORT is the host's, first packets come from its dispatcher. */
   RELAY_UDP_DISPATCHED: z.enum(["0", "1"]).default("0"),
+  /**
+   * ICE-TCP (RFC 6544, passive) for clients whose networks block UDP: every answer also carries a
+   * `tcptype passive` candidate on this one port (443 in production), routed by ICE ufrag
+   * (relay/transport/tcp-front.ts). One port for the host: with RELAY_PROCESSES > 1 the
+   * supervisor listens and hands each connection to its process. Unset: no TCP candidate.
+   */
+  RELAY_TCP_PORT: number(z.number().int().min(0).max(65535)).optional(),
   /** Per-call UDP ports: the fallback mode, kept for one release; RELAY_UDP_PORT replaces it. */
   RELAY_UDP_PORTS: portRange.default([40000, 40999]),
   /** Set by the supervisor (1-based); names the owning process in this relay's ICE ufrags. */
@@ -202,6 +209,11 @@ export interface RelayConfig {
   /** This process shares udpPort with its siblings behind the host's dispatcher (supervised). */
   udpDispatched: boolean;
   udpPorts: [number, number];
+  /**
+   * The ICE-TCP port (RELAY_TCP_PORT), undefined for none. A relay on its own listens on it; one
+   * of RELAY_PROCESSES (processIndex > 0) is handed its connections by the supervisor.
+   */
+  tcpPort: number | undefined;
   /** This process among RELAY_PROCESSES (1-based), 0 for a relay on its own. */
   processIndex: number;
   capacity: number;
@@ -320,6 +332,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     udpPort: e.RELAY_UDP_PORT,
     udpDispatched: e.RELAY_UDP_DISPATCHED === "1",
     udpPorts: e.RELAY_UDP_PORTS,
+    tcpPort: e.RELAY_TCP_PORT,
     processIndex: e.RELAY_PROCESS_INDEX,
     capacity: e.RELAY_CAPACITY,
     drainSeconds: e.RELAY_DRAIN_SECONDS,

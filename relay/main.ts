@@ -10,18 +10,26 @@ import { createInferenceBridgeFactory } from "./inference/create-bridge-factory.
 import { createLogger } from "./log.ts";
 import { serveRelay, type ServedRelay } from "./serve.ts";
 import { loadConfigOrExit, superviseRelays } from "./supervisor.ts";
+import { openSupervisorTcpFront } from "./transport/tcp-hand-off.ts";
 import { asFirstPacket } from "./transport/udp-dispatcher.ts";
 
 const config = loadConfigOrExit();
 
 if (config.processes.length > 0) {
   const log = createLogger(config.logLevel).child({ component: "supervisor" });
+  // ICE-TCP has one port for the host: the supervisor listens and hands connections on. Its
+  // processes advertise the port it got (RELAY_TCP_PORT=0 lets the OS choose one).
+  const iceTcp = await openSupervisorTcpFront(config, log);
   process.exit(
     await superviseRelays({
       config,
       log,
       script: fileURLToPath(import.meta.url),
       dispatcherScript: join(import.meta.dirname, "dispatcher-main.ts"),
+      ...(iceTcp && {
+        env: { ...process.env, RELAY_TCP_PORT: String(iceTcp.front.port) },
+        connectHandOff: iceTcp.connect,
+      }),
     }),
   );
 }
@@ -31,8 +39,6 @@ limitBufferPool();
 const supervised = process.channel !== undefined;
 const rootLog = createLogger(config.logLevel);
 const log = supervised ? rootLog.child({ relay_id: config.relayId }) : rootLog;
-// Each call's audio and events go to the Realtime upstream (INFERENCE_URL, else the built-in agent).
-const bridgeFactory = await createInferenceBridgeFactory(config, log);
 
 process.on("unhandledRejection", (reason) => log.error({ err: reason }, "unhandled rejection"));
 
@@ -52,8 +58,12 @@ const shutdown = (signal: string) => {
 };
 process.on("SIGTERM", () => shutdown("SIGTERM"));
 process.on("SIGINT", () => shutdown("SIGINT"));
-// The supervisor is gone (killed outright): drain rather than hold the ports with no one to restart us.
+// The supervisor is gone (killed outright): drain rather than hold the ports with no one to restart
+// us. Listened for before anything is awaited, so a supervisor killed while we start is noticed.
 if (supervised) process.once("disconnect", () => signals === 0 && shutdown("supervisor gone"));
+
+// Each call's audio and events go to the Realtime upstream (INFERENCE_URL, else the built-in agent).
+const bridgeFactory = await createInferenceBridgeFactory(config, log);
 
 try {
   served = await serveRelay({ config, log, bridgeFactory });

@@ -54,6 +54,8 @@ export interface RelayOptions {
   bridgeFactory?: CallBridgeFactory;
   /** The process's shared UDP port (RELAY_UDP_PORT); without it each call binds its own. */
   sharedPort?: MediaNetwork["sharedPort"];
+  /** ICE-TCP (RELAY_TCP_PORT); without it answers carry no TCP candidate. */
+  iceTcp?: MediaNetwork["iceTcp"];
 }
 
 export interface RelayEvents {
@@ -77,6 +79,7 @@ export class Relay extends EventEmitter<RelayEvents> {
   readonly #log: Logger;
   readonly #bridgeFactory: CallBridgeFactory;
   readonly #sharedPort: MediaNetwork["sharedPort"];
+  readonly #iceTcp: MediaNetwork["iceTcp"];
   #draining = false;
   #statsTimer: NodeJS.Timeout | undefined;
   #drainTimer: NodeJS.Timeout | undefined;
@@ -92,6 +95,7 @@ export class Relay extends EventEmitter<RelayEvents> {
     this.metrics = new RelayMetrics({ maxAgeMs: this.#config.metrics.maxAgeSeconds * 1000 });
     this.#bridgeFactory = options.bridgeFactory ?? discardingBridge;
     this.#sharedPort = options.sharedPort;
+    this.#iceTcp = options.iceTcp;
     const complexity = this.#config.opusComplexity;
     this.encoderGovernor = new EncoderGovernor({
       ...(complexity === "auto" ? {} : { ladder: [complexity] }),
@@ -168,6 +172,7 @@ export class Relay extends EventEmitter<RelayEvents> {
         publicIp: this.#config.publicIp,
         udpPorts: this.#config.udpPorts,
         sharedPort: this.#sharedPort,
+        iceTcp: this.#iceTcp,
         iceLite: this.#config.iceLite,
       },
       bridgeFactory: this.#bridgeFactory,

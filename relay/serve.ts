@@ -8,6 +8,9 @@ import { RelayHttpApi } from "./edge/http-api.ts";
 import { MetricsEndpoint, MetricsListener } from "./edge/metrics-endpoint.ts";
 import type { Logger } from "./log.ts";
 import { Relay } from "./relay.ts";
+import { acceptHandedOffConnections } from "./transport/tcp-hand-off.ts";
+import { TcpFront } from "./transport/tcp-front.ts";
+import { TcpMux } from "./transport/tcp-mux.ts";
 import { UdpMux } from "./transport/udp-mux.ts";
 import { UfragMint, ufragKey } from "./transport/ufrag.ts";
 
@@ -21,6 +24,9 @@ export interface ServedRelay {
   metricsPort: number | undefined;
   /** The shared UDP port's router, with RELAY_UDP_PORT. */
   udpMux: UdpMux | undefined;
+  /** ICE-TCP, with RELAY_TCP_PORT: the calls' router, and the listener unless a supervisor has it. */
+  tcpMux: TcpMux | undefined;
+  tcpFront: TcpFront | undefined;
   /** Ends every call, tells the edge, stops the API and all timers. Safe to call twice. */
   close(): Promise<void>;
 }
@@ -38,6 +44,13 @@ export async function serveRelay(options: {
       : await deriveRelayKey(config.credential.secret, config.relayId);
   // The ufrag key comes from the deployment secret when there is one, so every process of the
   // host (and a dispatcher in front of them) can check any of the host's ufrags.
+  const ufrags =
+    config.udpPort === undefined && config.tcpPort === undefined
+      ? undefined
+      : new UfragMint(
+          ufragKey(config.credential.kind === "secret" ? config.credential.secret : key),
+          config.processIndex,
+        );
   const sharedPort =
     config.udpPort === undefined
       ? undefined
@@ -51,12 +64,10 @@ export async function serveRelay(options: {
                 ),
               )
             : await UdpMux.open(config.mediaIp, config.udpPort),
-          ufrags: new UfragMint(
-            ufragKey(config.credential.kind === "secret" ? config.credential.secret : key),
-            config.processIndex,
-          ),
+          ufrags: ufrags!,
         };
-  const relay = new Relay({ ...options, sharedPort });
+  const iceTcp = await serveIceTcp(config, ufrags);
+  const relay = new Relay({ ...options, sharedPort, iceTcp: iceTcp && { mux: iceTcp.mux, ufrags: ufrags! } });
   const metrics = new MetricsEndpoint(relay.metrics, config.metrics);
   const api = new RelayHttpApi(relay, { config, log, metrics, key });
   const metricsListener =
@@ -92,10 +103,13 @@ export async function serveRelay(options: {
     port,
     metricsPort,
     udpMux: sharedPort?.mux,
+    tcpMux: iceTcp?.mux,
+    tcpFront: iceTcp?.front,
     close: () =>
       (closing ??= (async () => {
         await relay.close();
         await sharedPort?.mux.close();
+        await iceTcp?.close();
         // Without this, a relay with no calls exits before the edge hears it is draining, and the
         // edge keeps sending it calls until its heartbeats go stale. Bounded by the request timeout.
         await drainNotice;
@@ -106,4 +120,33 @@ export async function serveRelay(options: {
         log.info("relay closed");
       })()),
   };
+}
+
+/**
+ * ICE-TCP with RELAY_TCP_PORT. A relay on its own listens on the port; one of RELAY_PROCESSES
+ * (processIndex > 0) advertises the port its supervisor listens on and takes the connections the
+ * supervisor hands it (relay/transport/tcp-hand-off.ts).
+ */
+async function serveIceTcp(
+  config: RelayConfig,
+  ufrags: UfragMint | undefined,
+): Promise<{ mux: TcpMux; front: TcpFront | undefined; close(): Promise<void> } | undefined> {
+  if (config.tcpPort === undefined || !ufrags) return undefined;
+  if (config.processIndex > 0) {
+    const mux = new TcpMux(config.mediaIp, config.tcpPort);
+    const stop = acceptHandedOffConnections(mux);
+    return { mux, front: undefined, close: async () => stop() };
+  }
+  const front = await TcpFront.listen(config.mediaIp, config.tcpPort, {
+    owner: (ufrag) => ufrags.owner(ufrag),
+    // Runs on a connection's data, a later I/O event: `mux` is set by then (the line after).
+    route: (socket, received, ufrag, owner) => {
+      if (owner !== config.processIndex) return false;
+      mux.accept(socket, received, ufrag);
+      return true;
+    },
+  });
+  // The port the OS chose for RELAY_TCP_PORT=0 is the one to advertise.
+  const mux = new TcpMux(config.mediaIp, front.port);
+  return { mux, front, close: () => front.close() };
 }

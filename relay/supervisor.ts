@@ -2,13 +2,15 @@
 // core at about 80-100 calls, so a host runs N complete relays side by side, each registered at
 // the edge under its own id and port (relay/config.ts relayProcesses()); the edge's
 // load penalty spreads calls between them. This supervisor only starts them, restarts one that
-// dies, and passes on the stop signal: it listens on nothing and holds no call state.
+// dies, and passes on the stop signal; it holds no call state. (With RELAY_TCP_PORT, main.ts
+// also gives it ICE-TCP's listener, which hands each connection on: transport/tcp-hand-off.ts.)
 //
 // child_process.fork, not node:cluster: cluster exists to share one listening socket between
 // workers, which is what the relays must not do (the edge addresses each by its own URL), and
 // in a cluster worker every dgram bind() is a round trip to the primary, which would sit on each
 // call's set-up. fork also gives each worker an IPC channel, used to notice the supervisor is
-// gone (relay/main.ts drains then) and, with a shared UDP port, to pass first packets on.
+// gone (relay/main.ts drains then), to receive ICE-TCP connections, and, with a shared UDP port,
+// to pass first packets on.
 //
 // RELAY_UDP_PORT with RELAY_PROCESSES > 1: the relays share that one port, and the supervisor
 // also runs the host's UDP dispatcher (relay/dispatcher-main.ts) as a sibling, restarted on its
@@ -19,6 +21,7 @@
 // Live calls' packets never pass here: each relay pins its flows with connected sockets.
 import { fork, type ChildProcess } from "node:child_process";
 import { ConfigError, loadConfig, type RelayConfig, type RelayProcessSlot } from "./config.ts";
+import type { SendToRelay } from "./transport/tcp-hand-off.ts";
 import type { Logger } from "./log.ts";
 import { asFirstPacket } from "./transport/udp-dispatcher.ts";
 
@@ -48,6 +51,8 @@ export interface SupervisorOptions {
   dispatcherScript: string;
   /** The environment every relay shares; each gets its slot's variables on top. */
   env?: NodeJS.ProcessEnv;
+  /** Given the way to pass a socket to a running relay process (ICE-TCP: transport/tcp-hand-off.ts). */
+  connectHandOff?: (send: SendToRelay) => void;
 }
 
 /** The dispatcher's first restart delay: new calls wait for it (live ones do not). */
@@ -191,6 +196,13 @@ export function superviseRelays(options: SupervisorOptions): Promise<number> {
   process.on("SIGTERM", onSignal);
   process.on("SIGINT", onSignal);
 
+  options.connectHandOff?.((index, message, socket) => {
+    const child = workers.find((w) => w.slot?.index === index)?.child;
+    if (!child?.connected) return false;
+    // The descriptor moves to the child; the callback reports a channel that closed meanwhile.
+    child.send(message, socket, (error) => error && socket.destroy());
+    return true;
+  });
   for (const w of workers) start(w);
   return done;
 }

@@ -47,9 +47,9 @@ export function tonePackets(): Buffer[] {
 
 export class BenchClient {
   /** Records nothing itself: the bench counts packets here instead of keeping them. */
-  readonly peer = new TestPeer({ record: false });
-  readonly pc = this.peer.pc;
-  readonly callId = this.peer.callId;
+  readonly peer: TestPeer;
+  readonly pc: TestPeer["pc"];
+  readonly callId: string;
   times: SetupTimes = { start: 0 };
   packetsIn = 0;
   packetsOut = 0;
@@ -61,7 +61,11 @@ export class BenchClient {
   #lastSeq = -1;
   #frame = 0;
 
-  constructor() {
+  /** `tcpOnly`: a client on a network that blocks UDP (ICE-TCP only, see TestPeer). */
+  constructor(options: { tcpOnly?: boolean } = {}) {
+    this.peer = new TestPeer({ record: false, tcpOnly: options.tcpOnly ?? false });
+    this.pc = this.peer.pc;
+    this.callId = this.peer.callId;
     this.peer.channel.onMessage.subscribe((m) => {
       if (!this.keepMessages) return;
       const event = JSON.parse(String(m)) as Record<string, unknown>;

@@ -201,7 +201,8 @@ export class Call extends EventEmitter<CallEvents> {
   async answer(offerSdp: string): Promise<string> {
     offerSdp = withoutEndOfCandidates(offerSdp);
     this.#offerSdp = offerSdp;
-    if (this.#options.network.sharedPort) {
+    // A shared UDP or TCP port routes by ufrag, which takes one ICE agent (one ufrag) per call.
+    if (this.#options.network.sharedPort || this.#options.network.iceTcp) {
       const problem = sharedPortProblem(offerSdp);
       if (problem) throw new CallSetupError(problem);
     }
@@ -302,6 +303,8 @@ export class Call extends EventEmitter<CallEvents> {
       late_frames: up?.late ?? 0,
     };
     if (this.#rttMs !== undefined) stats.rtt_ms = round2(this.#rttMs);
+    const transport = this.transport;
+    if (transport) stats.transport = transport;
     if (up) {
       const expected = up.packets - up.late + up.lost;
       const fec = this.#lossAdaptive;
@@ -330,6 +333,13 @@ export class Call extends EventEmitter<CallEvents> {
   }
 
   /** What the call's UDP surface refused (forged STUN, foreign DTLS/SRTP, replays, …). */
+  /** The relay's side of the selected ICE pair: `tcp` for ICE-TCP; undefined before one is selected. */
+  get transport(): "udp" | "tcp" | undefined {
+    const local = this.#pc.iceTransports[0]?.connection.nominated?.localCandidate;
+    if (!local) return undefined;
+    return local.transport === "tcp" ? "tcp" : "udp";
+  }
+
   get udpGuard(): UdpGuardStats {
     return udpGuardStats(this.#pc);
   }

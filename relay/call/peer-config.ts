@@ -1,6 +1,7 @@
 // The werift PeerConnection config every relay call uses, from the relay config. Kept apart
 // from the call so the media network settings are in one place (pion's SettingEngine idea).
 import { RTCRtpCodecParameters, type PeerConfig } from "werift";
+import type { TcpMux } from "../transport/tcp-mux.ts";
 import type { UdpMux } from "../transport/udp-mux.ts";
 import type { UfragMint } from "../transport/ufrag.ts";
 
@@ -13,6 +14,8 @@ export interface MediaNetwork {
   udpPorts: [number, number];
   /** The process's shared UDP port (RELAY_UDP_PORT) and the ufrags that route to it. */
   sharedPort?: { mux: UdpMux; ufrags: UfragMint } | undefined;
+  /** ICE-TCP (RELAY_TCP_PORT): the passive candidate's port and the ufrags that route to it. */
+  iceTcp?: { mux: TcpMux; ufrags: UfragMint } | undefined;
   iceLite: boolean;
 }
 
@@ -42,7 +45,7 @@ export function peerConfig(network: MediaNetwork): Partial<PeerConfig> {
     iceServers: [],
     iceUseIpv4: true,
     iceUseIpv6: false,
-    iceUseTcp: false,
+    iceUseTcp: network.iceTcp !== undefined,
     iceLite: network.iceLite,
     iceInterfaceAddresses: { udp4: network.mediaIp },
     iceAdditionalHostAddresses: [network.mediaIp],
@@ -50,6 +53,14 @@ export function peerConfig(network: MediaNetwork): Partial<PeerConfig> {
     ...(network.sharedPort && {
       iceUdpMux: network.sharedPort.mux,
       iceLocalUsername: () => network.sharedPort!.ufrags.mint(),
+    }),
+    ...(network.iceTcp && {
+      // Passive only (RFC 6544 §4.5): the relay accepts on RELAY_TCP_PORT and never dials a
+      // client's address (werift patches 035, 036).
+      iceTcpPassive: true,
+      iceTcpActive: false,
+      iceTcpMux: network.iceTcp.mux,
+      iceLocalUsername: () => network.iceTcp!.ufrags.mint(),
     }),
     // Hostile-input limits (patched werift, see patches/README.md): a client can't make the relay
     // hold or check more candidates than this, and `.local` names are not resolved (a relay has

@@ -24,14 +24,16 @@ export function rewriteCandidateAddress(sdp: string, boundIp: string, publicIp: 
 }
 
 /**
- * Drops `a=end-of-candidates` from an offer that has no candidates. The edge strips candidates
- * the relay must not try (mDNS, private addresses), which can leave none at all; werift then
- * fails ICE at once instead of waiting for the client's checks, which are what give the relay
- * its peer-reflexive candidate. Without the marker it waits, bounded by the connect timeout.
- * An offer with candidates keeps the marker, so werift stops taking new ones as it should.
+ * Drops `a=end-of-candidates` from an offer that has no UDP candidates. The edge strips
+ * candidates the relay must not try (mDNS, private addresses), which can leave none at all, and
+ * a client behind a UDP-blocking network offers only `tcptype active` ones, which the relay
+ * (passive only) has nothing to pair with; werift then fails ICE at once instead of waiting for
+ * the client's checks, which are what give the relay its peer-reflexive candidate. Without the
+ * marker it waits, bounded by the connect timeout. An offer with UDP candidates keeps the
+ * marker, so werift stops taking new ones as it should.
  */
 export function withoutEndOfCandidates(sdp: string): string {
-  if (/^a=candidate:/m.test(sdp)) return sdp;
+  if (/^a=candidate:\S+ \d+ udp /im.test(sdp)) return sdp;
   return sdp.replace(/^a=end-of-candidates\r?\n/gm, "");
 }
 

@@ -5,7 +5,7 @@ import { performance } from "node:perf_hooks";
 import { expect } from "vitest";
 import { concat, dominantFrequency, lastSoundAt, rms, sine } from "../support/audio.ts";
 import { freePort, waitFor, waitUntil } from "../support/loopback.ts";
-import { TestPeer } from "../support/peer.ts";
+import { TestPeer, type PeerOptions } from "../support/peer.ts";
 import { startEdge, startRelayProcess, udpRange, type Edge, type RelayProcess } from "../support/relays.ts";
 
 export { freePort, udpRange, waitUntil, type RelayProcess };
@@ -51,8 +51,8 @@ export type Event = { type: string; at: number; [key: string]: unknown };
 /** A werift client whose oai-events messages are parsed with their arrival time. */
 export class EventClient extends TestPeer {
   readonly events: Event[] = [];
-  constructor() {
-    super();
+  constructor(options: PeerOptions = {}) {
+    super(options);
     this.channel.onMessage.subscribe((m) => {
       try {
         this.events.push({ ...(JSON.parse(String(m)) as Event), at: performance.now() });

@@ -210,3 +210,27 @@ describe("RELAY_UDP_PORT (one UDP port per host)", () => {
     expect(loadConfig({ ...env, RELAY_UDP_PORT: "3478", RELAY_CAPACITY: "5000" }).processes).toHaveLength(2);
   });
 });
+
+describe("RELAY_TCP_PORT (ICE-TCP, one port for the host)", () => {
+  const base = { EARSHOT_RELAY_SECRET: TEST_SECRET };
+  it("is off by default, and on when set, 65535 and 0 included", () => {
+    expect(loadConfig(base)).toMatchObject({ tcpPort: undefined });
+    expect(loadConfig({ ...base, RELAY_TCP_PORT: "443" })).toMatchObject({ tcpPort: 443 });
+    expect(loadConfig({ ...base, RELAY_TCP_PORT: "65535" })).toMatchObject({ tcpPort: 65535 });
+    expect(loadConfig({ ...base, RELAY_TCP_PORT: "0" })).toMatchObject({ tcpPort: 0 });
+  });
+  it("refuses a port past 65535 or not a number, naming the variable", () => {
+    expect(() => loadConfig({ ...base, RELAY_TCP_PORT: "65536" })).toThrow("RELAY_TCP_PORT");
+    expect(() => loadConfig({ ...base, RELAY_TCP_PORT: "https" })).toThrow("RELAY_TCP_PORT");
+  });
+  it("stays one port with RELAY_PROCESSES (the supervisor listens; processes advertise it)", () => {
+    const config = loadConfig({
+      ...base,
+      RELAY_PROCESSES: "2",
+      RELAY_HTTP_PORT: "9000",
+      RELAY_TCP_PORT: "443",
+    });
+    expect(config.tcpPort).toBe(443);
+    expect(config.processes).toHaveLength(2);
+  });
+});

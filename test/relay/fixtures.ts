@@ -4,7 +4,7 @@ import type { CallBridge, CallBridgeFactory, CallContext } from "../../relay/bri
 import type { Call } from "../../relay/call/call.ts";
 import { concat, FRAME } from "../support/audio.ts";
 import { waitFor } from "../support/loopback.ts";
-import { TestPeer } from "../support/peer.ts";
+import { TestPeer, type PeerOptions } from "../support/peer.ts";
 import type { UsedRelay } from "../support/relays.ts";
 
 /** Records uplink frames (copied) and exposes the call context. */
@@ -59,8 +59,9 @@ export class RecordingBridge implements CallBridge {
  */
 export async function connectRecorded(
   relay: UsedRelay,
+  peer: PeerOptions = {},
 ): Promise<{ client: TestPeer; call: Call; bridge: RecordingBridge }> {
-  const client = relay.track(new TestPeer());
+  const client = relay.track(new TestPeer(peer));
   const response = await client.call(relay.url);
   if (response.status !== 201) throw new Error(`call refused: ${response.status} ${await response.text()}`);
   await client.connected();

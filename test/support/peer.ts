@@ -36,6 +36,17 @@ export interface PeerOptions {
   record?: boolean;
   /** The local IPv4 address to gather on (default 127.0.0.1), e.g. in a test's network namespace. */
   address?: string;
+  /**
+   * A client whose network blocks UDP: it reaches the relay only by ICE-TCP, as the active side
+   * (RFC 6544). UDP candidates are left out of its offer and ignored in the answer, and it
+   * checks TCP pairs only.
+   */
+  tcpOnly?: boolean;
+}
+
+/** SDP without its UDP candidates (a network that drops UDP never lets them work). */
+export function withoutUdpCandidates(sdp: string): string {
+  return sdp.replace(/^a=candidate:\S+ \d+ udp .*\r?\n/gim, "");
 }
 
 export class TestPeer {
@@ -55,6 +66,7 @@ export class TestPeer {
   #lastSentAt: number | undefined;
   #pauseShift = 0;
   #encoder: ReturnType<typeof createOpusEncoder> | undefined;
+  readonly #tcpOnly: boolean;
 
   constructor(options: PeerOptions = {}) {
     this.pc = new RTCPeerConnection({
@@ -63,7 +75,13 @@ export class TestPeer {
       iceUseIpv6: false,
       iceInterfaceAddresses: { udp4: options.address ?? "127.0.0.1" },
       iceAdditionalHostAddresses: [options.address ?? "127.0.0.1"],
+      ...(options.tcpOnly && {
+        iceUseTcp: true,
+        iceTcpPassive: false,
+        iceFilterCandidatePair: (pair) => pair.localCandidate.transport === "tcp",
+      }),
     });
+    this.#tcpOnly = options.tcpOnly ?? false;
     this.transceiver = this.pc.addTransceiver("audio", { direction: "sendrecv" });
     this.channel = this.pc.createDataChannel("oai-events");
     if (options.record === false) return;
@@ -85,12 +103,16 @@ export class TestPeer {
   /** Creates the offer and waits for ICE gathering (werift gathers in setLocalDescription). */
   async offer(): Promise<string> {
     await this.pc.setLocalDescription(await this.pc.createOffer());
-    return this.pc.localDescription!.sdp;
+    const sdp = this.pc.localDescription!.sdp;
+    return this.#tcpOnly ? withoutUdpCandidates(sdp) : sdp;
   }
 
   async applyAnswer(sdp: string): Promise<void> {
     this.answerSdp = sdp;
-    await this.pc.setRemoteDescription({ type: "answer", sdp });
+    await this.pc.setRemoteDescription({
+      type: "answer",
+      sdp: this.#tcpOnly ? withoutUdpCandidates(sdp) : sdp,
+    });
   }
 
   /**

@@ -17,6 +17,8 @@ import type { EncoderGovernor } from "../../relay/media/encoder-governor.ts";
 import type { Pacer } from "../../relay/media/pacer.ts";
 import type { RelayMetrics } from "../../relay/metrics.ts";
 import { serveRelay } from "../../relay/serve.ts";
+import type { TcpFront } from "../../relay/transport/tcp-front.ts";
+import type { TcpMux } from "../../relay/transport/tcp-mux.ts";
 import type { UdpMux } from "../../relay/transport/udp-mux.ts";
 import {
   freePort,
@@ -75,6 +77,9 @@ export interface InProcessRelay {
   readonly encoderGovernor: EncoderGovernor;
   /** The shared UDP port's router, with RELAY_UDP_PORT. */
   readonly udpMux: UdpMux | undefined;
+  /** ICE-TCP's router and listener, with RELAY_TCP_PORT. */
+  readonly tcpMux: TcpMux | undefined;
+  readonly tcpFront: TcpFront | undefined;
   heartbeat(): Heartbeat;
   close(): Promise<void>;
 }
@@ -94,7 +99,7 @@ export async function startRelay(options: InProcessRelayOptions = {}): Promise<I
         }),
       )
     : createLogger("silent");
-  const { relay, port, udpMux, close } = await serveRelay({
+  const { relay, port, udpMux, tcpMux, tcpFront, close } = await serveRelay({
     config,
     log,
     bridgeFactory: options.bridgeFactory,
@@ -107,6 +112,8 @@ export async function startRelay(options: InProcessRelayOptions = {}): Promise<I
     pacer: relay.pacer,
     encoderGovernor: relay.encoderGovernor,
     udpMux,
+    tcpMux,
+    tcpFront,
     heartbeat: () => relay.heartbeat(),
     close,
   };
