@@ -26,13 +26,22 @@
 // A reply's first frames, before the echo path is measured: for what goes upstream, the worst
 // case as before (any delay, unit gain: the model must not hear, and answer, the reply's opening
 // echo); for the relay's VAD, each delay is bounded by the mean uplink/reference ratio it has
-// shown so far (lastDecision unmeasured_user / unmeasured_echo). One case stays hard: a user who
-// starts talking within 0.8 s of a call's FIRST reply lines up with an echo of the reply's own
-// opening at delay = the time since it started, which no earlier frame can refute; such a user
-// must be louder than the reply's opening until it is (the bench's 0.6 s trials). From the
-// second reply on this is gone: the evidence carries over from reply to reply (it ages only while
-// the assistant is heard; the echo path of a call is stable), so every delay is proven from the
-// reply's first frame.
+// shown so far (lastDecision unmeasured_user / unmeasured_echo).
+//
+// The echo's delay is bounded by the call itself (issue 20): the network round trip (the least
+// the client's RTCP reports showed) plus ECHO_PATH_ALLOWANCE_MS for the client's playout, the air
+// and its capture. A user who starts talking into a call's FIRST reply lines up with an echo of
+// the reply's own opening at delay = the time since it started, which no earlier frame can
+// refute from level envelopes; once the reply is older than the bound that delay is no longer a
+// candidate, and every delay within it has been tested by the reply's first frames, so the user is
+// heard from their first frame. Before, every delay to 800 ms was a candidate and such a user had
+// to be louder than the reply's opening (the bench's 0.6 s trials, p95 about 600 ms). A device
+// whose echo comes later than the bound (a Bluetooth speaker behind a deep jitter buffer, a
+// host far behind) passes for the user until 12 frames of it follow the reply at a steady gain
+// (#echoBeyondBound); then the bound goes for the rest of the call (a metric counts such calls).
+// From the second reply on the bound does not matter: the evidence carries over from reply to
+// reply (it ages only while the assistant is heard; the echo path of a call is stable), so every
+// delay is proven from the reply's first frame.
 //
 // Assumption: the echo path does not go from none to audible mid-call (a user leaving a headset
 // for the loudspeaker with echo cancellation off): for up to 3 s of the assistant's audio after
