@@ -4,7 +4,8 @@
 // assistant packet (p50/p95), for production defaults and for the relay's VAD without echo
 // suppression, side by side.
 //   npx node bench/turn-taking.ts [--repeat=1] [--only=class,class] [--configs=defaults,vad-only]
-//     [--second-reply] (only the trials in a call's second reply)
+//     [--second-reply] (only the trials in a call's second reply) [--start=600] (only the trials
+//     starting that far into the reply)
 import { AgentServer } from "../agent/agent-server.ts";
 import {
   SHOULD_BARGE_IN,
@@ -37,10 +38,17 @@ export interface ClassResult {
 
 /**
  * A row of the table: a class, or a class in a call's second reply (Trial.secondReply), where the
- * echo guard starts with what the first reply showed it.
+ * echo guard starts with what the first reply showed it. Interruptions in a call's first reply
+ * are split by when they start: 0.6 s in, the reply's opening can still be echoing.
  */
-export type TrialGroup = StimulusClass | `${StimulusClass}, second reply`;
-const groupOf = (t: Trial): TrialGroup => (t.secondReply ? `${t.class}, second reply` : t.class);
+export type TrialGroup =
+  StimulusClass | `${StimulusClass}, second reply` | "interruption, 0.6 s into the first reply";
+const groupOf = (t: Trial): TrialGroup =>
+  t.secondReply
+    ? `${t.class}, second reply`
+    : t.class === "interruption" && t.startAfterMs === 600
+      ? "interruption, 0.6 s into the first reply"
+      : t.class;
 
 export interface TurnTakingResult {
   configs: Partial<Record<TurnConfig, Partial<Record<TrialGroup, ClassResult>>>>;
@@ -68,6 +76,7 @@ export async function runTurnTaking(
     repeat?: number;
     only?: StimulusClass[];
     secondReplyOnly?: boolean;
+    startAfterMs?: number;
     configs?: TurnConfig[];
     log?: (line: string) => void;
   } = {},
@@ -75,7 +84,10 @@ export async function runTurnTaking(
   const log = options.log ?? (() => {});
   const set = await evaluationSet("bench");
   const trials = set.trials.filter(
-    (t) => (!options.only || options.only.includes(t.class)) && (!options.secondReplyOnly || t.secondReply),
+    (t) =>
+      (!options.only || options.only.includes(t.class)) &&
+      (!options.secondReplyOnly || t.secondReply) &&
+      (options.startAfterMs === undefined || t.startAfterMs === options.startAfterMs),
   );
   const result: TurnTakingResult = { configs: {}, failures: {}, errors: {}, load: loadAverage() };
   for (const config of options.configs ?? (["defaults", "vad-only"] as TurnConfig[])) {
@@ -131,6 +143,7 @@ export function turnTakingTable(r: TurnTakingResult): string {
   const configs = Object.keys(r.configs) as TurnConfig[];
   const classes: TrialGroup[] = [
     "interruption",
+    "interruption, 0.6 s into the first reply",
     "interruption, second reply",
     "double_talk",
     "continuation",
@@ -172,6 +185,7 @@ if (import.meta.main) {
     repeat: Number(arg("repeat") ?? 1),
     only: arg("only")?.split(",") as StimulusClass[] | undefined,
     secondReplyOnly: process.argv.includes("--second-reply"),
+    startAfterMs: arg("start") === undefined ? undefined : Number(arg("start")),
     configs: arg("configs")?.split(",") as TurnConfig[] | undefined,
     log: (line) => process.stderr.write(`${line}\n`),
   });

@@ -96,6 +96,11 @@ export interface CallBridge {
    * Optional: for bridges that align the uplink with what was sent (echo suppression).
    */
   onDownlinkSent?(frame: SentFrame): void;
+  /**
+   * The round trip to the client, ms, from its RTCP receiver reports (about once a second).
+   * Optional: for bridges whose echo suppression bounds the echo's delay by it.
+   */
+  onRoundTrip?(rttMs: number): void;
   /** A text message from the client on `oai-events`. Untrusted: validate it. */
   onClientMessage(text: string): void;
   /** The data channel opened (events queued before this should be flushed now). */

@@ -222,6 +222,11 @@ export class RelayMetrics {
     help: "Uplink frames sent upstream as silence because they were only the assistant's echo",
     registers: [this.registry],
   });
+  readonly echoDelayBoundExceeded = new Counter({
+    name: "earshot_relay_echo_delay_bound_exceeded_total",
+    help: "Calls whose echo came back later than the round trip plus the echo path allowance (the echo guard then considers every delay up to 800 ms)",
+    registers: [this.registry],
+  });
   readonly bargeIns = new Counter({
     name: "earshot_relay_barge_ins_total",
     help: "Barge-ins, by trigger",

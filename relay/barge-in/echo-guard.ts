@@ -26,13 +26,22 @@
 // A reply's first frames, before the echo path is measured: for what goes upstream, the worst
 // case as before (any delay, unit gain: the model must not hear, and answer, the reply's opening
 // echo); for the relay's VAD, each delay is bounded by the mean uplink/reference ratio it has
-// shown so far (lastDecision unmeasured_user / unmeasured_echo). One case stays hard: a user who
-// starts talking within 0.8 s of a call's FIRST reply lines up with an echo of the reply's own
-// opening at delay = the time since it started, which no earlier frame can refute; such a user
-// must be louder than the reply's opening until it is (the bench's 0.6 s trials). From the
-// second reply on this is gone: the evidence carries over from reply to reply (it ages only while
-// the assistant is heard; the echo path of a call is stable), so every delay is proven from the
-// reply's first frame.
+// shown so far (lastDecision unmeasured_user / unmeasured_echo).
+//
+// The echo's delay is bounded by the call itself (issue 20): the network round trip (the least
+// the client's RTCP reports showed) plus ECHO_PATH_ALLOWANCE_MS for the client's playout, the air
+// and its capture. A user who starts talking into a call's FIRST reply lines up with an echo of
+// the reply's own opening at delay = the time since it started, which no earlier frame can
+// refute from level envelopes; once the reply is older than the bound that delay is no longer a
+// candidate, and every delay within it has been tested by the reply's first frames, so the user is
+// heard from their first frame. Before, every delay to 800 ms was a candidate and such a user had
+// to be louder than the reply's opening (the bench's 0.6 s trials, p95 about 600 ms). A device
+// whose echo comes later than the bound (a Bluetooth speaker behind a deep jitter buffer, a
+// host far behind) passes for the user until 12 frames of it follow the reply at a steady gain
+// (#echoBeyondBound); then the bound goes for the rest of the call (a metric counts such calls).
+// From the second reply on the bound does not matter: the evidence carries over from reply to
+// reply (it ages only while the assistant is heard; the echo path of a call is stable), so every
+// delay is proven from the reply's first frame.
 //
 // Assumption: the echo path does not go from none to audible mid-call (a user leaving a headset
 // for the loudspeaker with echo cancellation off): for up to 3 s of the assistant's audio after
@@ -45,6 +54,23 @@ export const ECHO_MARGIN = 2; // amplitude ratio, 6 dB
 /** Slot duration: one frame. */
 export const SLOT_MS = 20;
 const MAX_LAG = 40; // 800 ms of echo path delay
+/**
+ * The echo path's reach beyond the network round trip, ms: the client's jitter buffer and audio
+ * output, the air, its capture and encoder buffers, and this host's scheduling (on a loaded
+ * machine the echo's lag on the relay's clock runs 100-250 ms over the path's own delay).
+ * Acoustic echo with AEC off is 40-300 ms of this on real devices (the labelled set's range).
+ */
+export const ECHO_PATH_ALLOWANCE_MS = 400;
+/** The round trip assumed until the client's first RTCP receiver report (about 1 s in). */
+const UNMEASURED_ROUND_TRIP_MS = 50;
+/**
+ * An echo beyond the bound: the uplink follows the assistant's audio at that delay this closely
+ * (Pearson) over at least this many frames of it.
+ */
+const BEYOND_BOUND_CORRELATION = 0.9;
+const BEYOND_BOUND_FRAMES = 12;
+/** ... and at a steady gain: the standard deviation of ln(uplink / reference) at most this (4 dB). */
+const BEYOND_BOUND_SPREAD = 0.35;
 const WINDOW = 25; // 500 ms to estimate delay and gain
 /**
  * Slots kept of each envelope: the echo path's reach (MAX_LAG + WINDOW + the ±2 around) plus
@@ -113,6 +139,11 @@ function at(slot: number): number {
   return ((slot % RING) + RING) % RING;
 }
 
+/** Slots of echo delay the guard must consider, for a network round trip of `roundTripMs`. */
+export function echoDelayBound(roundTripMs: number): number {
+  return Math.min(MAX_LAG, Math.ceil((roundTripMs + ECHO_PATH_ALLOWANCE_MS) / SLOT_MS));
+}
+
 export class EchoGuard {
   readonly #uplink = new Float32Array(RING);
   readonly #uplinkSlot = new Float64Array(RING).fill(NaN);
@@ -131,6 +162,15 @@ export class EchoGuard {
   /** Uplink frames within the echo path's reach of the assistant's audio: the evidence's clock. */
   #playing = 0;
   #uplinkFloor = NOISE_FLOOR;
+  /**
+   * The longest echo delay (slots) the call can have: the network round trip plus
+   * ECHO_PATH_ALLOWANCE_MS. Delays beyond it cannot hold an echo, so a user talking into a call's
+   * first reply is not taken for the echo of its opening once the reply is older than this.
+   * MAX_LAG for good once an echo is measured beyond it (a device slower than allowed for).
+   */
+  #bound = echoDelayBound(UNMEASURED_ROUND_TRIP_MS);
+  #boundExceeded = false;
+  #leastRoundTripMs = Infinity;
 
   /**
    * The amplitude (RMS) of the assistant audio the pacer sent in `slot`. Slots never filed are
@@ -149,6 +189,22 @@ export class EchoGuard {
       if (slot - this.#lastReferenceSlot > MAX_LAG + WINDOW) this.#referenceOnsetSlot = slot;
       if (slot > this.#lastReferenceSlot) this.#lastReferenceSlot = slot;
     }
+  }
+
+  /**
+   * The network round trip the client's RTCP reports measured, ms (bounds the echo delay). The
+   * least seen in the call counts: a report is only ever delayed (a busy host answering a call's
+   * first sender reports late gave 300-400 ms on loopback), never early.
+   */
+  roundTrip(rttMs: number): void {
+    if (!Number.isFinite(rttMs) || rttMs < 0 || rttMs >= this.#leastRoundTripMs) return;
+    this.#leastRoundTripMs = rttMs;
+    if (!this.#boundExceeded) this.#bound = echoDelayBound(rttMs);
+  }
+
+  /** The longest echo delay considered now, slots (tests, tuning). */
+  get delayBound(): number {
+    return this.#bound;
   }
 
   /**
@@ -182,43 +238,28 @@ export class EchoGuard {
       this.lastDecision = "silent";
       return false;
     }
-    // Clean: no delay at which the assistant's audio could account for this frame (even at the
-    // full level it was played) has shown an echo lately. Only a reply's first frames, reaching
-    // the microphone just now at the delay that lines them up with this frame, are unproven.
+    // Clean: no delay within the bound at which the assistant's audio could account for this
+    // frame (even at the full level it was played) has shown an echo lately. Only a reply's
+    // first frames, reaching the microphone just now at the delay that lines them up with this
+    // frame, are unproven; once the reply is older than the bound, none are.
     let clean = true;
-    for (let lag = 0; lag <= MAX_LAG && clean; lag++) {
+    let beyondBoundUnproven = false;
+    for (let lag = this.#bound + 1; lag <= MAX_LAG && !beyondBoundUnproven; lag++)
+      beyondBoundUnproven = this.#referenceAt(t - lag) >= uplink && !this.#proven(lag);
+    for (let lag = 0; lag <= this.#bound && clean; lag++) {
       if (this.#referenceAt(t - lag) < uplink) continue;
       if (!this.#proven(lag)) clean = false;
     }
-    if (clean) {
+    // A frame clean only because of the bound is watched for an echo beyond it (the lags past it).
+    if (clean && !(beyondBoundUnproven && this.#echoBeyondBound(t))) {
       this.lastDecision = "clean";
       return false;
     }
 
     let bestLag = -1;
     let bestCorrelation = 0;
-    // Full windows at every lag (slots with nothing filed are silence, as before the call).
     for (let lag = 0; lag <= MAX_LAG; lag++) {
-      // Pearson correlation of the two envelopes: amplitudes are all positive, so without
-      // removing the means any two speech envelopes would look alike.
-      let su = 0;
-      let sr = 0;
-      let ur = 0;
-      let uu = 0;
-      let rr = 0;
-      for (let k = 0; k < WINDOW; k++) {
-        const u = this.#uplinkAt(t - k);
-        const r = this.#referenceAt(t - k - lag);
-        su += u;
-        sr += r;
-        ur += u * r;
-        uu += u * u;
-        rr += r * r;
-      }
-      const cov = ur - (su * sr) / WINDOW;
-      const varU = uu - (su * su) / WINDOW;
-      const varR = rr - (sr * sr) / WINDOW;
-      const correlation = varU > 0 && varR > 0 ? cov / Math.sqrt(varU * varR) : 0;
+      const correlation = this.#correlation(t, lag);
       if (correlation > bestCorrelation) [bestCorrelation, bestLag] = [correlation, lag];
     }
     this.lastDelayFrames = bestLag;
@@ -242,7 +283,7 @@ export class EchoGuard {
       // hear the reply's opening echo (it would take it for a turn and answer its own voice).
       this.lastDecision = this.#explainedByAnyPath(t, uplink) ? "unmeasured_echo" : "unmeasured_user";
       let loudest = 0;
-      for (let k = 0; k <= MAX_LAG; k++) loudest = Math.max(loudest, this.#referenceAt(t - k));
+      for (let k = 0; k <= this.#bound; k++) loudest = Math.max(loudest, this.#referenceAt(t - k));
       return uplink <= loudest;
     }
     // Not correlated, or an "echo" louder than what was played: this is not the assistant.
@@ -270,7 +311,7 @@ export class EchoGuard {
    * are assumed the worst: an echo as loud as what was played.
    */
   #explainedByAnyPath(t: number, uplink: number): boolean {
-    for (let lag = 0; lag <= MAX_LAG; lag++) {
+    for (let lag = 0; lag <= this.#bound; lag++) {
       const r = this.#referenceAt(t - lag);
       if (r <= NOISE_FLOOR) continue;
       let evidence = 0;
@@ -287,6 +328,70 @@ export class EchoGuard {
       if (uplink <= gain * r) return true;
     }
     return false;
+  }
+
+  /**
+   * Pearson correlation of the uplink's and the reference's envelopes over the last WINDOW slots,
+   * the reference `lag` slots earlier (slots with nothing filed are silence). Amplitudes are all
+   * positive, so without removing the means any two speech envelopes would look alike.
+   */
+  #correlation(t: number, lag: number): number {
+    let su = 0;
+    let sr = 0;
+    let ur = 0;
+    let uu = 0;
+    let rr = 0;
+    for (let k = 0; k < WINDOW; k++) {
+      const u = this.#uplinkAt(t - k);
+      const r = this.#referenceAt(t - k - lag);
+      su += u;
+      sr += r;
+      ur += u * r;
+      uu += u * u;
+      rr += r * r;
+    }
+    const cov = ur - (su * sr) / WINDOW;
+    const varU = uu - (su * su) / WINDOW;
+    const varR = rr - (sr * sr) / WINDOW;
+    return varU > 0 && varR > 0 ? cov / Math.sqrt(varU * varR) : 0;
+  }
+
+  /**
+   * Whether the uplink follows the assistant's audio at a delay beyond the bound (a device slower
+   * than ECHO_PATH_ALLOWANCE_MS): then the bound was wrong for this call and goes for good.
+   * Judged only on the frames where the audio at that delay was playing: a user who starts
+   * talking as the reply starts (the case the bound is for) makes the same step in both
+   * envelopes, which says nothing; only an echo follows the reply's syllables after it.
+   */
+  #echoBeyondBound(t: number): boolean {
+    for (let lag = this.#bound + 1; lag <= MAX_LAG; lag++) {
+      let n = 0;
+      let sum = 0;
+      let squares = 0;
+      for (let k = 0; k < WINDOW; k++) {
+        const r = this.#referenceAt(t - k - lag);
+        if (r <= NOISE_FLOOR * 4) continue;
+        const logRatio = Math.log(Math.max(this.#uplinkAt(t - k), 1) / r);
+        n++;
+        sum += logRatio;
+        squares += logRatio * logRatio;
+      }
+      if (n < BEYOND_BOUND_FRAMES) continue;
+      const mean = sum / n;
+      const spread = Math.sqrt(Math.max(0, squares / n - mean * mean));
+      if (spread > BEYOND_BOUND_SPREAD || mean < Math.log(MIN_ECHO_GAIN) || mean > Math.log(MAX_GAIN))
+        continue;
+      if (this.#correlation(t, lag) < BEYOND_BOUND_CORRELATION) continue;
+      this.#bound = MAX_LAG;
+      this.#boundExceeded = true;
+      return true;
+    }
+    return false;
+  }
+
+  /** Whether an echo was measured beyond the round trip's bound in this call (tests, metrics). */
+  get boundExceeded(): boolean {
+    return this.#boundExceeded;
   }
 
   /** Whether the delay has shown no echo lately (echo-free evidence, see EVIDENCE_FRAMES). */

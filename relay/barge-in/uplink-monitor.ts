@@ -181,6 +181,8 @@ export interface UplinkMonitor {
   onDownlinkSent(frame: SentFrame): void;
   /** Assistant audio about to be queued on the downlink (the echo reference). */
   onAssistantAudio(itemId: string, pcm: Int16Array): void;
+  /** The network round trip the client's RTCP reports measured (bounds the echo's delay). */
+  onRoundTrip(rttMs: number): void;
   close(): void;
 }
 
@@ -273,6 +275,10 @@ export class RelayUplinkMonitor implements UplinkMonitor {
     this.#reference.generated(itemId, pcm);
   }
 
+  onRoundTrip(rttMs: number): void {
+    this.#guard.roundTrip(rttMs);
+  }
+
   /**
    * The downlink put a frame on the wire. What was sent before it is filed under the previous
    * send's slot; this frame is read back at the next look (the next send or uplink frame).
@@ -296,7 +302,9 @@ export class RelayUplinkMonitor implements UplinkMonitor {
         ? ++this.#arrivals
         : slotOf(this.#uplinkClock.wallTime(mediaTimeMs, this.#now()));
     this.#readBackSent(Number.isNaN(this.#sendSlot) ? slot : this.#sendSlot);
+    const boundExceeded = this.#guard.boundExceeded;
     const echoOnly = this.#guard.push(slot, amplitude);
+    if (this.#guard.boundExceeded !== boundExceeded) this.#metrics?.echoDelayBoundExceeded.inc();
     this.#decisions[this.#guard.lastDecision]++;
     if (echoOnly && this.#echoSuppression) this.#suppressed++;
     if (++this.#decided >= DECISION_FLUSH_FRAMES) this.#flushDecisions();

@@ -489,6 +489,7 @@ export class Call extends EventEmitter<CallEvents> {
       const { roundTripTime } = stats as RTCRemoteInboundRtpStreamStats;
       if (typeof roundTripTime === "number") this.#rttMs = roundTripTime * 1000;
     }
+    if (this.#rttMs !== undefined) this.#bridge?.onRoundTrip?.(this.#rttMs);
     this.#options.metrics.observeDownlinkReport(this.#downlinkFractionLost, this.#rttMs);
   }
 

@@ -359,6 +359,10 @@ export class InferenceBridge implements CallBridge {
     if (!this.#closed) this.#monitor?.onDownlinkSent(frame);
   }
 
+  onRoundTrip(rttMs: number): void {
+    if (!this.#closed) this.#monitor?.onRoundTrip(rttMs);
+  }
+
   // ---------------------------------------------------------------------------------------------
   // Client events (oai-events → upstream)
   // ---------------------------------------------------------------------------------------------

@@ -4,7 +4,13 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import { SpeechSynthesizer } from "../../../agent/tts.ts";
 import { FRAME_SAMPLES } from "../../../relay/media/audio-format.ts";
-import { EchoGuard, isUserDecision } from "../../../relay/barge-in/echo-guard.ts";
+import {
+  ECHO_PATH_ALLOWANCE_MS,
+  EchoGuard,
+  SLOT_MS,
+  echoDelayBound,
+  isUserDecision,
+} from "../../../relay/barge-in/echo-guard.ts";
 import { rms } from "../../support/audio.ts";
 
 let reply: number[];
@@ -32,9 +38,12 @@ function run(options: {
   userFrom: number;
   userGain: number;
   slots: number;
+  /** The round trip the client's RTCP reports gave (none: the guard's assumption). */
+  roundTripMs?: number;
 }) {
   const guard = new EchoGuard();
-  const out: { slot: number; echo: number; user: number; echoOnly: boolean }[] = [];
+  if (options.roundTripMs !== undefined) guard.roundTrip(options.roundTripMs);
+  const out: { slot: number; echo: number; user: number; echoOnly: boolean; vadHearsUser: boolean }[] = [];
   for (let t = 0; t < options.slots; t++) {
     if (t < reply.length) guard.reference(t, reply[t]!);
     const echo =
@@ -46,12 +55,90 @@ function run(options: {
         ? user[t - options.userFrom]! * options.userGain
         : 0;
     // Levels add as powers (uncorrelated signals).
-    out.push({ slot: t, echo, user: u, echoOnly: guard.push(t, Math.sqrt(echo * echo + u * u)) });
+    const echoOnly = guard.push(t, Math.sqrt(echo * echo + u * u));
+    out.push({ slot: t, echo, user: u, echoOnly, vadHearsUser: isUserDecision(guard.lastDecision) });
   }
-  return out;
+  return Object.assign(out, { guard });
 }
 
 describe("echo guard, path not measured yet", () => {
+  it("the echo delay's bound is the round trip plus the echo path allowance, at most 800 ms", () => {
+    expect(echoDelayBound(0)).toBe(Math.ceil(ECHO_PATH_ALLOWANCE_MS / SLOT_MS));
+    expect(echoDelayBound(100)).toBe(Math.ceil((100 + ECHO_PATH_ALLOWANCE_MS) / SLOT_MS));
+    expect(echoDelayBound(5000)).toBe(40);
+    const guard = new EchoGuard();
+    guard.roundTrip(20);
+    expect(guard.delayBound).toBe(echoDelayBound(20));
+    // A report that makes no sense leaves the bound as it was.
+    guard.roundTrip(NaN);
+    guard.roundTrip(-5);
+    expect(guard.delayBound).toBe(echoDelayBound(20));
+  });
+
+  it("a clean uplink: the user talking 0.6 s into a call's FIRST reply (older than every echo delay the round trip allows), 12 dB under it, is heard from the first frame", () => {
+    for (const userGain of [1, 0.5, 0.25]) {
+      const frames = run({ delay: 0, echoGain: 0, userFrom: 30, userGain, slots: 100, roundTripMs: 20 });
+      const speaking = frames.filter((f) => f.user > 200);
+      expect(speaking.length).toBeGreaterThan(10);
+      expect({ userGain, missed: speaking.filter((f) => f.echoOnly || !f.vadHearsUser).length }).toEqual({
+        userGain,
+        missed: 0,
+      });
+      expect(frames.guard.boundExceeded).toBe(false);
+    }
+    // The witness: over a 200 ms round trip the delays up to 600 ms are candidates, and the
+    // reply's opening (600 ms before the user's first words) could be their echo.
+    const farther = run({
+      delay: 0,
+      echoGain: 0,
+      userFrom: 30,
+      userGain: 0.25,
+      slots: 100,
+      roundTripMs: 200,
+    });
+    expect(farther.filter((f) => f.user > 200 && !f.vadHearsUser).length).toBeGreaterThan(0);
+  });
+
+  it("an echo at the bound's delay (round trip 0: 460 ms) never leaks; one frame past it, the guard finds it and considers every delay from then on", () => {
+    const bound = echoDelayBound(0);
+    for (const echoGain of [0.5, 0.1, 0.032]) {
+      const at = run({
+        delay: bound,
+        echoGain,
+        userFrom: 10_000,
+        userGain: 0,
+        slots: reply.length + bound,
+        roundTripMs: 0,
+      });
+      const atLeaks = at.filter((f) => f.echo > 100 && (!f.echoOnly || f.vadHearsUser)).length;
+      expect({ echoGain, atLeaks, exceeded: at.guard.boundExceeded }).toEqual({
+        echoGain,
+        atLeaks: 0,
+        exceeded: false,
+      });
+    }
+    for (const delay of [bound + 1, bound + 3, 35, 40])
+      for (const echoGain of [0.5, 0.1, 0.032]) {
+        const past = run({
+          delay,
+          echoGain,
+          userFrom: 10_000,
+          userGain: 0,
+          slots: reply.length + delay,
+          roundTripMs: 0,
+        });
+        expect(past.guard.boundExceeded).toBe(true);
+        // Only the echo's first frames (its opening, until 12 frames of it show the path) leak.
+        const audible = past.filter((f) => f.echo > 100);
+        const leaked = audible.map((f, i) => (!f.echoOnly || f.vadHearsUser ? i : -1)).filter((i) => i >= 0);
+        expect({ delay, echoGain, late: leaked.filter((i) => i >= 14) }).toEqual({
+          delay,
+          echoGain,
+          late: [],
+        });
+      }
+  });
+
   it("a clean uplink: the user talking 1 s into the reply (every delay proven echo-free), 12 dB under it, is heard from the first frame", () => {
     const frames = run({ delay: 0, echoGain: 0, userFrom: 50, userGain: 0.25, slots: 100 });
     const speaking = frames.filter((f) => f.user > 200);

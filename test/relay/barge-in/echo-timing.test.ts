@@ -137,9 +137,14 @@ describe("echo suppression aligned on media time", () => {
     expect(leaks(run({ echoDelayFrames: 9, echoGain: 0.8, mediaTimes: true, ...quiet }))).toBe(0);
   });
 
-  it("a long echo path (700 ms) is still found", () => {
+  it("a long echo path (700 ms, past the round trip's bound) is found: only its opening leaks", () => {
     const frames = run({ echoDelayFrames: 35, echoGain: 0.5, mediaTimes: true, ...loaded });
-    expect(leaks(frames)).toBe(0);
+    // Within the bound (echo-guard.ts echoDelayBound) a user talking into a call's first reply
+    // is heard at once; an echo beyond it passes for the user until 12 frames of it show the path.
+    const audible = frames.filter((f) => f.user === 0 && f.echo > 100);
+    expect(audible.length).toBeGreaterThan(100);
+    const leaked = audible.map((f, i) => (f.echoOnly ? -1 : i)).filter((i) => i >= 0);
+    expect(leaked.filter((i) => i >= 14)).toEqual([]);
   });
 
   it("the user talking over the echo, in bursts, is heard as often as on a quiet host", () => {
