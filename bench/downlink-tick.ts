@@ -1,6 +1,8 @@
 // The downlink of `calls` calls in one process, driven tick by tick as the relay's pacer drives
-// it: how long one pacer tick takes for all calls (the last call's packet waits that long after
-// the first), the CPU per frame sent (push and tick together), and the heap allocated per frame.
+// it (each tick, then each downlink's prepare, if it has one): how long one pacer tick takes for
+// all calls (the last call's packet waits that long after the first), the CPU per frame sent
+// (push, tick and prepare together), and the V8 heap allocated per frame (Buffers' and typed
+// arrays' memory outside the heap not included).
 // The relay's own Opus encoder at its clean-link setting (loss-adaptive, complexity 5, past its
 // first clean reports: CELT). Each call plays a cycle of 300 ticks: a 4 s reply arrives in
 // 100 ms deltas, one a tick (5× real time, as a model runs ahead), plays for 200 ticks, then
@@ -44,7 +46,10 @@ const variants: { name: string; Downlink: DownlinkCtor }[] = [
 ];
 if (baseline) {
   const url = resolve(baseline, "relay/media/downlink.ts");
-  variants.unshift({ name: `baseline (${baseline})`, Downlink: ((await import(url)) as { Downlink: DownlinkCtor }).Downlink });
+  variants.unshift({
+    name: `baseline (${baseline})`,
+    Downlink: ((await import(url)) as { Downlink: DownlinkCtor }).Downlink,
+  });
 }
 
 let gcs = 0;
@@ -93,6 +98,7 @@ function run(Downlink: DownlinkCtor): Round {
     const start = performance.now();
     for (const downlink of downlinks) downlink.tick(t);
     spans.push((performance.now() - start) * 1000);
+    for (const downlink of downlinks) (downlink as { prepare?: () => void }).prepare?.();
     if (allocWindow && t === ticks - 1) {
       allocBytes += getHeapStatistics().used_heap_size;
       allocFrames = downlinks.reduce((n, d) => n + d.stats.framesSent, 0) - framesBefore;
@@ -115,7 +121,13 @@ const rows: (string | number)[][] = [];
 for (let r = 0; r < rounds; r++) {
   for (const v of variants) {
     const result = run(v.Downlink);
-    rows.push([r + 1, v.name, `${result.tickP50Us}/${result.tickP99Us}/${result.tickMaxUs}`, result.cpuUsPerFrame, result.bytesPerFrame]);
+    rows.push([
+      r + 1,
+      v.name,
+      `${result.tickP50Us}/${result.tickP99Us}/${result.tickMaxUs}`,
+      result.cpuUsPerFrame,
+      result.bytesPerFrame,
+    ]);
     process.stderr.write(`round ${r + 1} ${v.name}: ${JSON.stringify(result)}\n`);
   }
 }

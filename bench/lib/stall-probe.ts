@@ -30,7 +30,8 @@ const recentGc: GcPause[] = [];
 const gcByKind: Record<string, { count: number; totalMs: number; maxMs: number; over10Ms: number }> = {};
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) {
-    const kind = (entry.detail as { kind: number } | undefined)?.kind ?? 0;
+    // A 'gc' entry's detail names its kind (Node's PerformanceEntry type leaves detail out).
+    const kind = (entry as { detail?: { kind?: number } }).detail?.kind ?? 0;
     const name = KIND_NAMES[kind] ?? `kind-${kind}`;
     const stats = (gcByKind[name] ??= { count: 0, totalMs: 0, maxMs: 0, over10Ms: 0 });
     stats.count++;

@@ -148,6 +148,13 @@ describe("Downlink encoding a tick ahead", () => {
     expect(calls[0]).toBe("tick 0");
     expect(calls.at(-1)).toBe("prepare");
     for (let i = 1; i < calls.length; i++) if (calls[i] === "prepare") expect(calls[i - 1]).toMatch(/^tick/);
-    expect(calls.filter((c) => c.startsWith("tick"))).toEqual(["tick 0", "tick 1", "tick 2", "tick 3", "tick 4", "tick 5"]);
+    expect(calls.filter((c) => c.startsWith("tick"))).toEqual([
+      "tick 0",
+      "tick 1",
+      "tick 2",
+      "tick 3",
+      "tick 4",
+      "tick 5",
+    ]);
   });
 });
