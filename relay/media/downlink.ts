@@ -4,8 +4,9 @@
 // puts their packets out in the time of 100 sends rather than 100 encodes and sends, and the
 // encodes run as a task of their own. One frame ahead, not the whole reply: a barge-in's flush
 // wastes at most one encode, and a change of encoder (FEC on reported loss, the load governor's
-// complexity) reaches the next frame but one. A tick with nothing prepared encodes inline. The ledger records what was generated (push) and what reached the wire (tick),
-// which is what barge-in truncates to. When the queue is empty (or playout is held) the downlink
+// complexity) reaches the next frame but one. A tick with nothing prepared encodes inline. The
+// ledger records what was generated (push) and what reached the wire (tick), which is what
+// barge-in truncates to. When the queue is empty (or playout is held) the downlink
 // sends, as Opus DTX does, one pre-built silence frame every KEEPALIVE_TICKS instead of a packet
 // a tick: the receiver's jitter buffer conceals the gaps, and a client that hears nothing for
 // well over that interval knows the relay is gone (issue 18). The RTP timestamp keeps counting
