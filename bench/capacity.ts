@@ -317,7 +317,8 @@ export async function runCapacity(
       log(
         `capacity ${calls} calls (${liveCalls} live): up p99 ${step.uplinkP99Us} µs, down p99 ${step.downlinkP99Us} µs, late ${step.lateTickPct} %, lost ${step.uplinkLost}/${step.downlinkGaps}, fill ${step.downlinkFill}, cpu ${step.cpuPct} %, rss ${step.rssMb} MB ${step.pass ? "ok" : `FAIL (${step.why})`}`,
       );
-      result.cpuBoundEstimate = Math.floor((calls * 100) / step.cpuPct);
+      // Of the calls the relay still had: a step whose calls failed ICE says nothing about CPU.
+      if (liveCalls === calls) result.cpuBoundEstimate = Math.floor((calls * 100) / step.cpuPct);
       if (step.pass) {
         result.capacity = calls;
         result.atCapacity = step;
