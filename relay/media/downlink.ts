@@ -1,6 +1,12 @@
 // Downlink: 24 kHz PCM16 per response item → a queue → one 20 ms frame per pacer tick →
-// encode → RTP. The ledger records what was generated (push) and what reached the wire (tick),
-// which is what barge-in truncates to. When the queue is empty (or playout is held) the downlink
+// encode → RTP. The frame a tick sends is encoded a tick ahead (prepare(), which the pacer runs
+// after every call's tick has sent): the tick itself only sends, so a pacer tick over 100 calls
+// puts their packets out in the time of 100 sends rather than 100 encodes and sends, and the
+// encodes run as a task of their own. One frame ahead, not the whole reply: a barge-in's flush
+// wastes at most one encode, and a change of encoder (FEC on reported loss, the load governor's
+// complexity) reaches the next frame but one. A tick with nothing prepared encodes inline. The
+// ledger records what was generated (push) and what reached the wire (tick), which is what
+// barge-in truncates to. When the queue is empty (or playout is held) the downlink
 // sends, as Opus DTX does, one pre-built silence frame every KEEPALIVE_TICKS instead of a packet
 // a tick: the receiver's jitter buffer conceals the gaps, and a client that hears nothing for
 // well over that interval knows the relay is gone (issue 18). The RTP timestamp keeps counting
@@ -102,6 +108,12 @@ export class Downlink implements DownlinkPort, PacedStream {
   #queuedSamples = 0;
   #frame = new Int16Array(FRAME_SAMPLES);
   #packet = new Uint8Array(1500);
+  /** The next frame, encoded by prepare(): its payload, or null; the rest describes it. */
+  #prepared: Buffer | null = null;
+  #preparedItem = "";
+  #preparedContentIndex = 0;
+  #preparedSamples = 0;
+  #preparedSeconds = 0;
   readonly #sent: SentFrame = { itemId: "", contentIndex: 0, samples: 0, mediaTimeMs: 0 };
   #sequence: number;
   #timestampOrigin: number;
@@ -146,11 +158,14 @@ export class Downlink implements DownlinkPort, PacedStream {
     this.#queue.push({ itemId, contentIndex, pcm: pcm.slice(0, samples), offset: 0 });
     this.#queuedSamples += samples;
     this.ledger.generated(itemId, contentIndex, samples);
+    // The first frame of a reply is encoded as it arrives, so no tick has to.
+    this.prepare();
   }
 
   flush(): number {
     this.#held = false;
     const dropped = this.#queuedSamples;
+    this.#prepared = null;
     this.#queue.length = 0;
     this.#queuedSamples = 0;
     this.#partialWait = 0;
@@ -170,18 +185,59 @@ export class Downlink implements DownlinkPort, PacedStream {
       this.#idle(index);
       return;
     }
-    const head = this.#queue[0];
-    if (!head || !this.#frameReady(head)) {
-      if (this.#playing !== null) this.#stop();
-      this.#silent = true;
-      this.#idle(index);
-      return;
+    if (this.#prepared === null) {
+      const head = this.#queue[0];
+      if (!head || !this.#frameReady(head)) {
+        if (this.#playing !== null) this.#stop();
+        this.#silent = true;
+        this.#idle(index);
+        return;
+      }
+      this.#encodeNext();
     }
+    this.#sendPrepared(index);
+  }
+
+  /**
+   * Encodes the frame the next tick will send, if it is ready (a whole frame of the head item, or
+   * the padded tail of an item that has ended); a partial frame that may yet grow waits for the
+   * tick. Not while held: the hold may end in a flush.
+   */
+  prepare(): void {
+    if (this.#closed || this.#held || this.#prepared !== null) return;
+    const head = this.#queue[0];
+    if (head && this.#frameAvailable(head)) this.#encodeNext();
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.flush();
+    this.#closed = true;
+    this.#playing = null;
+  }
+
+  /** Takes the head item's next frame off the queue and encodes it as the prepared frame. */
+  #encodeNext(): void {
+    const start = performance.now();
+    const head = this.#queue[0]!;
+    this.#preparedItem = head.itemId;
+    this.#preparedContentIndex = head.contentIndex;
+    this.#preparedSamples = this.#fillFrame(head.itemId);
+    const bytes = this.#encoder.encode(this.#frame, this.#packet);
+    // A copy: #packet is reused, and the send keeps its payload (RtpSend).
+    this.#prepared = Buffer.from(this.#packet.subarray(0, bytes));
+    this.#preparedSeconds = (performance.now() - start) / 1000;
+  }
+
+  #sendPrepared(index: number): void {
     this.#idleTicks = 0;
     const start = performance.now();
-    const { itemId, contentIndex } = head;
-    const samples = this.#fillFrame(itemId);
-    const bytes = this.#encoder.encode(this.#frame, this.#packet);
+    const itemId = this.#preparedItem;
+    const contentIndex = this.#preparedContentIndex;
+    const samples = this.#preparedSamples;
+    const payload = this.#prepared!;
+    this.#prepared = null;
+    this.#queuedSamples -= samples;
     const timestamp = this.#timestamp(index);
     const marker = this.#silent;
     this.#silent = false;
@@ -191,7 +247,7 @@ export class Downlink implements DownlinkPort, PacedStream {
       this.#playing = itemId;
       this.#observer.onPlayoutStarted(itemId);
     }
-    this.#send(Buffer.from(this.#packet.subarray(0, bytes)), this.#sequence, timestamp, marker);
+    this.#send(payload, this.#sequence, timestamp, marker);
     const sent = this.#sent;
     sent.itemId = itemId;
     sent.contentIndex = contentIndex;
@@ -200,14 +256,8 @@ export class Downlink implements DownlinkPort, PacedStream {
     this.#observer.onFrameSent?.(sent);
     this.ledger.sent(itemId, contentIndex, samples);
     this.stats.framesSent++;
-    this.#observeWork?.((performance.now() - start) / 1000);
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.flush();
-    this.#closed = true;
-    this.#playing = null;
+    // The frame's work: its encode, whenever that ran, and its send.
+    this.#observeWork?.(this.#preparedSeconds + (performance.now() - start) / 1000);
   }
 
   /**
@@ -235,6 +285,15 @@ export class Downlink implements DownlinkPort, PacedStream {
 
   /** A full frame of the head item is queued, or its last partial frame should go now. */
   #frameReady(head: Chunk): boolean {
+    if (this.#frameAvailable(head)) return true;
+    // Less than a frame and nothing after it: more may be on its way from the model.
+    if (++this.#partialWait <= Downlink.PARTIAL_FRAME_WAIT_TICKS) return false;
+    this.#partialWait = 0;
+    return true;
+  }
+
+  /** A full frame of the head item is queued, or the item has ended (its tail goes padded). */
+  #frameAvailable(head: Chunk): boolean {
     let available = 0;
     for (const chunk of this.#queue) {
       if (chunk.itemId !== head.itemId) return true; // the item ended: pad its tail
@@ -244,10 +303,7 @@ export class Downlink implements DownlinkPort, PacedStream {
         return true;
       }
     }
-    // Less than a frame and nothing after it: more may be on its way from the model.
-    if (++this.#partialWait <= Downlink.PARTIAL_FRAME_WAIT_TICKS) return false;
-    this.#partialWait = 0;
-    return true;
+    return false;
   }
 
   /** Copies up to one frame of the item into #frame, silence after its end; returns real samples. */
@@ -263,7 +319,6 @@ export class Downlink implements DownlinkPort, PacedStream {
       if (chunk.offset === chunk.pcm.length) this.#queue.shift();
     }
     this.#frame.fill(0, filled);
-    this.#queuedSamples -= filled;
     return filled;
   }
 }

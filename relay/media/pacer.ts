@@ -1,12 +1,17 @@
 // One 20 ms clock for every call in the process. Each tick is scheduled against its ideal
 // time (start + n × 20 ms on performance.now()), so timer lateness never accumulates into
-// drift; one timer for all calls keeps the event loop quiet as calls are added.
+// drift; one timer for all calls keeps the event loop quiet as calls are added. A tick only
+// sends what its streams prepared; their preparing for the next tick (a downlink's encode) runs
+// as a task of its own right after, once the I/O that came in meanwhile (the calls' uplink
+// packets) has been handled.
 import { performance } from "node:perf_hooks";
 import { FRAME_MS } from "./audio-format.ts";
 
 export interface PacedStream {
   /** Called once per tick; `index` counts ticks since the pacer started (skips included). */
   tick(index: number): void;
+  /** Optional: gets the next tick's work ready (called after each tick, outside it). */
+  prepare?(): void;
 }
 
 export interface PacerStats {
@@ -77,7 +82,8 @@ export class Pacer {
       this.stats.skippedTicks += behind;
       this.#index += behind;
     }
-    // Run every tick whose ideal time has come (normally exactly one).
+    // Run every tick whose ideal time has come (normally exactly one; none if the timer fired early).
+    const first = this.#index;
     while (this.#origin + this.#index * this.#frameMs <= now) {
       const lateness = now - (this.#origin + this.#index * this.#frameMs);
       if (lateness > this.#frameMs) this.stats.lateTicks++;
@@ -92,7 +98,19 @@ export class Pacer {
       this.stats.ticks++;
       this.#index++;
     }
-    if (this.#streams.size > 0) this.#schedule();
-    else this.#timer = undefined;
+    if (this.#streams.size > 0) {
+      this.#schedule();
+      if (this.#index !== first) setImmediate(this.#prepare);
+    } else this.#timer = undefined;
+  };
+
+  #prepare = (): void => {
+    for (const stream of this.#streams) {
+      try {
+        stream.prepare?.();
+      } catch {
+        // As in a tick: one call's failure is its own; the next tick encodes inline.
+      }
+    }
   };
 }
