@@ -174,6 +174,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       pacer: this.pacer,
       encoderGovernor: this.encoderGovernor,
       networkResilience: this.#config.networkResilience,
+      redDistance: this.#config.redDistance,
       metrics: this.metrics,
       log: this.#log,
       connectTimeoutMs: this.#config.connectTimeoutSeconds * 1000,
