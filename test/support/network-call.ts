@@ -11,10 +11,11 @@
 // Each direction: frames delivered, recovered from FEC or concealed, the delay a receiver adds to
 // absorb the jitter, and a quality score of the received speech against the sent speech.
 import { performance } from "node:perf_hooks";
-import { RtpHeader, RtpPacket } from "werift";
+import { RTCRtpCodecParameters, RtpHeader, RtpPacket } from "werift";
 import { WebSocketServer, type WebSocket } from "ws";
 import { OpusDecoder } from "../../relay/media/opus-codec.ts";
 import { opusPacketHasFec } from "../../relay/media/opus-packet.ts";
+import { parseRed, RedBlocks } from "../../relay/media/red.ts";
 import { createOpusEncoder, FRAME, isKeepalive, lastSoundAt, RATE, rms } from "./audio.ts";
 import {
   hostCandidatePort,
@@ -23,7 +24,7 @@ import {
   type ImpairmentProfile,
   type ImpairmentProxy,
 } from "./impairment.ts";
-import { TestPeer } from "./peer.ts";
+import { TestPeer, type ReceivedPacket } from "./peer.ts";
 import { bootIdOf, postCall, ticketFor } from "./relay-api.ts";
 import { metricValue } from "./relays.ts";
 import { envelopeScore } from "./speech-quality.ts";
@@ -159,9 +160,13 @@ export interface DirectionResult {
   /** Frames that arrived (in time for the receiver's jitter buffer) or were rebuilt from FEC, %. */
   deliveredOrRecoveredPercent: number;
   recovered: number;
+  /** Frames taken from a later packet's RED copy (RFC 2198). */
+  redRecovered: number;
   concealed: number;
   /** Mean delay the receiver's jitter buffer added, ms. */
   addedDelayMs: number;
+  /** Mean RTP payload per packet of the speech, bytes (RED copies included); downlink only. */
+  payloadBytes?: number;
   /** Mean correlation of the 20 ms log-spectral envelopes of received and sent speech (1 = same). */
   quality: number;
 }
@@ -198,7 +203,31 @@ export interface NetworkCallOptions {
   reply: Int16Array;
   speech: Int16Array;
   interruption: Int16Array;
+  /**
+   * The client offers `audio/red` (after Opus, as Chrome does) and sends this many earlier frames
+   * in each packet; it parses the relay's RED itself, as a browser's NetEq does. Undefined: no RED.
+   */
+  red?: number;
 }
+
+/** What the client offers with `red`: Chrome's order and payload types. */
+const RED_CLIENT_CODECS = [
+  new RTCRtpCodecParameters({
+    mimeType: "audio/opus",
+    clockRate: 48_000,
+    channels: 2,
+    payloadType: 111,
+    parameters: "minptime=10;useinbandfec=1",
+  }),
+  new RTCRtpCodecParameters({
+    mimeType: "audio/red",
+    clockRate: 48_000,
+    channels: 2,
+    payloadType: 63,
+    parameters: "111/111",
+  }),
+];
+const CLIENT_RED_PT = 63;
 
 /** Encodes PCM as 20 ms Opus packets, the way a browser's microphone track would. */
 function encode(pcm: Int16Array, encoder: ReturnType<typeof createOpusEncoder>): Buffer[] {
@@ -211,24 +240,58 @@ function encode(pcm: Int16Array, encoder: ReturnType<typeof createOpusEncoder>):
 interface Heard {
   sequenceNumber: number;
   timestamp: number;
-  payload: Buffer;
+  /** The Opus frame: the packet's payload, or its primary block when it came as RED. */
+  payload: Uint8Array;
   at: number;
+  /** From RED: earlier frames' copies, by their sequence number. */
+  redundant?: { sequenceNumber: number; payload: Uint8Array }[];
+}
+
+const redBlocks = new RedBlocks();
+const heardCache = new WeakMap<ReceivedPacket, Heard>();
+
+/** A received packet as the client's decoder sees it: RED unwrapped (relay/media/red.ts). */
+function heard(packet: ReceivedPacket): Heard {
+  if (packet.payloadType !== CLIENT_RED_PT) return packet;
+  let unwrapped = heardCache.get(packet);
+  if (unwrapped) return unwrapped;
+  const payload = packet.payload;
+  const problem = parseRed(payload, redBlocks);
+  const n = redBlocks.count;
+  const redundant = [];
+  for (let i = 0; i < n - 1; i++) {
+    redundant.push({
+      sequenceNumber: (packet.sequenceNumber - (n - 1 - i)) & 0xffff,
+      payload: payload.subarray(redBlocks.starts[i], redBlocks.ends[i]),
+    });
+  }
+  unwrapped = {
+    sequenceNumber: packet.sequenceNumber,
+    timestamp: packet.timestamp,
+    at: packet.at,
+    payload: problem ? new Uint8Array(0) : payload.subarray(redBlocks.starts[n - 1], redBlocks.ends[n - 1]),
+    redundant,
+  };
+  heardCache.set(packet, unwrapped);
+  return unwrapped;
 }
 
 /**
  * What a browser's receiver makes of the downlink packets of one reply: in sequence order, each
- * missing packet rebuilt from the next one's FEC if it has any, else concealed; and the jitter
- * delay it needs for 99 % of packets to be on time (its jitter buffer's target).
+ * missing packet taken from a later packet's RED copy if there is one, else rebuilt from the next
+ * one's FEC if it has any, else concealed; and the jitter delay it needs for 99 % of packets to
+ * be on time (its jitter buffer's target).
  */
 function receive(packets: Heard[]): {
   pcm: Int16Array;
   frames: number;
   recovered: number[];
+  redRecovered: number[];
   concealed: number[];
   delayMs: number;
 } {
   if (packets.length === 0)
-    return { pcm: new Int16Array(0), frames: 0, recovered: [], concealed: [], delayMs: 0 };
+    return { pcm: new Int16Array(0), frames: 0, recovered: [], redRecovered: [], concealed: [], delayMs: 0 };
   // Index packets from the lowest sequence number heard (the first to arrive may be a reordered
   // later one); signed 16-bit distances from the first arrival find it.
   const offset = (p: Heard) => (((p.sequenceNumber - packets[0]!.sequenceNumber) & 0xffff) << 16) >> 16;
@@ -239,6 +302,15 @@ function receive(packets: Heard[]): {
     const index = offset(p) - lowest;
     bySequence.set(index, p);
     last = Math.max(last, index);
+  }
+  const fromRed = new Set<number>();
+  for (const p of packets) {
+    for (const copy of p.redundant ?? []) {
+      const index = offset({ ...p, sequenceNumber: copy.sequenceNumber }) - lowest;
+      if (index < 0 || bySequence.has(index) || copy.payload.length === 0) continue;
+      bySequence.set(index, { ...p, sequenceNumber: copy.sequenceNumber, payload: copy.payload });
+      fromRed.add(index);
+    }
   }
   const decoder = new OpusDecoder();
   const pcm = new Int16Array((last + 1) * FRAME);
@@ -263,7 +335,7 @@ function receive(packets: Heard[]): {
   );
   transit.sort((a, b) => a - b);
   const delayMs = transit[Math.floor(0.99 * (transit.length - 1))]! - transit[0]!;
-  return { pcm, frames: last + 1, recovered, concealed, delayMs };
+  return { pcm, frames: last + 1, recovered, redRecovered: [...fromRed], concealed, delayMs };
 }
 
 /** `to` − `from` in RTP timestamp units, signed (32-bit wrap): a reordered packet may come first. */
@@ -283,7 +355,7 @@ function voicedFrames(pcm: Int16Array): Set<number> {
 /** Places one call through an impairment proxy and runs the three phases. */
 export async function runNetworkCall(options: NetworkCallOptions): Promise<NetworkCallResult> {
   const { relay, model, profile } = options;
-  const peer = new TestPeer({ record: true });
+  const peer = new TestPeer({ record: true, ...(options.red !== undefined && { audioCodecs: RED_CLIENT_CODECS }) });
   let proxy: ImpairmentProxy | undefined;
   let mic: NodeJS.Timeout | undefined;
   try {
@@ -311,6 +383,14 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     proxy = await startImpairmentProxy({ targetPort: relayPort, seed: options.seed ?? 1 });
     await peer.applyAnswer(routeAnswerThroughProxy(body.answer_sdp, proxy.port, relayPort));
     await peer.connected();
+    const redNegotiated = peer.transceiver.codecs.some((c) => c.mimeType.toLowerCase() === "audio/red");
+    if (options.red !== undefined && !redNegotiated) throw new Error("the relay did not answer audio/red");
+    if (redNegotiated) {
+      // The client parses RED as a browser would (heard() above), and sends it at its distance.
+      peer.transceiver.receiver.unpackRed = false;
+      peer.transceiver.sender.redDistance = options.red!;
+    }
+    const received = () => peer.received.map(heard);
     // The network turns bad once the call is up: this measures the media path, not setup (which
     // at 80 ms of jitter can outlast the test peer's 10 s connect timeout).
     proxy.up.profile = profile;
@@ -347,7 +427,7 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     const quiet = async (ms: number, timeoutMs: number) => {
       const start = performance.now();
       // The relay's idle keepalive (a silent frame every 300 ms) is not the reply.
-      while (performance.now() - Math.max(lastSoundAt(peer.received), start) < ms) {
+      while (performance.now() - Math.max(lastSoundAt(received()), start) < ms) {
         if (performance.now() - start > timeoutMs) return;
         await sleep(10);
       }
@@ -365,7 +445,9 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     }
     await sleep(Math.max(0, replyMs - (options.blackoutMs ? 1000 : 0)));
     await quiet(400, 5000);
-    const downPackets = peer.received.slice(downFrom).filter((p) => !isKeepalive(p));
+    const downPackets = received().slice(downFrom).filter((p) => !isKeepalive(p));
+    const downRaw = peer.received.slice(downFrom).filter((p) => !isKeepalive(heard(p)));
+    const downPayloadBytes = downRaw.reduce((n, p) => n + p.payload.length, 0) / Math.max(1, downRaw.length);
     const down = receive(downPackets);
     let downlinkResumeMs: number | undefined;
     let uplinkResumeMs: number | undefined;
@@ -386,13 +468,13 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     const bargeFrom = peer.received.length;
     const itemId = model.reply(options.reply);
     const listenStart = performance.now();
-    const heardOfReply = () => peer.received.slice(bargeFrom).filter((p) => !isKeepalive(p)).length;
+    const heardOfReply = () => received().slice(bargeFrom).filter((p) => !isKeepalive(p)).length;
     while (heardOfReply() < 50 && performance.now() - listenStart < 5000) await sleep(5);
     say(options.interruption);
     while (queuedSentAt === undefined) await sleep(2);
     const onset = queuedSentAt;
     await quiet(300, replyMs + 2000);
-    const bargePackets = peer.received.slice(bargeFrom).filter((p) => !isKeepalive(p));
+    const bargePackets = received().slice(bargeFrom).filter((p) => !isKeepalive(p));
     const lastAt = bargePackets.at(-1)?.at ?? NaN;
     const endedEarly = bargePackets.length < Math.ceil(options.reply.length / FRAME) * 0.9;
     // The relay holds the reply at speech onset and truncates once the speech has lasted
@@ -428,6 +510,9 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     const upRecovered =
       metricValue(mid, "earshot_relay_uplink_fec_recovered_frames_total") -
       metricValue(before, "earshot_relay_uplink_fec_recovered_frames_total");
+    const upRedRecovered =
+      metricValue(mid, "earshot_relay_uplink_red_recovered_frames_total") -
+      metricValue(before, "earshot_relay_uplink_red_recovered_frames_total");
     const upConcealed =
       metricValue(mid, "earshot_relay_uplink_concealed_frames_total") -
       metricValue(before, "earshot_relay_uplink_concealed_frames_total");
@@ -447,6 +532,7 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
         frames: upFrames,
         deliveredOrRecoveredPercent: upFrames > 0 ? 100 * (1 - upConcealed / upFrames) : NaN,
         recovered: upRecovered,
+        redRecovered: upRedRecovered,
         concealed: upConcealed,
         addedDelayMs: heldCount > 0 ? (1000 * heldSum) / heldCount : 0,
         quality: upQuality,
@@ -455,8 +541,10 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
         frames: voiced.size,
         deliveredOrRecoveredPercent: 100 * (1 - downConcealed / voiced.size),
         recovered: down.recovered.filter((i) => voiced.has(i)).length,
+        redRecovered: down.redRecovered.filter((i) => voiced.has(i)).length,
         concealed: downConcealed,
         addedDelayMs: down.delayMs,
+        payloadBytes: downPayloadBytes,
         quality: envelopeScore(options.reply, down.pcm),
       },
       bargeInMs: endedEarly ? lastAt - onset : NaN,

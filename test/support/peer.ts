@@ -3,7 +3,14 @@
 // sends Opus RTP on a real clock and records what it hears. The relay tests' callers, the fault
 // tests' EventClient, the deployment tests' Caller and bench/'s BenchClient build on it.
 import { performance } from "node:perf_hooks";
-import { RTCPeerConnection, RtpHeader, RtpPacket, type RTCDataChannel, type RTCRtpTransceiver } from "werift";
+import {
+  RTCPeerConnection,
+  RtpHeader,
+  RtpPacket,
+  type RTCDataChannel,
+  type RTCRtpCodecParameters,
+  type RTCRtpTransceiver,
+} from "werift";
 import type { CreateCallResponse } from "../../protocol/relay-api.ts";
 import { createOpusEncoder, decodeOpus, FRAME } from "./audio.ts";
 import { withTimeout } from "./loopback.ts";
@@ -36,6 +43,8 @@ export interface PeerOptions {
   record?: boolean;
   /** The local IPv4 address to gather on (default 127.0.0.1), e.g. in a test's network namespace. */
   address?: string;
+  /** The audio codecs offered, in order (werift's default: Opus, PCMU). */
+  audioCodecs?: RTCRtpCodecParameters[];
 }
 
 export class TestPeer {
@@ -63,6 +72,7 @@ export class TestPeer {
       iceUseIpv6: false,
       iceInterfaceAddresses: { udp4: options.address ?? "127.0.0.1" },
       iceAdditionalHostAddresses: [options.address ?? "127.0.0.1"],
+      ...(options.audioCodecs && { codecs: { audio: options.audioCodecs, video: [] } }),
     });
     this.transceiver = this.pc.addTransceiver("audio", { direction: "sendrecv" });
     this.channel = this.pc.createDataChannel("oai-events");
