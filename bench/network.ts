@@ -10,13 +10,15 @@
 // "after" (the default, a client that does not offer RED), interleaved, same seed; and with
 // `--builds`, "red-1"/"red-2": a client that offers audio/red and sends 1 or 2 earlier frames a
 // packet, the relay at RELAY_RED_DISTANCE=1 or 2 (the default builds: before, after, red-2).
+// `--barge-ins=N` interrupts N replies per call, for barge-in p50/p95 per scenario.
 //   npx node bench/network.ts [--only=clean,loss-5] [--runs=1] [--builds=before,after,red-1,red-2]
+//     [--barge-ins=1]
 import { SpeechSynthesizer } from "../agent/tts.ts";
 import { burstyLoss, type ImpairmentProfile } from "../test/support/impairment.ts";
 import { NetworkModel, runNetworkCall, type NetworkCallResult } from "../test/support/network-call.ts";
 import { BENCH_METRICS_TOKEN } from "./lib/relay-metrics.ts";
 import { loadAverage, startBenchRelay } from "./lib/procs.ts";
-import { median, round, table } from "./lib/stats.ts";
+import { median, percentile, round, table } from "./lib/stats.ts";
 
 export interface NetworkScenario {
   name: string;
@@ -64,7 +66,14 @@ export interface NetworkResult {
 }
 
 export async function runNetwork(
-  options: { only?: string[]; runs?: number; builds?: string[]; log?: (line: string) => void } = {},
+  options: {
+    only?: string[];
+    runs?: number;
+    builds?: string[];
+    /** Interruptions per call (phase 3), for barge-in p50/p95 per scenario. */
+    bargeIns?: number;
+    log?: (line: string) => void;
+  } = {},
 ): Promise<NetworkResult> {
   const tts = new SpeechSynthesizer();
   const reply = await tts.speak(
@@ -105,6 +114,7 @@ export async function runNetwork(
             seed: 1000 + run,
             ...(scenario.blackoutMs ? { blackoutMs: scenario.blackoutMs } : {}),
             ...(build.red !== undefined && { red: build.red }),
+            ...(options.bargeIns && { bargeIns: options.bargeIns }),
             reply,
             speech,
             interruption,
@@ -129,6 +139,14 @@ const med = (values: number[], digits = 1) => {
   return finite.length ? round(median(finite), digits) : "–";
 };
 
+/** One trial: its latency; several: p50/p95 over those that barged in, and how many did of how many. */
+function bargeInCell(trials: number[]): string | number {
+  if (trials.length <= 1) return med(trials);
+  const ok = trials.filter(Number.isFinite).sort((a, b) => a - b);
+  if (ok.length === 0) return `– (0/${trials.length})`;
+  return `${round(percentile(ok, 50), 0)}/${round(percentile(ok, 95), 0)} (${ok.length}/${trials.length})`;
+}
+
 export function networkTable(result: NetworkResult): string {
   const lines: (string | number)[][] = [
     [
@@ -143,7 +161,7 @@ export function networkTable(result: NetworkResult): string {
       "down: jitter ms",
       "down: B/pkt",
       "down: score",
-      "barge-in ms",
+      "barge-in ms (p50/p95 n)",
       "truncate err ms",
       "resume ms (down/up)",
     ],
@@ -169,7 +187,7 @@ export function networkTable(result: NetworkResult): string {
         r.map((x) => x.downlink.quality),
         3,
       ),
-      med(r.map((x) => x.bargeInMs)),
+      bargeInCell(r.flatMap((x) => x.bargeInTrialsMs)),
       med(r.map((x) => x.truncateErrorMs)),
       r[0]?.downlinkResumeMs === undefined
         ? ""
@@ -189,8 +207,10 @@ if (import.meta.main) {
     .find((a) => a.startsWith("--builds="))
     ?.slice(9)
     .split(",");
+  const bargeIns = Number(process.argv.find((a) => a.startsWith("--barge-ins="))?.slice(12) ?? 1);
   const result = await runNetwork({
     ...(only ? { only } : {}),
+    bargeIns,
     ...(builds ? { builds } : {}),
     runs,
     log: (l) => process.stderr.write(`${l}\n`),

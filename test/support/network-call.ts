@@ -11,7 +11,7 @@
 // Each direction: frames delivered, recovered from FEC or concealed, the delay a receiver adds to
 // absorb the jitter, and a quality score of the received speech against the sent speech.
 import { performance } from "node:perf_hooks";
-import { RTCRtpCodecParameters, RtpHeader, RtpPacket } from "werift";
+import { RtpHeader, RtpPacket } from "werift";
 import { WebSocketServer, type WebSocket } from "ws";
 import { OpusDecoder } from "../../relay/media/opus-codec.ts";
 import { opusPacketHasFec } from "../../relay/media/opus-packet.ts";
@@ -24,7 +24,7 @@ import {
   type ImpairmentProfile,
   type ImpairmentProxy,
 } from "./impairment.ts";
-import { TestPeer, type ReceivedPacket } from "./peer.ts";
+import { CLIENT_RED_PT, RED_OFFER_CODECS, TestPeer, type ReceivedPacket } from "./peer.ts";
 import { bootIdOf, postCall, ticketFor } from "./relay-api.ts";
 import { metricValue } from "./relays.ts";
 import { envelopeScore } from "./speech-quality.ts";
@@ -176,6 +176,9 @@ export interface NetworkCallResult {
   downlink: DirectionResult;
   /** Client speech onset → last assistant packet the client received; NaN if no barge-in. */
   bargeInMs: number;
+  /** Each barge-in of the call (NetworkCallOptions.bargeIns), the first being bargeInMs. */
+  bargeInTrialsMs: number[];
+  truncateErrorsMs: number[];
   /** The truncate's audio_end_ms − the reply audio the client received; NaN without a truncate. */
   truncateErrorMs: number;
   /** With a blackout: the link back → first downlink packet at the client, and → first append at the model. */
@@ -208,26 +211,10 @@ export interface NetworkCallOptions {
    * in each packet; it parses the relay's RED itself, as a browser's NetEq does. Undefined: no RED.
    */
   red?: number;
+  /** Interruptions in phase 3, each of its own reply (default 1). */
+  bargeIns?: number;
 }
 
-/** What the client offers with `red`: Chrome's order and payload types. */
-const RED_CLIENT_CODECS = [
-  new RTCRtpCodecParameters({
-    mimeType: "audio/opus",
-    clockRate: 48_000,
-    channels: 2,
-    payloadType: 111,
-    parameters: "minptime=10;useinbandfec=1",
-  }),
-  new RTCRtpCodecParameters({
-    mimeType: "audio/red",
-    clockRate: 48_000,
-    channels: 2,
-    payloadType: 63,
-    parameters: "111/111",
-  }),
-];
-const CLIENT_RED_PT = 63;
 
 /** Encodes PCM as 20 ms Opus packets, the way a browser's microphone track would. */
 function encode(pcm: Int16Array, encoder: ReturnType<typeof createOpusEncoder>): Buffer[] {
@@ -355,7 +342,10 @@ function voicedFrames(pcm: Int16Array): Set<number> {
 /** Places one call through an impairment proxy and runs the three phases. */
 export async function runNetworkCall(options: NetworkCallOptions): Promise<NetworkCallResult> {
   const { relay, model, profile } = options;
-  const peer = new TestPeer({ record: true, ...(options.red !== undefined && { audioCodecs: RED_CLIENT_CODECS }) });
+  const peer = new TestPeer({
+    record: true,
+    ...(options.red !== undefined && { audioCodecs: RED_OFFER_CODECS }),
+  });
   let proxy: ImpairmentProxy | undefined;
   let mic: NodeJS.Timeout | undefined;
   try {
@@ -445,7 +435,9 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     }
     await sleep(Math.max(0, replyMs - (options.blackoutMs ? 1000 : 0)));
     await quiet(400, 5000);
-    const downPackets = received().slice(downFrom).filter((p) => !isKeepalive(p));
+    const downPackets = received()
+      .slice(downFrom)
+      .filter((p) => !isKeepalive(p));
     const downRaw = peer.received.slice(downFrom).filter((p) => !isKeepalive(heard(p)));
     const downPayloadBytes = downRaw.reduce((n, p) => n + p.payload.length, 0) / Math.max(1, downRaw.length);
     const down = receive(downPackets);
@@ -464,42 +456,63 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     const upQuality = envelopeScore(options.speech, model.heardPcm(upFrom));
     const mid = await relay.metrics();
 
-    // Phase 3: barge-in.
-    const bargeFrom = peer.received.length;
-    const itemId = model.reply(options.reply);
-    const listenStart = performance.now();
-    const heardOfReply = () => received().slice(bargeFrom).filter((p) => !isKeepalive(p)).length;
-    while (heardOfReply() < 50 && performance.now() - listenStart < 5000) await sleep(5);
-    say(options.interruption);
-    while (queuedSentAt === undefined) await sleep(2);
-    const onset = queuedSentAt;
-    await quiet(300, replyMs + 2000);
-    const bargePackets = received().slice(bargeFrom).filter((p) => !isKeepalive(p));
-    const lastAt = bargePackets.at(-1)?.at ?? NaN;
-    const endedEarly = bargePackets.length < Math.ceil(options.reply.length / FRAME) * 0.9;
-    // The relay holds the reply at speech onset and truncates once the speech has lasted
-    // RELAY_BARGE_IN_MIN_SPEECH_MS (480 ms by default): wait for that.
-    const findTruncate = () =>
-      model.events.find((e) => e.type === "conversation.item.truncate" && e.event.item_id === itemId);
-    const truncateWait = performance.now();
-    while (!findTruncate() && performance.now() - truncateWait < 3000) await sleep(10);
-    const truncate = findTruncate();
-    if (process.env.NETWORK_DEBUG)
-      process.stderr.write(
-        `barge-in: onset ${onset.toFixed(0)} last ${lastAt.toFixed(0)} packets ${bargePackets.length} events ${model.events
-          .map(
-            (e) =>
-              `${e.type}@${(e.at - onset).toFixed(0)}${e.event.item_id ? `:${String(e.event.item_id)}/${String(e.event.audio_end_ms)}` : ""}`,
-          )
-          .join(",")} item ${itemId}\n`,
+    // Phase 3: barge-in, `bargeIns` times (a reply, interrupted 1 s in, then a pause).
+    const bargeIn = async () => {
+      const bargeFrom = peer.received.length;
+      const itemId = model.reply(options.reply);
+      const listenStart = performance.now();
+      const heardOfReply = () =>
+        received()
+          .slice(bargeFrom)
+          .filter((p) => !isKeepalive(p)).length;
+      while (heardOfReply() < 50 && performance.now() - listenStart < 5000) await sleep(5);
+      say(options.interruption);
+      while (queuedSentAt === undefined) await sleep(2);
+      const onset = queuedSentAt;
+      await quiet(300, replyMs + 2000);
+      const bargePackets = received()
+        .slice(bargeFrom)
+        .filter((p) => !isKeepalive(p));
+      const lastAt = bargePackets.at(-1)?.at ?? NaN;
+      const endedEarly = bargePackets.length < Math.ceil(options.reply.length / FRAME) * 0.9;
+      // The relay holds the reply at speech onset and truncates once the speech has lasted
+      // RELAY_BARGE_IN_MIN_SPEECH_MS (480 ms by default): wait for that.
+      const findTruncate = () =>
+        model.events.find((e) => e.type === "conversation.item.truncate" && e.event.item_id === itemId);
+      const truncateWait = performance.now();
+      while (!findTruncate() && performance.now() - truncateWait < 3000) await sleep(10);
+      const truncate = findTruncate();
+      if (process.env.NETWORK_DEBUG)
+        process.stderr.write(
+          `barge-in: onset ${onset.toFixed(0)} last ${lastAt.toFixed(0)} packets ${bargePackets.length} events ${model.events
+            .map(
+              (e) =>
+                `${e.type}@${(e.at - onset).toFixed(0)}${e.event.item_id ? `:${String(e.event.item_id)}/${String(e.event.audio_end_ms)}` : ""}`,
+            )
+            .join(",")} item ${itemId}\n`,
+        );
+      // What the client heard of the reply: its packets' sequence span (a lost packet inside it was
+      // concealed or recovered and played all the same). Not the RTP timestamp span: the relay's
+      // clock runs on through a hold at speech onset, which the client hears as nothing.
+      const heardSpan = bargePackets.map(
+        (p) => (((p.sequenceNumber - bargePackets[0]!.sequenceNumber) & 0xffff) << 16) >> 16,
       );
-    // What the client heard of the reply: its packets' sequence span (a lost packet inside it was
-    // concealed or recovered and played all the same). Not the RTP timestamp span: the relay's
-    // clock runs on through a hold at speech onset, which the client hears as nothing.
-    const heardSpan = bargePackets.map(
-      (p) => (((p.sequenceNumber - bargePackets[0]!.sequenceNumber) & 0xffff) << 16) >> 16,
-    );
-    const heardMs = bargePackets.length > 0 ? (Math.max(...heardSpan) - Math.min(...heardSpan) + 1) * 20 : 0;
+      const heardMs =
+        bargePackets.length > 0 ? (Math.max(...heardSpan) - Math.min(...heardSpan) + 1) * 20 : 0;
+      return {
+        ms: endedEarly ? lastAt - onset : NaN,
+        truncateErrorMs: truncate ? Number(truncate.event.audio_end_ms) - heardMs : NaN,
+      };
+    };
+    const bargeIns: { ms: number; truncateErrorMs: number }[] = [];
+    for (let trial = 0; trial < (options.bargeIns ?? 1); trial++) {
+      // Past the interruption (its queued speech sent) and a pause, as between turns.
+      if (trial > 0) {
+        while (queued.length > 0) await sleep(20);
+        await sleep(1000);
+      }
+      bargeIns.push(await bargeIn());
+    }
     const after = await relay.metrics();
     clearTimeout(mic);
     mic = undefined;
@@ -547,8 +560,10 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
         payloadBytes: downPayloadBytes,
         quality: envelopeScore(options.reply, down.pcm),
       },
-      bargeInMs: endedEarly ? lastAt - onset : NaN,
-      truncateErrorMs: truncate ? Number(truncate.event.audio_end_ms) - heardMs : NaN,
+      bargeInMs: bargeIns[0]!.ms,
+      truncateErrorMs: bargeIns[0]!.truncateErrorMs,
+      bargeInTrialsMs: bargeIns.map((b) => b.ms),
+      truncateErrorsMs: bargeIns.map((b) => b.truncateErrorMs),
       ...(downlinkResumeMs === undefined ? {} : { downlinkResumeMs, uplinkResumeMs }),
       survived: peer.pc.connectionState === "connected" && model.connected,
     };

@@ -8,7 +8,7 @@ import {
   RtpHeader,
   RtpPacket,
   type RTCDataChannel,
-  type RTCRtpCodecParameters,
+  RTCRtpCodecParameters,
   type RTCRtpTransceiver,
 } from "werift";
 import type { CreateCallResponse } from "../../protocol/relay-api.ts";
@@ -18,6 +18,26 @@ import { bootIdOf, newCallId, postCall, postEdgeCall, ticketFor } from "./relay-
 
 /** RTP timestamp units in one 20 ms frame (Opus's clock is 48 kHz). */
 const FRAME_TICKS = 960;
+
+/** Audio codecs as Chrome offers them for Opus with RFC 2198 redundancy: Opus, then red. */
+export const RED_OFFER_CODECS = [
+  new RTCRtpCodecParameters({
+    mimeType: "audio/opus",
+    clockRate: 48_000,
+    channels: 2,
+    payloadType: 111,
+    parameters: "minptime=10;useinbandfec=1",
+  }),
+  new RTCRtpCodecParameters({
+    mimeType: "audio/red",
+    clockRate: 48_000,
+    channels: 2,
+    payloadType: 63,
+    parameters: "111/111",
+  }),
+];
+/** The red payload type in RED_OFFER_CODECS. */
+export const CLIENT_RED_PT = 63;
 
 export interface ReceivedPacket {
   sequenceNumber: number;

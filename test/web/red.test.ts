@@ -124,7 +124,6 @@ describe("Chromium with audio/red through the relay", { timeout: 120_000 }, () =
     const redPayloadType = Number(/^a=rtpmap:(\d+) red\/48000\/2/m.exec(offer)?.[1]);
     const opusPayloadType = Number(/^a=rtpmap:(\d+) opus\/48000\/2/m.exec(offer)?.[1]);
     expect(redPayloadType).toBeGreaterThan(0); // Debian's Chromium offers RED for Opus
-    if (process.env.RED_DEBUG) console.log(offer.split("\r\n").filter((l) => l.startsWith("a=rtcp-fb")));
 
     const callId = newCallId();
     const sessions = model.sessions;
