@@ -1,11 +1,13 @@
 // A client that offers audio/red (as Chrome does) through a real relay: the answer puts red first,
 // a burst of lost packets is filled from the later packets' redundant blocks so the bridge hears
 // the tone without a gap, and hostile RED (nested, unknown PT, lengths past the packet, no
-// blocks, too many blocks) is skipped with one log line per kind while the call goes on.
+// blocks, too many blocks) is skipped with one log line per kind while the call goes on. The
+// downlink sends RED with two earlier frames from the call's start, the primary alone once the
+// client's reports show a clean link.
 import { RtpHeader, RtpPacket } from "werift";
 import { afterEach, expect, it } from "vitest";
 import { RecordingBridge } from "../fixtures.ts";
-import { buildRed, MAX_RED_BLOCKS, type RedBlock } from "../../../relay/media/red.ts";
+import { buildRed, MAX_RED_BLOCKS, parseRed, RedBlocks, type RedBlock } from "../../../relay/media/red.ts";
 import { dominantFrequency, goertzel, silentWindows, sine } from "../../support/audio.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { CLIENT_RED_PT, RED_OFFER_CODECS, TestPeer } from "../../support/peer.ts";
@@ -105,4 +107,31 @@ it("skips hostile RED without a throw, one log line per kind, and the call goes 
     expect(lines.filter((l) => l.includes(`not used: ${kind}"`)).length, kind).toBe(1);
   // Audio after the hostile run is the tone again.
   expect(Math.abs(dominantFrequency(bridge.pcm().subarray(-9600)) - 500)).toBeLessThanOrEqual(10);
+});
+
+it("sends RED with two earlier frames from the call's start, and the primary alone once reports show no loss", async () => {
+  const { client, bridge } = await redClient();
+  client.transceiver.receiver.unpackRed = false; // see the packets as sent
+  const call = relay.calls.get(client.callId)!;
+  const blocks = new RedBlocks();
+  /** Blocks per RED packet of a 1 s tone the relay plays now, and their Opus PTs. */
+  const play = async () => {
+    const from = client.received.length;
+    bridge.ctx.downlink.push(`item_${from}`, 0, sine(440, 1000, 8000));
+    await waitFor(() => client.received.length - from >= 50, 5000, "the tone at the client");
+    return client.received.slice(from).map((p) => {
+      expect(p.payloadType).toBe(CLIENT_RED_PT);
+      expect(parseRed(p.payload, blocks)).toBeUndefined();
+      expect([...blocks.payloadTypes.subarray(0, blocks.count)].every((pt) => pt === OPUS)).toBe(true);
+      return blocks.count;
+    });
+  };
+  // Before any report: the encoder plans for loss (FEC on), and RED carries 2 earlier frames.
+  expect(call.stats().quality?.downlink.red_distance).toBe(2);
+  const early = await play();
+  expect(early.slice(2).every((n) => n === 3)).toBe(true);
+  // Three loss-free receiver reports later (werift sends one about every second): none.
+  await waitFor(() => call.stats().quality?.downlink.red_distance === 0, 10_000, "RED distance 0");
+  const clean = await play();
+  expect(clean.every((n) => n === 1)).toBe(true);
 });
