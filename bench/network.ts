@@ -120,9 +120,7 @@ export async function runNetwork(
             interruption,
           });
           row.runs.push(result);
-          options.log?.(
-            `network: ${scenario.name} ${build.name}: ${JSON.stringify(result)}`,
-          );
+          options.log?.(`network: ${scenario.name} ${build.name}: ${JSON.stringify(result)}`);
         } finally {
           await relay.stop();
           await model.close();
@@ -182,7 +180,10 @@ export function networkTable(result: NetworkResult): string {
       med(r.map((x) => x.downlink.deliveredOrRecoveredPercent)),
       `${sum((x) => x.downlink.redRecovered)}/${sum((x) => x.downlink.recovered)}/${sum((x) => x.downlink.concealed)}`,
       med(r.map((x) => x.downlink.addedDelayMs)),
-      med(r.map((x) => x.downlink.payloadBytes ?? NaN), 0),
+      med(
+        r.map((x) => x.downlink.payloadBytes ?? NaN),
+        0,
+      ),
       med(
         r.map((x) => x.downlink.quality),
         3,

@@ -136,11 +136,18 @@ export class Uplink {
       }
       if (blocks.ends[i] === blocks.starts[i] || !this.#jitter.wants(blockSequence)) continue;
       this.stats.redRecovered++;
-      this.#push(blockSequence, (timestamp - offset) >>> 0, payload.subarray(blocks.starts[i], blocks.ends[i]), now);
+      this.#push(
+        blockSequence,
+        (timestamp - offset) >>> 0,
+        payload.subarray(blocks.starts[i], blocks.ends[i]),
+        now,
+      );
     }
-    if (primary >= 0 && blocks.payloadTypes[primary] !== this.#payloadType) problem = "block of another codec";
-    else if (primary >= 0 && blocks.ends[primary]! > blocks.starts[primary]!) {
-      this.#push(sequenceNumber, timestamp, payload.subarray(blocks.starts[primary], blocks.ends[primary]), now);
+    if (primary >= 0) {
+      const start = blocks.starts[primary]!;
+      const end = blocks.ends[primary]!;
+      if (blocks.payloadTypes[primary] !== this.#payloadType) problem = "block of another codec";
+      else if (end > start) this.#push(sequenceNumber, timestamp, payload.subarray(start, end), now);
     }
     if (problem) this.stats.redRefused++;
     this.#arrived(tooLate, now);

@@ -215,7 +215,6 @@ export interface NetworkCallOptions {
   bargeIns?: number;
 }
 
-
 /** Encodes PCM as 20 ms Opus packets, the way a browser's microphone track would. */
 function encode(pcm: Int16Array, encoder: ReturnType<typeof createOpusEncoder>): Buffer[] {
   const packets: Buffer[] = [];

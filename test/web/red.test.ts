@@ -136,7 +136,9 @@ describe("Chromium with audio/red through the relay", { timeout: 120_000 }, () =
     const answer = ((await response.json()) as { answer_sdp: string }).answer_sdp;
     // red first in the answer's codec list: Chromium sends RED only then.
     expect(/^m=audio \d+ \S+ (\d+)/m.exec(answer)?.[1]).toBe(String(redPayloadType));
-    expect(answer).toMatch(new RegExp(`^a=fmtp:${redPayloadType} ${opusPayloadType}/${opusPayloadType}`, "m"));
+    expect(answer).toMatch(
+      new RegExp(`^a=fmtp:${redPayloadType} ${opusPayloadType}/${opusPayloadType}`, "m"),
+    );
 
     const relayPort = hostCandidatePort(answer);
     proxy = await startImpairmentProxy({ targetPort: relayPort, seed: 2198 });

@@ -80,7 +80,11 @@ it("skips hostile RED without a throw, one log line per kind, and the call goes 
   const { client, bridge } = await redClient();
   logs.length = 0;
   const good = redPackets(client, sine(500, 1000, 8000), 1); // 50 packets
-  const opus = (i: number) => ({ payloadType: OPUS, timestampOffset: 0, data: good[i]!.payload.subarray(0, 20) });
+  const opus = (i: number) => ({
+    payloadType: OPUS,
+    timestampOffset: 0,
+    data: good[i]!.payload.subarray(0, 20),
+  });
   const hostile: Uint8Array[] = [
     new Uint8Array(0), // no blocks at all
     Uint8Array.of(0x80 | OPUS, 0x0f, 0x00), // a header cut short
@@ -103,7 +107,13 @@ it("skips hostile RED without a throw, one log line per kind, and the call goes 
   expect(call.uplinkStats!.redRefused).toBe(14);
   expect(call.uplinkStats!.frames).toBe(packets.length);
   const lines = logs.filter((l) => l.includes("client RED packet not used"));
-  for (const kind of ["empty", "header past the end", "block past the end", "too many blocks", "block of another codec"])
+  for (const kind of [
+    "empty",
+    "header past the end",
+    "block past the end",
+    "too many blocks",
+    "block of another codec",
+  ])
     expect(lines.filter((l) => l.includes(`not used: ${kind}"`)).length, kind).toBe(1);
   // Audio after the hostile run is the tone again.
   expect(Math.abs(dominantFrequency(bridge.pcm().subarray(-9600)) - 500)).toBeLessThanOrEqual(10);

@@ -132,7 +132,9 @@ describe("Uplink with audio/red", () => {
   let packets: Buffer[];
 
   beforeAll(async () => {
-    const pcm = await new SpeechSynthesizer().speak("A table for four on Friday evening, please, by the window.");
+    const pcm = await new SpeechSynthesizer().speak(
+      "A table for four on Friday evening, please, by the window.",
+    );
     const encoder = createOpusEncoder();
     packets = [];
     for (let i = 0; i + FRAME <= pcm.length; i += FRAME)
@@ -246,15 +248,18 @@ describe("Uplink with audio/red", () => {
 
   it("takes any bytes as a RED payload without throwing, and keeps the stream's time", () => {
     fc.assert(
-      fc.property(fc.array(fc.uint8Array({ maxLength: 300 }), { minLength: 1, maxLength: 40 }), (payloads) => {
-        const { up } = uplink();
-        payloads.forEach((payload, i) => up.receiveRed(seq(i), ts(i), payload));
-        up.receive(seq(payloads.length + 5), ts(payloads.length + 5), packets[0]!);
-        // Every sequence number from the first to the last is a frame, whatever was in it
-        // (multi-frame Opus packets may add more).
-        expect(up.stats.frames).toBeGreaterThanOrEqual(1);
-        expect(up.stats.packets).toBe(payloads.length + 1);
-      }),
+      fc.property(
+        fc.array(fc.uint8Array({ maxLength: 300 }), { minLength: 1, maxLength: 40 }),
+        (payloads) => {
+          const { up } = uplink();
+          payloads.forEach((payload, i) => up.receiveRed(seq(i), ts(i), payload));
+          up.receive(seq(payloads.length + 5), ts(payloads.length + 5), packets[0]!);
+          // Every sequence number from the first to the last is a frame, whatever was in it
+          // (multi-frame Opus packets may add more).
+          expect(up.stats.frames).toBeGreaterThanOrEqual(1);
+          expect(up.stats.packets).toBe(payloads.length + 1);
+        },
+      ),
       { numRuns: 300 },
     );
   });
