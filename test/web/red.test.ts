@@ -54,7 +54,10 @@ describe("Chromium with audio/red through the relay", { timeout: 120_000 }, () =
       "Sure. The train leaves at seven fifteen from platform two, and it takes about an hour.",
     );
     model = await NetworkModel.start();
-    relay = await startRelayProcess({ inferenceUrl: model.url, env: { LOG_LEVEL: "warn" } });
+    relay = await startRelayProcess({
+      inferenceUrl: model.url,
+      env: { LOG_LEVEL: "warn", RELAY_RED_DISTANCE: "2" },
+    });
     // A page on http://127.0.0.1 (a secure context, so getUserMedia works).
     server = createServer((_, res) => res.end("<!doctype html><title>red</title>"));
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));

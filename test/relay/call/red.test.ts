@@ -14,7 +14,7 @@ import { CLIENT_RED_PT, RED_OFFER_CODECS, TestPeer } from "../../support/peer.ts
 import { useRelay } from "../../support/relays.ts";
 
 const logs: string[] = [];
-const relay = useRelay({ bridgeFactory: RecordingBridge.factory, logs });
+const relay = useRelay({ bridgeFactory: RecordingBridge.factory, logs, env: { RELAY_RED_DISTANCE: "2" } });
 const OPUS = 111;
 const STEP = 960;
 let client: TestPeer | undefined;
