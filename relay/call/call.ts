@@ -107,6 +107,8 @@ export interface CallEvents {
 
 const round2 = (value: number) => Math.round(value * 100) / 100;
 const isRed = (mimeType: string) => mimeType.toLowerCase() === "audio/red";
+const isKeepalive = (payload: Buffer) =>
+  payload.length === OPUS_SILENCE_FRAME.length && payload.equals(OPUS_SILENCE_FRAME);
 
 class CallSetupError extends Error {}
 export { CallSetupError };
@@ -156,6 +158,8 @@ export class Call extends EventEmitter<CallEvents> {
   #payloadType = 111;
   /** The client's `audio/red` PT when negotiated: uplink packets of it are parsed (relay/media/red.ts). */
   #redPayloadType: number | undefined;
+  /** Earlier frames each downlink speech packet carries now (#downlinkRedDistance at the last report). */
+  #redDistance = 0;
   #lossAdaptive: LossAdaptiveOpusEncoder | undefined;
   #downlinkJitterMs = 0;
   #downlinkFractionLost = 0;
@@ -482,7 +486,7 @@ export class Call extends EventEmitter<CallEvents> {
       fractionLost: this.#downlinkFractionLost,
       now: performance.now(),
     });
-    if (this.#redPayloadType !== undefined) sender.redDistance = this.#downlinkRedDistance();
+    this.#redDistance = this.#downlinkRedDistance();
     for (const stats of sender.collectStats(0)) {
       if (stats.type !== "remote-inbound-rtp") continue;
       const { roundTripTime } = stats as RTCRemoteInboundRtpStreamStats;
@@ -534,8 +538,9 @@ export class Call extends EventEmitter<CallEvents> {
       // The relay parses RED itself (bounds-checked, and it knows a copy from a lost packet's
       // stand-in); werift would unpack it unchecked (patches/README.md, 050).
       transceiver.receiver.unpackRed = false;
-      sender.redDistance = this.#downlinkRedDistance();
+      this.#redDistance = this.#downlinkRedDistance();
     }
+    const red = this.#redPayloadType !== undefined;
     sender.onRtcp.subscribe((packet) => {
       try {
         this.#onReceiverReport(packet, sender);
@@ -551,6 +556,10 @@ export class Call extends EventEmitter<CallEvents> {
         onFrameSent: (frame) => this.#bridge?.onDownlinkSent?.(frame),
       },
       send: (payload, sequenceNumber, timestamp, marker) => {
+        // werift's sender packs RED as it sends (synchronously, before its first await). An idle
+        // keepalive goes without copies: 300 ms after the speech they would repeat, no receiver
+        // wants them, and a receiver that concealed past that speech should not be handed it.
+        if (red) sender.redDistance = isKeepalive(payload) ? 0 : this.#redDistance;
         const header = new RtpHeader({ sequenceNumber, timestamp, marker, payloadType: this.#payloadType });
         this.#packetsOut++;
         metrics.framesDownlink.inc();

@@ -8,7 +8,7 @@ import { RtpHeader, RtpPacket } from "werift";
 import { afterEach, expect, it } from "vitest";
 import { RecordingBridge } from "../fixtures.ts";
 import { buildRed, MAX_RED_BLOCKS, parseRed, RedBlocks, type RedBlock } from "../../../relay/media/red.ts";
-import { dominantFrequency, goertzel, silentWindows, sine } from "../../support/audio.ts";
+import { dominantFrequency, goertzel, isKeepalive, silentWindows, sine } from "../../support/audio.ts";
 import { waitFor } from "../../support/loopback.ts";
 import { CLIENT_RED_PT, RED_OFFER_CODECS, TestPeer } from "../../support/peer.ts";
 import { useRelay } from "../../support/relays.ts";
@@ -144,4 +144,30 @@ it("sends RED with two earlier frames from the call's start, and the primary alo
   await waitFor(() => call.stats().quality?.downlink.red_distance === 0, 10_000, "RED distance 0");
   const clean = await play();
   expect(clean.every((n) => n === 1)).toBe(true);
+});
+
+it("sends its idle keepalive without RED copies, even while copies are on", async () => {
+  const { client, bridge } = await redClient();
+  client.transceiver.receiver.unpackRed = false;
+  expect(relay.calls.get(client.callId)!.stats().quality?.downlink.red_distance).toBe(2);
+  const blocks = new RedBlocks();
+  /** Block count, and whether the primary is the relay's silence keepalive. */
+  const read = (payload: Uint8Array) => {
+    expect(parseRed(payload, blocks)).toBeUndefined();
+    const primary = payload.subarray(blocks.starts[blocks.count - 1], blocks.ends[blocks.count - 1]);
+    return { count: blocks.count, keepalive: isKeepalive({ payload: primary }) };
+  };
+  const from = client.received.length;
+  bridge.ctx.downlink.push("item_k", 0, sine(440, 200, 8000)); // 10 frames
+  const afterTone = () => client.received.slice(from).map((p) => read(p.payload));
+  await waitFor(
+    () => afterTone().filter((p) => !p.keepalive).length >= 10 && afterTone().at(-1)!.keepalive,
+    5000,
+    "the tone, then a keepalive",
+  );
+  const packets = afterTone();
+  const tone = packets.filter((p) => !p.keepalive);
+  expect(tone.slice(2).every((p) => p.count === 3)).toBe(true);
+  // The silence frame alone: no copy of the tone 300 ms before it.
+  expect(packets.at(-1)!.count).toBe(1);
 });
