@@ -7,14 +7,18 @@
 // (test/support/speech-quality.ts); then barge-in latency (client speech onset → last assistant
 // packet received) and the truncate's error against what the client heard. Each scenario runs
 // "before" (RELAY_NETWORK_RESILIENCE=0: the fixed 60 ms reorder window, CELT-only downlink) and
-// "after" (the default), interleaved, same seed.
-//   npx node bench/network.ts [--only=clean,loss-5] [--runs=1]
+// "after" (the default, a client that does not offer RED), interleaved, same seed; and with
+// `--builds`, "red-1"/"red-2": a client that offers audio/red and sends 1 or 2 earlier frames a
+// packet, the relay at RELAY_RED_DISTANCE=1 or 2 (the default builds: before, after, red-2).
+// `--barge-ins=N` interrupts N replies per call, for barge-in p50/p95 per scenario.
+//   npx node bench/network.ts [--only=clean,loss-5] [--runs=1] [--builds=before,after,red-1,red-2]
+//     [--barge-ins=1]
 import { SpeechSynthesizer } from "../agent/tts.ts";
 import { burstyLoss, type ImpairmentProfile } from "../test/support/impairment.ts";
 import { NetworkModel, runNetworkCall, type NetworkCallResult } from "../test/support/network-call.ts";
 import { BENCH_METRICS_TOKEN } from "./lib/relay-metrics.ts";
 import { loadAverage, startBenchRelay } from "./lib/procs.ts";
-import { median, round, table } from "./lib/stats.ts";
+import { median, percentile, round, table } from "./lib/stats.ts";
 
 export interface NetworkScenario {
   name: string;
@@ -34,9 +38,25 @@ export const NETWORK_SCENARIOS: NetworkScenario[] = [
   { name: "blackout-2s", profile: {}, blackoutMs: 2000 },
 ];
 
+/** What runs: the relay's bad-network features on or off, and the RED distance each way. */
+export interface NetworkBuild {
+  name: string;
+  resilience: boolean;
+  /** RELAY_RED_DISTANCE and the client's own distance; undefined: the client offers no RED. */
+  red?: number;
+}
+
+export const NETWORK_BUILDS: NetworkBuild[] = [
+  { name: "before", resilience: false },
+  { name: "after", resilience: true },
+  { name: "red-1", resilience: true, red: 1 },
+  { name: "red-2", resilience: true, red: 2 },
+];
+const DEFAULT_BUILDS = ["before", "after", "red-2"];
+
 export interface NetworkRow {
   scenario: string;
-  resilience: boolean;
+  build: string;
   runs: NetworkCallResult[];
 }
 
@@ -46,7 +66,14 @@ export interface NetworkResult {
 }
 
 export async function runNetwork(
-  options: { only?: string[]; runs?: number; log?: (line: string) => void } = {},
+  options: {
+    only?: string[];
+    runs?: number;
+    builds?: string[];
+    /** Interruptions per call (phase 3), for barge-in p50/p95 per scenario. */
+    bargeIns?: number;
+    log?: (line: string) => void;
+  } = {},
 ): Promise<NetworkResult> {
   const tts = new SpeechSynthesizer();
   const reply = await tts.speak(
@@ -56,15 +83,17 @@ export async function runNetwork(
   const interruption = await tts.speak("Wait, stop, I have a question about that.");
   const scenarios = NETWORK_SCENARIOS.filter((s) => !options.only || options.only.includes(s.name));
   const rows: NetworkRow[] = [];
+  const builds = NETWORK_BUILDS.filter((b) => (options.builds ?? DEFAULT_BUILDS).includes(b.name));
   for (const scenario of scenarios) {
-    for (const resilience of [false, true]) {
-      const row: NetworkRow = { scenario: scenario.name, resilience, runs: [] };
+    for (const build of builds) {
+      const row: NetworkRow = { scenario: scenario.name, build: build.name, runs: [] };
       for (let run = 0; run < (options.runs ?? 1); run++) {
         const model = await NetworkModel.start();
         const relay = await startBenchRelay({
           inferenceUrl: model.url,
           env: {
-            RELAY_NETWORK_RESILIENCE: resilience ? "1" : "0",
+            RELAY_NETWORK_RESILIENCE: build.resilience ? "1" : "0",
+            ...(build.red !== undefined && { RELAY_RED_DISTANCE: String(build.red) }),
             RELAY_STATS_SECONDS: "1",
             RELAY_UDP_PORTS: `${43000 + (process.pid % 50) * 20}-${43000 + (process.pid % 50) * 20 + 19}`,
           },
@@ -84,14 +113,14 @@ export async function runNetwork(
             profile: scenario.profile,
             seed: 1000 + run,
             ...(scenario.blackoutMs ? { blackoutMs: scenario.blackoutMs } : {}),
+            ...(build.red !== undefined && { red: build.red }),
+            ...(options.bargeIns && { bargeIns: options.bargeIns }),
             reply,
             speech,
             interruption,
           });
           row.runs.push(result);
-          options.log?.(
-            `network: ${scenario.name} ${resilience ? "after" : "before"}: ${JSON.stringify(result)}`,
-          );
+          options.log?.(`network: ${scenario.name} ${build.name}: ${JSON.stringify(result)}`);
         } finally {
           await relay.stop();
           await model.close();
@@ -108,20 +137,29 @@ const med = (values: number[], digits = 1) => {
   return finite.length ? round(median(finite), digits) : "–";
 };
 
+/** One trial: its latency; several: p50/p95 over those that barged in, and how many did of how many. */
+function bargeInCell(trials: number[]): string | number {
+  if (trials.length <= 1) return med(trials);
+  const ok = trials.filter(Number.isFinite).sort((a, b) => a - b);
+  if (ok.length === 0) return `– (0/${trials.length})`;
+  return `${round(percentile(ok, 50), 0)}/${round(percentile(ok, 95), 0)} (${ok.length}/${trials.length})`;
+}
+
 export function networkTable(result: NetworkResult): string {
   const lines: (string | number)[][] = [
     [
       "scenario",
       "build",
       "up: ok %",
-      "up: FEC/PLC",
+      "up: RED/FEC/PLC",
       "up: jb ms",
       "up: score",
       "down: ok %",
-      "down: FEC/PLC",
+      "down: RED/FEC/PLC",
       "down: jitter ms",
+      "down: B/pkt",
       "down: score",
-      "barge-in ms",
+      "barge-in ms (p50/p95 n)",
       "truncate err ms",
       "resume ms (down/up)",
     ],
@@ -131,22 +169,26 @@ export function networkTable(result: NetworkResult): string {
     const sum = (f: (x: NetworkCallResult) => number) => r.reduce((a, x) => a + f(x), 0);
     lines.push([
       row.scenario,
-      row.resilience ? "after" : "before",
+      row.build,
       med(r.map((x) => x.uplink.deliveredOrRecoveredPercent)),
-      `${sum((x) => x.uplink.recovered)}/${sum((x) => x.uplink.concealed)}`,
+      `${sum((x) => x.uplink.redRecovered)}/${sum((x) => x.uplink.recovered)}/${sum((x) => x.uplink.concealed)}`,
       med(r.map((x) => x.uplink.addedDelayMs)),
       med(
         r.map((x) => x.uplink.quality),
         3,
       ),
       med(r.map((x) => x.downlink.deliveredOrRecoveredPercent)),
-      `${sum((x) => x.downlink.recovered)}/${sum((x) => x.downlink.concealed)}`,
+      `${sum((x) => x.downlink.redRecovered)}/${sum((x) => x.downlink.recovered)}/${sum((x) => x.downlink.concealed)}`,
       med(r.map((x) => x.downlink.addedDelayMs)),
+      med(
+        r.map((x) => x.downlink.payloadBytes ?? NaN),
+        0,
+      ),
       med(
         r.map((x) => x.downlink.quality),
         3,
       ),
-      med(r.map((x) => x.bargeInMs)),
+      bargeInCell(r.flatMap((x) => x.bargeInTrialsMs)),
       med(r.map((x) => x.truncateErrorMs)),
       r[0]?.downlinkResumeMs === undefined
         ? ""
@@ -162,8 +204,15 @@ if (import.meta.main) {
     ?.slice(7)
     .split(",");
   const runs = Number(process.argv.find((a) => a.startsWith("--runs="))?.slice(7) ?? 1);
+  const builds = process.argv
+    .find((a) => a.startsWith("--builds="))
+    ?.slice(9)
+    .split(",");
+  const bargeIns = Number(process.argv.find((a) => a.startsWith("--barge-ins="))?.slice(12) ?? 1);
   const result = await runNetwork({
     ...(only ? { only } : {}),
+    bargeIns,
+    ...(builds ? { builds } : {}),
     runs,
     log: (l) => process.stderr.write(`${l}\n`),
   });

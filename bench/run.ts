@@ -163,7 +163,7 @@ const summary = table([
     "0",
   ],
   ...(["loss-5+jitter-40", "blackout-2s"] as const).flatMap((name) => {
-    const row = network.rows.find((r) => r.scenario === name && r.resilience)?.runs[0];
+    const row = network.rows.find((r) => r.scenario === name && r.build === "after")?.runs[0];
     if (!row) return [];
     return [
       [

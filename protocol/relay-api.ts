@@ -97,6 +97,8 @@ export const CallStats = z.strictObject({
         fec_recovered_frames: z.number().int().nonnegative(),
         /** 20 ms frames the relay synthesised (PLC) because nothing of them arrived. */
         concealed_frames: z.number().int().nonnegative(),
+        /** 20 ms frames taken from a later packet's RED (RFC 2198) copy; absent before RED. */
+        red_recovered_frames: z.number().int().nonnegative().optional(),
         /** Mean time a packet waited in the relay's jitter buffer. */
         jitter_buffer_ms: z.number().nonnegative(),
         /** The longest the jitter buffer waits for a missing packet now (it follows jitter). */
@@ -113,6 +115,8 @@ export const CallStats = z.strictObject({
         fec_expected_loss_percent: z.number().nonnegative().max(100),
         /** Frames sent with in-band FEC. */
         fec_frames: z.number().int().nonnegative(),
+        /** Earlier frames copied into each RED packet now (0 while clean); absent without RED. */
+        red_distance: z.number().int().nonnegative().optional(),
       }),
     })
     .optional(),

@@ -186,6 +186,14 @@ export const RelayEnv = z.object({
    * reorder window and CELT-only downlink of before (for comparison: bench/network.ts).
    */
   RELAY_NETWORK_RESILIENCE: z.enum(["0", "1"]).default("1"),
+  /**
+   * RFC 2198 redundancy (`audio/red`) for clients that offer it (Chrome): the relay answers red
+   * first, takes lost uplink frames from later packets' copies, and while the client reports
+   * downlink loss sends this many earlier frames in each packet. 0 (the default for now): not
+   * negotiated; see bench/README.md, "RED, NACK/RTX…", for the open question before it is on by
+   * default. Needs RELAY_NETWORK_RESILIENCE=1.
+   */
+  RELAY_RED_DISTANCE: number(z.number().int().min(0).max(2)).default(0),
   RELAY_BARGE_IN_MIN_SPEECH_MS: number(z.number().int().min(0).max(5000)).default(480),
   LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
@@ -231,6 +239,8 @@ export interface RelayConfig {
   relayVad: "silero" | "energy" | "off";
   echoSuppression: boolean;
   networkResilience: boolean;
+  /** Earlier frames per downlink RED packet while the client reports loss; 0: no RED. */
+  redDistance: number;
   bargeInMinSpeechMs: number;
   logLevel: string;
   /** With RELAY_PROCESSES > 1, what each relay process is given; empty when the relay runs in-process. */
@@ -358,6 +368,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     relayVad: e.RELAY_VAD,
     echoSuppression: e.RELAY_ECHO_SUPPRESSION === "1",
     networkResilience: e.RELAY_NETWORK_RESILIENCE === "1",
+    redDistance: e.RELAY_NETWORK_RESILIENCE === "1" ? e.RELAY_RED_DISTANCE : 0,
     bargeInMinSpeechMs: e.RELAY_BARGE_IN_MIN_SPEECH_MS,
     logLevel: e.LOG_LEVEL,
     processes:

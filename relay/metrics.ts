@@ -72,6 +72,16 @@ export class RelayMetrics {
     help: "Lost uplink frames rebuilt from the next packet's Opus in-band FEC",
     registers: [this.registry],
   });
+  readonly uplinkRedRecovered = new Counter({
+    name: "earshot_relay_uplink_red_recovered_frames_total",
+    help: "Missing uplink frames taken from a later packet's RFC 2198 redundant block",
+    registers: [this.registry],
+  });
+  readonly uplinkRedPackets = new Counter({
+    name: "earshot_relay_uplink_red_packets_total",
+    help: "Uplink RTP packets received as audio/red (RFC 2198)",
+    registers: [this.registry],
+  });
   readonly uplinkConcealed = new Counter({
     name: "earshot_relay_uplink_concealed_frames_total",
     help: "Lost uplink frames synthesised by packet loss concealment",

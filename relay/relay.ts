@@ -179,6 +179,7 @@ export class Relay extends EventEmitter<RelayEvents> {
       pacer: this.pacer,
       encoderGovernor: this.encoderGovernor,
       networkResilience: this.#config.networkResilience,
+      redDistance: this.#config.redDistance,
       metrics: this.metrics,
       log: this.#log,
       connectTimeoutMs: this.#config.connectTimeoutSeconds * 1000,

@@ -82,6 +82,8 @@ export interface CallOptions {
   encoderGovernor: EncoderGovernor;
   /** Adaptive uplink jitter buffer and loss-driven downlink FEC (RELAY_NETWORK_RESILIENCE; default on). */
   networkResilience?: boolean;
+  /** Earlier frames per downlink `audio/red` packet while the client reports loss; 0: no RED (RELAY_RED_DISTANCE). */
+  redDistance?: number;
   metrics: RelayMetrics;
   log: Logger;
   connectTimeoutMs: number;
@@ -104,6 +106,9 @@ export interface CallEvents {
 }
 
 const round2 = (value: number) => Math.round(value * 100) / 100;
+const isRed = (mimeType: string) => mimeType.toLowerCase() === "audio/red";
+const isKeepalive = (payload: Buffer) =>
+  payload.length === OPUS_SILENCE_FRAME.length && payload.equals(OPUS_SILENCE_FRAME);
 
 class CallSetupError extends Error {}
 export { CallSetupError };
@@ -151,6 +156,10 @@ export class Call extends EventEmitter<CallEvents> {
   #releaseEncoder = () => {};
   #bridge: CallBridge | undefined;
   #payloadType = 111;
+  /** The client's `audio/red` PT when negotiated: uplink packets of it are parsed (relay/media/red.ts). */
+  #redPayloadType: number | undefined;
+  /** Earlier frames each downlink speech packet carries now (#downlinkRedDistance at the last report). */
+  #redDistance = 0;
   #lossAdaptive: LossAdaptiveOpusEncoder | undefined;
   #downlinkJitterMs = 0;
   #downlinkFractionLost = 0;
@@ -181,7 +190,7 @@ export class Call extends EventEmitter<CallEvents> {
     this.#options = options;
     this.#log = options.log.child({ call_id: options.callId });
     this.#problems = new ProblemLog(this.#log);
-    this.#pc = new RTCPeerConnection(peerConfig(options.network));
+    this.#pc = new RTCPeerConnection(peerConfig(options.network, (options.redDistance ?? 0) > 0));
   }
 
   get state(): CallState {
@@ -253,9 +262,10 @@ export class Call extends EventEmitter<CallEvents> {
     if (direction === "inactive" || direction === undefined) {
       throw new CallSetupError("The offer's audio m-line cannot be answered (no common codec?).");
     }
-    const codec = transceiver.codecs[0];
+    const codec = transceiver.codecs.find((c) => !isRed(c.mimeType));
     if (!codec) throw new CallSetupError("No common audio codec: offer Opus, PCMU or PCMA.");
     this.#payloadType = codec.payloadType;
+    this.#redPayloadType = transceiver.codecs.find((c) => isRed(c.mimeType))?.payloadType;
     this.#setUpMedia(codec.mimeType.toLowerCase(), transceiver);
     const network = this.#options.network;
     if (network.publicIp) sdp = rewriteCandidateAddress(sdp, network.mediaIp, network.publicIp);
@@ -313,6 +323,7 @@ export class Call extends EventEmitter<CallEvents> {
           loss_percent: expected > 0 ? round2((100 * up.lost) / expected) : 0,
           fec_recovered_frames: up.recovered,
           concealed_frames: up.concealed,
+          ...(this.#redPayloadType !== undefined && { red_recovered_frames: up.redRecovered }),
           jitter_buffer_ms: round2(up.jitterBufferMs),
           jitter_buffer_max_ms: up.reorderDepth * FRAME_MS,
         },
@@ -322,6 +333,7 @@ export class Call extends EventEmitter<CallEvents> {
           jitter_ms: round2(this.#downlinkJitterMs),
           fec_expected_loss_percent: fec?.expectedLossPercent ?? 0,
           fec_frames: fec?.fecFrames ?? 0,
+          ...(this.#redPayloadType !== undefined && { red_distance: this.#downlinkRedDistance() }),
         },
       };
     }
@@ -484,6 +496,7 @@ export class Call extends EventEmitter<CallEvents> {
       fractionLost: this.#downlinkFractionLost,
       now: performance.now(),
     });
+    this.#redDistance = this.#downlinkRedDistance();
     for (const stats of sender.collectStats(0)) {
       if (stats.type !== "remote-inbound-rtp") continue;
       const { roundTripTime } = stats as RTCRemoteInboundRtpStreamStats;
@@ -491,6 +504,15 @@ export class Call extends EventEmitter<CallEvents> {
     }
     if (this.#rttMs !== undefined) this.#bridge?.onRoundTrip?.(this.#rttMs);
     this.#options.metrics.observeDownlinkReport(this.#downlinkFractionLost, this.#rttMs);
+  }
+
+  /**
+   * Earlier frames werift's sender copies into each downlink RED packet: RELAY_RED_DISTANCE while
+   * the loss-adaptive encoder is in its lossy mode (reported loss, or the call's first seconds),
+   * else none: a clean link pays one header byte a packet, not twice or three times the audio.
+   */
+  #downlinkRedDistance(): number {
+    return (this.#lossAdaptive?.expectedLossPercent ?? 0) > 0 ? (this.#options.redDistance ?? 0) : 0;
   }
 
   #timer(fn: () => void, ms: number): void {
@@ -523,6 +545,13 @@ export class Call extends EventEmitter<CallEvents> {
     };
     const channel = () => this.#channel;
     const sender = transceiver.sender;
+    if (this.#redPayloadType !== undefined) {
+      // The relay parses RED itself (bounds-checked, and it knows a copy from a lost packet's
+      // stand-in); werift would unpack it unchecked (patches/README.md, 050).
+      transceiver.receiver.unpackRed = false;
+      this.#redDistance = this.#downlinkRedDistance();
+    }
+    const red = this.#redPayloadType !== undefined;
     sender.onRtcp.subscribe((packet) => {
       try {
         this.#onReceiverReport(packet, sender);
@@ -538,6 +567,10 @@ export class Call extends EventEmitter<CallEvents> {
         onFrameSent: (frame) => this.#bridge?.onDownlinkSent?.(frame),
       },
       send: (payload, sequenceNumber, timestamp, marker) => {
+        // werift's sender packs RED as it sends (synchronously, before its first await). An idle
+        // keepalive goes without copies: 300 ms after the speech they would repeat, no receiver
+        // wants them, and a receiver that concealed past that speech should not be handed it.
+        if (red) sender.redDistance = isKeepalive(payload) ? 0 : this.#redDistance;
         const header = new RtpHeader({ sequenceNumber, timestamp, marker, payloadType: this.#payloadType });
         this.#packetsOut++;
         metrics.framesDownlink.inc();
@@ -549,6 +582,7 @@ export class Call extends EventEmitter<CallEvents> {
     });
     this.#uplink = new Uplink({
       decoder,
+      payloadType: this.#payloadType,
       reorderDepth: REORDER_DEPTH,
       adaptiveDepth: this.#options.networkResilience ?? true,
       onFrame: (pcm, mediaTimeMs) => {
@@ -558,16 +592,25 @@ export class Call extends EventEmitter<CallEvents> {
       observeWork: (s) => metrics.uplinkWork.observe(s),
     });
     const uplink = this.#uplink;
+    const redPayloadType = this.#redPayloadType;
     const attach = (track: MediaStreamTrack) => {
       if (attached.has(track)) return;
       attached.add(track);
       track.onReceiveRtp.subscribe((rtp) => {
-        const { lost, late, recovered, concealed } = uplink.stats;
-        uplink.receive(rtp.header.sequenceNumber, rtp.header.timestamp, rtp.payload);
+        const { lost, late, recovered, concealed, redRecovered, redPackets } = uplink.stats;
+        const { sequenceNumber, timestamp, payloadType } = rtp.header;
+        if (payloadType !== redPayloadType) uplink.receive(sequenceNumber, timestamp, rtp.payload);
+        else {
+          const problem = uplink.receiveRed(sequenceNumber, timestamp, rtp.payload);
+          if (problem) this.#problems.warn(`client RED packet not used: ${problem}`);
+        }
         if (uplink.stats.lost !== lost) metrics.packetsLost.inc(uplink.stats.lost - lost);
         if (uplink.stats.late !== late) metrics.packetsLate.inc(uplink.stats.late - late);
         if (uplink.stats.recovered !== recovered)
           metrics.uplinkFecRecovered.inc(uplink.stats.recovered - recovered);
+        if (uplink.stats.redPackets !== redPackets) metrics.uplinkRedPackets.inc();
+        if (uplink.stats.redRecovered !== redRecovered)
+          metrics.uplinkRedRecovered.inc(uplink.stats.redRecovered - redRecovered);
         if (uplink.stats.concealed !== concealed)
           metrics.uplinkConcealed.inc(uplink.stats.concealed - concealed);
         this.#lastRtpAt = performance.now();

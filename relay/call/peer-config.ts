@@ -32,15 +32,29 @@ export const AUDIO_CODECS = [
   new RTCRtpCodecParameters({ mimeType: "audio/PCMA", clockRate: 8000, channels: 1, payloadType: 8 }),
 ];
 
+/**
+ * RFC 2198 redundancy over the Opus above (`111/111`: each block is Opus), put first in the
+ * answer when the client offers it: Chrome sends RED only when it is the answer's first codec.
+ * werift maps the PTs to the client's own if they differ.
+ */
+export const RED_CODEC = new RTCRtpCodecParameters({
+  mimeType: "audio/red",
+  clockRate: 48_000,
+  channels: 2,
+  payloadType: 63,
+  parameters: "111/111",
+});
+
 /** Remote ICE candidates kept per call, signalled (offer, PATCH) or peer-reflexive. */
 export const MAX_REMOTE_CANDIDATES = 32;
 
 /** Largest data channel message the relay accepts (and advertises in its SDP). */
 export const MAX_CLIENT_MESSAGE_BYTES = 256 * 1024;
 
-export function peerConfig(network: MediaNetwork): Partial<PeerConfig> {
+/** `red`: answer `audio/red` (before Opus) when the client offers it. */
+export function peerConfig(network: MediaNetwork, red = false): Partial<PeerConfig> {
   return {
-    codecs: { audio: AUDIO_CODECS, video: [] },
+    codecs: { audio: red ? [RED_CODEC, ...AUDIO_CODECS] : AUDIO_CODECS, video: [] },
     // werift defaults to a public STUN server; the relay has nothing to discover.
     iceServers: [],
     iceUseIpv4: true,

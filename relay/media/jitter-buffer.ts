@@ -69,6 +69,17 @@ export class JitterBuffer {
     return this.#next < 0 ? 0 : this.#highest - this.#next + 1;
   }
 
+  /**
+   * True if a packet with this sequence number would fill a gap the buffer still waits on: not
+   * played, not given up, not already held. A redundant copy (RFC 2198) goes in only then, so
+   * copies of packets that arrived count as neither duplicates nor late.
+   */
+  wants(sequenceNumber: number): boolean {
+    if (this.#next < 0) return false;
+    const ext = this.#extend(sequenceNumber);
+    return ext >= this.#next && ext - this.#next < RING && this.#slots[ext % RING] === undefined;
+  }
+
   /** `now`: arrival time in ms (performance.now()), for the hold time in the stats. */
   push(sequenceNumber: number, payload: Uint8Array, now = 0): void {
     this.#now = now;

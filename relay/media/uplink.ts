@@ -6,6 +6,10 @@ import { FRAME_SAMPLES, PCM_SAMPLE_RATE } from "./audio-format.ts";
 import { JitterBuffer } from "./jitter-buffer.ts";
 import { ReorderDepth } from "./reorder-depth.ts";
 import { MAX_FRAME_SAMPLES, type UplinkDecoder } from "./codec.ts";
+import { parseRed, RedBlocks, type RedProblem } from "./red.ts";
+
+/** Why (part of) a RED packet was not used: it did not parse, or a block is not the call's codec. */
+export type UplinkRedProblem = RedProblem | "block of another codec";
 
 export interface UplinkStats {
   packets: number;
@@ -20,6 +24,12 @@ export interface UplinkStats {
   reorderDepth: number;
   /** Mean time a packet waited in the jitter buffer, ms. */
   jitterBufferMs: number;
+  /** `audio/red` packets received (RFC 2198). */
+  redPackets: number;
+  /** Frames taken from a later packet's redundant block because their own packet was missing. */
+  redRecovered: number;
+  /** RED packets with a part not used: malformed, or a block of another codec. */
+  redRefused: number;
 }
 
 export interface UplinkOptions {
@@ -28,6 +38,8 @@ export interface UplinkOptions {
   reorderDepth: number;
   /** Follow the link's jitter (relay/media/reorder-depth.ts) instead of keeping `reorderDepth`. */
   adaptiveDepth?: boolean;
+  /** RTP payload type of the codec inside `audio/red` blocks (the call's Opus); other blocks are skipped. */
+  payloadType?: number;
   /**
    * One 20 ms frame; `mediaTimeMs` is its start on the client's media clock (RTP timestamp, ms
    * from the stream's first packet), concealed frames included.
@@ -48,7 +60,12 @@ export class Uplink {
     jitterMs: 0,
     reorderDepth: 0,
     jitterBufferMs: 0,
+    redPackets: 0,
+    redRecovered: 0,
+    redRefused: 0,
   };
+  #payloadType: number;
+  #redBlocks = new RedBlocks();
   #decoder: UplinkDecoder;
   #jitter: JitterBuffer;
   #onFrame: (pcm: Int16Array, mediaTimeMs: number) => void;
@@ -75,6 +92,7 @@ export class Uplink {
     this.#decoder = options.decoder;
     this.#onFrame = options.onFrame;
     this.#observeWork = options.observeWork;
+    this.#payloadType = options.payloadType ?? -1;
     this.#jitter = new JitterBuffer(options.reorderDepth, (payload, next) => this.#play(payload, next));
     this.stats.reorderDepth = options.reorderDepth;
     if (options.adaptiveDepth) this.#depth = new ReorderDepth();
@@ -86,12 +104,66 @@ export class Uplink {
     this.stats.packets++;
     const now = performance.now();
     this.#measureJitter(timestamp, now);
+    const tooLate = this.#jitter.stats.tooLate;
+    this.#push(sequenceNumber, timestamp, payload, now);
+    this.#arrived(tooLate, now);
+  }
+
+  /**
+   * One `audio/red` RTP packet (relay/media/red.ts). Its redundant blocks fill the gaps the
+   * jitter buffer still waits on, oldest first, then the primary goes in as receive() would put
+   * a plain packet. Block i of n stands for the packet n−1−i before this one: a sender's
+   * redundancy is the packets it sent last (Chrome's and werift's encoders both). A block of
+   * another codec (nested RED, an unknown PT) or an empty one is skipped; a payload that does not
+   * parse is skipped whole and its frame concealed. Returns what was wrong, for the call's log.
+   */
+  receiveRed(sequenceNumber: number, timestamp: number, payload: Uint8Array): UplinkRedProblem | undefined {
+    if (this.#closed) return undefined;
+    this.stats.packets++;
+    this.stats.redPackets++;
+    const now = performance.now();
+    this.#measureJitter(timestamp, now);
+    const tooLate = this.#jitter.stats.tooLate;
+    const blocks = this.#redBlocks;
+    let problem: UplinkRedProblem | undefined = parseRed(payload, blocks);
+    const primary = blocks.count - 1;
+    for (let i = 0; i < primary; i++) {
+      const blockSequence = (sequenceNumber - (primary - i)) & 0xffff;
+      const offset = blocks.timestampOffsets[i]!;
+      if (blocks.payloadTypes[i] !== this.#payloadType || offset === 0) {
+        problem = "block of another codec";
+        continue;
+      }
+      if (blocks.ends[i] === blocks.starts[i] || !this.#jitter.wants(blockSequence)) continue;
+      this.stats.redRecovered++;
+      this.#push(
+        blockSequence,
+        (timestamp - offset) >>> 0,
+        payload.subarray(blocks.starts[i], blocks.ends[i]),
+        now,
+      );
+    }
+    if (primary >= 0) {
+      const start = blocks.starts[primary]!;
+      const end = blocks.ends[primary]!;
+      if (blocks.payloadTypes[primary] !== this.#payloadType) problem = "block of another codec";
+      else if (end > start) this.#push(sequenceNumber, timestamp, payload.subarray(start, end), now);
+    }
+    if (problem) this.stats.redRefused++;
+    this.#arrived(tooLate, now);
+    return problem;
+  }
+
+  #push(sequenceNumber: number, timestamp: number, payload: Uint8Array, now: number): void {
     this.#arriving = payload;
     this.#arrivingTimestamp = timestamp;
-    const js = this.#jitter.stats;
-    const tooLate = js.tooLate;
     this.#jitter.push(sequenceNumber, payload, now);
     this.#arriving = null;
+  }
+
+  /** After each RTP packet: the stats, and the reorder depth from the jitter and late arrivals. */
+  #arrived(tooLate: number, now: number): void {
+    const js = this.#jitter.stats;
     this.stats.lost = js.lost;
     this.stats.late = js.late;
     this.stats.jitterBufferMs = js.played > 0 ? js.heldMs / js.played : 0;

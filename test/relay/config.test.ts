@@ -37,6 +37,18 @@ describe("config", () => {
         "RELAY_BARGE_IN_MIN_SPEECH_MS",
       );
   });
+  it("takes RELAY_RED_DISTANCE from 0 to 2 (default 0), refuses -1 and 3; 0 without the resilience features", () => {
+    expect(loadConfig(base).redDistance).toBe(0);
+    expect(loadConfig({ ...base, RELAY_RED_DISTANCE: "2" }).redDistance).toBe(2);
+    expect(loadConfig({ ...base, RELAY_RED_DISTANCE: "0" }).redDistance).toBe(0);
+    expect(loadConfig({ ...base, RELAY_RED_DISTANCE: "1" }).redDistance).toBe(1);
+    for (const value of ["-1", "3", "two"])
+      expect(() => loadConfig({ ...base, RELAY_RED_DISTANCE: value })).toThrow("RELAY_RED_DISTANCE");
+    expect(loadConfig({ ...base, RELAY_NETWORK_RESILIENCE: "0", RELAY_RED_DISTANCE: "2" }).redDistance).toBe(
+      0,
+    );
+  });
+
   it("requires the relay secret or the relay's own key, not both", () => {
     expect(() => loadConfig({})).toThrow("EARSHOT_RELAY_SECRET");
     expect(() => loadConfig({ ...base, EARSHOT_RELAY_KEY: KEY })).toThrow("EARSHOT_RELAY_KEY");

@@ -74,6 +74,11 @@ export class Impairment {
     duplicated: 0,
     reordered: 0,
   };
+  /**
+   * RTP datagrams offered to this direction, by payload type: SRTP leaves the header in clear
+   * (RFC 3711), so a test can see what codec is on the wire (e.g. audio/red). RTCP not counted.
+   */
+  readonly rtpPayloadTypes = new Map<number, number>();
   profile: ImpairmentProfile;
   #random: () => number;
   #bad = false;
@@ -89,6 +94,15 @@ export class Impairment {
   blackout(now: number, ms: number): void {
     this.#blackoutFrom = now;
     this.#blackoutUntil = now + ms;
+  }
+
+  /** Counts `datagram` in rtpPayloadTypes if it is RTP (RFC 7983: first byte 128–191; RTCP PTs 192–223). */
+  countRtp(datagram: Uint8Array): void {
+    const first = datagram[0]!;
+    const second = datagram[1]!;
+    if (datagram.length < 12 || first < 128 || first > 191 || (second >= 192 && second <= 223)) return;
+    const payloadType = second & 0x7f;
+    this.rtpPayloadTypes.set(payloadType, (this.rtpPayloadTypes.get(payloadType) ?? 0) + 1);
   }
 
   /** Delivery delays in ms for a datagram of `bytes` handed over at `now` (ms); [] = dropped. */
@@ -195,10 +209,12 @@ export async function startImpairmentProxy(options: {
   };
   clientSide.on("message", (msg, from) => {
     client = from;
+    up.countRtp(msg);
     forward(up, () => relaySide.send(msg, options.targetPort, host), msg.length);
   });
   relaySide.on("message", (msg) => {
     const to = client;
+    down.countRtp(msg);
     if (to) forward(down, () => clientSide.send(msg, to.port, to.address), msg.length);
   });
   // A send to a closed port (the relay gone) must not crash the test process.

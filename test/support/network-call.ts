@@ -15,6 +15,7 @@ import { RtpHeader, RtpPacket } from "werift";
 import { WebSocketServer, type WebSocket } from "ws";
 import { OpusDecoder } from "../../relay/media/opus-codec.ts";
 import { opusPacketHasFec } from "../../relay/media/opus-packet.ts";
+import { parseRed, RedBlocks } from "../../relay/media/red.ts";
 import { createOpusEncoder, FRAME, isKeepalive, lastSoundAt, RATE, rms } from "./audio.ts";
 import {
   hostCandidatePort,
@@ -23,7 +24,7 @@ import {
   type ImpairmentProfile,
   type ImpairmentProxy,
 } from "./impairment.ts";
-import { TestPeer } from "./peer.ts";
+import { CLIENT_RED_PT, RED_OFFER_CODECS, TestPeer, type ReceivedPacket } from "./peer.ts";
 import { bootIdOf, postCall, ticketFor } from "./relay-api.ts";
 import { metricValue } from "./relays.ts";
 import { envelopeScore } from "./speech-quality.ts";
@@ -159,9 +160,13 @@ export interface DirectionResult {
   /** Frames that arrived (in time for the receiver's jitter buffer) or were rebuilt from FEC, %. */
   deliveredOrRecoveredPercent: number;
   recovered: number;
+  /** Frames taken from a later packet's RED copy (RFC 2198). */
+  redRecovered: number;
   concealed: number;
   /** Mean delay the receiver's jitter buffer added, ms. */
   addedDelayMs: number;
+  /** Mean RTP payload per packet of the speech, bytes (RED copies included); downlink only. */
+  payloadBytes?: number;
   /** Mean correlation of the 20 ms log-spectral envelopes of received and sent speech (1 = same). */
   quality: number;
 }
@@ -171,6 +176,9 @@ export interface NetworkCallResult {
   downlink: DirectionResult;
   /** Client speech onset → last assistant packet the client received; NaN if no barge-in. */
   bargeInMs: number;
+  /** Each barge-in of the call (NetworkCallOptions.bargeIns), the first being bargeInMs. */
+  bargeInTrialsMs: number[];
+  truncateErrorsMs: number[];
   /** The truncate's audio_end_ms − the reply audio the client received; NaN without a truncate. */
   truncateErrorMs: number;
   /** With a blackout: the link back → first downlink packet at the client, and → first append at the model. */
@@ -198,6 +206,13 @@ export interface NetworkCallOptions {
   reply: Int16Array;
   speech: Int16Array;
   interruption: Int16Array;
+  /**
+   * The client offers `audio/red` (after Opus, as Chrome does) and sends this many earlier frames
+   * in each packet; it parses the relay's RED itself, as a browser's NetEq does. Undefined: no RED.
+   */
+  red?: number;
+  /** Interruptions in phase 3, each of its own reply (default 1). */
+  bargeIns?: number;
 }
 
 /** Encodes PCM as 20 ms Opus packets, the way a browser's microphone track would. */
@@ -211,24 +226,58 @@ function encode(pcm: Int16Array, encoder: ReturnType<typeof createOpusEncoder>):
 interface Heard {
   sequenceNumber: number;
   timestamp: number;
-  payload: Buffer;
+  /** The Opus frame: the packet's payload, or its primary block when it came as RED. */
+  payload: Uint8Array;
   at: number;
+  /** From RED: earlier frames' copies, by their sequence number. */
+  redundant?: { sequenceNumber: number; payload: Uint8Array }[];
+}
+
+const redBlocks = new RedBlocks();
+const heardCache = new WeakMap<ReceivedPacket, Heard>();
+
+/** A received packet as the client's decoder sees it: RED unwrapped (relay/media/red.ts). */
+function heard(packet: ReceivedPacket): Heard {
+  if (packet.payloadType !== CLIENT_RED_PT) return packet;
+  let unwrapped = heardCache.get(packet);
+  if (unwrapped) return unwrapped;
+  const payload = packet.payload;
+  const problem = parseRed(payload, redBlocks);
+  const n = redBlocks.count;
+  const redundant = [];
+  for (let i = 0; i < n - 1; i++) {
+    redundant.push({
+      sequenceNumber: (packet.sequenceNumber - (n - 1 - i)) & 0xffff,
+      payload: payload.subarray(redBlocks.starts[i], redBlocks.ends[i]),
+    });
+  }
+  unwrapped = {
+    sequenceNumber: packet.sequenceNumber,
+    timestamp: packet.timestamp,
+    at: packet.at,
+    payload: problem ? new Uint8Array(0) : payload.subarray(redBlocks.starts[n - 1], redBlocks.ends[n - 1]),
+    redundant,
+  };
+  heardCache.set(packet, unwrapped);
+  return unwrapped;
 }
 
 /**
  * What a browser's receiver makes of the downlink packets of one reply: in sequence order, each
- * missing packet rebuilt from the next one's FEC if it has any, else concealed; and the jitter
- * delay it needs for 99 % of packets to be on time (its jitter buffer's target).
+ * missing packet taken from a later packet's RED copy if there is one, else rebuilt from the next
+ * one's FEC if it has any, else concealed; and the jitter delay it needs for 99 % of packets to
+ * be on time (its jitter buffer's target).
  */
 function receive(packets: Heard[]): {
   pcm: Int16Array;
   frames: number;
   recovered: number[];
+  redRecovered: number[];
   concealed: number[];
   delayMs: number;
 } {
   if (packets.length === 0)
-    return { pcm: new Int16Array(0), frames: 0, recovered: [], concealed: [], delayMs: 0 };
+    return { pcm: new Int16Array(0), frames: 0, recovered: [], redRecovered: [], concealed: [], delayMs: 0 };
   // Index packets from the lowest sequence number heard (the first to arrive may be a reordered
   // later one); signed 16-bit distances from the first arrival find it.
   const offset = (p: Heard) => (((p.sequenceNumber - packets[0]!.sequenceNumber) & 0xffff) << 16) >> 16;
@@ -239,6 +288,15 @@ function receive(packets: Heard[]): {
     const index = offset(p) - lowest;
     bySequence.set(index, p);
     last = Math.max(last, index);
+  }
+  const fromRed = new Set<number>();
+  for (const p of packets) {
+    for (const copy of p.redundant ?? []) {
+      const index = offset({ ...p, sequenceNumber: copy.sequenceNumber }) - lowest;
+      if (index < 0 || bySequence.has(index) || copy.payload.length === 0) continue;
+      bySequence.set(index, { ...p, sequenceNumber: copy.sequenceNumber, payload: copy.payload });
+      fromRed.add(index);
+    }
   }
   const decoder = new OpusDecoder();
   const pcm = new Int16Array((last + 1) * FRAME);
@@ -263,7 +321,7 @@ function receive(packets: Heard[]): {
   );
   transit.sort((a, b) => a - b);
   const delayMs = transit[Math.floor(0.99 * (transit.length - 1))]! - transit[0]!;
-  return { pcm, frames: last + 1, recovered, concealed, delayMs };
+  return { pcm, frames: last + 1, recovered, redRecovered: [...fromRed], concealed, delayMs };
 }
 
 /** `to` − `from` in RTP timestamp units, signed (32-bit wrap): a reordered packet may come first. */
@@ -283,7 +341,10 @@ function voicedFrames(pcm: Int16Array): Set<number> {
 /** Places one call through an impairment proxy and runs the three phases. */
 export async function runNetworkCall(options: NetworkCallOptions): Promise<NetworkCallResult> {
   const { relay, model, profile } = options;
-  const peer = new TestPeer({ record: true });
+  const peer = new TestPeer({
+    record: true,
+    ...(options.red !== undefined && { audioCodecs: RED_OFFER_CODECS }),
+  });
   let proxy: ImpairmentProxy | undefined;
   let mic: NodeJS.Timeout | undefined;
   try {
@@ -311,6 +372,14 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     proxy = await startImpairmentProxy({ targetPort: relayPort, seed: options.seed ?? 1 });
     await peer.applyAnswer(routeAnswerThroughProxy(body.answer_sdp, proxy.port, relayPort));
     await peer.connected();
+    const redNegotiated = peer.transceiver.codecs.some((c) => c.mimeType.toLowerCase() === "audio/red");
+    if (options.red !== undefined && !redNegotiated) throw new Error("the relay did not answer audio/red");
+    if (redNegotiated) {
+      // The client parses RED as a browser would (heard() above), and sends it at its distance.
+      peer.transceiver.receiver.unpackRed = false;
+      peer.transceiver.sender.redDistance = options.red!;
+    }
+    const received = () => peer.received.map(heard);
     // The network turns bad once the call is up: this measures the media path, not setup (which
     // at 80 ms of jitter can outlast the test peer's 10 s connect timeout).
     proxy.up.profile = profile;
@@ -347,7 +416,7 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     const quiet = async (ms: number, timeoutMs: number) => {
       const start = performance.now();
       // The relay's idle keepalive (a silent frame every 300 ms) is not the reply.
-      while (performance.now() - Math.max(lastSoundAt(peer.received), start) < ms) {
+      while (performance.now() - Math.max(lastSoundAt(received()), start) < ms) {
         if (performance.now() - start > timeoutMs) return;
         await sleep(10);
       }
@@ -365,7 +434,11 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     }
     await sleep(Math.max(0, replyMs - (options.blackoutMs ? 1000 : 0)));
     await quiet(400, 5000);
-    const downPackets = peer.received.slice(downFrom).filter((p) => !isKeepalive(p));
+    const downPackets = received()
+      .slice(downFrom)
+      .filter((p) => !isKeepalive(p));
+    const downRaw = peer.received.slice(downFrom).filter((p) => !isKeepalive(heard(p)));
+    const downPayloadBytes = downRaw.reduce((n, p) => n + p.payload.length, 0) / Math.max(1, downRaw.length);
     const down = receive(downPackets);
     let downlinkResumeMs: number | undefined;
     let uplinkResumeMs: number | undefined;
@@ -382,42 +455,63 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     const upQuality = envelopeScore(options.speech, model.heardPcm(upFrom));
     const mid = await relay.metrics();
 
-    // Phase 3: barge-in.
-    const bargeFrom = peer.received.length;
-    const itemId = model.reply(options.reply);
-    const listenStart = performance.now();
-    const heardOfReply = () => peer.received.slice(bargeFrom).filter((p) => !isKeepalive(p)).length;
-    while (heardOfReply() < 50 && performance.now() - listenStart < 5000) await sleep(5);
-    say(options.interruption);
-    while (queuedSentAt === undefined) await sleep(2);
-    const onset = queuedSentAt;
-    await quiet(300, replyMs + 2000);
-    const bargePackets = peer.received.slice(bargeFrom).filter((p) => !isKeepalive(p));
-    const lastAt = bargePackets.at(-1)?.at ?? NaN;
-    const endedEarly = bargePackets.length < Math.ceil(options.reply.length / FRAME) * 0.9;
-    // The relay holds the reply at speech onset and truncates once the speech has lasted
-    // RELAY_BARGE_IN_MIN_SPEECH_MS (480 ms by default): wait for that.
-    const findTruncate = () =>
-      model.events.find((e) => e.type === "conversation.item.truncate" && e.event.item_id === itemId);
-    const truncateWait = performance.now();
-    while (!findTruncate() && performance.now() - truncateWait < 3000) await sleep(10);
-    const truncate = findTruncate();
-    if (process.env.NETWORK_DEBUG)
-      process.stderr.write(
-        `barge-in: onset ${onset.toFixed(0)} last ${lastAt.toFixed(0)} packets ${bargePackets.length} events ${model.events
-          .map(
-            (e) =>
-              `${e.type}@${(e.at - onset).toFixed(0)}${e.event.item_id ? `:${String(e.event.item_id)}/${String(e.event.audio_end_ms)}` : ""}`,
-          )
-          .join(",")} item ${itemId}\n`,
+    // Phase 3: barge-in, `bargeIns` times (a reply, interrupted 1 s in, then a pause).
+    const bargeIn = async () => {
+      const bargeFrom = peer.received.length;
+      const itemId = model.reply(options.reply);
+      const listenStart = performance.now();
+      const heardOfReply = () =>
+        received()
+          .slice(bargeFrom)
+          .filter((p) => !isKeepalive(p)).length;
+      while (heardOfReply() < 50 && performance.now() - listenStart < 5000) await sleep(5);
+      say(options.interruption);
+      while (queuedSentAt === undefined) await sleep(2);
+      const onset = queuedSentAt;
+      await quiet(300, replyMs + 2000);
+      const bargePackets = received()
+        .slice(bargeFrom)
+        .filter((p) => !isKeepalive(p));
+      const lastAt = bargePackets.at(-1)?.at ?? NaN;
+      const endedEarly = bargePackets.length < Math.ceil(options.reply.length / FRAME) * 0.9;
+      // The relay holds the reply at speech onset and truncates once the speech has lasted
+      // RELAY_BARGE_IN_MIN_SPEECH_MS (480 ms by default): wait for that.
+      const findTruncate = () =>
+        model.events.find((e) => e.type === "conversation.item.truncate" && e.event.item_id === itemId);
+      const truncateWait = performance.now();
+      while (!findTruncate() && performance.now() - truncateWait < 3000) await sleep(10);
+      const truncate = findTruncate();
+      if (process.env.NETWORK_DEBUG)
+        process.stderr.write(
+          `barge-in: onset ${onset.toFixed(0)} last ${lastAt.toFixed(0)} packets ${bargePackets.length} events ${model.events
+            .map(
+              (e) =>
+                `${e.type}@${(e.at - onset).toFixed(0)}${e.event.item_id ? `:${String(e.event.item_id)}/${String(e.event.audio_end_ms)}` : ""}`,
+            )
+            .join(",")} item ${itemId}\n`,
+        );
+      // What the client heard of the reply: its packets' sequence span (a lost packet inside it was
+      // concealed or recovered and played all the same). Not the RTP timestamp span: the relay's
+      // clock runs on through a hold at speech onset, which the client hears as nothing.
+      const heardSpan = bargePackets.map(
+        (p) => (((p.sequenceNumber - bargePackets[0]!.sequenceNumber) & 0xffff) << 16) >> 16,
       );
-    // What the client heard of the reply: its packets' sequence span (a lost packet inside it was
-    // concealed or recovered and played all the same). Not the RTP timestamp span: the relay's
-    // clock runs on through a hold at speech onset, which the client hears as nothing.
-    const heardSpan = bargePackets.map(
-      (p) => (((p.sequenceNumber - bargePackets[0]!.sequenceNumber) & 0xffff) << 16) >> 16,
-    );
-    const heardMs = bargePackets.length > 0 ? (Math.max(...heardSpan) - Math.min(...heardSpan) + 1) * 20 : 0;
+      const heardMs =
+        bargePackets.length > 0 ? (Math.max(...heardSpan) - Math.min(...heardSpan) + 1) * 20 : 0;
+      return {
+        ms: endedEarly ? lastAt - onset : NaN,
+        truncateErrorMs: truncate ? Number(truncate.event.audio_end_ms) - heardMs : NaN,
+      };
+    };
+    const bargeIns: { ms: number; truncateErrorMs: number }[] = [];
+    for (let trial = 0; trial < (options.bargeIns ?? 1); trial++) {
+      // Past the interruption (its queued speech sent) and a pause, as between turns.
+      if (trial > 0) {
+        while (queued.length > 0) await sleep(20);
+        await sleep(1000);
+      }
+      bargeIns.push(await bargeIn());
+    }
     const after = await relay.metrics();
     clearTimeout(mic);
     mic = undefined;
@@ -428,6 +522,9 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
     const upRecovered =
       metricValue(mid, "earshot_relay_uplink_fec_recovered_frames_total") -
       metricValue(before, "earshot_relay_uplink_fec_recovered_frames_total");
+    const upRedRecovered =
+      metricValue(mid, "earshot_relay_uplink_red_recovered_frames_total") -
+      metricValue(before, "earshot_relay_uplink_red_recovered_frames_total");
     const upConcealed =
       metricValue(mid, "earshot_relay_uplink_concealed_frames_total") -
       metricValue(before, "earshot_relay_uplink_concealed_frames_total");
@@ -447,6 +544,7 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
         frames: upFrames,
         deliveredOrRecoveredPercent: upFrames > 0 ? 100 * (1 - upConcealed / upFrames) : NaN,
         recovered: upRecovered,
+        redRecovered: upRedRecovered,
         concealed: upConcealed,
         addedDelayMs: heldCount > 0 ? (1000 * heldSum) / heldCount : 0,
         quality: upQuality,
@@ -455,12 +553,16 @@ export async function runNetworkCall(options: NetworkCallOptions): Promise<Netwo
         frames: voiced.size,
         deliveredOrRecoveredPercent: 100 * (1 - downConcealed / voiced.size),
         recovered: down.recovered.filter((i) => voiced.has(i)).length,
+        redRecovered: down.redRecovered.filter((i) => voiced.has(i)).length,
         concealed: downConcealed,
         addedDelayMs: down.delayMs,
+        payloadBytes: downPayloadBytes,
         quality: envelopeScore(options.reply, down.pcm),
       },
-      bargeInMs: endedEarly ? lastAt - onset : NaN,
-      truncateErrorMs: truncate ? Number(truncate.event.audio_end_ms) - heardMs : NaN,
+      bargeInMs: bargeIns[0]!.ms,
+      truncateErrorMs: bargeIns[0]!.truncateErrorMs,
+      bargeInTrialsMs: bargeIns.map((b) => b.ms),
+      truncateErrorsMs: bargeIns.map((b) => b.truncateErrorMs),
       ...(downlinkResumeMs === undefined ? {} : { downlinkResumeMs, uplinkResumeMs }),
       survived: peer.pc.connectionState === "connected" && model.connected,
     };

@@ -3,7 +3,14 @@
 // sends Opus RTP on a real clock and records what it hears. The relay tests' callers, the fault
 // tests' EventClient, the deployment tests' Caller and bench/'s BenchClient build on it.
 import { performance } from "node:perf_hooks";
-import { RTCPeerConnection, RtpHeader, RtpPacket, type RTCDataChannel, type RTCRtpTransceiver } from "werift";
+import {
+  RTCPeerConnection,
+  RtpHeader,
+  RtpPacket,
+  type RTCDataChannel,
+  RTCRtpCodecParameters,
+  type RTCRtpTransceiver,
+} from "werift";
 import type { CreateCallResponse } from "../../protocol/relay-api.ts";
 import { createOpusEncoder, decodeOpus, FRAME } from "./audio.ts";
 import { withTimeout } from "./loopback.ts";
@@ -11,6 +18,26 @@ import { bootIdOf, newCallId, postCall, postEdgeCall, ticketFor } from "./relay-
 
 /** RTP timestamp units in one 20 ms frame (Opus's clock is 48 kHz). */
 const FRAME_TICKS = 960;
+
+/** Audio codecs as Chrome offers them for Opus with RFC 2198 redundancy: Opus, then red. */
+export const RED_OFFER_CODECS = [
+  new RTCRtpCodecParameters({
+    mimeType: "audio/opus",
+    clockRate: 48_000,
+    channels: 2,
+    payloadType: 111,
+    parameters: "minptime=10;useinbandfec=1",
+  }),
+  new RTCRtpCodecParameters({
+    mimeType: "audio/red",
+    clockRate: 48_000,
+    channels: 2,
+    payloadType: 63,
+    parameters: "111/111",
+  }),
+];
+/** The red payload type in RED_OFFER_CODECS. */
+export const CLIENT_RED_PT = 63;
 
 export interface ReceivedPacket {
   sequenceNumber: number;
@@ -42,6 +69,8 @@ export interface PeerOptions {
    * checks TCP pairs only.
    */
   tcpOnly?: boolean;
+  /** The audio codecs offered, in order (werift's default: Opus, PCMU). */
+  audioCodecs?: RTCRtpCodecParameters[];
 }
 
 /** SDP without its UDP candidates (a network that drops UDP never lets them work). */
@@ -80,6 +109,7 @@ export class TestPeer {
         iceTcpPassive: false,
         iceFilterCandidatePair: (pair) => pair.localCandidate.transport === "tcp",
       }),
+      ...(options.audioCodecs && { codecs: { audio: options.audioCodecs, video: [] } }),
     });
     this.#tcpOnly = options.tcpOnly ?? false;
     this.transceiver = this.pc.addTransceiver("audio", { direction: "sendrecv" });
