@@ -4,6 +4,7 @@
 // runs on every packet from an unknown address, which is also what a flood sends.
 
 const BINDING_REQUEST = 0x0001;
+const BINDING_SUCCESS = 0x0101;
 const MAGIC_COOKIE = 0x2112a442;
 const HEADER_BYTES = 20;
 const USERNAME = 0x0006;
@@ -31,4 +32,15 @@ export function localUfrag(datagram: Uint8Array): string | undefined {
     at = value + length + ((4 - (length % 4)) % 4);
   }
   return undefined;
+}
+
+/**
+ * Whether a datagram is a STUN Binding success response. werift sends one only to a check whose
+ * MESSAGE-INTEGRITY it verified (patch 009), so one going out proves its destination spoke with
+ * the call's credentials.
+ */
+export function isBindingSuccess(datagram: Uint8Array): boolean {
+  if (datagram.length < HEADER_BYTES) return false;
+  const view = new DataView(datagram.buffer, datagram.byteOffset, datagram.byteLength);
+  return view.getUint16(0) === BINDING_SUCCESS && view.getUint32(4) === MAGIC_COOKIE;
 }

@@ -4,9 +4,9 @@
 //   1. by its source address, once that call has sent to the address; else
 //   2. for a STUN Binding request, by the local ufrag in its USERNAME; else it is dropped.
 // An address is bound when the call first sends to it: a response to a request werift
-// authenticated (patch 009), or a check to a candidate the client signalled. So forged STUN, even
-// with a live call's ufrag, gets no answer and binds nothing. An address bound to one call is not
-// taken over by another. Closing a call's view forgets its ufrags and addresses.
+// authenticated (patch 009), or (owning the port) a check to a candidate the client signalled. So
+// forged STUN, even with a live call's ufrag, gets no answer and binds nothing. An address bound
+// to one call is not taken over by another. Closing a call's view forgets its ufrags and addresses.
 //
 // Two ways to hold the port:
 // - `UdpMux.open`: this process owns the port's only socket (one relay process on the port);
@@ -15,9 +15,15 @@
 //   the first packets of its flows (`deliver`). Binding an address opens a socket on the same port
 //   (SO_REUSEPORT) connected to that address, and Linux (5.2.17+) then delivers the flow's
 //   4-tuple to it alone: no forwarding hop on the media path, and a flow survives its dispatcher.
+//   Here only an answer to an authenticated check binds: the call's own checks to signalled
+//   candidates are dropped until their address has checked in. Another process cannot see this
+//   one's bindings, so an offer naming another client's address as its candidate would otherwise
+//   pin a second socket to that client's 4-tuple and split its flow between two processes. The
+//   client is the controlling agent and always checks first (a browser does; an ICE-lite server
+//   such as mediasoup never sends ordinary checks at all), so no call needs them to connect.
 import dgram from "node:dgram";
 import type { IceUdpMux, StunProtocol, Transport } from "werift";
-import { localUfrag } from "./stun-username.ts";
+import { isBindingSuccess, localUfrag } from "./stun-username.ts";
 
 type Address = readonly [host: string, port: number];
 
@@ -44,6 +50,8 @@ export interface UdpMuxStats {
   connectedSockets: number;
   /** Pinned mode: flows whose socket could not bind or connect (the port is not the group's). */
   pinFailures: number;
+  /** Pinned mode: sends dropped because their address has not checked in (see the header). */
+  unverifiedSends: number;
 }
 
 /** Told when a pinned flow's socket fails to bind or connect; the flow's sends are dropped. */
@@ -101,6 +109,7 @@ export class UdpMux implements IceUdpMux {
   #addresses = 0;
   #connectedSockets = 0;
   #pinFailures = 0;
+  #unverifiedSends = 0;
   readonly #onPinError: PinErrorListener | undefined;
   #closed: Promise<void> | undefined;
 
@@ -142,6 +151,7 @@ export class UdpMux implements IceUdpMux {
       addresses: this.#addresses,
       connectedSockets: this.#connectedSockets,
       pinFailures: this.#pinFailures,
+      unverifiedSends: this.#unverifiedSends,
     };
   }
 
@@ -206,14 +216,20 @@ export class UdpMux implements IceUdpMux {
   }
 
   #send(route: Route, data: Buffer, host: string, port: number): void {
-    const binding = this.#bind(route, host, port);
     const socket = this.#socket;
     if (socket) {
       // Past the cap or another call's address: the send still goes out, unbound.
+      this.#bind(route, host, port);
       socket.send(data, port, host);
       return;
     }
-    // Pinned: a flow leaves only from its own connected socket (there is no other in this process).
+    // Pinned: only an answer to an authenticated check pins a flow (see the header).
+    if (this.#byAddress.get(host)?.get(port)?.route !== route && !isBindingSuccess(data)) {
+      this.#unverifiedSends++;
+      return;
+    }
+    const binding = this.#bind(route, host, port);
+    // A flow leaves only from its own connected socket (there is no other in this process).
     if (!binding) return;
     if (binding.waiting === undefined) binding.socket!.send(data);
     else if (binding.waiting.length < MAX_SENDS_BEFORE_CONNECTED) binding.waiting.push(data);

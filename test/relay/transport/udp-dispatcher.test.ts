@@ -2,7 +2,7 @@
 // beside it on the same port (SO_REUSEPORT), as a relay process holds it: which first packets are
 // handed off and to whom, that nothing else is, and that a flow the mux has pinned no longer
 // reaches the dispatcher (the kernel delivers it to the connected socket), until the call ends.
-import type { StunProtocol } from "werift";
+import { Message, type StunProtocol } from "werift";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { UdpDispatcher } from "../../../relay/transport/udp-dispatcher.ts";
 import { UdpMux } from "../../../relay/transport/udp-mux.ts";
@@ -13,6 +13,8 @@ import { request } from "../../support/stun-forgery.ts";
 import { closeRawSockets, rawSocket, sendUdp } from "../../support/udp.ts";
 
 const key = ufragKey(TEST_SECRET);
+/** A STUN Binding success response: what werift sends to a check it authenticated. */
+const answer = () => Buffer.from(new Message(0x001, 0x100).bytes);
 const handedOff: { owner: number; data: Buffer; port: number }[] = [];
 let dispatcher: UdpDispatcher;
 beforeAll(async () => {
@@ -53,7 +55,7 @@ describe("UdpDispatcher", () => {
     const protocol = { datagramReceived: (data: Buffer) => heard.push(data) } as unknown as StunProtocol;
     const transport = mux.attach(protocol);
     const client = await rawSocket();
-    await transport.send(Buffer.from("answer"), ["127.0.0.1", client.port]);
+    await transport.send(answer(), ["127.0.0.1", client.port]);
     await waitFor(() => client.received.length === 1, 2000, "the answer from the shared port");
     expect(mux.stats).toMatchObject({ addresses: 1, connectedSockets: 1 });
     const before = dispatcher.stats.dropped;
@@ -68,6 +70,23 @@ describe("UdpDispatcher", () => {
     await mux.close();
   });
 
+  it("pins a flow only by answering a check: the call's own checks to an address that never checked in are dropped", async () => {
+    const mux = UdpMux.pinned("127.0.0.1", dispatcher.port);
+    const transport = mux.attach({ datagramReceived: () => {} } as unknown as StunProtocol);
+    // An address signalled in the offer, perhaps another client's (another process may own it).
+    const signalled = await rawSocket();
+    await transport.send(request({ username: "c:r", key: "k" }), ["127.0.0.1", signalled.port]);
+    await transport.send(Buffer.from("media"), ["127.0.0.1", signalled.port]);
+    expect(mux.stats).toMatchObject({ addresses: 0, connectedSockets: 0, unverifiedSends: 2 });
+    // Once the call has answered it, the address is the call's, checks and media included.
+    await transport.send(answer(), ["127.0.0.1", signalled.port]);
+    await transport.send(request({ username: "c:r", key: "k" }), ["127.0.0.1", signalled.port]);
+    await waitFor(() => signalled.received.length === 2, 2000, "the answer and the check");
+    expect(mux.stats).toMatchObject({ addresses: 1, connectedSockets: 1, unverifiedSends: 2 });
+    await transport.close();
+    await mux.close();
+  });
+
   it("says so when a flow cannot be pinned (the port is held without SO_REUSEPORT), and holds no socket", async () => {
     const squatter = await rawSocket();
     const failures: string[] = [];
@@ -76,7 +95,7 @@ describe("UdpDispatcher", () => {
     );
     const transport = mux.attach({ datagramReceived: () => {} } as unknown as StunProtocol);
     const client = await rawSocket();
-    await transport.send(Buffer.from("answer"), ["127.0.0.1", client.port]);
+    await transport.send(answer(), ["127.0.0.1", client.port]);
     await waitFor(() => failures.length === 1, 2000, "the pin failure");
     expect(failures[0]).toMatch(new RegExp(`^${client.port}: .*EADDRINUSE`));
     expect(mux.stats).toMatchObject({ pinFailures: 1, connectedSockets: 0, addresses: 1 });
