@@ -2,7 +2,7 @@
 //   npm run bench [-- --quick] [-- --edge]
 // Each part also runs alone: bench/setup.ts, bench/barge-in.ts, bench/network.ts, bench/turn-taking.ts,
 // bench/capacity.ts, bench/edge.ts, bench/edge-events.ts, bench/sideband.ts, bench/continuity.ts,
-// bench/shared-port.ts, bench/ice-tcp.ts.
+// bench/shared-port.ts, bench/shared-port-dispatch.ts, bench/ice-tcp.ts.
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
@@ -110,6 +110,16 @@ const sharedPort: SharedPortResult = await runSharedPort({
   rounds: quick ? 1 : 2,
 });
 log(sharedPortTable(sharedPort));
+
+// The receive path alone (per-call sockets, one socket, the host port's connected sockets) and
+// the host dispatcher's CPU per new flow (~20 s). A script of its own: its IPC sink is a fork.
+log("bench: shared-port receive path and the host dispatcher…");
+const dispatch = execFileSync(
+  process.execPath,
+  ["bench/shared-port-dispatch.ts", `--datagrams=${quick ? 20_000 : 50_000}`, "--rounds=3", "--flows=5000"],
+  { cwd: root, encoding: "utf8" },
+);
+log(dispatch);
 
 // ICE-TCP (RELAY_TCP_PORT) against UDP on one relay, batches interleaved (~1 min).
 log("bench: ICE-TCP against UDP…");

@@ -77,7 +77,10 @@ async function main() {
     const stub = { datagramReceived: () => void received++ } as unknown as StunProtocol;
     for (const client of clients) {
       const protocol = Object.create(stub) as StunProtocol;
-      await mux.attach(protocol).send(Buffer.from("x"), [HOST, client.address().port]);
+      // Only an answer to an authenticated check pins a flow: a Binding success response.
+      await mux
+        .attach(protocol)
+        .send(Buffer.from(new Message(0x001, 0x100).bytes), [HOST, client.address().port]);
     }
     await new Promise((r) => setTimeout(r, 50)); // the connects land
     const result = await pump(clients, new Array<number>(CALLS).fill(dispatcher.port), count, () => received);

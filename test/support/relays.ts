@@ -344,9 +344,22 @@ export interface Edge extends ManagedProcess {
   vars: Record<string, string>;
 }
 
+/** Tries of an edge whose free port was taken before wrangler bound it (test files run in parallel). */
+const EDGE_PORT_TRIES = 3;
+
 /** `wrangler dev` on loopback with fresh Durable Object state; resolves when /healthz answers. */
 export async function startEdge(options: EdgeOptions = {}): Promise<Edge> {
-  const port = options.port ?? (await freePort());
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startEdgeOnce(options.port ?? (await freePort()), options);
+    } catch (err) {
+      const raced = options.port === undefined && /Address already in use/.test((err as Error).message);
+      if (!raced || attempt >= EDGE_PORT_TRIES) throw err;
+    }
+  }
+}
+
+async function startEdgeOnce(port: number, options: EdgeOptions): Promise<Edge> {
   const dir = mkdtempSync(join(tmpdir(), "earshot-edge-"));
   const vars: Record<string, string> = {
     EARSHOT_API_KEYS: options.apiKey ?? `sk_e2e_${randomBytes(18).toString("base64url")}`,
@@ -396,17 +409,25 @@ export async function startEdge(options: EdgeOptions = {}): Promise<Edge> {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+  // wrangler reports a port taken meanwhile and stays up: no need to wait out the timeout.
+  const portTaken = proc.waitForOutput(/Address already in use/, 90_000).then(
+    () => Promise.reject(new Error("Address already in use")),
+    () => new Promise<never>(() => {}),
+  );
   try {
-    await waitUntil(
-      "the edge to answer",
-      async () => {
-        const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
-        await res.body?.cancel();
-        return res.ok || undefined;
-      },
-      90_000,
-      200,
-    );
+    await Promise.race([
+      portTaken,
+      waitUntil(
+        "the edge to answer",
+        async () => {
+          const res = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(1000) });
+          await res.body?.cancel();
+          return res.ok || undefined;
+        },
+        90_000,
+        200,
+      ),
+    ]);
   } catch (err) {
     await edge.stop();
     throw new Error(`${(err as Error).message}\n${proc.output()}`);
