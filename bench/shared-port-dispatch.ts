@@ -6,7 +6,7 @@
 // Then the dispatcher's CPU per new flow: a Binding request with a valid ufrag, read and checked
 // (HMAC tag) and handed off, over IPC to a forked process (what the supervisor path costs the
 // dispatcher) against a loopback UDP hand-off. Usage:
-//   npx node bench/shared-port-dispatch.ts [--datagrams=200000] [--rounds=5] [--flows=20000]
+//   npx node bench/shared-port-dispatch.ts [--calls=50] [--datagrams=200000] [--rounds=5] [--flows=20000]
 import { fork } from "node:child_process";
 import dgram from "node:dgram";
 import { once } from "node:events";
@@ -26,7 +26,10 @@ if (process.argv[2] === "--sink") {
 } else await main();
 
 async function main() {
-  const CALLS = 50;
+  const arg = (name: string, fallback: number) =>
+    Number(process.argv.find((a) => a.startsWith(`--${name}=`))?.split("=")[1] ?? fallback);
+  // Flows on the port: with the host port, connected sockets sharing one local port.
+  const CALLS = arg("calls", 50);
   const HOST = "127.0.0.1";
   const PAYLOAD = Buffer.alloc(172, 0x5a); // an Opus RTP packet's size with SRTP
 
@@ -109,8 +112,6 @@ async function main() {
     return result;
   }
 
-  const arg = (name: string, fallback: number) =>
-    Number(process.argv.find((a) => a.startsWith(`--${name}=`))?.split("=")[1] ?? fallback);
   const datagrams = arg("datagrams", 200_000);
   const rounds = arg("rounds", 5);
   const flows = arg("flows", 20_000);
